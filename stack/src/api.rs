@@ -1,0 +1,370 @@
+//! What the application calls: listen, accept, connect, read, write, close.
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::net::{Ipv4Addr, SocketAddrV4};
+
+use smoltcp::iface::SocketHandle;
+use smoltcp::socket::tcp::{self, State};
+use smoltcp::time::Instant;
+use smoltcp::wire::IpAddress;
+
+use crate::conn::{ConnId, flag};
+use crate::counters::Refusal;
+use crate::listener::{ListenError, ListenOptions, Listener, ListenerId, SocketOptions};
+use crate::mem;
+use crate::stack::{Event, Stack};
+use crate::table::FourTuple;
+
+/// Why an operation on a connection failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnError {
+    /// The connection no longer exists (closed, reset, timed out, or a stale id).
+    Closed,
+    /// Not possible in the connection's TCP state (e.g. sending after `close`).
+    InvalidState,
+    /// The peer closed its side and every byte it sent was read.
+    Finished,
+}
+
+impl fmt::Display for ConnError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ConnError::Closed => "connection closed",
+            ConnError::InvalidState => "not possible in this TCP state",
+            ConnError::Finished => "peer closed its side",
+        })
+    }
+}
+
+impl std::error::Error for ConnError {}
+
+/// Why [`Stack::connect`] failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnectError {
+    /// No free local port for this destination (or the given 4-tuple is taken).
+    AddrInUse,
+    /// Remote address or port unusable, or a local address the stack does not have.
+    Unaddressable,
+    /// A connection limit or an empty pool (see [`Refusal`]).
+    Refused(Refusal),
+    /// Zero-sized buffers, or too many distinct option sets.
+    Invalid,
+}
+
+impl fmt::Display for ConnectError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConnectError::AddrInUse => f.write_str("no free local port for this destination"),
+            ConnectError::Unaddressable => f.write_str("unusable address or port"),
+            ConnectError::Refused(r) => write!(f, "refused: no free {}", r.name()),
+            ConnectError::Invalid => f.write_str("invalid connect options"),
+        }
+    }
+}
+
+impl std::error::Error for ConnectError {}
+
+/// Where to connect from. Defaults: the stack's first address, a port from its
+/// [`PortChooser`](crate::PortChooser).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ConnectOptions {
+    /// Options of the connection.
+    pub socket: SocketOptions,
+    /// Local address (one of the stack's, or inside an any-IP prefix).
+    pub local_addr: Option<Ipv4Addr>,
+    /// Local port.
+    pub local_port: Option<u16>,
+}
+
+/// Bytes the stack reserved, by structure. `total` is what the benchmarks divide by the
+/// connection count.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Memory {
+    /// Connection slots: smoltcp socket storage plus the stack's 32-byte record each.
+    pub slab: usize,
+    /// The demux table.
+    pub table: usize,
+    /// The timing wheel.
+    pub wheel: usize,
+    /// Socket buffer pools (reserved, whether used or not).
+    pub buffers: usize,
+    /// Buffer bytes held by live connections.
+    pub buffers_in_use: usize,
+    /// Listener queues, event and work queues, the port map.
+    pub other: usize,
+    /// Everything above but `buffers_in_use`.
+    pub total: usize,
+}
+
+impl Stack {
+    /// Listens on `port` on every address of the stack.
+    pub fn listen(&mut self, port: u16, opts: ListenOptions) -> Result<ListenerId, ListenError> {
+        let s = &opts.socket;
+        if port == 0 || opts.backlog == 0 || s.rx_buf == 0 || s.tx_buf == 0 {
+            return Err(ListenError::Invalid);
+        }
+        if self.ports[usize::from(port)] != 0 {
+            return Err(ListenError::PortInUse(port));
+        }
+        if self.listeners.len() >= usize::from(u16::MAX - 1) {
+            return Err(ListenError::TooMany);
+        }
+        let l = self.listeners.len() as u16;
+        let profile = self
+            .new_profile(opts.socket, Some(l))
+            .ok_or(ListenError::OutOfMemory)?;
+        self.listeners.push(Listener {
+            port,
+            opts,
+            profile,
+            half_open: 0,
+            queued: 0,
+            queue: VecDeque::new(),
+            open: true,
+        });
+        self.ports[usize::from(port)] = l + 1;
+        Ok(ListenerId(l))
+    }
+
+    /// Stops taking new connections on `listener` (new SYNs get RST); connections it
+    /// already has, queued ones included, carry on.
+    pub fn unlisten(&mut self, listener: ListenerId) {
+        if let Some(l) = self.listeners.get_mut(listener.index()) {
+            l.open = false;
+            if self.ports[usize::from(l.port)] == listener.0 + 1 {
+                self.ports[usize::from(l.port)] = 0;
+            }
+        }
+    }
+
+    /// Takes the next established connection from `listener`'s accept queue. Data that
+    /// arrived before the accept is reported with a [`Event::Readable`].
+    pub fn accept(&mut self, listener: ListenerId) -> Option<ConnId> {
+        let li = listener.index();
+        loop {
+            let id = self.listeners.get_mut(li)?.queue.pop_front()?;
+            let Some(slot) = self.slab.check(id) else {
+                continue;
+            };
+            let m = &mut self.slab.meta[slot as usize];
+            if !m.has(flag::QUEUED) {
+                continue;
+            }
+            m.flags = (m.flags & !flag::QUEUED) | flag::VISIBLE;
+            self.listeners[li].queued -= 1;
+            let s = self.socket_seen(slot);
+            if s.recv_queue > 0 || !s.may_recv {
+                self.slab.meta[slot as usize].flags |= flag::READ_PENDING;
+                self.events.push_back(Event::Readable(id));
+            }
+            return Some(id);
+        }
+    }
+
+    /// Opens a connection to `remote`. The SYN leaves with the next [`poll`](Self::poll);
+    /// [`Event::Connected`] or [`Event::Closed`] follows.
+    pub fn connect(
+        &mut self,
+        remote: SocketAddrV4,
+        opts: ConnectOptions,
+    ) -> Result<ConnId, ConnectError> {
+        if remote.port() == 0 || remote.ip().is_unspecified() || remote.ip().is_broadcast() {
+            return Err(ConnectError::Unaddressable);
+        }
+        if opts.socket.rx_buf == 0 || opts.socket.tx_buf == 0 {
+            return Err(ConnectError::Invalid);
+        }
+        let local = opts.local_addr.unwrap_or(self.addrs[0]);
+        let a = u32::from(local);
+        if !self.nets.iter().any(|&(net, mask)| a & mask == net) {
+            return Err(ConnectError::Unaddressable);
+        }
+        let mut key = FourTuple {
+            remote_addr: u32::from(*remote.ip()),
+            local_addr: a,
+            remote_port: remote.port(),
+            local_port: 0,
+        };
+        let (table, slab) = (&self.table, &self.slab);
+        let mut taken = |port: u16| {
+            let k = FourTuple {
+                local_port: port,
+                ..key
+            };
+            table.find(&k, |s| slab.key(s)).is_some()
+        };
+        key.local_port = match opts.local_port {
+            Some(p) if p != 0 && !taken(p) => p,
+            Some(_) => return Err(ConnectError::AddrInUse),
+            None => self
+                .chooser
+                .choose(local, remote, &mut taken)
+                .ok_or(ConnectError::AddrInUse)?,
+        };
+        let profile = self
+            .new_profile(opts.socket, None)
+            .ok_or(ConnectError::Invalid)?;
+        let mut failed = None;
+        let slot = self
+            .open_slot(key, profile, |s, iface| {
+                let local = (IpAddress::Ipv4(local), key.local_port);
+                failed = s
+                    .connect(
+                        iface.context(),
+                        (IpAddress::Ipv4(*remote.ip()), remote.port()),
+                        local,
+                    )
+                    .err();
+            })
+            .map_err(ConnectError::Refused)?;
+        if failed.is_some() {
+            self.free_slot(slot);
+            return Err(ConnectError::Unaddressable);
+        }
+        self.counters.connects += 1;
+        self.slab.meta[slot as usize].flags |= flag::VISIBLE;
+        self.mark_dirty(slot);
+        Ok(self.slab.id(slot))
+    }
+
+    fn with_socket<R>(
+        &mut self,
+        id: ConnId,
+        f: impl FnOnce(&mut tcp::Socket<'_>) -> R,
+    ) -> Result<R, ConnError> {
+        let slot = self.slab.check(id).ok_or(ConnError::Closed)?;
+        let mut set = mem::one_slot(&mut self.slab.sockets[slot as usize]);
+        Ok(f(set.get_mut::<tcp::Socket>(SocketHandle::default())))
+    }
+
+    fn socket_seen(&mut self, slot: u32) -> crate::stack::Seen {
+        let set = mem::one_slot(&mut self.slab.sockets[slot as usize]);
+        crate::stack::seen(set.get::<tcp::Socket>(SocketHandle::default()))
+    }
+
+    /// Copies received bytes into `buf`; `Ok(0)` when none are waiting,
+    /// `Err(Finished)` once the peer's FIN was read.
+    pub fn recv(&mut self, id: ConnId, buf: &mut [u8]) -> Result<usize, ConnError> {
+        self.recv_with(id, |data| {
+            let n = data.len().min(buf.len());
+            buf[..n].copy_from_slice(&data[..n]);
+            (n, n)
+        })
+    }
+
+    /// Zero-copy receive: `f` sees the contiguous received bytes in the socket's own buffer
+    /// and returns how many it consumed.
+    pub fn recv_with<R>(
+        &mut self,
+        id: ConnId,
+        f: impl FnOnce(&mut [u8]) -> (usize, R),
+    ) -> Result<R, ConnError> {
+        let r = self.with_socket(id, |s| s.recv(f))?;
+        self.mark_dirty(id.slot); // a window update may be due
+        r.map_err(|e| match e {
+            tcp::RecvError::Finished => ConnError::Finished,
+            tcp::RecvError::InvalidState => ConnError::InvalidState,
+        })
+    }
+
+    /// Queues `data` for sending; returns how much fit. A short count arms a
+    /// [`Event::Writable`] for when space frees up.
+    pub fn send(&mut self, id: ConnId, data: &[u8]) -> Result<usize, ConnError> {
+        let len = data.len();
+        self.send_with(id, len, |buf| {
+            let n = buf.len().min(data.len());
+            buf[..n].copy_from_slice(&data[..n]);
+            (n, n)
+        })
+    }
+
+    /// Zero-copy send: `f` writes into the socket's free transmit space (at most `want`
+    /// bytes are asked for; fewer may be offered) and returns how many it wrote.
+    pub fn send_with<R>(
+        &mut self,
+        id: ConnId,
+        want: usize,
+        f: impl FnOnce(&mut [u8]) -> (usize, R),
+    ) -> Result<R, ConnError> {
+        let (r, short) = self.with_socket(id, |s| {
+            let room = s.send_capacity() - s.send_queue();
+            (s.send(f), room < want)
+        })?;
+        let slot = id.slot as usize;
+        if short {
+            self.slab.meta[slot].flags |= flag::WANT_WRITE;
+        }
+        self.mark_dirty(id.slot);
+        r.map_err(|_| ConnError::InvalidState)
+    }
+
+    /// Bytes that can be queued with [`send`](Self::send) right now.
+    pub fn send_room(&mut self, id: ConnId) -> Result<usize, ConnError> {
+        self.with_socket(id, |s| s.send_capacity() - s.send_queue())
+    }
+
+    /// Closes the sending side (FIN after queued data). Receiving continues until the peer
+    /// closes; [`Event::Closed`] follows.
+    pub fn close(&mut self, id: ConnId) -> Result<(), ConnError> {
+        self.with_socket(id, |s| s.close())?;
+        self.mark_dirty(id.slot);
+        Ok(())
+    }
+
+    /// Resets the connection (RST with the next poll) and drops its data.
+    pub fn abort(&mut self, id: ConnId) -> Result<(), ConnError> {
+        self.with_socket(id, |s| s.abort())?;
+        self.mark_dirty(id.slot);
+        Ok(())
+    }
+
+    /// The connection's TCP state.
+    pub fn state(&mut self, id: ConnId) -> Result<State, ConnError> {
+        self.with_socket(id, |s| s.state())
+    }
+
+    /// The connection's 4-tuple.
+    pub fn tuple(&self, id: ConnId) -> Result<FourTuple, ConnError> {
+        let slot = self.slab.check(id).ok_or(ConnError::Closed)?;
+        Ok(self.slab.key(slot))
+    }
+
+    /// Connections holding a slot (any state, TIME-WAIT included).
+    pub fn connections(&self) -> usize {
+        self.slab.live()
+    }
+
+    /// The slot capacity (`max_connections`).
+    pub fn capacity(&self) -> usize {
+        self.slab.capacity()
+    }
+
+    /// The stack's own accounting of the memory it reserved.
+    pub fn memory(&self) -> Memory {
+        let slab = self.slab.bytes();
+        let table = self.table.bytes();
+        let wheel = self.wheel.memory_bytes();
+        let buffers = self.pools.iter().map(|p| p.bytes()).sum();
+        let buffers_in_use = self.pools.iter().map(|p| p.in_use() * p.chunk_size()).sum();
+        let queues: usize = self.listeners.iter().map(|l| l.queue.capacity() * 8).sum();
+        let other = queues
+            + self.ports.len() * 2
+            + self.events.capacity() * size_of::<Event>()
+            + (self.dirty.capacity() + self.spare.capacity()) * 4;
+        Memory {
+            slab,
+            table,
+            wheel,
+            buffers,
+            buffers_in_use,
+            other,
+            total: slab + table + wheel + buffers + other,
+        }
+    }
+
+    /// The stack's clock as last seen (ms), as the timing wheel knows it.
+    pub fn now(&self) -> Instant {
+        Instant::from_millis(self.wheel.now() as i64)
+    }
+}

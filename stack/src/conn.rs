@@ -1,0 +1,216 @@
+//! Connection slots: a preallocated slab of smoltcp `SocketStorage`s, one per connection,
+//! beside a dense array of small per-slot records ([`Meta`]).
+//!
+//! A slot index is a connection's identity inside the stack: the demux table maps 4-tuples
+//! to it, the timing wheel uses it as its key, and the application holds it as a
+//! [`ConnId`] together with a generation number, so a handle to a closed connection can
+//! never reach the connection that reuses its slot. Allocation and release are O(1): a bump
+//! index over never-used slots, then a free list threaded through [`Meta::link`].
+
+use std::fmt;
+
+use smoltcp::iface::SocketStorage;
+
+use crate::mem::{HugePages, Region};
+use crate::table::FourTuple;
+
+/// A handle to one connection of a [`Stack`](crate::Stack).
+///
+/// Stale handles (the connection closed, the slot was reused) are detected and refused
+/// with [`ConnError::Closed`](crate::ConnError::Closed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ConnId {
+    pub(crate) slot: u32,
+    pub(crate) generation: u32,
+}
+
+impl ConnId {
+    /// The slot index (dense, below `max_connections`): usable as an index into per-
+    /// connection arrays of the application.
+    pub fn slot(self) -> usize {
+        self.slot as usize
+    }
+}
+
+impl fmt::Display for ConnId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "conn#{}.{}", self.slot, self.generation)
+    }
+}
+
+pub(crate) const NIL: u32 = u32::MAX;
+
+/// Per-slot flags.
+pub(crate) mod flag {
+    /// The slot holds a connection.
+    pub(crate) const LIVE: u8 = 1;
+    /// Queued for `poll_egress` in the current round.
+    pub(crate) const DIRTY: u8 = 2;
+    /// A send came up short: report Writable when space frees up.
+    pub(crate) const WANT_WRITE: u8 = 4;
+    /// In its listener's accept queue.
+    pub(crate) const QUEUED: u8 = 8;
+    /// The application holds a handle (accepted, or opened with connect).
+    pub(crate) const VISIBLE: u8 = 16;
+    /// The application was told the connection closed.
+    pub(crate) const CLOSED_SEEN: u8 = 32;
+    /// Counted as half-open against its listener.
+    pub(crate) const HALF_OPEN: u8 = 64;
+    /// A Readable event is queued and not yet taken.
+    pub(crate) const READ_PENDING: u8 = 128;
+}
+
+/// The small record kept beside each socket: 32 bytes.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Meta {
+    /// The connection's 4-tuple (the demux key).
+    pub(crate) key: FourTuple,
+    /// Bumped each time the slot is released.
+    pub(crate) generation: u32,
+    /// While live: the buffer chunk index. While free: the next free slot.
+    pub(crate) link: u32,
+    /// Last time a segment arrived, in ms (wrapping), for the idle timeout.
+    pub(crate) last_rx: u32,
+    /// Index of the option profile it was opened with (its listener's, or a connect's).
+    pub(crate) profile: u16,
+    /// Which buffer pool `link` indexes.
+    pub(crate) pool: u8,
+    /// [`flag`] bits.
+    pub(crate) flags: u8,
+    /// The TCP state last observed ([`state_index`](crate::counters::state_index)).
+    pub(crate) state: u8,
+}
+
+impl Meta {
+    const FREE: Meta = Meta {
+        key: FourTuple {
+            remote_addr: 0,
+            local_addr: 0,
+            remote_port: 0,
+            local_port: 0,
+        },
+        generation: 0,
+        link: NIL,
+        last_rx: 0,
+        profile: 0,
+        pool: 0,
+        flags: 0,
+        state: 0,
+    };
+
+    pub(crate) fn has(&self, f: u8) -> bool {
+        self.flags & f != 0
+    }
+}
+
+/// The slab. Field order matters: `sockets` drops before the buffer pools that the
+/// stack declares after its `Slab` (see `mem`).
+pub(crate) struct Slab {
+    pub(crate) sockets: Region<SocketStorage<'static>>,
+    pub(crate) meta: Region<Meta>,
+    free_head: u32,
+    bumped: u32,
+    live: u32,
+}
+
+impl Slab {
+    pub(crate) fn new(capacity: usize, hugepages: HugePages) -> Option<Self> {
+        let capacity = u32::try_from(capacity).ok().filter(|&c| c < NIL)?;
+        Some(Slab {
+            sockets: Region::new(capacity as usize, hugepages, |_| SocketStorage::EMPTY)?,
+            meta: Region::new(capacity as usize, hugepages, |_| Meta::FREE)?,
+            free_head: NIL,
+            bumped: 0,
+            live: 0,
+        })
+    }
+
+    /// Takes a free slot, marked live, with `key`. `None` when all are in use.
+    pub(crate) fn alloc(&mut self, key: FourTuple) -> Option<u32> {
+        let slot = if self.free_head != NIL {
+            let slot = self.free_head;
+            self.free_head = self.meta[slot as usize].link;
+            slot
+        } else if (self.bumped as usize) < self.meta.len() {
+            self.bumped += 1;
+            self.bumped - 1
+        } else {
+            return None;
+        };
+        let m = &mut self.meta[slot as usize];
+        m.key = key;
+        m.link = NIL;
+        m.profile = 0;
+        m.flags = flag::LIVE;
+        m.state = 0;
+        self.live += 1;
+        Some(slot)
+    }
+
+    /// Returns `slot` to the free list; its socket must already be uninstalled.
+    pub(crate) fn release(&mut self, slot: u32) {
+        let m = &mut self.meta[slot as usize];
+        debug_assert!(m.has(flag::LIVE));
+        m.generation = m.generation.wrapping_add(1);
+        m.flags = 0;
+        m.link = self.free_head;
+        self.free_head = slot;
+        self.live -= 1;
+    }
+
+    /// The live connection `id` names, if it still exists.
+    pub(crate) fn check(&self, id: ConnId) -> Option<u32> {
+        let m = self.meta.get(id.slot as usize)?;
+        (m.generation == id.generation && m.has(flag::LIVE)).then_some(id.slot)
+    }
+
+    pub(crate) fn id(&self, slot: u32) -> ConnId {
+        ConnId {
+            slot,
+            generation: self.meta[slot as usize].generation,
+        }
+    }
+
+    pub(crate) fn key(&self, slot: u32) -> FourTuple {
+        self.meta[slot as usize].key
+    }
+
+    pub(crate) fn live(&self) -> usize {
+        self.live as usize
+    }
+
+    pub(crate) fn capacity(&self) -> usize {
+        self.meta.len()
+    }
+
+    pub(crate) fn bytes(&self) -> usize {
+        self.sockets.bytes() + self.meta.bytes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn meta_is_32_bytes() {
+        assert_eq!(size_of::<Meta>(), 32);
+    }
+
+    #[test]
+    fn stale_ids_are_refused_after_reuse() {
+        let mut slab = Slab::new(2, HugePages::Off).unwrap();
+        let a = slab.alloc(FourTuple::default()).unwrap();
+        let b = slab.alloc(FourTuple::default()).unwrap();
+        assert!(slab.alloc(FourTuple::default()).is_none());
+        let old = slab.id(a);
+        slab.release(a);
+        assert_eq!(slab.check(old), None);
+        let again = slab.alloc(FourTuple::default()).unwrap();
+        assert_eq!(again, a);
+        assert_eq!(slab.check(old), None, "the old generation stays dead");
+        assert_eq!(slab.check(slab.id(again)), Some(a));
+        assert_eq!(slab.live(), 2);
+        let _ = b;
+    }
+}

@@ -1,0 +1,129 @@
+//! What the stack counts. Plain integers, owned by the stack's core: the dataplane copies
+//! them into per-worker atomics for the control thread.
+
+use smoltcp::socket::tcp::State;
+
+use crate::parse::Drop;
+
+/// Refusals of new connections (each also answered with a RST).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Refusal {
+    /// The listener's backlog (half-open plus not yet accepted) was full.
+    Backlog,
+    /// The stack-wide half-open limit was reached (SYN flood guard).
+    HalfOpen,
+    /// Every connection slot was in use.
+    Slots,
+    /// The buffer pool for the listener's buffer sizes was empty.
+    Buffers,
+}
+
+impl Refusal {
+    /// Every reason, in counter order.
+    pub const ALL: [Refusal; 4] = [
+        Refusal::Backlog,
+        Refusal::HalfOpen,
+        Refusal::Slots,
+        Refusal::Buffers,
+    ];
+
+    /// A short lower-case name, for metrics labels and tables.
+    pub fn name(self) -> &'static str {
+        match self {
+            Refusal::Backlog => "backlog",
+            Refusal::HalfOpen => "half_open",
+            Refusal::Slots => "slots",
+            Refusal::Buffers => "buffers",
+        }
+    }
+}
+
+/// Number of TCP states (`smoltcp::socket::tcp::State`), for [`Counters::states`].
+pub const STATES: usize = 11;
+
+/// The index of `state` in [`Counters::states`].
+pub fn state_index(state: State) -> usize {
+    match state {
+        State::Closed => 0,
+        State::Listen => 1,
+        State::SynSent => 2,
+        State::SynReceived => 3,
+        State::Established => 4,
+        State::FinWait1 => 5,
+        State::FinWait2 => 6,
+        State::CloseWait => 7,
+        State::Closing => 8,
+        State::LastAck => 9,
+        State::TimeWait => 10,
+    }
+}
+
+/// Counters of one stack. Monotonic unless noted as a gauge.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Counters {
+    /// Frames handed to [`Stack::ingress`](crate::Stack::ingress).
+    pub rx_frames: u64,
+    /// Bytes in those frames.
+    pub rx_bytes: u64,
+    /// Frames transmitted.
+    pub tx_frames: u64,
+    /// Bytes in those frames.
+    pub tx_bytes: u64,
+    /// Received frames dropped before any connection saw them, by [`Drop`] reason.
+    pub drops: [u64; Drop::ALL.len()],
+    /// TCP segments that matched no connection and no listener (answered with RST).
+    pub no_connection: u64,
+    /// SYNs received for listening ports.
+    pub syns: u64,
+    /// Connections refused, by [`Refusal`] reason.
+    pub refused: [u64; Refusal::ALL.len()],
+    /// Passive opens that reached Established.
+    pub accepted: u64,
+    /// Active opens started with [`Stack::connect`](crate::Stack::connect).
+    pub connects: u64,
+    /// Active opens that reached Established.
+    pub connected: u64,
+    /// Connections whose slot was freed (all causes).
+    pub closed: u64,
+    /// Connections aborted by the idle timeout.
+    pub idle_timeouts: u64,
+    /// RST segments sent (smoltcp's and ours).
+    pub resets_sent: u64,
+    /// RST segments received.
+    pub resets_received: u64,
+    /// Gauge: connection slots by TCP state, indexed by [`state_index`].
+    pub states: [u64; STATES],
+}
+
+impl Counters {
+    /// Counts a dropped frame.
+    pub(crate) fn drop(&mut self, why: Drop) {
+        self.drops[why as usize] += 1;
+    }
+
+    /// Counts a refused connection.
+    pub(crate) fn refuse(&mut self, why: Refusal) {
+        self.refused[why as usize] += 1;
+    }
+
+    /// Frames dropped for `why`.
+    pub fn dropped(&self, why: Drop) -> u64 {
+        self.drops[why as usize]
+    }
+
+    /// Connections refused for `why`.
+    pub fn refusals(&self, why: Refusal) -> u64 {
+        self.refused[why as usize]
+    }
+
+    /// Gauge: connection slots now in `state`.
+    pub fn in_state(&self, state: State) -> u64 {
+        self.states[state_index(state)]
+    }
+
+    /// Gauge: connections holding a slot, in any state.
+    pub fn connections(&self) -> u64 {
+        self.states.iter().sum()
+    }
+}

@@ -1,0 +1,134 @@
+//! Listeners and per-connection options.
+
+use std::collections::VecDeque;
+use std::fmt;
+
+use smoltcp::socket::tcp;
+use smoltcp::time::Duration;
+
+use crate::conn::ConnId;
+
+/// Options of one connection, set when it opens.
+///
+/// The defaults suit request/response services: Nagle off and no delayed ACK (smoltcp
+/// defaults to Nagle on and a 10 ms delayed ACK, which add latency to small exchanges; the
+/// stack already piggybacks ACKs on responses because it transmits only after the
+/// application has run).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SocketOptions {
+    /// Receive buffer bytes (also the advertised window).
+    pub rx_buf: usize,
+    /// Transmit buffer bytes.
+    pub tx_buf: usize,
+    /// Nagle's algorithm (RFC 9293 §3.7.4).
+    pub nagle: bool,
+    /// Delayed ACK timeout; `None` acknowledges at once.
+    pub ack_delay: Option<Duration>,
+    /// TCP keep-alive interval; `None` for none.
+    pub keep_alive: Option<Duration>,
+    /// Abort the connection (RST) when nothing arrived from the peer for this long. Checked
+    /// on the timing wheel; `None` for no idle limit.
+    pub idle_timeout: Option<Duration>,
+}
+
+impl Default for SocketOptions {
+    fn default() -> Self {
+        SocketOptions {
+            rx_buf: 4096,
+            tx_buf: 4096,
+            nagle: false,
+            ack_delay: None,
+            keep_alive: None,
+            idle_timeout: None,
+        }
+    }
+}
+
+impl SocketOptions {
+    pub(crate) fn apply(&self, socket: &mut tcp::Socket<'_>) {
+        socket.set_nagle_enabled(self.nagle);
+        socket.set_ack_delay(self.ack_delay);
+        socket.set_keep_alive(self.keep_alive);
+    }
+}
+
+/// Options of a listener.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ListenOptions {
+    /// Options given to every connection it accepts.
+    pub socket: SocketOptions,
+    /// Connections that may wait on this listener: half-open ones plus established ones not
+    /// yet taken with [`Stack::accept`](crate::Stack::accept). A SYN beyond it is answered
+    /// with RST and counted.
+    pub backlog: u32,
+}
+
+impl Default for ListenOptions {
+    fn default() -> Self {
+        ListenOptions {
+            socket: SocketOptions::default(),
+            backlog: 1024,
+        }
+    }
+}
+
+/// A handle to a listener of a [`Stack`](crate::Stack).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ListenerId(pub(crate) u16);
+
+impl ListenerId {
+    /// The listener's index, dense from 0.
+    pub fn index(self) -> usize {
+        usize::from(self.0)
+    }
+}
+
+/// Why [`Stack::listen`](crate::Stack::listen) failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListenError {
+    /// Port 0, a zero backlog or a buffer size of zero.
+    Invalid,
+    /// Another listener has the port.
+    PortInUse(u16),
+    /// The buffer pool for these sizes could not be reserved.
+    OutOfMemory,
+    /// Too many listeners or distinct buffer sizes.
+    TooMany,
+}
+
+impl fmt::Display for ListenError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ListenError::Invalid => f.write_str(
+                "invalid listen options: port, backlog and buffer sizes must be non-zero",
+            ),
+            ListenError::PortInUse(p) => write!(f, "port {p} already has a listener"),
+            ListenError::OutOfMemory => f.write_str(
+                "could not reserve the buffer pool: lower max_connections or the buffer sizes",
+            ),
+            ListenError::TooMany => f.write_str("too many listeners or distinct buffer sizes"),
+        }
+    }
+}
+
+impl std::error::Error for ListenError {}
+
+pub(crate) struct Listener {
+    pub(crate) port: u16,
+    pub(crate) opts: ListenOptions,
+    pub(crate) profile: u16,
+    /// Half-open connections (SynReceived).
+    pub(crate) half_open: u32,
+    /// Established connections waiting in `queue`.
+    pub(crate) queued: u32,
+    /// The accept queue. May hold stale ids of connections that died while queued; they
+    /// are skipped (and no longer counted in `queued`).
+    pub(crate) queue: VecDeque<ConnId>,
+    pub(crate) open: bool,
+}
+
+impl Listener {
+    pub(crate) fn waiting(&self) -> u32 {
+        self.half_open + self.queued
+    }
+}

@@ -1,0 +1,416 @@
+//! Preallocated memory: the only module of this crate with `unsafe` code.
+//!
+//! Everything big in a [`Stack`](crate::Stack) — the connection slab, the demux table and
+//! the socket buffers — is allocated once, at start-up, from a [`Region`]: 2 MiB hugepages
+//! when the host has them reserved (through `hugepage-rs`), otherwise ordinary anonymous
+//! pages advised with `MADV_HUGEPAGE` so that transparent hugepages can back them. The
+//! fallback is logged once per process. Untouched pages of a region cost no RSS, so a pool
+//! sized for `max_connections` costs memory only as connections use it.
+//!
+//! [`BufferPool`] carves a region into fixed-size chunks and hands them out as
+//! `&'static mut [u8]`, which is what `smoltcp::socket::tcp::SocketBuffer` takes. The
+//! `'static` is a promise kept by this crate, not by the type system: a chunk must be
+//! dropped before it is [released](BufferPool::release) and before its pool is dropped.
+//! The stack keeps both rules by owning the sockets and the pools together and by
+//! dropping the sockets first (see `conn::Slab`).
+
+use std::alloc::Layout;
+use std::fmt;
+use std::ops::{Deref, DerefMut};
+use std::ptr::NonNull;
+use std::sync::Once;
+
+use smoltcp::iface::{SocketSet, SocketStorage};
+use smoltcp::socket::tcp;
+
+/// Where a region's memory came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backing {
+    /// Reserved 2 MiB hugepages (`MAP_HUGETLB`).
+    HugePages,
+    /// Anonymous 4 KiB pages with `MADV_HUGEPAGE` (transparent hugepages where enabled).
+    Pages,
+}
+
+/// How a [`Region`] should be backed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum HugePages {
+    /// Hugepages when reserved, else 4 KiB pages with one logged warning.
+    #[default]
+    Auto,
+    /// Never try hugepages (tests, or hosts where hugepages are kept for other uses).
+    Off,
+}
+
+static FALLBACK_WARNING: Once = Once::new();
+
+/// A fixed-length array of `T` in memory of its own (hugepages or anonymous pages).
+///
+/// Like a `Box<[T]>` that never reallocates, and that reports its size for accounting.
+pub struct Region<T> {
+    ptr: NonNull<T>,
+    len: usize,
+    bytes: usize,
+    backing: Backing,
+}
+
+// SAFETY: a `Region<T>` owns its elements exactly like a `Box<[T]>` does; sending it to
+// another thread sends the elements, which is sound when `T: Send`.
+unsafe impl<T: Send> Send for Region<T> {}
+// SAFETY: shared access only hands out `&T`, sound when `T: Sync`.
+unsafe impl<T: Sync> Sync for Region<T> {}
+
+impl<T> Region<T> {
+    /// Allocates `len` elements, each initialised by `init(index)`.
+    ///
+    /// Returns `None` when the memory cannot be mapped (the caller turns that into an
+    /// error that names the size).
+    pub fn new(len: usize, hugepages: HugePages, mut init: impl FnMut(usize) -> T) -> Option<Self> {
+        let elem = size_of::<T>().max(1);
+        let bytes = len.checked_mul(elem)?.max(1);
+        let page = 4096;
+        debug_assert!(align_of::<T>() <= page);
+        let (raw, backing) = map(bytes, hugepages)?;
+        let ptr = raw.cast::<T>();
+        for i in 0..len {
+            // SAFETY: `ptr` points to a fresh mapping of at least `len * size_of::<T>()`
+            // bytes, page-aligned (so aligned for `T`), and `i < len`; each element is
+            // written exactly once before anything reads it.
+            unsafe { ptr.add(i).write(init(i)) };
+        }
+        Some(Region {
+            ptr,
+            len,
+            bytes: rounded(bytes, backing),
+            backing,
+        })
+    }
+
+    /// Bytes of address space this region holds (rounded up to its page size).
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// What backs this region.
+    pub fn backing(&self) -> Backing {
+        self.backing
+    }
+}
+
+impl<T> Deref for Region<T> {
+    type Target = [T];
+    fn deref(&self) -> &[T] {
+        // SAFETY: `ptr` is valid for `len` initialised elements for as long as `self` lives.
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
+    }
+}
+
+impl<T> DerefMut for Region<T> {
+    fn deref_mut(&mut self) -> &mut [T] {
+        // SAFETY: as in `deref`, and `&mut self` guarantees exclusive access.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.len) }
+    }
+}
+
+impl<T> Drop for Region<T> {
+    fn drop(&mut self) {
+        // SAFETY: the elements were initialised in `new` and are dropped exactly once here;
+        // nothing can observe them afterwards.
+        unsafe {
+            std::ptr::drop_in_place(std::ptr::slice_from_raw_parts_mut(
+                self.ptr.as_ptr(),
+                self.len,
+            ))
+        };
+        unmap(self.ptr.cast(), self.bytes, self.backing);
+    }
+}
+
+impl<T> fmt::Debug for Region<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Region")
+            .field("len", &self.len)
+            .field("bytes", &self.bytes)
+            .field("backing", &self.backing)
+            .finish()
+    }
+}
+
+const HUGE: usize = 2 << 20;
+
+fn rounded(bytes: usize, backing: Backing) -> usize {
+    let page = match backing {
+        Backing::HugePages => HUGE,
+        Backing::Pages => 4096,
+    };
+    bytes.div_ceil(page) * page
+}
+
+fn map(bytes: usize, hugepages: HugePages) -> Option<(NonNull<u8>, Backing)> {
+    if hugepages == HugePages::Auto && bytes >= HUGE / 2 {
+        let layout = Layout::from_size_align(bytes, 4096).ok()?;
+        // SAFETY: `layout` has a non-zero size; hugepage-rs returns null on failure.
+        let p = unsafe { hugepage_rs::alloc(layout) };
+        if let Some(p) = NonNull::new(p) {
+            return Some((p, Backing::HugePages));
+        }
+        FALLBACK_WARNING.call_once(|| {
+            log::warn!(
+                "no 2 MiB hugepages reserved: using 4 KiB pages with MADV_HUGEPAGE \
+                 (reserve some with `scripts/hugepages N` for fewer TLB misses)"
+            );
+        });
+    }
+    let len = rounded(bytes, Backing::Pages);
+    // SAFETY: an anonymous private mapping with no address hint has no preconditions; the
+    // result is checked against MAP_FAILED.
+    let p = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+            -1,
+            0,
+        )
+    };
+    if p == libc::MAP_FAILED {
+        return None;
+    }
+    // SAFETY: `p..p+len` is the mapping just created; madvise only changes paging advice
+    // and its failure (THP disabled) is harmless.
+    unsafe { libc::madvise(p, len, libc::MADV_HUGEPAGE) };
+    NonNull::new(p.cast()).map(|p| (p, Backing::Pages))
+}
+
+fn unmap(ptr: NonNull<u8>, bytes: usize, backing: Backing) {
+    match backing {
+        Backing::HugePages => {
+            let Ok(layout) = Layout::from_size_align(bytes, 4096) else {
+                return;
+            };
+            // SAFETY: `ptr` came from `hugepage_rs::alloc` with a layout of the same size
+            // (hugepage-rs rounds both to its page size), and is not used afterwards.
+            unsafe { hugepage_rs::dealloc(ptr.as_ptr(), layout) };
+        }
+        Backing::Pages => {
+            // SAFETY: `ptr..ptr+bytes` is exactly one mapping made by `map`, not used
+            // afterwards.
+            unsafe { libc::munmap(ptr.as_ptr().cast(), bytes) };
+        }
+    }
+}
+
+/// Fixed-size byte chunks carved from one [`Region`], handed out as `&'static mut [u8]`.
+///
+/// Allocation is O(1): a bump index over never-used chunks, then an intrusive free list
+/// threaded through the first four bytes of released chunks (so the list costs no memory
+/// of its own and never touches a page that was never used).
+pub(crate) struct BufferPool {
+    region: Region<u8>,
+    chunk: usize,
+    capacity: u32,
+    bumped: u32,
+    free_head: u32,
+    in_use: u32,
+}
+
+const NIL: u32 = u32::MAX;
+
+impl BufferPool {
+    /// A pool of `capacity` chunks of `chunk` bytes each (`chunk` >= 4).
+    pub(crate) fn new(chunk: usize, capacity: usize, hugepages: HugePages) -> Option<Self> {
+        let chunk = chunk.max(4);
+        let capacity = u32::try_from(capacity).ok().filter(|&c| c < NIL)?;
+        let bytes = chunk.checked_mul(capacity as usize)?;
+        let region = Region::<u8>::new_zeroed(bytes, hugepages)?;
+        Some(BufferPool {
+            region,
+            chunk,
+            capacity,
+            bumped: 0,
+            free_head: NIL,
+            in_use: 0,
+        })
+    }
+
+    /// Takes a chunk: its index (to give back with [`release`](Self::release)) and its bytes.
+    ///
+    /// `None` when every chunk is in use.
+    pub(crate) fn take(&mut self) -> Option<(u32, &'static mut [u8])> {
+        let idx = if self.free_head != NIL {
+            let idx = self.free_head;
+            self.free_head = self.link(idx);
+            idx
+        } else if self.bumped < self.capacity {
+            self.bumped += 1;
+            self.bumped - 1
+        } else {
+            return None;
+        };
+        self.in_use += 1;
+        let at = idx as usize * self.chunk;
+        debug_assert!(at + self.chunk <= self.region.len());
+        // SAFETY: `idx` was free (never handed out, or released — the caller of `release`
+        // promised its previous slice is gone), so no other reference to these bytes
+        // exists. The bytes live until the pool is dropped; the owner of the pool drops
+        // every slice before that (module docs). `at + chunk <= region.len()`.
+        let bytes =
+            unsafe { std::slice::from_raw_parts_mut(self.region.ptr.as_ptr().add(at), self.chunk) };
+        Some((idx, bytes))
+    }
+
+    /// Gives chunk `idx` back.
+    ///
+    /// # Safety
+    /// The slice that [`take`](Self::take) returned with `idx` must have been dropped, and
+    /// `idx` must not be released twice.
+    pub(crate) unsafe fn release(&mut self, idx: u32) {
+        debug_assert!(idx < self.bumped);
+        let at = idx as usize * self.chunk;
+        debug_assert!(at + 4 <= self.region.len);
+        // SAFETY: in bounds (above); the chunk is free, so no live slice covers these bytes.
+        // Raw pointer access: a `&[u8]` over the whole region would alias live chunks.
+        unsafe {
+            self.region
+                .ptr
+                .as_ptr()
+                .add(at)
+                .cast::<u32>()
+                .write_unaligned(self.free_head)
+        };
+        self.free_head = idx;
+        self.in_use -= 1;
+    }
+
+    /// The free-list link stored in free chunk `idx`.
+    fn link(&self, idx: u32) -> u32 {
+        let at = idx as usize * self.chunk;
+        debug_assert!(at + 4 <= self.region.len);
+        // SAFETY: in bounds (above); chunk `idx` is on the free list, so no live slice
+        // covers these bytes.
+        unsafe {
+            self.region
+                .ptr
+                .as_ptr()
+                .add(at)
+                .cast::<u32>()
+                .read_unaligned()
+        }
+    }
+
+    /// Chunks handed out and not released.
+    pub(crate) fn in_use(&self) -> usize {
+        self.in_use as usize
+    }
+
+    /// The size of one chunk.
+    pub(crate) fn chunk_size(&self) -> usize {
+        self.chunk
+    }
+
+    /// Bytes of memory this pool reserved.
+    pub(crate) fn bytes(&self) -> usize {
+        self.region.bytes()
+    }
+}
+
+/// A `SocketSet` over the one slot `slot`, for a single poll.
+///
+/// smoltcp's `SocketSet<'b>` wants `&'b mut [SocketStorage<'b>]`: the borrow and the
+/// sockets' buffer lifetime must be the same, and `&mut` is invariant, so a short borrow of
+/// a long-lived slab of `SocketStorage<'static>` does not type-check. Shortening the inner
+/// lifetime is sound here because nothing ever stores a socket with non-`'static` buffers
+/// through such a set: smoltcp's polls never add sockets, and the crate adds sockets only in
+/// [`install`], with `'static` pool buffers. (Rule for the rest of the crate: never call
+/// `SocketSet::add` outside this module.)
+pub(crate) fn one_slot<'b>(slot: &'b mut SocketStorage<'static>) -> SocketSet<'b> {
+    let ptr: *mut SocketStorage<'static> = slot;
+    // SAFETY: same type but for a shorter lifetime parameter, so same layout; the pointer
+    // comes from a live `&'b mut` and is used for exactly 'b. The one way the shorter
+    // lifetime could be abused — storing a socket with `'b` buffers into a `'static` slot —
+    // is ruled out by the crate rule in the doc comment above.
+    let slot: &'b mut SocketStorage<'b> = unsafe { &mut *ptr.cast::<SocketStorage<'b>>() };
+    SocketSet::new(std::slice::from_mut(slot))
+}
+
+/// Puts `socket` (holding buffers from a pool) into the empty `slot`.
+pub(crate) fn install(slot: &mut SocketStorage<'static>, socket: tcp::Socket<'static>) {
+    one_slot(slot).add(socket);
+}
+
+/// Empties `slot`, dropping its socket, then gives the socket's buffer chunk `idx` back to
+/// `pool`.
+pub(crate) fn uninstall(slot: &mut SocketStorage<'static>, pool: &mut BufferPool, idx: u32) {
+    *slot = SocketStorage::EMPTY;
+    // SAFETY: the only slices of chunk `idx` were the socket's rx and tx buffers, dropped
+    // with the socket on the line above; each slot's chunk is released once, when its
+    // socket is removed.
+    unsafe { pool.release(idx) };
+}
+
+impl Region<u8> {
+    /// A zero-filled byte region; fresh anonymous mappings are zero already, so no page is
+    /// touched.
+    fn new_zeroed(len: usize, hugepages: HugePages) -> Option<Self> {
+        let bytes = len.max(1);
+        let (ptr, backing) = map(bytes, hugepages)?;
+        Some(Region {
+            ptr,
+            len,
+            bytes: rounded(bytes, backing),
+            backing,
+        })
+    }
+}
+
+impl fmt::Debug for BufferPool {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BufferPool")
+            .field("chunk", &self.chunk)
+            .field("capacity", &self.capacity)
+            .field("in_use", &self.in_use)
+            .field("backing", &self.region.backing)
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn region_initialises_and_drops_every_element() {
+        use std::rc::Rc;
+        let marker = Rc::new(());
+        let r = Region::new(1000, HugePages::Off, |_| Rc::clone(&marker)).unwrap();
+        assert_eq!(Rc::strong_count(&marker), 1001);
+        assert_eq!(r.len(), 1000);
+        assert!(r.bytes() >= 1000 * size_of::<Rc<()>>());
+        drop(r);
+        assert_eq!(Rc::strong_count(&marker), 1);
+    }
+
+    #[test]
+    fn pool_hands_out_disjoint_chunks_and_refuses_when_dry() {
+        let mut pool = BufferPool::new(64, 3, HugePages::Off).unwrap();
+        let (a, ca) = pool.take().unwrap();
+        let (b, cb) = pool.take().unwrap();
+        let (c, cc) = pool.take().unwrap();
+        assert!(pool.take().is_none(), "a dry pool refuses");
+        assert_eq!(pool.in_use(), 3);
+        ca.fill(1);
+        cb.fill(2);
+        cc.fill(3);
+        assert!(ca.iter().all(|&x| x == 1) && cb.iter().all(|&x| x == 2));
+        assert_ne!(a, b);
+        let _ = (ca, cc);
+        // SAFETY: the slice for `b` is not used again.
+        unsafe { pool.release(b) };
+        let (b2, cb2) = pool.take().unwrap();
+        assert_eq!(b2, b, "a released chunk is reused first");
+        assert_eq!(cb2.len(), 64);
+        assert_eq!(pool.in_use(), 3);
+        let _ = c;
+    }
+}

@@ -1,0 +1,171 @@
+//! Classifying a received frame before smoltcp sees it: validate, count what is bad, and
+//! pull out the 4-tuple for the demux table.
+//!
+//! Every length is checked before it is used (smoltcp's `new_checked` views), so no input
+//! can make this code panic; the property tests in `tests/malformed.rs` feed it frames
+//! truncated at every offset and filled with garbage. Checksums are verified here (RFC 791
+//! §3.1, RFC 9293 §3.1), which is why the stack's device tells smoltcp not to verify them
+//! again.
+
+use std::net::Ipv4Addr;
+
+use smoltcp::phy::ChecksumCapabilities;
+use smoltcp::wire::{
+    EthernetAddress, EthernetFrame, EthernetProtocol, IpAddress, IpProtocol, Ipv4Packet, TcpPacket,
+    TcpRepr,
+};
+
+use crate::table::FourTuple;
+
+/// Why a received frame was dropped before reaching a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Drop {
+    /// Shorter than the headers it claims.
+    Truncated,
+    /// A header field out of range: IPv4 version or header length, total length, TCP data
+    /// offset, TCP options.
+    Malformed,
+    /// IPv4 header checksum mismatch.
+    IpChecksum,
+    /// TCP checksum mismatch.
+    TcpChecksum,
+    /// An EtherType the stack does not speak (IPv6, VLAN, …).
+    Ethertype,
+    /// Not addressed to this stack (MAC or IPv4 destination).
+    NotForUs,
+    /// An IPv4 fragment: the stack does not reassemble.
+    Fragment,
+    /// An IPv4 protocol other than TCP and ICMP.
+    Protocol,
+}
+
+impl Drop {
+    /// Every reason, in counter order.
+    pub const ALL: [Drop; 8] = [
+        Drop::Truncated,
+        Drop::Malformed,
+        Drop::IpChecksum,
+        Drop::TcpChecksum,
+        Drop::Ethertype,
+        Drop::NotForUs,
+        Drop::Fragment,
+        Drop::Protocol,
+    ];
+
+    /// A short lower-case name, for metrics labels and tables.
+    pub fn name(self) -> &'static str {
+        match self {
+            Drop::Truncated => "truncated",
+            Drop::Malformed => "malformed",
+            Drop::IpChecksum => "ip_checksum",
+            Drop::TcpChecksum => "tcp_checksum",
+            Drop::Ethertype => "ethertype",
+            Drop::NotForUs => "not_for_us",
+            Drop::Fragment => "fragment",
+            Drop::Protocol => "protocol",
+        }
+    }
+}
+
+/// What a valid frame is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Class {
+    /// A TCP segment, with its 4-tuple and flags.
+    Tcp { key: FourTuple, flags: Flags },
+    /// ARP or ICMP: for smoltcp's interface, with no socket.
+    Control,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Flags {
+    pub(crate) syn: bool,
+    pub(crate) ack: bool,
+    pub(crate) rst: bool,
+}
+
+/// Who this stack is, for the "for us?" checks.
+pub(crate) struct Local<'a> {
+    pub(crate) mac: EthernetAddress,
+    /// `(network, mask)` pairs, host byte order: our addresses as /32 and the prefixes we
+    /// accept with smoltcp's any-IP mode.
+    pub(crate) nets: &'a [(u32, u32)],
+}
+
+impl Local<'_> {
+    fn owns(&self, addr: Ipv4Addr) -> bool {
+        let a = u32::from(addr);
+        self.nets.iter().any(|&(net, mask)| a & mask == net)
+    }
+}
+
+pub(crate) fn classify(frame: &[u8], local: &Local<'_>) -> Result<Class, Drop> {
+    let eth = EthernetFrame::new_checked(frame).map_err(|_| Drop::Truncated)?;
+    let dst = eth.dst_addr();
+    if dst != local.mac && !dst.is_broadcast() {
+        return Err(Drop::NotForUs);
+    }
+    match eth.ethertype() {
+        EthernetProtocol::Arp => return Ok(Class::Control),
+        EthernetProtocol::Ipv4 => {}
+        _ => return Err(Drop::Ethertype),
+    }
+    let payload = eth.payload();
+    if payload.len() < 20 {
+        return Err(Drop::Truncated);
+    }
+    let ip = Ipv4Packet::new_checked(payload).map_err(|_| {
+        // `new_checked` fails for short buffers and for bad lengths alike; tell them apart.
+        let ihl = usize::from(payload[0] & 0x0f) * 4;
+        let total = usize::from(u16::from_be_bytes([payload[2], payload[3]]));
+        if ihl >= 20 && total >= ihl && payload.len() < total {
+            Drop::Truncated
+        } else {
+            Drop::Malformed
+        }
+    })?;
+    if ip.version() != 4 {
+        return Err(Drop::Malformed);
+    }
+    if !ip.verify_checksum() {
+        return Err(Drop::IpChecksum);
+    }
+    if ip.more_frags() || ip.frag_offset() != 0 {
+        return Err(Drop::Fragment);
+    }
+    let (src, dst) = (ip.src_addr(), ip.dst_addr());
+    if !local.owns(dst) {
+        return Err(Drop::NotForUs);
+    }
+    match ip.next_header() {
+        IpProtocol::Icmp => return Ok(Class::Control),
+        IpProtocol::Tcp => {}
+        _ => return Err(Drop::Protocol),
+    }
+    let tcp = TcpPacket::new_checked(ip.payload()).map_err(|_| {
+        if ip.payload().len() < 20 {
+            Drop::Truncated
+        } else {
+            Drop::Malformed
+        }
+    })?;
+    let (s, d) = (IpAddress::Ipv4(src), IpAddress::Ipv4(dst));
+    if !tcp.verify_checksum(&s, &d) {
+        return Err(Drop::TcpChecksum);
+    }
+    // Options and flag combinations smoltcp would refuse: refuse (and count) them here.
+    TcpRepr::parse(&tcp, &s, &d, &ChecksumCapabilities::ignored()).map_err(|_| Drop::Malformed)?;
+    Ok(Class::Tcp {
+        key: FourTuple {
+            remote_addr: u32::from(src),
+            local_addr: u32::from(dst),
+            remote_port: tcp.src_port(),
+            local_port: tcp.dst_port(),
+        },
+        flags: Flags {
+            syn: tcp.syn(),
+            ack: tcp.ack(),
+            rst: tcp.rst(),
+        },
+    })
+}

@@ -1,0 +1,83 @@
+//! Choosing local ports for active opens.
+
+use std::net::{Ipv4Addr, SocketAddrV4};
+
+/// Picks the local port of an active open.
+///
+/// The dataplane plugs in one that picks only ports whose RSS hash steers the replies to
+/// the calling core's queue; the default walks the ephemeral range.
+pub trait PortChooser: Send {
+    /// A free port for a connection from `local` to `remote`; `in_use(port)` tells whether
+    /// that 4-tuple is taken. `None` when every candidate is taken.
+    fn choose(
+        &mut self,
+        local: Ipv4Addr,
+        remote: SocketAddrV4,
+        in_use: &mut dyn FnMut(u16) -> bool,
+    ) -> Option<u16>;
+}
+
+/// Walks a port range round-robin, like Linux's `ip_local_port_range` (32768–60999).
+#[derive(Debug, Clone)]
+pub struct SequentialPorts {
+    first: u16,
+    last: u16,
+    next: u16,
+}
+
+impl SequentialPorts {
+    /// Ports `first..=last` (`first` > 0).
+    pub fn new(first: u16, last: u16) -> Self {
+        let first = first.max(1);
+        SequentialPorts {
+            first,
+            last: last.max(first),
+            next: first,
+        }
+    }
+}
+
+impl Default for SequentialPorts {
+    fn default() -> Self {
+        SequentialPorts::new(32768, 60999)
+    }
+}
+
+impl PortChooser for SequentialPorts {
+    fn choose(
+        &mut self,
+        _local: Ipv4Addr,
+        _remote: SocketAddrV4,
+        in_use: &mut dyn FnMut(u16) -> bool,
+    ) -> Option<u16> {
+        let span = u32::from(self.last - self.first) + 1;
+        for _ in 0..span {
+            let port = self.next;
+            self.next = if port == self.last {
+                self.first
+            } else {
+                port + 1
+            };
+            if !in_use(port) {
+                return Some(port);
+            }
+        }
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn skips_ports_in_use_and_reports_exhaustion() {
+        let mut p = SequentialPorts::new(10, 12);
+        let r = SocketAddrV4::new(Ipv4Addr::LOCALHOST, 80);
+        let l = Ipv4Addr::LOCALHOST;
+        assert_eq!(p.choose(l, r, &mut |port| port == 10), Some(11));
+        assert_eq!(p.choose(l, r, &mut |_| false), Some(12));
+        assert_eq!(p.choose(l, r, &mut |_| false), Some(10), "wraps around");
+        assert_eq!(p.choose(l, r, &mut |_| true), None);
+    }
+}

@@ -1,0 +1,634 @@
+//! The per-core [`Stack`]: one smoltcp `Interface`, the connection slab, the demux table,
+//! the timing wheel and the buffer pools, driven by frames and time from outside.
+//!
+//! Every operation touches only the connection it concerns: a received segment is
+//! demultiplexed by the table, then smoltcp polls a [`SocketSet`] built over that one slot
+//! (`poll_ingress_single`, then later `poll_egress` and `poll_at`). Connections with nothing
+//! to do are never visited, so the cost per segment does not depend on how many
+//! connections exist. (Handing smoltcp one set with every socket would make each segment
+//! O(n): it walks the whole set to find a socket and to dispatch.)
+
+use std::collections::VecDeque;
+use std::net::Ipv4Addr;
+
+use smoltcp::iface::{Config as IfaceConfig, Interface, Route, SocketHandle, SocketSet};
+use smoltcp::phy::DeviceCapabilities;
+use smoltcp::socket::tcp::{self, State};
+use smoltcp::time::Instant;
+use smoltcp::wire::{EthernetAddress, HardwareAddress, IpAddress, IpCidr, Ipv4Cidr};
+
+use crate::config::{Config, ConfigError};
+use crate::conn::{ConnId, Slab, flag};
+use crate::counters::{Counters, Refusal, state_index};
+use crate::device::{self, Port, TxQueue, TxTally};
+use crate::listener::{Listener, SocketOptions};
+use crate::mem::{self, BufferPool, HugePages};
+use crate::parse::{self, Class, Local};
+use crate::ports::{PortChooser, SequentialPorts};
+use crate::table::{FourTuple, Table};
+use crate::wheel::Wheel;
+
+/// Most segments one connection may send in one [`Stack::poll`]; the rest waits for the
+/// next round, so one bulk sender cannot starve the others.
+const SEGMENTS_PER_ROUND: usize = 64;
+
+/// Something the application should act on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Event {
+    /// The listener's accept queue became non-empty: call [`Stack::accept`] until `None`.
+    Acceptable(crate::ListenerId),
+    /// An active open reached Established.
+    Connected(ConnId),
+    /// Data (or the peer's FIN) arrived: call [`Stack::recv`] until it returns 0 or EOF.
+    Readable(ConnId),
+    /// Space freed up in the transmit buffer after a short [`Stack::send`].
+    Writable(ConnId),
+    /// The connection is over (closed, reset or timed out); its id is dead from now on.
+    Closed(ConnId),
+}
+
+/// A connection's option profile: a listener's, or one used by `connect`.
+pub(crate) struct Profile {
+    pub(crate) opts: SocketOptions,
+    pub(crate) pool: u8,
+    pub(crate) listener: Option<u16>,
+}
+
+/// What the stack sees of a socket before and after a poll.
+#[derive(Clone, Copy)]
+pub(crate) struct Seen {
+    pub(crate) state: State,
+    pub(crate) recv_queue: usize,
+    pub(crate) may_recv: bool,
+    pub(crate) send_room: usize,
+}
+
+pub(crate) fn seen(s: &tcp::Socket<'_>) -> Seen {
+    Seen {
+        state: s.state(),
+        recv_queue: s.recv_queue(),
+        may_recv: s.may_recv(),
+        send_room: s.send_capacity() - s.send_queue(),
+    }
+}
+
+pub(crate) fn ms(t: Instant) -> u64 {
+    t.total_millis().max(0) as u64
+}
+
+/// One core's TCP/IP stack. See the [crate docs](crate) for the model.
+pub struct Stack {
+    pub(crate) iface: Interface,
+    pub(crate) caps: DeviceCapabilities,
+    pub(crate) mac: EthernetAddress,
+    pub(crate) nets: Vec<(u32, u32)>,
+    pub(crate) addrs: Vec<Ipv4Addr>,
+    // `slab` must stay declared before `pools`: its sockets borrow the pools' memory.
+    pub(crate) slab: Slab,
+    pub(crate) pools: Vec<BufferPool>,
+    pub(crate) table: Table,
+    pub(crate) wheel: Wheel,
+    pub(crate) profiles: Vec<Profile>,
+    pub(crate) listeners: Vec<Listener>,
+    /// Port → listener index + 1 (0: none).
+    pub(crate) ports: Box<[u16]>,
+    pub(crate) events: VecDeque<Event>,
+    pub(crate) dirty: Vec<u32>,
+    pub(crate) spare: Vec<u32>,
+    pub(crate) counters: Counters,
+    pub(crate) tally: TxTally,
+    pub(crate) half_open: u32,
+    pub(crate) max_half_open: u32,
+    pub(crate) hugepages: HugePages,
+    pub(crate) chooser: Box<dyn PortChooser>,
+}
+
+impl std::fmt::Debug for Stack {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Stack")
+            .field("mac", &self.mac)
+            .field("addrs", &self.addrs)
+            .field("connections", &self.slab.live())
+            .field("capacity", &self.slab.capacity())
+            .finish_non_exhaustive()
+    }
+}
+
+struct NoFrames;
+impl TxQueue for NoFrames {
+    fn has_room(&self) -> bool {
+        false
+    }
+    fn transmit<R>(&mut self, len: usize, fill: impl FnOnce(&mut [u8]) -> R) -> R {
+        fill(&mut vec![0; len])
+    }
+}
+
+impl Stack {
+    /// Builds a stack, allocating everything `config` sizes up front.
+    pub fn new(config: &Config, now: Instant) -> Result<Stack, ConfigError> {
+        config.validate()?;
+        let mac = EthernetAddress(config.mac);
+        let mut ic = IfaceConfig::new(HardwareAddress::Ethernet(mac));
+        ic.random_seed = crate::config::mix(config.seed, 0);
+        let caps = device::capabilities();
+        let mut dummy = Port {
+            rx: None,
+            tx: &mut NoFrames,
+            tally: &mut TxTally::default(),
+            caps: &caps,
+        };
+        let mut iface = Interface::new(ic, &mut dummy, now);
+        let mut nets = Vec::new();
+        iface.update_ip_addrs(|ips| {
+            for &(a, p) in &config.addrs {
+                // `validate` checked the count against smoltcp's limit.
+                let _ = ips.push(IpCidr::Ipv4(Ipv4Cidr::new(a, p)));
+                nets.push((u32::from(a), u32::MAX));
+            }
+        });
+        let first = config.addrs[0].0;
+        let mut routes_ok = true;
+        if let Some(gw) = config.gateway {
+            routes_ok &= iface.routes_mut().add_default_ipv4_route(gw).is_ok();
+        }
+        for &(net, prefix) in &config.any_ip {
+            let cidr = Ipv4Cidr::new(net, prefix);
+            iface.routes_mut().update(|r| {
+                routes_ok &= r
+                    .push(Route {
+                        cidr: IpCidr::Ipv4(cidr),
+                        via_router: IpAddress::Ipv4(first),
+                        preferred_until: None,
+                        expires_at: None,
+                    })
+                    .is_ok();
+            });
+            let mask = cidr.netmask().to_bits();
+            nets.push((u32::from(net) & mask, mask));
+        }
+        if !routes_ok {
+            return Err(ConfigError::TooManyRoutes);
+        }
+        iface.set_any_ip(!config.any_ip.is_empty());
+
+        let n = config.max_connections;
+        let oom = |what: &'static str, bytes: usize| ConfigError::OutOfMemory { what, bytes };
+        let slab = Slab::new(n, config.hugepages).ok_or(oom("connection slab", n * 464))?;
+        let keys = (
+            crate::config::mix(config.seed, 1),
+            crate::config::mix(config.seed, 2),
+        );
+        let table = Table::new(n, keys, config.hugepages).ok_or(oom("demux table", n * 8))?;
+        let wheel = Wheel::new(n, ms(now));
+        Ok(Stack {
+            iface,
+            caps,
+            mac,
+            nets,
+            addrs: config.addrs.iter().map(|a| a.0).collect(),
+            slab,
+            pools: Vec::new(),
+            table,
+            wheel,
+            profiles: Vec::new(),
+            listeners: Vec::new(),
+            ports: vec![0u16; 65536].into_boxed_slice(),
+            events: VecDeque::with_capacity(1024),
+            dirty: Vec::with_capacity(1024),
+            spare: Vec::with_capacity(1024),
+            counters: Counters::default(),
+            tally: TxTally::default(),
+            half_open: 0,
+            max_half_open: config.max_half_open.min(u32::MAX as usize) as u32,
+            hugepages: config.hugepages,
+            chooser: Box::new(SequentialPorts::default()),
+        })
+    }
+
+    /// Replaces the local-port chooser used by [`connect`](Self::connect) (the dataplane
+    /// plugs in one that picks ports whose RSS hash lands on this core's queue).
+    pub fn set_port_chooser(&mut self, chooser: Box<dyn PortChooser>) {
+        self.chooser = chooser;
+    }
+
+    /// Takes one received Ethernet frame. Replies that smoltcp makes at once (ARP, ICMP
+    /// echo, RST) go to `tx`; everything else is sent by the next [`poll`](Self::poll).
+    pub fn ingress<T: TxQueue>(&mut self, now: Instant, frame: &[u8], tx: &mut T) {
+        self.counters.rx_frames += 1;
+        self.counters.rx_bytes += frame.len() as u64;
+        let local = Local {
+            mac: self.mac,
+            nets: &self.nets,
+        };
+        match parse::classify(frame, &local) {
+            Err(why) => {
+                log::trace!("dropped frame: {}", why.name());
+                self.counters.drop(why);
+            }
+            Ok(Class::Control) => self.ingress_unowned(now, frame, tx),
+            Ok(Class::Tcp { key, flags }) => {
+                if flags.rst {
+                    self.counters.resets_received += 1;
+                }
+                let slab = &self.slab;
+                if let Some(slot) = self.table.find(&key, |s| slab.key(s)) {
+                    self.ingress_slot(now, slot, frame, tx);
+                } else if flags.syn && !flags.ack && !flags.rst {
+                    self.ingress_syn(now, key, frame, tx);
+                } else {
+                    self.counters.no_connection += 1;
+                    self.ingress_unowned(now, frame, tx);
+                }
+            }
+        }
+    }
+
+    /// A frame no connection owns: smoltcp with an empty socket set answers ARP and ICMP
+    /// echo, and resets TCP segments.
+    fn ingress_unowned<T: TxQueue>(&mut self, now: Instant, frame: &[u8], tx: &mut T) {
+        let mut set = SocketSet::new(&mut [][..]);
+        let mut port = Port {
+            rx: Some(frame),
+            tx,
+            tally: &mut self.tally,
+            caps: &self.caps,
+        };
+        self.iface.poll_ingress_single(now, &mut port, &mut set);
+    }
+
+    fn ingress_syn<T: TxQueue>(&mut self, now: Instant, key: FourTuple, frame: &[u8], tx: &mut T) {
+        let l = usize::from(self.ports[usize::from(key.local_port)]);
+        if l == 0 || !self.listeners[l - 1].open {
+            self.counters.no_connection += 1;
+            return self.ingress_unowned(now, frame, tx);
+        }
+        let l = l - 1;
+        self.counters.syns += 1;
+        let refusal = match self.admit(l, key) {
+            Ok(slot) => {
+                self.ingress_slot(now, slot, frame, tx);
+                return;
+            }
+            Err(why) => why,
+        };
+        log::debug!("refused SYN from {:?}: {}", key, refusal.name());
+        self.counters.refuse(refusal);
+        self.ingress_unowned(now, frame, tx);
+    }
+
+    /// Gives a SYN for listener `l` a fresh slot with a listening socket, within limits.
+    fn admit(&mut self, l: usize, key: FourTuple) -> Result<u32, Refusal> {
+        let listener = &self.listeners[l];
+        if listener.waiting() >= listener.opts.backlog {
+            return Err(Refusal::Backlog);
+        }
+        if self.half_open >= self.max_half_open {
+            return Err(Refusal::HalfOpen);
+        }
+        let profile = listener.profile;
+        let local = Ipv4Addr::from(key.local_addr);
+        let slot = self.open_slot(key, profile, |s, _| {
+            // A non-zero port (checked by `listen`) cannot fail to listen.
+            let _ = s.listen((IpAddress::Ipv4(local), key.local_port));
+        })?;
+        Ok(slot)
+    }
+
+    /// Allocates a slot and buffers for `key`, installs a socket set up by `setup`, and
+    /// registers it in the table. The socket's state is counted.
+    pub(crate) fn open_slot(
+        &mut self,
+        key: FourTuple,
+        profile: u16,
+        setup: impl FnOnce(&mut tcp::Socket<'static>, &mut Interface),
+    ) -> Result<u32, Refusal> {
+        let p = &self.profiles[usize::from(profile)];
+        let (opts, pool) = (p.opts, p.pool);
+        let slot = self.slab.alloc(key).ok_or(Refusal::Slots)?;
+        let Some((chunk, bytes)) = self.pools[usize::from(pool)].take() else {
+            self.slab.release(slot);
+            return Err(Refusal::Buffers);
+        };
+        let (rx, txb) = bytes.split_at_mut(opts.rx_buf);
+        let mut socket = tcp::Socket::new(tcp::SocketBuffer::new(rx), tcp::SocketBuffer::new(txb));
+        opts.apply(&mut socket);
+        setup(&mut socket, &mut self.iface);
+        let state = socket.state();
+        mem::install(&mut self.slab.sockets[slot as usize], socket);
+        let m = &mut self.slab.meta[slot as usize];
+        m.link = chunk;
+        m.pool = pool;
+        m.profile = profile;
+        m.state = state_index(state) as u8;
+        m.last_rx = self.wheel.now() as u32;
+        self.counters.states[state_index(state)] += 1;
+        if !self.table.insert(&key, slot) {
+            // The table holds twice the slab's capacity, so this is unreachable; stay safe.
+            self.free_slot(slot);
+            return Err(Refusal::Slots);
+        }
+        Ok(slot)
+    }
+
+    fn ingress_slot<T: TxQueue>(&mut self, now: Instant, slot: u32, frame: &[u8], tx: &mut T) {
+        let i = slot as usize;
+        let mut set = mem::one_slot(&mut self.slab.sockets[i]);
+        let before = seen(set.get::<tcp::Socket>(SocketHandle::default()));
+        let mut port = Port {
+            rx: Some(frame),
+            tx,
+            tally: &mut self.tally,
+            caps: &self.caps,
+        };
+        self.iface.poll_ingress_single(now, &mut port, &mut set);
+        let after = seen(set.get::<tcp::Socket>(SocketHandle::default()));
+        drop(set);
+        self.slab.meta[i].last_rx = ms(now) as u32;
+        if self.observe(slot, before, after) {
+            self.mark_dirty(slot);
+        }
+    }
+
+    pub(crate) fn mark_dirty(&mut self, slot: u32) {
+        let m = &mut self.slab.meta[slot as usize];
+        if !m.has(flag::DIRTY) {
+            m.flags |= flag::DIRTY;
+            self.dirty.push(slot);
+        }
+    }
+
+    /// Sends what every touched connection has to send and runs expired timers. Call it
+    /// once per batch, after the application has handled the batch's events.
+    pub fn poll<T: TxQueue>(&mut self, now: Instant, tx: &mut T) {
+        let mut due = std::mem::take(&mut self.spare);
+        self.wheel.expire(ms(now), &mut due);
+        for &slot in &due {
+            self.timer_fired(now, slot);
+        }
+        due.clear();
+        // Egress may dirty further slots (a freed slot's successor, application writes
+        // from events of this round are already in): loop until none is left.
+        while !self.dirty.is_empty() {
+            std::mem::swap(&mut due, &mut self.dirty);
+            for &slot in &due {
+                let m = &mut self.slab.meta[slot as usize];
+                if m.flags & (flag::LIVE | flag::DIRTY) != flag::LIVE | flag::DIRTY {
+                    continue;
+                }
+                m.flags &= !flag::DIRTY;
+                self.egress_slot(now, slot, tx);
+            }
+            due.clear();
+        }
+        self.spare = due;
+    }
+
+    fn timer_fired(&mut self, now: Instant, slot: u32) {
+        let m = self.slab.meta[slot as usize];
+        if !m.has(flag::LIVE) {
+            return;
+        }
+        let idle = self.profiles[usize::from(m.profile)].opts.idle_timeout;
+        if let Some(idle) = idle {
+            let silent = (ms(now) as u32).wrapping_sub(m.last_rx);
+            if u64::from(silent) >= idle.total_millis() {
+                self.counters.idle_timeouts += 1;
+                let mut set = mem::one_slot(&mut self.slab.sockets[slot as usize]);
+                set.get_mut::<tcp::Socket>(SocketHandle::default()).abort();
+            }
+        }
+        self.mark_dirty(slot);
+    }
+
+    fn egress_slot<T: TxQueue>(&mut self, now: Instant, slot: u32, tx: &mut T) {
+        let i = slot as usize;
+        let mut set = mem::one_slot(&mut self.slab.sockets[i]);
+        let before = seen(set.get::<tcp::Socket>(SocketHandle::default()));
+        let mut port = Port {
+            rx: None,
+            tx,
+            tally: &mut self.tally,
+            caps: &self.caps,
+        };
+        for _ in 0..SEGMENTS_PER_ROUND {
+            if self.iface.poll_egress(now, &mut port, &mut set) == smoltcp::iface::PollResult::None
+            {
+                break;
+            }
+        }
+        let after = seen(set.get::<tcp::Socket>(SocketHandle::default()));
+        let next = self.iface.poll_at(now, &set);
+        drop(set);
+        if !self.observe(slot, before, after) {
+            return;
+        }
+        let m = self.slab.meta[i];
+        let mut deadline = next.map(|t| (t.total_micros().max(0) as u64).div_ceil(1000));
+        if let Some(idle) = self.profiles[usize::from(m.profile)].opts.idle_timeout {
+            let silent = u64::from((ms(now) as u32).wrapping_sub(m.last_rx));
+            let idle_at = ms(now) + idle.total_millis().saturating_sub(silent);
+            deadline = Some(deadline.map_or(idle_at, |d| d.min(idle_at)));
+        }
+        match deadline {
+            Some(d) => self.wheel.schedule(slot, d),
+            None => {
+                self.wheel.cancel(slot);
+            }
+        }
+    }
+
+    /// Bookkeeping after a poll of `slot`: state gauges, listener queues, events. Frees the
+    /// slot when its connection is over; returns whether it still lives.
+    fn observe(&mut self, slot: u32, before: Seen, after: Seen) -> bool {
+        let i = slot as usize;
+        let from = self.slab.meta[i].state as usize;
+        let to = state_index(after.state);
+        if from != to {
+            self.counters.states[from] -= 1;
+            self.counters.states[to] += 1;
+            self.slab.meta[i].state = to as u8;
+            if !self.transition(slot, from, after.state) {
+                return false;
+            }
+        } else if to == state_index(State::Listen) {
+            // A fresh passive slot whose SYN smoltcp did not take.
+            self.free_slot(slot);
+            return false;
+        }
+        let m = self.slab.meta[i];
+        if m.has(flag::VISIBLE) && !m.has(flag::CLOSED_SEEN) {
+            let fin = before.may_recv && !after.may_recv;
+            if (after.recv_queue > before.recv_queue || fin) && !m.has(flag::READ_PENDING) {
+                self.slab.meta[i].flags |= flag::READ_PENDING;
+                self.events.push_back(Event::Readable(self.slab.id(slot)));
+            }
+            if m.has(flag::WANT_WRITE) && after.send_room > before.send_room {
+                self.slab.meta[i].flags &= !flag::WANT_WRITE;
+                self.events.push_back(Event::Writable(self.slab.id(slot)));
+            }
+        }
+        true
+    }
+
+    /// A state change of `slot` from state index `from`. Returns false if the slot was
+    /// freed.
+    fn transition(&mut self, slot: u32, from: usize, to: State) -> bool {
+        let i = slot as usize;
+        let m = self.slab.meta[i];
+        let listener = self.profiles[usize::from(m.profile)]
+            .listener
+            .map(usize::from);
+        if m.has(flag::HALF_OPEN) {
+            self.slab.meta[i].flags &= !flag::HALF_OPEN;
+            self.half_open -= 1;
+            if let Some(l) = listener {
+                self.listeners[l].half_open -= 1;
+            }
+        }
+        match to {
+            State::SynReceived => {
+                if let Some(l) = listener {
+                    self.slab.meta[i].flags |= flag::HALF_OPEN;
+                    self.half_open += 1;
+                    self.listeners[l].half_open += 1;
+                }
+            }
+            State::Established if from == state_index(State::SynReceived) => {
+                if let Some(l) = listener {
+                    self.counters.accepted += 1;
+                    self.slab.meta[i].flags |= flag::QUEUED;
+                    let id = self.slab.id(slot);
+                    let lst = &mut self.listeners[l];
+                    lst.queued += 1;
+                    lst.queue.push_back(id);
+                    if lst.queued == 1 {
+                        self.events
+                            .push_back(Event::Acceptable(crate::ListenerId(l as u16)));
+                    }
+                }
+            }
+            State::Established if from == state_index(State::SynSent) => {
+                self.counters.connected += 1;
+                self.events.push_back(Event::Connected(self.slab.id(slot)));
+            }
+            State::TimeWait => self.end_visible(slot),
+            State::Closed | State::Listen => {
+                self.free_slot(slot);
+                return false;
+            }
+            _ => {}
+        }
+        true
+    }
+
+    /// Tells the application (once) that the connection is over, and takes it off its
+    /// listener's queue count.
+    fn end_visible(&mut self, slot: u32) {
+        let i = slot as usize;
+        let m = self.slab.meta[i];
+        if m.has(flag::QUEUED) {
+            self.slab.meta[i].flags &= !flag::QUEUED;
+            if let Some(l) = self.profiles[usize::from(m.profile)].listener {
+                self.listeners[usize::from(l)].queued -= 1;
+            }
+        }
+        if m.has(flag::VISIBLE) && !m.has(flag::CLOSED_SEEN) {
+            self.slab.meta[i].flags |= flag::CLOSED_SEEN;
+            self.events.push_back(Event::Closed(self.slab.id(slot)));
+        }
+    }
+
+    /// Releases everything `slot` holds: table entry, timer, socket, buffers, slot.
+    pub(crate) fn free_slot(&mut self, slot: u32) {
+        let i = slot as usize;
+        self.end_visible(slot);
+        let m = self.slab.meta[i];
+        if m.has(flag::HALF_OPEN) {
+            self.half_open -= 1;
+            if let Some(l) = self.profiles[usize::from(m.profile)].listener {
+                self.listeners[usize::from(l)].half_open -= 1;
+            }
+        }
+        let slab = &self.slab;
+        self.table.remove(&m.key, |s| slab.key(s));
+        self.wheel.cancel(slot);
+        mem::uninstall(
+            &mut self.slab.sockets[i],
+            &mut self.pools[usize::from(m.pool)],
+            m.link,
+        );
+        self.counters.states[usize::from(m.state)] -= 1;
+        self.counters.closed += 1;
+        self.slab.release(slot);
+    }
+
+    /// The next instant [`poll`](Self::poll) has work: now if connections wait to send,
+    /// else the earliest timer (a lower bound). `None` when nothing is scheduled.
+    pub fn poll_at(&self) -> Option<Instant> {
+        if !self.dirty.is_empty() {
+            return Some(Instant::from_millis(self.wheel.now() as i64));
+        }
+        self.wheel
+            .next_expiry()
+            .map(|t| Instant::from_millis(t as i64))
+    }
+
+    /// Takes the next event for the application.
+    pub fn next_event(&mut self) -> Option<Event> {
+        let ev = self.events.pop_front()?;
+        if let Event::Readable(id) = ev
+            && let Some(slot) = self.slab.check(id)
+        {
+            self.slab.meta[slot as usize].flags &= !flag::READ_PENDING;
+        }
+        Some(ev)
+    }
+
+    /// A snapshot of the counters.
+    pub fn counters(&self) -> Counters {
+        let mut c = self.counters.clone();
+        c.tx_frames = self.tally.frames;
+        c.tx_bytes = self.tally.bytes;
+        c.resets_sent = self.tally.resets;
+        c
+    }
+
+    pub(crate) fn new_profile(
+        &mut self,
+        opts: SocketOptions,
+        listener: Option<u16>,
+    ) -> Option<u16> {
+        if let Some(i) = self
+            .profiles
+            .iter()
+            .position(|p| p.opts == opts && p.listener == listener)
+        {
+            return Some(i as u16);
+        }
+        let chunk = opts.rx_buf + opts.tx_buf;
+        let pool = match self.pools.iter().position(|p| p.chunk_size() == chunk) {
+            Some(p) => p,
+            None => {
+                if self.pools.len() >= usize::from(u8::MAX) {
+                    return None;
+                }
+                self.pools.push(BufferPool::new(
+                    chunk,
+                    self.slab.capacity(),
+                    self.hugepages,
+                )?);
+                self.pools.len() - 1
+            }
+        };
+        if self.profiles.len() >= usize::from(u16::MAX) {
+            return None;
+        }
+        self.profiles.push(Profile {
+            opts,
+            pool: pool as u8,
+            listener,
+        });
+        Some((self.profiles.len() - 1) as u16)
+    }
+}
