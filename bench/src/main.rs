@@ -1,1 +1,30 @@
-fn main() {}
+//! `c10m-bench`: the project's benchmarks, one subcommand each. `--json` prints one JSON
+//! object on stdout; progress goes to stderr.
+
+mod stack;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "c10m-bench",
+    about = "Benchmarks of the c10m dataplane",
+    version
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// In-memory scale scenario: two stacks back to back on simulated time.
+    Stack(stack::Args),
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Stack(args) => stack::run(&args),
+    }
+}

@@ -3,6 +3,11 @@
 //! - `schedule_cancel`: schedule a spare key at a random deadline, then cancel it (one
 //!   element = the pair).
 //! - `reschedule`: move a random scheduled key to a new random deadline.
+//! - `cancel_rearm`: the TCP request/response pattern: cancel a random scheduled key (its
+//!   ACK arrived), then schedule it again at `now + 200` (the retransmission timeout of the
+//!   next response). One element = the pair. The clock stands still, so after its first
+//!   visit a key waits in the `now + 200` slot, as every connection's timer does in steady
+//!   state; the work a lazy wheel defers to `expire` is not counted here.
 //! - `expire/K`: advance one tick at which K of the 1M keys fire, including the cascades
 //!   that steady state brings (fired keys are rescheduled, untimed, one full round later);
 //!   one element = one fired key.
@@ -87,6 +92,30 @@ fn reschedule(c: &mut Criterion) {
     group.finish();
 }
 
+fn cancel_rearm(c: &mut Criterion) {
+    /// The retransmission timeout re-armed by every response.
+    const RTO: u64 = 200;
+    let mut rng = Rng(0x1405_7b7e_f767_814f);
+    let mut wheel = full_wheel(&mut rng);
+    let keys: Vec<u32> = plan(&mut rng, 0..KEYS, 1 << 20)
+        .into_iter()
+        .map(|(key, _)| key)
+        .collect();
+    let mut group = c.benchmark_group("wheel");
+    group.throughput(Throughput::Elements(1));
+    let mut i = 0;
+    group.bench_function("cancel_rearm/1M", |b| {
+        b.iter(|| {
+            let key = keys[i & (keys.len() - 1)];
+            i += 1;
+            let cancelled = wheel.cancel(black_box(key));
+            wheel.schedule(key, wheel.now() + RTO);
+            black_box(cancelled)
+        })
+    });
+    group.finish();
+}
+
 fn expire(c: &mut Criterion) {
     let mut group = c.benchmark_group("wheel/expire");
     for fire in [1u32, 16, 256, 4_096] {
@@ -120,5 +149,5 @@ fn expire(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, schedule_cancel, reschedule, expire);
+criterion_group!(benches, schedule_cancel, reschedule, cancel_rearm, expire);
 criterion_main!(benches);

@@ -246,21 +246,23 @@ impl Stack {
     /// Copies received bytes into `buf`; `Ok(0)` when none are waiting,
     /// `Err(Finished)` once the peer's FIN was read.
     pub fn recv(&mut self, id: ConnId, buf: &mut [u8]) -> Result<usize, ConnError> {
-        self.recv_with(id, |data| {
-            let n = data.len().min(buf.len());
-            buf[..n].copy_from_slice(&data[..n]);
-            (n, n)
-        })
+        let r = self.with_socket(id, |s| s.recv_slice(buf))?;
+        self.after_recv(id, r)
     }
 
-    /// Zero-copy receive: `f` sees the contiguous received bytes in the socket's own buffer
-    /// and returns how many it consumed.
+    /// Zero-copy receive: `f` sees received bytes in the socket's own buffer (the first
+    /// contiguous run: call again for the rest after a wrap) and returns how many it
+    /// consumed.
     pub fn recv_with<R>(
         &mut self,
         id: ConnId,
         f: impl FnOnce(&mut [u8]) -> (usize, R),
     ) -> Result<R, ConnError> {
         let r = self.with_socket(id, |s| s.recv(f))?;
+        self.after_recv(id, r)
+    }
+
+    fn after_recv<R>(&mut self, id: ConnId, r: Result<R, tcp::RecvError>) -> Result<R, ConnError> {
         self.mark_dirty(id.slot); // a window update may be due
         r.map_err(|e| match e {
             tcp::RecvError::Finished => ConnError::Finished,
@@ -271,16 +273,14 @@ impl Stack {
     /// Queues `data` for sending; returns how much fit. A short count arms a
     /// [`Event::Writable`] for when space frees up.
     pub fn send(&mut self, id: ConnId, data: &[u8]) -> Result<usize, ConnError> {
-        let len = data.len();
-        self.send_with(id, len, |buf| {
-            let n = buf.len().min(data.len());
-            buf[..n].copy_from_slice(&data[..n]);
-            (n, n)
-        })
+        let r = self.with_socket(id, |s| s.send_slice(data))?;
+        self.after_send(id, r.as_ref().is_ok_and(|&n| n < data.len()));
+        r.map_err(|_| ConnError::InvalidState)
     }
 
-    /// Zero-copy send: `f` writes into the socket's free transmit space (at most `want`
-    /// bytes are asked for; fewer may be offered) and returns how many it wrote.
+    /// Zero-copy send: `f` writes into the socket's free transmit space (its first
+    /// contiguous run; `want` is what the caller hopes to write, and a Writable event is
+    /// armed if less room is free) and returns how many bytes it wrote.
     pub fn send_with<R>(
         &mut self,
         id: ConnId,
@@ -291,12 +291,15 @@ impl Stack {
             let room = s.send_capacity() - s.send_queue();
             (s.send(f), room < want)
         })?;
-        let slot = id.slot as usize;
+        self.after_send(id, short);
+        r.map_err(|_| ConnError::InvalidState)
+    }
+
+    fn after_send(&mut self, id: ConnId, short: bool) {
         if short {
-            self.slab.meta[slot].flags |= flag::WANT_WRITE;
+            self.slab.meta[id.slot as usize].flags |= flag::WANT_WRITE;
         }
         self.mark_dirty(id.slot);
-        r.map_err(|_| ConnError::InvalidState)
     }
 
     /// Bytes that can be queued with [`send`](Self::send) right now.

@@ -2,6 +2,8 @@
 //! `Pair::step` on the in-memory wire.
 #![allow(dead_code, unreachable_pub)]
 
+pub mod frames;
+
 use std::collections::HashMap;
 use std::net::SocketAddrV4;
 
@@ -49,7 +51,9 @@ impl EchoServer {
                 Ok(0) => return,
                 Ok(n) => {
                     self.bytes += n as u64;
-                    let sent = stack.send(c, &self.buf[..n]).unwrap();
+                    let sent = stack
+                        .send(c, &self.buf[..n])
+                        .unwrap_or_else(|e| panic!("send on {c} in {:?}: {e}", stack.state(c)));
                     assert_eq!(sent, n, "reads are sized to the send room");
                 }
                 Err(ConnError::Finished) => {
@@ -138,10 +142,10 @@ impl EchoClient {
         let Some(f) = self.flows.get_mut(&c) else {
             return;
         };
-        if f.sent < f.payload.len() {
-            if let Ok(n) = stack.send(c, &f.payload[f.sent..]) {
-                f.sent += n;
-            }
+        if f.sent < f.payload.len()
+            && let Ok(n) = stack.send(c, &f.payload[f.sent..])
+        {
+            f.sent += n;
         }
         let mut buf = [0u8; 4096];
         loop {

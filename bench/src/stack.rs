@@ -1,0 +1,345 @@
+//! `c10m-bench stack`: establish N connections between two in-memory stacks, exchange a
+//! request and response on each, hold them, and measure the cost per segment with N
+//! connections present and with 1,000, side by side in one run.
+//!
+//! Both stacks run on this thread, so `handshakes_per_sec` and `ns_per_segment` include
+//! the client's work as well as the server's: every segment is built by one stack and
+//! parsed by the other. `bytes_per_conn` is the server stack's own accounting of what it
+//! reserved, divided by N; `rss_bytes_per_conn` is the process's RSS growth over both
+//! stacks, divided by N.
+
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::time::Instant as Clock;
+
+use anyhow::{Context, bail};
+use c10m_stack::wire::{Impairments, Pair, Side};
+use c10m_stack::{ConnError, ConnId, ConnectOptions, Event, ListenOptions, SocketOptions, Stack};
+use serde::Serialize;
+
+/// Arguments of `c10m-bench stack`.
+#[derive(clap::Args, Debug)]
+pub(crate) struct Args {
+    /// Connections to establish and hold.
+    #[arg(long, default_value_t = 100_000)]
+    conns: usize,
+    /// Receive buffer bytes per connection (both sides).
+    #[arg(long, default_value_t = 256)]
+    rx_buf: usize,
+    /// Transmit buffer bytes per connection (both sides).
+    #[arg(long, default_value_t = 256)]
+    tx_buf: usize,
+    /// Request/response exchanges timed for the per-segment cost, at each size.
+    #[arg(long, default_value_t = 200_000)]
+    exchanges: usize,
+    /// Print one JSON object instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Serialize, Debug)]
+struct Report {
+    conns: usize,
+    established: usize,
+    exchanged: usize,
+    bytes_per_conn: f64,
+    rss_bytes_per_conn: f64,
+    ns_per_segment: f64,
+    ns_per_segment_1k: f64,
+    segment_ratio: f64,
+    handshakes_per_sec: f64,
+    establish_secs: f64,
+    rx_buf: usize,
+    tx_buf: usize,
+    memory: MemoryReport,
+    hugepages: bool,
+}
+
+#[derive(Serialize, Debug)]
+struct MemoryReport {
+    slab: usize,
+    table: usize,
+    wheel: usize,
+    buffers: usize,
+    other: usize,
+    total: usize,
+}
+
+const PORT: u16 = 80;
+const REQUEST: &[u8; 32] = b"GET /c10m HTTP/1.1\r\nX: 0123456\r\n";
+/// Ports per source address, as Linux's default ephemeral range has.
+const PORTS_PER_ADDR: usize = 28_000;
+/// Handshakes in flight at once while establishing.
+const WINDOW: usize = 4096;
+
+pub(crate) fn run(args: &Args) -> anyhow::Result<()> {
+    if args.conns == 0 || args.conns > PORTS_PER_ADDR * 65_000 {
+        bail!("--conns must be between 1 and {}", PORTS_PER_ADDR * 65_000);
+    }
+    if args.rx_buf < REQUEST.len() || args.tx_buf < REQUEST.len() {
+        bail!(
+            "--rx-buf and --tx-buf must be at least {} bytes",
+            REQUEST.len()
+        );
+    }
+    let rss0 = rss_bytes();
+    let mut big = Scenario::new(args.conns, args)?;
+    let t = Clock::now();
+    big.establish()?;
+    let establish_secs = t.elapsed().as_secs_f64();
+    big.exchange_all()?;
+    let rss1 = rss_bytes();
+    let mem = big.pair.b.memory();
+    eprintln!(
+        "established {} in {:.2}s; timing segments",
+        big.established, establish_secs
+    );
+    let ns_big = big.time_segments(args.exchanges)?;
+
+    let mut small = Scenario::new(1000, args)?;
+    small.establish()?;
+    small.exchange_all()?;
+    let ns_small = small.time_segments(args.exchanges)?;
+
+    let report = Report {
+        conns: args.conns,
+        established: big.established,
+        exchanged: big.exchanged,
+        bytes_per_conn: mem.total as f64 / args.conns as f64,
+        rss_bytes_per_conn: rss1.saturating_sub(rss0) as f64 / args.conns as f64,
+        ns_per_segment: ns_big,
+        ns_per_segment_1k: ns_small,
+        segment_ratio: ns_big / ns_small,
+        handshakes_per_sec: big.established as f64 / establish_secs,
+        establish_secs,
+        rx_buf: args.rx_buf,
+        tx_buf: args.tx_buf,
+        memory: MemoryReport {
+            slab: mem.slab,
+            table: mem.table,
+            wheel: mem.wheel,
+            buffers: mem.buffers,
+            other: mem.other,
+            total: mem.total,
+        },
+        hugepages: hugepages_reserved(),
+    };
+    if args.json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        println!("{report:#?}");
+    }
+    Ok(())
+}
+
+struct Scenario {
+    pair: Pair,
+    conns: Vec<ConnId>,
+    target: usize,
+    opts: SocketOptions,
+    established: usize,
+    exchanged: usize,
+    /// Responses outstanding in the current exchange round.
+    pending: usize,
+    buf: Vec<u8>,
+}
+
+impl Scenario {
+    fn new(n: usize, args: &Args) -> anyhow::Result<Scenario> {
+        let opts = SocketOptions {
+            rx_buf: args.rx_buf,
+            tx_buf: args.tx_buf,
+            ..SocketOptions::default()
+        };
+        let mut pair = Pair::new(
+            &Pair::client_config(n),
+            &Pair::server_config(n),
+            Impairments::none(),
+        );
+        pair.b
+            .listen(
+                PORT,
+                ListenOptions {
+                    socket: opts,
+                    backlog: u32::MAX,
+                },
+            )
+            .context("listen")?;
+        Ok(Scenario {
+            pair,
+            conns: Vec::with_capacity(n),
+            target: n,
+            opts,
+            established: 0,
+            exchanged: 0,
+            pending: 0,
+            buf: vec![0; 4096],
+        })
+    }
+
+    /// Opens `target` connections, at most [`WINDOW`] handshakes in flight.
+    fn establish(&mut self) -> anyhow::Result<()> {
+        let server = SocketAddrV4::new(Pair::SERVER, PORT);
+        let mut stalled = 0;
+        while self.established < self.target {
+            while self.conns.len() < self.target && self.conns.len() - self.established < WINDOW {
+                let i = self.conns.len();
+                let a = (i / PORTS_PER_ADDR) as u32;
+                let local = Ipv4Addr::from(u32::from(Ipv4Addr::new(198, 19, 0, 0)) + a);
+                let opts = ConnectOptions {
+                    socket: self.opts,
+                    local_addr: Some(local),
+                    local_port: Some(32768 + (i % PORTS_PER_ADDR) as u16),
+                };
+                let c = self
+                    .pair
+                    .a
+                    .connect(server, opts)
+                    .map_err(|e| anyhow::anyhow!("connect #{i}: {e}"))?;
+                self.conns.push(c);
+            }
+            let before = self.established;
+            self.round();
+            stalled = if self.established == before {
+                stalled + 1
+            } else {
+                0
+            };
+            if stalled > 100_000 {
+                bail!("stalled at {} established", self.established);
+            }
+        }
+        Ok(())
+    }
+
+    /// One step of both stacks at the current simulated time, then time moves on if
+    /// nothing is due.
+    fn round(&mut self) {
+        let (mut established, mut exchanged, mut pending) = (0, 0, 0);
+        let buf = &mut self.buf;
+        self.pair.step(&mut |side, stack| match side {
+            Side::A => client(stack, buf, &mut established, &mut exchanged, &mut pending),
+            Side::B => server(stack, buf),
+        });
+        self.established += established;
+        self.exchanged += exchanged;
+        self.pending -= pending;
+        self.pair.advance();
+    }
+
+    /// One request and response on every connection.
+    fn exchange_all(&mut self) -> anyhow::Result<()> {
+        for chunk in 0..self.conns.len().div_ceil(WINDOW) {
+            let ids: Vec<ConnId> = self.conns[chunk * WINDOW..]
+                .iter()
+                .take(WINDOW)
+                .copied()
+                .collect();
+            self.exchange(&ids)?;
+        }
+        Ok(())
+    }
+
+    fn exchange(&mut self, ids: &[ConnId]) -> anyhow::Result<()> {
+        for &c in ids {
+            let n = self
+                .pair
+                .a
+                .send(c, REQUEST)
+                .map_err(|e| anyhow::anyhow!("send: {e}"))?;
+            if n != REQUEST.len() {
+                bail!("request did not fit the transmit buffer");
+            }
+        }
+        self.pending += ids.len();
+        let mut rounds = 0;
+        while self.pending > 0 {
+            self.round();
+            rounds += 1;
+            if rounds > 1_000_000 {
+                bail!("{} responses missing", self.pending);
+            }
+        }
+        Ok(())
+    }
+
+    /// Times `count` exchanges on connections chosen at random; returns ns per segment
+    /// (segments counted on both stacks' receive side).
+    fn time_segments(&mut self, count: usize) -> anyhow::Result<f64> {
+        let mut rng = 0x9e37_79b9_7f4a_7c15u64;
+        let batch = 256.min(self.conns.len());
+        let frames = |p: &Pair| p.a.counters().rx_frames + p.b.counters().rx_frames;
+        let f0 = frames(&self.pair);
+        let t = Clock::now();
+        let mut ids = Vec::with_capacity(batch);
+        let mut done = 0;
+        while done < count {
+            ids.clear();
+            while ids.len() < batch {
+                rng ^= rng << 13;
+                rng ^= rng >> 7;
+                rng ^= rng << 17;
+                // Duplicates are harmless: two requests, two 32-byte responses.
+                ids.push(self.conns[(rng % self.conns.len() as u64) as usize]);
+            }
+            self.exchange(&ids)?;
+            done += batch;
+        }
+        let ns = t.elapsed().as_nanos() as f64;
+        Ok(ns / (frames(&self.pair) - f0) as f64)
+    }
+}
+
+fn client(stack: &mut Stack, buf: &mut [u8], est: &mut usize, exch: &mut usize, pend: &mut usize) {
+    while let Some(ev) = stack.next_event() {
+        match ev {
+            Event::Connected(_) => *est += 1,
+            Event::Readable(c) => loop {
+                match stack.recv(c, &mut buf[..REQUEST.len()]) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => {
+                        assert_eq!(&buf[..n], &REQUEST[..n], "response differs");
+                        *exch += 1;
+                        *pend += 1;
+                    }
+                }
+            },
+            Event::Closed(c) => panic!("{c} closed during the benchmark"),
+            _ => {}
+        }
+    }
+}
+
+fn server(stack: &mut Stack, buf: &mut [u8]) {
+    while let Some(ev) = stack.next_event() {
+        match ev {
+            Event::Acceptable(l) => while stack.accept(l).is_some() {},
+            Event::Readable(c) => loop {
+                match stack.recv(c, buf) {
+                    Ok(0) | Err(ConnError::Finished) => break,
+                    Ok(n) => {
+                        let _ = stack.send(c, &buf[..n]);
+                    }
+                    Err(_) => break,
+                }
+            },
+            _ => {}
+        }
+    }
+}
+
+fn rss_bytes() -> usize {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
+    let pages: usize = statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    pages * 4096
+}
+
+fn hugepages_reserved() -> bool {
+    std::fs::read_to_string("/proc/sys/vm/nr_hugepages")
+        .ok()
+        .and_then(|s| s.trim().parse::<u64>().ok())
+        .is_some_and(|n| n > 0)
+}

@@ -1,0 +1,183 @@
+//! What happens to segments and connections the stack will not take: RST for closed
+//! ports and stray segments; backlog and slot exhaustion refuse new connections with RST
+//! while established ones keep working.
+
+mod common;
+
+use std::net::{Ipv4Addr, SocketAddrV4};
+
+use c10m_stack::wire::{Impairments, Pair, Queue};
+use c10m_stack::{Instant, ListenOptions, Refusal, SocketOptions};
+use common::frames::{self, tcp_flags};
+use common::*;
+use smoltcp::wire::TcpControl;
+
+const RST: u8 = 0x04;
+const CLIENT: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
+
+#[test]
+fn syn_to_a_closed_port_is_reset() {
+    let mut pair = pair(16, Impairments::none());
+    let mut client = EchoClient::default();
+    let mut server = EchoServer::default();
+    client.open(
+        &mut pair.a,
+        SocketAddrV4::new(Pair::SERVER, 81),
+        client_opts(1024),
+        vec![1],
+    );
+    assert!(run(&mut pair, &mut client, &mut server, 10_000, |c, _| c
+        .closed
+        == 1));
+    assert_eq!(client.connected, 0);
+    let b = pair.b.counters();
+    assert_eq!(b.no_connection, 1);
+    assert_eq!(b.resets_sent, 1);
+    assert_eq!(pair.a.counters().resets_received, 1);
+    assert_eq!(pair.b.connections(), 0);
+}
+
+#[test]
+fn a_segment_for_no_connection_is_reset_and_counted() {
+    let mut pair = pair(16, Impairments::none());
+    pair.b.listen(80, ListenOptions::default()).unwrap();
+    let mut tx = Queue::default();
+    pair.b.ingress(
+        Instant::from_millis(1),
+        &frames::arp_request(Pair::SERVER),
+        &mut tx,
+    );
+    let arp_reply = tx.pop().expect("the server answers ARP");
+    assert_eq!(&arp_reply[12..14], &[0x08, 0x06]);
+    // An ACK with data for a connection that does not exist (to a listening port, too).
+    let frame = frames::tcp(
+        (CLIENT, 40000),
+        (Pair::SERVER, 80),
+        TcpControl::None,
+        1,
+        Some(1),
+        b"hi",
+    );
+    pair.b.ingress(Instant::from_millis(1), &frame, &mut tx);
+    let reply = tx.pop().expect("a reply");
+    assert_eq!(tcp_flags(&reply).unwrap() & RST, RST);
+    assert!(tx.is_empty());
+    // A RST for no connection is dropped silently (RFC 9293 §3.10.7.1).
+    let rst = frames::tcp(
+        (CLIENT, 40000),
+        (Pair::SERVER, 80),
+        TcpControl::Rst,
+        1,
+        None,
+        b"",
+    );
+    pair.b.ingress(Instant::from_millis(2), &rst, &mut tx);
+    assert!(tx.is_empty());
+    let c = pair.b.counters();
+    assert_eq!(
+        (c.no_connection, c.resets_sent, c.resets_received),
+        (2, 1, 1)
+    );
+    assert_eq!((c.rx_frames, c.tx_frames), (3, 2));
+    assert_eq!(pair.b.connections(), 0, "no slot was taken");
+}
+
+/// Opens `n` echo connections from distinct ports and runs until `cond`.
+fn open(pair: &mut Pair, client: &mut EchoClient, n: usize, first: usize) {
+    for i in first..first + n {
+        client.open(
+            &mut pair.a,
+            SocketAddrV4::new(Pair::SERVER, 80),
+            client_opts(1024),
+            pattern(i, 300),
+        );
+    }
+}
+
+#[test]
+fn backlog_overflow_refuses_with_rst_and_keeps_the_queue() {
+    let mut pair = pair(64, Impairments::none());
+    let opts = ListenOptions {
+        backlog: 4,
+        ..ListenOptions::default()
+    };
+    let l = pair.b.listen(80, opts).unwrap();
+    let mut client = EchoClient::default();
+    open(&mut pair, &mut client, 10, 0);
+    // No accept: the server application is not run.
+    pair.run_until(10_000, |side, s| {
+        if side == c10m_stack::wire::Side::A {
+            client.handle(s);
+        }
+        client.closed == 6
+    });
+    assert_eq!(client.closed, 6, "six connections were refused");
+    assert_eq!(pair.b.counters().refusals(Refusal::Backlog), 6);
+    assert_eq!(pair.b.counters().resets_sent, 6);
+    assert_eq!(
+        pair.b.counters().accepted,
+        4,
+        "four wait in the accept queue"
+    );
+    // Accepting now serves the four queued connections.
+    let mut server = EchoServer::default();
+    while let Some(c) = pair.b.accept(l) {
+        server.accepted.push(c);
+    }
+    assert_eq!(server.accepted.len(), 4);
+    assert!(run(&mut pair, &mut client, &mut server, 10_000, |c, _| c
+        .verified
+        == 4));
+}
+
+#[test]
+fn slot_exhaustion_refuses_new_connections_and_keeps_old_ones() {
+    let mut pair = Pair::new(
+        &Pair::client_config(64),
+        &Pair::server_config(8),
+        Impairments::none(),
+    );
+    let socket = SocketOptions {
+        rx_buf: 1024,
+        tx_buf: 1024,
+        ..SocketOptions::default()
+    };
+    pair.b
+        .listen(
+            80,
+            ListenOptions {
+                socket,
+                backlog: 64,
+            },
+        )
+        .unwrap();
+    let mut client = EchoClient::default();
+    let mut server = EchoServer::default();
+    // Eight connections fill every slot; each echoes its first 300 bytes.
+    open(&mut pair, &mut client, 8, 0);
+    assert!(run(&mut pair, &mut client, &mut server, 10_000, |c, _| c
+        .verified
+        == 8));
+    let old: Vec<_> = client.flows.keys().copied().collect();
+    // Four more are refused with RST.
+    open(&mut pair, &mut client, 4, 100);
+    assert!(run(&mut pair, &mut client, &mut server, 10_000, |c, _| c
+        .closed
+        == 4));
+    assert_eq!(pair.b.counters().refusals(Refusal::Slots), 4);
+    assert_eq!(pair.b.connections(), 8);
+    // The old connections still work: another 300 bytes each, echoed byte-exact.
+    for &c in &old {
+        let f = client.flows.get_mut(&c).unwrap();
+        let more = pattern(1000 + c.slot(), 300);
+        f.payload.extend_from_slice(&more);
+        let n = pair.a.send(c, &more).unwrap();
+        f.sent += n;
+    }
+    assert!(run(&mut pair, &mut client, &mut server, 10_000, |c, _| c
+        .verified
+        == 16));
+    for c in &old {
+        assert_eq!(client.flows[c].received.len(), 600);
+    }
+}
