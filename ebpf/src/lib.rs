@@ -1,0 +1,93 @@
+//! The XDP steering program of the c10m dataplane and its loader.
+//!
+//! The dataplane owns one or more service addresses on a NIC that the kernel keeps
+//! using for everything else (SSH, management). This crate decides, per frame and
+//! before the kernel sees it, which of the two gets it.
+//!
+//! # The program (`src/bpf/steer.bpf.c`)
+//!
+//! Written in C, compiled by clang at build time and embedded in the crate as a
+//! libbpf-cargo skeleton. It parses Ethernet (and at most one 802.1Q/802.1ad tag),
+//! then:
+//!
+//! | frame | goes to |
+//! |---|---|
+//! | IPv4 TCP/UDP whose (destination address, protocol, destination port) is a registered service | the AF_XDP socket of its rx queue |
+//! | ARP whose target address is a registered address | the socket |
+//! | ICMP to a registered address | the socket |
+//! | IPv4 fragments (even to a service) | the kernel: only the first carries ports, and the dataplane does not reassemble |
+//! | malformed IPv4 to a registered address | dropped |
+//! | malformed frames for anyone else | the kernel (counted in `errors`) |
+//! | everything else | the kernel, untouched (`XDP_PASS`) |
+//!
+//! "The socket" is `bpf_redirect_map(&xsks, rx_queue_index, XDP_PASS)`: with no socket
+//! registered for the queue the frame goes to the kernel (counted as `no_xsk`), so the
+//! program can be attached before the sockets exist. The IPv4 header length is read
+//! from IHL (options are skipped). Tags that the NIC strips before XDP (VLAN offload)
+//! are not seen; the program then parses the untagged frame, which is what it wants.
+//! The program handles single-buffer frames only (no `xdp.frags`), so native mode
+//! needs an MTU that fits in one page (about 3,500 bytes).
+//!
+//! # Maps
+//!
+//! | map | type | key → value |
+//! |---|---|---|
+//! | `xsks` | `XSKMAP`, [`MAX_QUEUES`] | rx queue → AF_XDP socket |
+//! | `services` | `HASH`, [`MAX_SERVICES`] | (IPv4 address, protocol, port), wire order → 1 |
+//! | `addrs` | `HASH`, [`MAX_ADDRESSES`] | IPv4 address, wire order → 1 |
+//! | `counters` | `PERCPU_ARRAY`, 1 | 0 → [`Counters`] of this CPU |
+//!
+//! Every frame is counted once, on the CPU that ran it, without atomics;
+//! [`Steering::counters`] sums the CPUs.
+//!
+//! # Modes
+//!
+//! [`XdpMode::Native`] runs in the driver before any `sk_buff` is allocated and is the
+//! one to use on a real NIC (and on veth, where the peer must be up for frames to
+//! flow). [`XdpMode::Generic`] works on any interface but runs after the kernel built
+//! the `sk_buff`, so it saves little. [`XdpMode::Auto`] tries native and falls back to
+//! generic with a warning. [`Steering::mode`] says which one is in force.
+//!
+//! # Why a bpf_link
+//!
+//! The program is attached with `bpf_link_create(BPF_XDP)`, not the older netlink
+//! call. A netlink-attached program stays on the interface after its process dies,
+//! still steering the service's frames into sockets that no longer exist: the service
+//! address goes dark until someone runs `ip link set dev X xdp off`. A link is a file
+//! descriptor: when the process exits — cleanly, by panic, or by `kill -9` — the kernel
+//! closes it and the program leaves the interface. A link also refuses to replace a
+//! program someone else attached ([`Error::AlreadyAttached`]).
+//!
+//! # Example
+//!
+//! ```no_run
+//! use std::net::Ipv4Addr;
+//! use c10m_ebpf::{Proto, Steering, XdpMode};
+//!
+//! # fn main() -> Result<(), c10m_ebpf::Error> {
+//! let steering = Steering::attach("dut0", XdpMode::Auto)?;
+//! let service = Ipv4Addr::new(198, 18, 0, 10);
+//! steering.add_address(service)?; // ARP and ping
+//! steering.add_service(service, Proto::Tcp, 80)?;
+//! // For each rx queue q, after creating its AF_XDP socket `xsk`:
+//! // steering.register_xsk(q, xsk.as_fd())?;
+//! println!("{:?}", steering.counters()?);
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! Loading and attaching need root, or `CAP_BPF` and `CAP_NET_ADMIN`. libbpf's own
+//! messages, the verifier log among them, go to the `log` crate under target `libbpf`.
+#![deny(missing_docs)]
+#![deny(unsafe_code)]
+
+mod error;
+mod maps;
+mod steering;
+mod sys;
+#[cfg(test)]
+mod tests;
+
+pub use error::Error;
+pub use maps::{Counters, MAX_ADDRESSES, MAX_QUEUES, MAX_SERVICES, Proto};
+pub use steering::{Steering, XdpMode};

@@ -1,0 +1,371 @@
+//! [`Steering`]: the program attached to one interface, and its maps.
+
+use std::fmt;
+use std::net::Ipv4Addr;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::str::FromStr;
+use std::sync::Once;
+
+use libbpf_rs::{MapCore, MapFlags, MapHandle, PrintLevel};
+
+use crate::maps::{self, Counters, MAX_QUEUES, Proto};
+use crate::{Error, sys};
+
+/// How the program runs on the interface.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum XdpMode {
+    /// Native if the driver supports it, otherwise generic (with a warning).
+    #[default]
+    Auto,
+    /// Native (driver) XDP: runs before the kernel allocates an `sk_buff`.
+    Native,
+    /// Generic (SKB) XDP: works on any interface, after the `sk_buff` exists; slower,
+    /// and AF_XDP runs in copy mode only.
+    Generic,
+}
+
+impl fmt::Display for XdpMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            XdpMode::Auto => "auto",
+            XdpMode::Native => "native",
+            XdpMode::Generic => "generic",
+        })
+    }
+}
+
+impl FromStr for XdpMode {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_lowercase().as_str() {
+            "auto" => Ok(XdpMode::Auto),
+            "native" | "drv" => Ok(XdpMode::Native),
+            "generic" | "skb" => Ok(XdpMode::Generic),
+            _ => Err(format!(
+                "unknown XDP mode {s:?}: expected auto, native or generic"
+            )),
+        }
+    }
+}
+
+/// The steering program, attached to one interface through a bpf_link.
+///
+/// Dropping it closes the link, which detaches the program; so does the process
+/// exiting in any way, `kill -9` included. The kernel frees the program and maps once
+/// the last descriptor to them is gone.
+pub struct Steering {
+    // Declared first so it is dropped first: detach before the maps' handles go.
+    link: OwnedFd,
+    ifname: String,
+    ifindex: u32,
+    mode: XdpMode,
+    prog_id: u32,
+    loaded: sys::Loaded,
+}
+
+impl fmt::Debug for Steering {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Steering")
+            .field("ifname", &self.ifname)
+            .field("ifindex", &self.ifindex)
+            .field("mode", &self.mode)
+            .field("prog_id", &self.prog_id)
+            .field("link_fd", &self.link.as_raw_fd())
+            .finish()
+    }
+}
+
+impl Steering {
+    /// Loads the program through the kernel verifier and attaches it to `ifname` (in
+    /// the calling thread's network namespace) with a bpf_link.
+    ///
+    /// The maps start empty: nothing is steered until services, addresses and
+    /// sockets are registered, and all traffic passes to the kernel meanwhile.
+    pub fn attach(ifname: &str, mode: XdpMode) -> Result<Steering, Error> {
+        route_libbpf_log();
+        let ifindex = sys::ifindex(ifname).ok_or_else(|| Error::NoSuchInterface {
+            ifname: ifname.to_owned(),
+        })?;
+        if !has_bpf_capabilities() {
+            return Err(Error::PermissionDenied);
+        }
+        let loaded = sys::load().map_err(|cause| Error::Load { cause })?;
+        let (link, mode) = match mode {
+            XdpMode::Native | XdpMode::Generic => (link(&loaded, ifname, ifindex, mode)?, mode),
+            XdpMode::Auto => match link(&loaded, ifname, ifindex, XdpMode::Native) {
+                Ok(link) => (link, XdpMode::Native),
+                Err(Error::NativeUnsupported { .. }) => {
+                    log::warn!(
+                        "driver of {ifname} does not support native XDP: using generic mode \
+                         (slower; AF_XDP in copy mode)"
+                    );
+                    (
+                        link(&loaded, ifname, ifindex, XdpMode::Generic)?,
+                        XdpMode::Generic,
+                    )
+                }
+                Err(err) => return Err(err),
+            },
+        };
+        let prog_id = libbpf_rs::Program::id_from_fd(loaded.prog.as_fd()).unwrap_or(0);
+        log::info!(
+            "XDP program id {prog_id} attached to {ifname} (ifindex {ifindex}) in {mode} mode"
+        );
+        Ok(Steering {
+            link,
+            ifname: ifname.to_owned(),
+            ifindex,
+            mode,
+            prog_id,
+            loaded,
+        })
+    }
+
+    /// The mode actually attached: [`XdpMode::Native`] or [`XdpMode::Generic`].
+    pub fn mode(&self) -> XdpMode {
+        self.mode
+    }
+
+    /// The interface's index.
+    pub fn ifindex(&self) -> u32 {
+        self.ifindex
+    }
+
+    /// The interface's name.
+    pub fn ifname(&self) -> &str {
+        &self.ifname
+    }
+
+    /// The kernel's id of the loaded program, as `bpftool prog show id N` takes it.
+    pub fn prog_id(&self) -> u32 {
+        self.prog_id
+    }
+
+    /// Steers IPv4 `proto` traffic to `addr:port` to the AF_XDP sockets. Adding a
+    /// service twice is not an error.
+    pub fn add_service(&self, addr: Ipv4Addr, proto: Proto, port: u16) -> Result<(), Error> {
+        let key = maps::service_key(addr, proto, port);
+        update(&self.loaded.services, &key, &1u32.to_ne_bytes(), || {
+            format!(
+                "adding service {addr} {proto}/{port} (at most {})",
+                maps::MAX_SERVICES
+            )
+        })
+    }
+
+    /// Stops steering `addr:port`: its traffic goes to the kernel again.
+    pub fn remove_service(&self, addr: Ipv4Addr, proto: Proto, port: u16) -> Result<(), Error> {
+        let key = maps::service_key(addr, proto, port);
+        delete(&self.loaded.services, &key, || {
+            format!("removing service {addr} {proto}/{port}")
+        })?
+        .then_some(())
+        .ok_or(Error::NoSuchService { addr, proto, port })
+    }
+
+    /// Steers ARP for `addr` and ICMP to `addr` to the AF_XDP sockets, so the userspace
+    /// stack answers them. Adding an address twice is not an error.
+    pub fn add_address(&self, addr: Ipv4Addr) -> Result<(), Error> {
+        update(
+            &self.loaded.addrs,
+            &maps::addr_key(addr),
+            &1u32.to_ne_bytes(),
+            || format!("adding address {addr} (at most {})", maps::MAX_ADDRESSES),
+        )
+    }
+
+    /// Stops steering ARP and ICMP for `addr`.
+    pub fn remove_address(&self, addr: Ipv4Addr) -> Result<(), Error> {
+        delete(&self.loaded.addrs, &maps::addr_key(addr), || {
+            format!("removing address {addr}")
+        })?
+        .then_some(())
+        .ok_or(Error::NoSuchAddress { addr })
+    }
+
+    /// Sends the dataplane's frames arriving on rx `queue` to the AF_XDP socket `xsk_fd`,
+    /// replacing any socket registered before. The socket must have a UMEM and an RX
+    /// ring, and should be bound to this interface and queue: the kernel drops frames
+    /// redirected to a socket bound elsewhere. The map does not keep the socket alive:
+    /// closing it removes it from the map, and its frames count as `no_xsk` again.
+    pub fn register_xsk(&self, queue: u32, xsk_fd: BorrowedFd<'_>) -> Result<(), Error> {
+        check_queue(queue)?;
+        let fd = u32::try_from(xsk_fd.as_raw_fd()).expect("a valid descriptor is not negative");
+        update(
+            &self.loaded.xsks,
+            &queue.to_ne_bytes(),
+            &fd.to_ne_bytes(),
+            || {
+                format!(
+                    "registering the AF_XDP socket of rx queue {queue} (it needs a UMEM and an RX ring)"
+                )
+            },
+        )
+    }
+
+    /// Removes rx `queue`'s socket: its frames for the dataplane go to the kernel and
+    /// count as `no_xsk`. Not an error if none was registered.
+    pub fn unregister_xsk(&self, queue: u32) -> Result<(), Error> {
+        check_queue(queue)?;
+        delete(&self.loaded.xsks, &queue.to_ne_bytes(), || {
+            format!("unregistering the AF_XDP socket of rx queue {queue}")
+        })
+        .map(drop)
+    }
+
+    /// The counters, summed over CPUs. Reading them does not stop the program.
+    pub fn counters(&self) -> Result<Counters, Error> {
+        let values = self
+            .loaded
+            .counters
+            .lookup_percpu(&0u32.to_ne_bytes(), MapFlags::ANY)
+            .map_err(|cause| Error::Map {
+                what: "reading the counters".into(),
+                cause,
+            })?
+            .unwrap_or_default();
+        Ok(Counters::sum(&values))
+    }
+}
+
+/// Attaches in one explicit mode, turning the kernel's refusals into operator errors.
+fn link(loaded: &sys::Loaded, ifname: &str, ifindex: u32, mode: XdpMode) -> Result<OwnedFd, Error> {
+    let flags = match mode {
+        XdpMode::Native => sys::XDP_FLAGS_DRV_MODE,
+        XdpMode::Generic | XdpMode::Auto => sys::XDP_FLAGS_SKB_MODE,
+    };
+    sys::link_xdp(loaded.prog.as_fd(), ifindex, flags).map_err(|cause| {
+        let ifname = ifname.to_owned();
+        match cause.raw_os_error() {
+            Some(libc::EPERM | libc::EACCES) => Error::PermissionDenied,
+            Some(libc::ENODEV) => Error::NoSuchInterface { ifname },
+            // The kernel: "Underlying driver does not support XDP in native mode".
+            Some(libc::EOPNOTSUPP) if mode == XdpMode::Native => {
+                Error::NativeUnsupported { ifname }
+            }
+            // EBUSY: a link or program in this mode; EEXIST: a program in the other mode.
+            Some(libc::EBUSY | libc::EEXIST) => Error::AlreadyAttached { ifname },
+            _ => Error::Attach {
+                ifname,
+                mode,
+                cause,
+            },
+        }
+    })
+}
+
+fn check_queue(queue: u32) -> Result<(), Error> {
+    if queue < MAX_QUEUES {
+        Ok(())
+    } else {
+        Err(Error::QueueOutOfRange {
+            queue,
+            max: MAX_QUEUES,
+        })
+    }
+}
+
+fn update(
+    map: &MapHandle,
+    key: &[u8],
+    value: &[u8],
+    what: impl FnOnce() -> String,
+) -> Result<(), Error> {
+    map.update(key, value, MapFlags::ANY)
+        .map_err(|cause| Error::Map {
+            what: what(),
+            cause,
+        })
+}
+
+/// Deletes `key`; `Ok(false)` if it was not there.
+fn delete(map: &MapHandle, key: &[u8], what: impl FnOnce() -> String) -> Result<bool, Error> {
+    match map.delete(key) {
+        Ok(()) => Ok(true),
+        Err(err) if err.kind() == libbpf_rs::ErrorKind::NotFound => Ok(false),
+        Err(cause) => Err(Error::Map {
+            what: what(),
+            cause,
+        }),
+    }
+}
+
+/// Whether the effective capability set allows loading and attaching XDP:
+/// CAP_NET_ADMIN and one of CAP_BPF or CAP_SYS_ADMIN. Unknown means yes, and the
+/// kernel decides.
+fn has_bpf_capabilities() -> bool {
+    const CAP_NET_ADMIN: u32 = 12;
+    const CAP_SYS_ADMIN: u32 = 21;
+    const CAP_BPF: u32 = 39;
+    let Some(caps) = effective_capabilities() else {
+        return true;
+    };
+    let has = |cap: u32| caps & (1 << cap) != 0;
+    has(CAP_NET_ADMIN) && (has(CAP_BPF) || has(CAP_SYS_ADMIN))
+}
+
+fn effective_capabilities() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    parse_cap_eff(&status)
+}
+
+fn parse_cap_eff(status: &str) -> Option<u64> {
+    let line = status
+        .lines()
+        .find_map(|line| line.strip_prefix("CapEff:"))?;
+    u64::from_str_radix(line.trim(), 16).ok()
+}
+
+/// Sends libbpf's messages to the `log` crate (target `libbpf`) instead of stderr:
+/// warnings at warn level, the rest (the verifier log among them) at debug level.
+/// Process-wide, set on the first attach.
+fn route_libbpf_log() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        let forward = |level: PrintLevel, message: String| {
+            let message = message.trim_end();
+            match level {
+                PrintLevel::Warn => log::warn!(target: "libbpf", "{message}"),
+                PrintLevel::Info | PrintLevel::Debug => log::debug!(target: "libbpf", "{message}"),
+            }
+        };
+        libbpf_rs::set_print(Some((PrintLevel::Debug, forward)));
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn modes_parse_and_print() {
+        for mode in [XdpMode::Auto, XdpMode::Native, XdpMode::Generic] {
+            assert_eq!(mode.to_string().parse::<XdpMode>(), Ok(mode));
+        }
+        assert_eq!("skb".parse::<XdpMode>(), Ok(XdpMode::Generic));
+        assert!("offload".parse::<XdpMode>().is_err());
+    }
+
+    #[test]
+    fn reads_effective_capabilities() {
+        let status = "Name:\tx\nCapPrm:\t0000000000000000\nCapEff:\t000001ffffffffff\n";
+        assert_eq!(parse_cap_eff(status), Some(0x1ff_ffff_ffff));
+        assert_eq!(parse_cap_eff("Name:\tx\n"), None);
+    }
+
+    #[test]
+    fn steering_can_be_shared_between_threads() {
+        fn check<T: Send + Sync>() {}
+        check::<Steering>();
+    }
+
+    #[test]
+    fn queue_range() {
+        assert!(check_queue(MAX_QUEUES - 1).is_ok());
+        assert!(matches!(
+            check_queue(MAX_QUEUES),
+            Err(Error::QueueOutOfRange { .. })
+        ));
+    }
+}

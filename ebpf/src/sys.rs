@@ -1,0 +1,126 @@
+//! Everything here talks to libbpf or libc directly; it is the crate's only `unsafe`.
+//!
+//! - [`load`] opens and loads the generated skeleton, then keeps only kernel handles
+//!   (program and map file descriptors), so nothing borrows the skeleton's storage.
+//! - [`link_xdp`] attaches with `bpf_link_create(BPF_XDP)` and explicit mode flags:
+//!   libbpf-rs 0.27's `Program::attach_xdp` takes no flags and lets the kernel pick.
+//! - [`ifindex`] resolves an interface name in the calling thread's network namespace.
+#![allow(unsafe_code)]
+
+use std::ffi::CString;
+use std::io;
+use std::mem::MaybeUninit;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+
+use libbpf_rs::libbpf_sys;
+use libbpf_rs::skel::{OpenSkel, SkelBuilder};
+use libbpf_rs::{MapCore, MapHandle};
+
+/// The skeleton that `build.rs` generated from `src/bpf/steer.bpf.c`.
+#[allow(
+    unsafe_code,
+    unreachable_pub,
+    missing_debug_implementations,
+    missing_docs,
+    clippy::all,
+    clippy::undocumented_unsafe_blocks
+)]
+mod skel {
+    include!(concat!(env!("OUT_DIR"), "/steer.skel.rs"));
+}
+
+// The Rust side builds keys and reads values as bytes (`maps.rs`); keep it in step with C.
+const _: () = assert!(size_of::<skel::types::service_key>() == crate::maps::SERVICE_KEY_LEN);
+const _: () = assert!(size_of::<skel::types::counters>() == crate::maps::COUNTERS_LEN);
+
+/// `XDP_FLAGS_SKB_MODE`: generic XDP, run on the `sk_buff` after the driver.
+pub(crate) const XDP_FLAGS_SKB_MODE: u32 = libbpf_sys::XDP_FLAGS_SKB_MODE;
+/// `XDP_FLAGS_DRV_MODE`: native XDP, run by the driver before any `sk_buff` exists.
+pub(crate) const XDP_FLAGS_DRV_MODE: u32 = libbpf_sys::XDP_FLAGS_DRV_MODE;
+
+/// The loaded program and its maps, held by file descriptor.
+///
+/// The kernel keeps a program and its maps alive while any descriptor or link refers
+/// to them, so the libbpf object can be closed once these are duplicated.
+#[derive(Debug)]
+pub(crate) struct Loaded {
+    pub(crate) prog: OwnedFd,
+    pub(crate) xsks: MapHandle,
+    pub(crate) services: MapHandle,
+    pub(crate) addrs: MapHandle,
+    pub(crate) counters: MapHandle,
+}
+
+/// Opens the embedded BPF object, loads it through the verifier and returns its handles.
+pub(crate) fn load() -> libbpf_rs::Result<Loaded> {
+    let mut storage = MaybeUninit::uninit();
+    let open = skel::SteerSkelBuilder::default().open(&mut storage)?;
+    let skel = open.load()?;
+    debug_assert_eq!(skel.maps.xsks.max_entries(), crate::MAX_QUEUES);
+    debug_assert_eq!(skel.maps.services.max_entries(), crate::MAX_SERVICES);
+    debug_assert_eq!(skel.maps.addrs.max_entries(), crate::MAX_ADDRESSES);
+    Ok(Loaded {
+        prog: skel.progs.steer.as_fd().try_clone_to_owned()?,
+        xsks: MapHandle::try_from(&skel.maps.xsks)?,
+        services: MapHandle::try_from(&skel.maps.services)?,
+        addrs: MapHandle::try_from(&skel.maps.addrs)?,
+        counters: MapHandle::try_from(&skel.maps.counters)?,
+    })
+    // `skel` drops here: libbpf closes its own descriptors; ours stay valid.
+}
+
+/// Attaches `prog` to `ifindex` as an XDP bpf_link with `flags` (one mode flag).
+///
+/// The returned descriptor is the link: closing it (explicitly, or by the process
+/// exiting for any reason) detaches the program.
+pub(crate) fn link_xdp(prog: BorrowedFd<'_>, ifindex: u32, flags: u32) -> io::Result<OwnedFd> {
+    let target = i32::try_from(ifindex).map_err(|_| io::Error::from_raw_os_error(libc::ENODEV))?;
+    let opts = libbpf_sys::bpf_link_create_opts {
+        sz: size_of::<libbpf_sys::bpf_link_create_opts>() as libbpf_sys::size_t,
+        flags,
+        ..Default::default()
+    };
+    // SAFETY: `opts` is a fully initialised `bpf_link_create_opts` whose `sz` is its own
+    // size, it outlives the call, and libbpf only reads it. `prog` is a live descriptor.
+    let fd = unsafe {
+        libbpf_sys::bpf_link_create(prog.as_raw_fd(), target, libbpf_sys::BPF_XDP, &opts)
+    };
+    if fd < 0 {
+        // libbpf returns `-errno` (and sets errno) on failure.
+        return Err(io::Error::from_raw_os_error(-fd));
+    }
+    // SAFETY: on success `bpf_link_create` returns a new descriptor that nothing else
+    // owns; the `OwnedFd` becomes its only owner and closes it on drop.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// The index of the interface `name` in the calling thread's network namespace.
+pub(crate) fn ifindex(name: &str) -> Option<u32> {
+    let name = CString::new(name).ok()?;
+    // SAFETY: `name` is a valid NUL-terminated string that outlives the call;
+    // `if_nametoindex` only reads it.
+    let index = unsafe { libc::if_nametoindex(name.as_ptr()) };
+    (index != 0).then_some(index)
+}
+
+/// Runs the program `repeat` times over `frame` with `BPF_PROG_TEST_RUN` (rx queue 0)
+/// and returns its XDP action and the mean run time in nanoseconds. The crate's tests
+/// use it to exercise the parser without a network.
+#[cfg(test)]
+pub(crate) fn test_run(prog: BorrowedFd<'_>, frame: &[u8], repeat: i32) -> io::Result<(u32, u32)> {
+    let mut opts = libbpf_sys::bpf_test_run_opts {
+        sz: size_of::<libbpf_sys::bpf_test_run_opts>() as libbpf_sys::size_t,
+        data_in: frame.as_ptr().cast(),
+        data_size_in: u32::try_from(frame.len()).map_err(|_| io::ErrorKind::InvalidInput)?,
+        repeat,
+        ..Default::default()
+    };
+    // SAFETY: `opts` is initialised with its own size; `data_in` points to `frame`, which
+    // outlives the call and which the kernel copies, never writes. No output buffers are
+    // given, so the kernel writes only the scalar result fields of `opts`.
+    let ret = unsafe { libbpf_sys::bpf_prog_test_run_opts(prog.as_raw_fd(), &mut opts) };
+    if ret < 0 {
+        return Err(io::Error::from_raw_os_error(-ret));
+    }
+    Ok((opts.retval, opts.duration))
+}
