@@ -240,6 +240,7 @@ impl Scenario {
     }
 
     fn exchange(&mut self, ids: &[ConnId]) -> anyhow::Result<()> {
+        self.pair.a.prefetch(ids);
         for &c in ids {
             let n = self
                 .pair

@@ -95,5 +95,5 @@ pub use parse::Drop;
 pub use ports::{PortChooser, SequentialPorts};
 pub use smoltcp::socket::tcp::State;
 pub use smoltcp::time::{Duration, Instant};
-pub use stack::{Event, Stack};
+pub use stack::{BATCH, Event, Stack};
 pub use table::FourTuple;

@@ -55,7 +55,8 @@ impl Table {
         })
     }
 
-    fn home(&self, key: &FourTuple) -> usize {
+    /// The bucket where the probe for `key` starts.
+    pub(crate) fn home(&self, key: &FourTuple) -> usize {
         let mut h = SipHasher13::new_with_keys(self.keys.0, self.keys.1);
         h.write_u64((u64::from(key.remote_addr) << 32) | u64::from(key.local_addr));
         h.write_u32((u32::from(key.remote_port) << 16) | u32::from(key.local_port));
@@ -64,7 +65,17 @@ impl Table {
 
     /// The slot holding `key`; `key_of(slot)` gives the 4-tuple of a stored slot.
     pub(crate) fn find(&self, key: &FourTuple, key_of: impl Fn(u32) -> FourTuple) -> Option<u32> {
-        let mut i = self.home(key);
+        self.find_from(self.home(key), key, key_of)
+    }
+
+    /// [`find`](Self::find) with the home bucket already computed.
+    pub(crate) fn find_from(
+        &self,
+        home: usize,
+        key: &FourTuple,
+        key_of: impl Fn(u32) -> FourTuple,
+    ) -> Option<u32> {
+        let mut i = home & self.mask;
         loop {
             let slot = self.buckets[i];
             if slot == EMPTY {
@@ -134,6 +145,17 @@ impl Table {
         self.buckets[hole] = EMPTY;
         self.len -= 1;
         Some(removed)
+    }
+
+    /// Starts loading bucket `home` into the cache.
+    pub(crate) fn prefetch(&self, home: usize) {
+        crate::mem::prefetch(&self.buckets[home & self.mask]);
+    }
+
+    /// The slot in bucket `home` (the likely match), if any.
+    pub(crate) fn first(&self, home: usize) -> Option<u32> {
+        let slot = self.buckets[home & self.mask];
+        (slot != EMPTY).then_some(slot)
     }
 
     /// Entries stored.

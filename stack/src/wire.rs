@@ -185,6 +185,7 @@ pub struct Pair {
     now: u64,
     /// Frames the wire dropped on purpose.
     pub lost: u64,
+    batch: Vec<Vec<u8>>,
 }
 
 impl Pair {
@@ -238,6 +239,7 @@ impl Pair {
             rng: imp.seed | 1,
             now: 0,
             lost: 0,
+            batch: Vec::new(),
         }
     }
 
@@ -266,12 +268,21 @@ impl Pair {
         let mut moved = false;
         for (i, side) in [(0usize, Side::A), (1, Side::B)] {
             let stack = if i == 0 { &mut self.a } else { &mut self.b };
-            // Lane i carries frames *to* side i.
+            // Lane i carries frames *to* side i; deliver what is due as one batch.
+            let mut batch = std::mem::take(&mut self.batch);
             while let Some(frame) = self.lanes[i].pop_due(self.now) {
-                stack.ingress(now, &frame, &mut self.tx[i]);
-                self.tx[i].recycle(frame);
-                moved = true;
+                batch.push(frame);
             }
+            if !batch.is_empty() {
+                moved = true;
+                stack.ingress_batch(now, &batch, &mut self.tx[i]);
+                // Buffers go back to the side that sent them, so neither side's free
+                // list grows while the other allocates.
+                for frame in batch.drain(..) {
+                    self.tx[1 - i].recycle(frame);
+                }
+            }
+            self.batch = batch;
             app(side, stack);
             stack.poll(now, &mut self.tx[i]);
             while let Some(frame) = self.tx[i].pop() {
