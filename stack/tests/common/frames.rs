@@ -105,3 +105,33 @@ pub fn arp_request(target: Ipv4Addr) -> Vec<u8> {
     arp.emit(&mut ArpPacket::new_unchecked(f.payload_mut()));
     buf
 }
+
+/// An ICMP echo request from the client (198.18.0.1) to `dst`.
+pub fn ping(dst: Ipv4Addr, ident: u16, seq_no: u16, data: &[u8]) -> Vec<u8> {
+    use smoltcp::wire::{Icmpv4Packet, Icmpv4Repr};
+    let icmp = Icmpv4Repr::EchoRequest {
+        ident,
+        seq_no,
+        data,
+    };
+    let ip = Ipv4Repr {
+        src_addr: Ipv4Addr::new(198, 18, 0, 1),
+        dst_addr: dst,
+        next_header: IpProtocol::Icmp,
+        payload_len: icmp.buffer_len(),
+        hop_limit: 64,
+    };
+    let eth = EthernetRepr {
+        src_addr: EthernetAddress(CLIENT_MAC),
+        dst_addr: EthernetAddress(SERVER_MAC),
+        ethertype: EthernetProtocol::Ipv4,
+    };
+    let mut buf = vec![0u8; 14 + ip.buffer_len() + icmp.buffer_len()];
+    let caps = ChecksumCapabilities::default();
+    let mut f = EthernetFrame::new_unchecked(&mut buf[..]);
+    eth.emit(&mut f);
+    let mut p = Ipv4Packet::new_unchecked(f.payload_mut());
+    ip.emit(&mut p, &caps);
+    icmp.emit(&mut Icmpv4Packet::new_unchecked(p.payload_mut()), &caps);
+    buf
+}
