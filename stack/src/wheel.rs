@@ -16,37 +16,56 @@
 //! later than `now` go to a separate *due* list.
 //!
 //! Each slot is an intrusive doubly linked list threaded through a node array indexed by
-//! key, so scheduling, moving and cancelling a key are O(1) with no search. A 64-bit
-//! occupancy bitmap per level records which slots are non-empty.
+//! key, so linking and unlinking a key are O(1) with no search. A 64-bit occupancy bitmap
+//! per level records which slots are non-empty.
 //!
-//! [`Wheel::expire`] first hands out the due list; then, as long as the next occupied slot
+//! A key's node records both the deadline the key *wants* (if it is scheduled at all) and
+//! the list it is *linked* on, and the two may disagree: [`Wheel::cancel`] only clears the
+//! wanted deadline, and [`Wheel::schedule`] leaves the node where it is when that list
+//! comes due no later than the new deadline (a postponement, such as a retransmission
+//! timer re-armed after each ACK), so in these common cases both touch the key's node
+//! alone. A node moves, touching its neighbours, only when scheduled earlier than its list
+//! comes due; a key on no list is pushed onto its list's head.
+//!
+//! [`Wheel::expire`] first empties the due list; then, as long as the next occupied slot
 //! starts at or before the target time, it moves `now` to that slot's first tick and empties
-//! the slot: keys whose deadline is exactly `now` fire, the others *cascade*, re-inserted
-//! relative to the new `now`, which puts them on a strictly lower level. The next occupied
-//! slot is the first set bit of the lowest non-empty level (rotated to start at `now`'s slot),
-//! found with one `trailing_zeros`: empty milliseconds are never walked. Every slot of a lower
-//! level starts before every slot of a higher one, which is why the lowest level decides.
+//! the slot. Emptying a list fires the keys that want exactly `now`, relinks relative to
+//! `now` the keys that want later (a *cascade*, which puts a key on a strictly lower level,
+//! or a postponed key catching up) and drops the cancelled nodes. Every scheduled key is
+//! linked on a list that comes due no later than it wants, so keys fire in deadline order,
+//! once, and never early. The next occupied slot is the first set bit of the lowest
+//! non-empty level (rotated to start at `now`'s slot), found with one `trailing_zeros`:
+//! empty milliseconds are never walked. Every slot of a lower level starts before every
+//! slot of a higher one, which is why the lowest level decides.
 //!
 //! # Complexity
 //!
 //! `schedule`, `cancel`, `deadline` and `next_expiry` are O(1). `expire` is O(levels) plus
-//! O(1) per fired key and per cascade, and a key cascades at most 5 times, so its cost is
-//! proportional to what fires (and what moves closer to firing), never to how many keys wait.
+//! O(1) per node on the lists that come due. Each node there fires, cascades (at most 5
+//! times per deadline), catches up with a postponement or is dropped after a cancel, and
+//! any number of postponements and cancels before its list comes due cost that list one
+//! visit in all: amortized, O(1) per `schedule` or `cancel` call, never proportional to how
+//! many keys wait or how much time passes.
 //!
 //! # Range and clamping
 //!
 //! Deadlines are clamped into `now ..= now + 63 × 2^30` ms (about 2.1 years): the top level's
 //! slot for `now` itself is never used, which leaves 63 slots of `2^30` ms ahead. A deadline
 //! at or before `now` is stored as `now` and fires at the next `expire`; [`Wheel::deadline`]
-//! reports the clamped value. [`Wheel::next_expiry`] is exact when the earliest deadline lies
-//! on level 0 (in `now`'s 64 ms block) or is due, and otherwise the first tick of its slot,
-//! a lower bound that the cascades of later `expire` calls sharpen.
+//! reports the clamped value. [`Wheel::next_expiry`] is a lower bound: `now` when the due
+//! list holds a node, else the first tick of the next occupied slot. Cancelled and
+//! postponed nodes still occupy their slots, so it may be early at any level; with none of
+//! them, it is exact when the earliest deadline is due or on level 0 (in `now`'s 64 ms
+//! block). The cascades and catch-ups of later `expire` calls sharpen it. It is `None`
+//! exactly when no key is scheduled, even if cancelled nodes still wait on their lists.
 //!
 //! # Memory
 //!
-//! 16 bytes per key (links `next`/`prev` as `u32`, the deadline as `u64`), allocated once
-//! in [`Wheel::new`], plus about 1.6 KiB per wheel for the slot heads and bitmaps. Nothing is
-//! allocated afterwards except the growth of the caller's output vector.
+//! 16 bytes per key, allocated once in [`Wheel::new`]: the links `next`/`prev` as `u32`,
+//! and one `u64` packing the wanted deadline modulo `2^36` (every deadline lies within
+//! `2^36` ms of `now`, which restores it), a scheduled flag and the index of the list the
+//! node is linked on. The wheel itself adds about 1.6 KiB for the list heads and bitmaps.
+//! Nothing is allocated afterwards except the growth of the caller's output vector.
 //!
 //! # Example
 //!
@@ -63,14 +82,14 @@
 //! assert_eq!(fired, [3]);
 //! assert_eq!(wheel.deadline(7), Some(250));
 //!
-//! wheel.schedule(7, 300); // moved
+//! wheel.schedule(7, 300); // postponed: only key 7's node changes
 //! assert!(wheel.cancel(7));
 //! fired.clear();
 //! wheel.expire(1_000, &mut fired);
 //! assert!(fired.is_empty() && wheel.is_empty());
 //! ```
 
-use std::fmt;
+use std::{fmt, mem};
 
 /// Bits of the deadline that one level resolves.
 const BITS: u32 = 6;
@@ -82,32 +101,63 @@ const LEVELS: usize = 6;
 const MAX_DELAY: u64 = (SLOTS as u64 - 1) << (BITS * (LEVELS as u32 - 1));
 /// The null link.
 const NIL: u32 = u32::MAX;
-/// The `prev` of a key that is not scheduled.
-const IDLE: u32 = u32::MAX - 1;
+/// The list index of the due list; slot `s` of level `l` is list `l * SLOTS + s`.
+const DUE: usize = LEVELS * SLOTS;
+/// The list index of a node that is on no list.
+const UNLINKED: usize = u16::MAX as usize;
+/// Bits of a node's `state` holding its wanted deadline, modulo `2^WANT_BITS`.
+const WANT_BITS: u32 = 36;
+const WANT_MASK: u64 = (1 << WANT_BITS) - 1;
+/// The bit of a node's `state` saying that the key is scheduled.
+const SCHEDULED: u64 = 1 << WANT_BITS;
+/// Where a node's `state` holds its list index.
+const LIST_SHIFT: u32 = 48;
+/// The `state` of a node that is neither scheduled nor linked.
+const IDLE: u64 = (UNLINKED as u64) << LIST_SHIFT;
 
-/// One key's links and deadline.
+// Every wanted deadline lies in `now ..= now + MAX_DELAY`, a window narrower than the
+// `2^WANT_BITS` residues, so `now` restores it; and the list indices fit in 16 bits.
+const _: () = assert!(MAX_DELAY < WANT_MASK && DUE < UNLINKED);
+
+/// One key's links and timer state.
+///
+/// `state` packs the deadline the key *wants* (modulo `2^36`, bits 0..36), whether it is
+/// scheduled (bit 36) and the list the node is *linked* on (bits 48..64): [`DUE`], a slot,
+/// or [`UNLINKED`]. The two are independent: a cancelled or postponed key may stay on a
+/// list that comes due earlier than it wants.
 #[derive(Clone, Copy)]
 struct Node {
     next: u32,
     prev: u32,
-    deadline: u64,
+    state: u64,
 }
 
 const _: () = assert!(size_of::<Node>() == 16);
 
-/// Which list a key is on: `None` for the due list, else `(level, slot)`.
-type Place = Option<(usize, usize)>;
+impl Node {
+    fn state(list: usize, scheduled: bool, wanted: u64) -> u64 {
+        (list as u64) << LIST_SHIFT | u64::from(scheduled) << WANT_BITS | wanted & WANT_MASK
+    }
+
+    fn list(self) -> usize {
+        (self.state >> LIST_SHIFT) as usize
+    }
+
+    fn scheduled(self) -> bool {
+        self.state & SCHEDULED != 0
+    }
+}
 
 /// Hierarchical timing wheel with 1 ms ticks. Keys are dense indices `0..capacity`.
 ///
 /// See the [module documentation](self) for the algorithm, its range and its costs.
 pub struct Wheel {
     nodes: Box<[Node]>,
-    heads: [[u32; SLOTS]; LEVELS],
+    /// The heads of the slot lists, level by level, then of the due list.
+    heads: [u32; DUE + 1],
     occupied: [u64; LEVELS],
-    /// Head of the keys whose deadline is `now`.
-    due: u32,
     now: u64,
+    /// The number of scheduled keys (not of linked nodes).
     len: usize,
 }
 
@@ -117,22 +167,21 @@ impl Wheel {
     ///
     /// # Panics
     ///
-    /// If `capacity` exceeds `u32::MAX - 1`.
+    /// If `capacity` exceeds `u32::MAX`.
     pub fn new(capacity: usize, now_ms: u64) -> Wheel {
         assert!(
-            capacity <= IDLE as usize,
+            capacity <= NIL as usize,
             "wheel capacity {capacity} exceeds u32 keys"
         );
         let idle = Node {
             next: NIL,
-            prev: IDLE,
-            deadline: 0,
+            prev: NIL,
+            state: IDLE,
         };
         Wheel {
             nodes: vec![idle; capacity].into_boxed_slice(),
-            heads: [[NIL; SLOTS]; LEVELS],
+            heads: [NIL; DUE + 1],
             occupied: [0; LEVELS],
-            due: NIL,
             now: now_ms,
             len: 0,
         }
@@ -165,86 +214,80 @@ impl Wheel {
     /// [`expire`](Self::expire); one more than `63 × 2^30` ms (about 2.1 years) ahead is
     /// clamped to `now + 63 × 2^30`, the farthest tick the wheel holds. A `key` outside
     /// `0..capacity` is ignored.
+    ///
+    /// If the key's node is still on a list that comes due no later than `deadline_ms`
+    /// (a postponement, or a key cancelled and scheduled again), only the node changes.
     pub fn schedule(&mut self, key: u32, deadline_ms: u64) {
         let Some(&node) = self.nodes.get(key as usize) else {
             return;
         };
         let deadline = deadline_ms.clamp(self.now, self.now.saturating_add(MAX_DELAY));
-        if node.prev == IDLE {
+        if !node.scheduled() {
             self.len += 1;
-        } else if self.place(node.deadline) == self.place(deadline) {
-            // Same list: only the deadline changes (a level-0 slot has a single deadline).
-            self.nodes[key as usize].deadline = deadline;
-            return;
-        } else {
-            self.unlink(key);
         }
-        self.nodes[key as usize].deadline = deadline;
-        self.link(key);
+        let list = node.list();
+        if list != UNLINKED {
+            if self.visit(list) <= deadline {
+                // Lazy: when its list comes due, the key fires or is relinked at `deadline`.
+                self.nodes[key as usize].state = Node::state(list, true, deadline);
+                return;
+            }
+            self.unlink(node);
+        }
+        self.link(key, deadline);
     }
 
-    /// Unschedules `key`. O(1). `false` if it was not scheduled (or is out of range).
+    /// Unschedules `key`. O(1), touching only the key's node: it stays on its list until
+    /// that comes due. `false` if it was not scheduled (or is out of range).
     pub fn cancel(&mut self, key: u32) -> bool {
-        if self.deadline(key).is_none() {
-            return false;
+        match self.nodes.get_mut(key as usize) {
+            Some(node) if node.scheduled() => {
+                node.state &= !SCHEDULED;
+                self.len -= 1;
+                true
+            }
+            _ => false,
         }
-        self.unlink(key);
-        self.len -= 1;
-        true
     }
 
     /// The deadline of `key` as stored (that is, clamped), or `None` if not scheduled.
     pub fn deadline(&self, key: u32) -> Option<u64> {
-        let node = self.nodes.get(key as usize)?;
-        (node.prev != IDLE).then_some(node.deadline)
+        let &node = self.nodes.get(key as usize)?;
+        node.scheduled().then(|| self.wanted(node))
     }
 
     /// Advances the wheel to `now_ms` and appends to `out` every key whose deadline is at or
     /// before `now_ms`, in non-decreasing deadline order; those keys are no longer
     /// scheduled. Time never goes backwards: an earlier `now_ms` does nothing.
     ///
-    /// The cost is proportional to the keys that fire plus the keys that cascade to a lower
-    /// level, not to the time elapsed or the keys scheduled.
+    /// The cost is proportional to the nodes on the lists that come due (keys that fire,
+    /// cascade or were postponed, and cancelled nodes), not to the time elapsed or the keys
+    /// scheduled.
     pub fn expire(&mut self, now_ms: u64, out: &mut Vec<u32>) {
         if now_ms < self.now {
             return;
         }
-        let mut key = std::mem::replace(&mut self.due, NIL);
-        while key != NIL {
-            let node = &mut self.nodes[key as usize];
-            node.prev = IDLE;
-            out.push(key);
-            self.len -= 1;
-            key = node.next;
-        }
+        self.drain(DUE, out);
         while let Some((level, slot, start)) = self.next_slot() {
             if start > now_ms {
                 break;
             }
             self.now = start;
             self.occupied[level] &= !(1 << slot);
-            let mut key = std::mem::replace(&mut self.heads[level][slot], NIL);
-            while key != NIL {
-                let node = &mut self.nodes[key as usize];
-                let next = node.next;
-                if node.deadline == start {
-                    node.prev = IDLE;
-                    out.push(key);
-                    self.len -= 1;
-                } else {
-                    self.link(key); // cascades to a lower level
-                }
-                key = next;
-            }
+            self.drain(level * SLOTS + slot, out);
         }
         self.now = now_ms;
     }
 
-    /// A lower bound on the earliest deadline, exact when that deadline is due or within
-    /// `now`'s 64 ms block (level 0); `None` when nothing is scheduled. A poller may sleep
+    /// A lower bound on the earliest deadline, `None` when nothing is scheduled: `now` if
+    /// the due list holds a node, else the first tick of the next occupied slot. It is early
+    /// when that slot holds only cascading, postponed or cancelled nodes. A poller may sleep
     /// until then and call [`expire`](Self::expire), which also sharpens the next answer.
     pub fn next_expiry(&self) -> Option<u64> {
-        if self.due != NIL {
+        if self.len == 0 {
+            return None;
+        }
+        if self.heads[DUE] != NIL {
             return Some(self.now);
         }
         self.next_slot().map(|(_, _, start)| start)
@@ -256,15 +299,32 @@ impl Wheel {
         size_of::<Self>() + size_of_val::<[Node]>(&self.nodes)
     }
 
+    /// The wanted deadline of a scheduled node: the one value congruent to its stored bits
+    /// in `now ..= now + MAX_DELAY`.
+    fn wanted(&self, node: Node) -> u64 {
+        self.now + (node.state.wrapping_sub(self.now) & WANT_MASK)
+    }
+
     /// The list a key with this deadline belongs on, relative to the current tick.
-    fn place(&self, deadline: u64) -> Place {
+    fn place(&self, deadline: u64) -> usize {
         if deadline <= self.now {
-            return None;
+            return DUE;
         }
         let msb = 63 - (deadline ^ self.now).leading_zeros();
         let level = ((msb / BITS) as usize).min(LEVELS - 1);
         let slot = (deadline >> (BITS * level as u32)) as usize & (SLOTS - 1);
-        Some((level, slot))
+        level * SLOTS + slot
+    }
+
+    /// When a linked list will be emptied: `now` for the due list, else the slot's first
+    /// tick, the next time it comes round after `now`'s own (never occupied) slot.
+    fn visit(&self, list: usize) -> u64 {
+        if list == DUE {
+            return self.now;
+        }
+        let shift = BITS * (list / SLOTS) as u32;
+        let ahead = (list as u64).wrapping_sub(self.now >> shift) & (SLOTS as u64 - 1);
+        ((self.now >> shift) + ahead) << shift
     }
 
     /// The lowest non-empty level, its next occupied slot, and that slot's first tick.
@@ -279,48 +339,58 @@ impl Wheel {
         Some((level, (current + ahead) as usize & (SLOTS - 1), start))
     }
 
-    fn head(&mut self, place: Place) -> &mut u32 {
-        match place {
-            None => &mut self.due,
-            Some((level, slot)) => &mut self.heads[level][slot],
+    /// Empties a list that has come due at `now`, whose head the caller no longer counts
+    /// as occupied: fires the keys that want `now`, relinks the ones that want later (a
+    /// cascade or a postponement) and unlinks the cancelled ones.
+    fn drain(&mut self, list: usize, out: &mut Vec<u32>) {
+        let mut key = mem::replace(&mut self.heads[list], NIL);
+        while key != NIL {
+            let node = self.nodes[key as usize];
+            if !node.scheduled() {
+                self.nodes[key as usize].state = IDLE;
+            } else if self.wanted(node) == self.now {
+                self.nodes[key as usize].state = IDLE;
+                out.push(key);
+                self.len -= 1;
+            } else {
+                self.link(key, self.wanted(node));
+            }
+            key = node.next;
         }
     }
 
-    /// Pushes `key` (scheduled, but on no list) onto the list of its deadline.
-    fn link(&mut self, key: u32) {
-        let place = self.place(self.nodes[key as usize].deadline);
-        let next = std::mem::replace(self.head(place), key);
-        if let Some((level, slot)) = place {
-            self.occupied[level] |= 1 << slot;
+    /// Pushes `key` (on no list) onto the list of `deadline`, scheduled to fire then.
+    fn link(&mut self, key: u32, deadline: u64) {
+        let list = self.place(deadline);
+        let next = mem::replace(&mut self.heads[list], key);
+        if list != DUE {
+            self.occupied[list / SLOTS] |= 1 << (list % SLOTS);
         }
         if next != NIL {
             self.nodes[next as usize].prev = key;
         }
-        let node = &mut self.nodes[key as usize];
-        node.next = next;
-        node.prev = NIL;
+        self.nodes[key as usize] = Node {
+            next,
+            prev: NIL,
+            state: Node::state(list, true, deadline),
+        };
     }
 
-    /// Takes `key` (scheduled) off its list and marks it idle.
-    fn unlink(&mut self, key: u32) {
-        let Node {
-            next,
-            prev,
-            deadline,
-        } = self.nodes[key as usize];
+    /// Takes a linked node off its list, leaving the node itself stale for `link`.
+    fn unlink(&mut self, node: Node) {
+        let Node { next, prev, .. } = node;
         if next != NIL {
             self.nodes[next as usize].prev = prev;
         }
         if prev != NIL {
             self.nodes[prev as usize].next = next;
         } else {
-            let place = self.place(deadline);
-            *self.head(place) = next;
-            if let (NIL, Some((level, slot))) = (next, place) {
-                self.occupied[level] &= !(1 << slot);
+            let list = node.list();
+            self.heads[list] = next;
+            if next == NIL && list != DUE {
+                self.occupied[list / SLOTS] &= !(1 << (list % SLOTS));
             }
         }
-        self.nodes[key as usize].prev = IDLE;
     }
 }
 

@@ -4,40 +4,46 @@ use proptest::prelude::*;
 
 use super::*;
 
-/// Checks the lists, the bitmaps and `len` against each other.
+/// Checks the lists, the bitmaps, the nodes and `len` against each other: every linked
+/// node is on the list it names, every slot list comes due after `now`, and every scheduled
+/// key is linked on a list that comes due no later than it wants, within range. Cancelled
+/// keys may stay linked; unlinked nodes are idle.
 fn check(wheel: &Wheel) {
-    let mut seen = 0;
-    let mut walk = |head: u32, place: Place| {
+    let (now, mut linked) = (wheel.now, 0);
+    for list in 0..=DUE {
+        let head = wheel.heads[list];
+        if list != DUE {
+            let bit = wheel.occupied[list / SLOTS] >> (list % SLOTS) & 1 == 1;
+            assert_eq!(head != NIL, bit, "bitmap of list {list}");
+            let overdue = head != NIL && wheel.visit(list) <= now;
+            assert!(!overdue, "list {list} overdue");
+        }
         let (mut key, mut prev) = (head, NIL);
         while key != NIL {
             let node = wheel.nodes[key as usize];
-            assert_eq!(node.prev, prev, "key {key}: prev link");
-            assert_eq!(
-                wheel.place(node.deadline),
-                place,
-                "key {key}: on the wrong list"
-            );
-            (prev, key) = (key, node.next);
-            seen += 1;
-        }
-    };
-    walk(wheel.due, None);
-    for level in 0..LEVELS {
-        for slot in 0..SLOTS {
-            let head = wheel.heads[level][slot];
-            assert_eq!(
-                head != NIL,
-                wheel.occupied[level] >> slot & 1 == 1,
-                "bitmap {level}"
-            );
-            walk(head, Some((level, slot)));
+            assert_eq!((node.prev, node.list()), (prev, list), "key {key}: links");
+            if node.scheduled() {
+                let (wanted, end) = (wheel.wanted(node), now.saturating_add(MAX_DELAY));
+                let ok = wheel.visit(list) <= wanted && wanted <= end;
+                assert!(ok, "key {key}: {wanted} on {list}");
+            }
+            (prev, key, linked) = (key, node.next, linked + 1);
         }
     }
-    assert_eq!(seen, wheel.len);
-    assert_eq!(
-        wheel.nodes.iter().filter(|n| n.prev != IDLE).count(),
-        wheel.len
-    );
+    let idle = wheel.nodes.iter().filter(|n| n.list() == UNLINKED);
+    assert!(idle.clone().all(|n| n.state == IDLE), "unlinked, scheduled");
+    assert_eq!(linked + idle.count(), wheel.capacity());
+    let scheduled = wheel.nodes.iter().filter(|n| n.scheduled()).count();
+    assert_eq!(scheduled, wheel.len);
+}
+
+/// Whether no node is lazy: every linked node is scheduled and on the list of the deadline
+/// it wants, as if `cancel` and `schedule` always unlinked.
+fn settled(wheel: &Wheel) -> bool {
+    wheel.nodes.iter().all(|&node| {
+        node.list() == UNLINKED
+            || node.scheduled() && node.list() == wheel.place(wheel.wanted(node))
+    })
 }
 
 /// A deterministic xorshift generator for the bulk tests.
@@ -57,6 +63,13 @@ fn expire(wheel: &mut Wheel, now: u64) -> Vec<u32> {
     wheel.expire(now, &mut out);
     check(wheel);
     out
+}
+
+/// Expires at each time in turn, expecting the keys given to fire.
+fn fires(wheel: &mut Wheel, steps: &[(u64, &[u32])]) {
+    for &(now, keys) in steps {
+        assert_eq!(expire(wheel, now), keys, "at {now}");
+    }
 }
 
 #[test]
@@ -113,15 +126,16 @@ fn cancels_a_cascaded_entry() {
     let mut wheel = Wheel::new(4, 0);
     wheel.schedule(1, 10_000);
     wheel.schedule(2, 10_001);
-    assert_eq!(wheel.place(10_000), Some((2, 2)));
+    assert_eq!(wheel.place(10_000), 2 * SLOTS + 2);
     assert_eq!(wheel.next_expiry(), Some(8_192));
     assert_eq!(expire(&mut wheel, 9_000), [] as [u32; 0]);
     // The level-2 slot starting at 8192 came due: both moved down to level 1.
-    assert_eq!(wheel.place(10_000), Some((1, 28)));
+    assert_eq!(wheel.place(10_000), SLOTS + 28);
     assert_eq!(wheel.next_expiry(), Some(9_984));
     assert!(wheel.cancel(1));
     assert!(!wheel.cancel(1));
     check(&wheel);
+    assert_eq!(wheel.next_expiry(), Some(9_984)); // key 1 still occupies the slot
     assert_eq!(expire(&mut wheel, 10_000), [] as [u32; 0]);
     assert_eq!(expire(&mut wheel, 20_000), [2]);
     assert!(wheel.is_empty() && wheel.next_expiry().is_none());
@@ -132,8 +146,9 @@ fn cancels_a_cascaded_entry() {
 fn moves_within_a_slot() {
     let mut wheel = Wheel::new(4, 0);
     wheel.schedule(1, 5_000);
-    wheel.schedule(1, 4_200); // same level-2 slot: only the deadline changes
+    wheel.schedule(1, 4_200); // the level-2 slot comes due at 4096: only the node changes
     assert_eq!(wheel.deadline(1), Some(4_200));
+    assert_eq!(wheel.nodes[1].list(), wheel.place(5_000));
     assert_eq!(wheel.len(), 1);
     check(&wheel);
     assert_eq!(expire(&mut wheel, 4_199), [] as [u32; 0]);
@@ -166,7 +181,7 @@ fn ignores_time_going_backwards_and_bad_keys() {
     wheel.schedule(0, 600);
     assert_eq!(expire(&mut wheel, 400), [] as [u32; 0]);
     assert_eq!(wheel.now(), 500);
-    for key in [4, 5, IDLE, NIL] {
+    for key in [4, 5, NIL - 1, NIL] {
         wheel.schedule(key, 550);
         assert!(!wheel.cancel(key));
         assert_eq!(wheel.deadline(key), None);
@@ -217,6 +232,82 @@ fn expires_half_a_million_keys_in_order() {
     assert!(fired.iter().copied().eq(0..KEYS));
 }
 
+#[test]
+fn cancel_then_reschedule_fires_once_at_the_new_deadline() {
+    let mut wheel = Wheel::new(4, 0);
+    wheel.schedule(1, 100); // level 1: the slot comes due at 64
+    wheel.schedule(2, 10); // level 0
+    assert!(wheel.cancel(1) && wheel.cancel(2));
+    assert_eq!((wheel.deadline(1), wheel.len()), (None, 0));
+    assert_eq!(wheel.next_expiry(), None);
+    wheel.schedule(1, 150);
+    wheel.schedule(2, 10);
+    let lists = (wheel.nodes[1].list(), wheel.nodes[2].list());
+    assert_eq!(lists, (wheel.place(100), wheel.place(10)), "moved");
+    assert_eq!((wheel.deadline(1), wheel.len()), (Some(150), 2));
+    fires(&mut wheel, &[(9, &[]), (10, &[2])]);
+    assert_eq!(wheel.next_expiry(), Some(64)); // early: key 1 waits there for 150
+    fires(&mut wheel, &[(100, &[]), (149, &[]), (150, &[1])]);
+    fires(&mut wheel, &[(100_000, &[])]);
+    assert!(wheel.is_empty() && wheel.next_expiry().is_none());
+}
+
+#[test]
+fn postpones_repeatedly_and_fires_once_at_the_last_deadline() {
+    let mut wheel = Wheel::new(4, 0);
+    wheel.schedule(3, 5_000); // a bystander
+    for deadline in (20..=1_000).step_by(10) {
+        wheel.schedule(0, deadline); // stays on the list of 20
+    }
+    assert_eq!((wheel.nodes[0].list(), wheel.len()), (wheel.place(20), 2));
+    fires(&mut wheel, &[(999, &[]), (1_000, &[0])]);
+    // Postponed while time passes, each time shortly before it is due.
+    for now in (1_000..4_900).step_by(7) {
+        fires(&mut wheel, &[(now, &[])]);
+        wheel.schedule(1, now + 10);
+        assert_eq!(wheel.deadline(1), Some(now + 10));
+    }
+    let last = wheel.now() + 10;
+    fires(&mut wheel, &[(last - 1, &[]), (last, &[1]), (10_000, &[3])]);
+}
+
+#[test]
+fn moves_when_scheduled_earlier_than_its_list() {
+    let mut wheel = Wheel::new(4, 0);
+    for (key, deadline) in [(2, 5_001), (1, 5_000), (3, 4_999), (0, 4_500)] {
+        wheel.schedule(key, deadline); // one level-2 list, due at 4096: 0, 3, 1, 2
+    }
+    wheel.schedule(1, 100); // from the middle of the list
+    wheel.schedule(0, 4_095); // from its head, one tick before it comes due
+    assert!(wheel.cancel(3));
+    wheel.schedule(3, 4_000); // cancelled, then earlier than its list
+    for (key, deadline) in [(1, 100), (0, 4_095), (3, 4_000), (2, 5_001)] {
+        assert_eq!(wheel.nodes[key].list(), wheel.place(deadline), "key {key}");
+    }
+    assert_eq!(wheel.next_expiry(), Some(64));
+    fires(&mut wheel, &[(99, &[]), (100, &[1]), (4_000, &[3])]);
+    fires(&mut wheel, &[(4_095, &[0]), (5_000, &[]), (5_001, &[2])]);
+    assert!(wheel.is_empty() && wheel.next_expiry().is_none());
+}
+
+#[test]
+fn cancelling_every_key_fires_nothing() {
+    const KEYS: u32 = 20_000;
+    let (mut rng, start) = (Rng(0x0123_4567_89ab_cdef), 77_777);
+    let mut wheel = Wheel::new(KEYS as usize, start);
+    for key in 0..KEYS {
+        wheel.schedule(key, start + rng.next() % (1 << (rng.next() % 38)));
+    }
+    assert!((0..KEYS).all(|key| wheel.cancel(key)));
+    assert!(wheel.is_empty() && wheel.next_expiry().is_none());
+    let (soon, end) = (start + (1 << 20), start + MAX_DELAY);
+    fires(&mut wheel, &[(soon, &[]), (end, &[])]);
+    assert!(wheel.heads.iter().all(|&head| head == NIL));
+    assert_eq!(wheel.occupied, [0; LEVELS]);
+    assert!(wheel.nodes.iter().all(|node| node.state == IDLE));
+    assert!(wheel.is_empty() && wheel.next_expiry().is_none());
+}
+
 // The model-based test.
 
 const CAP: u32 = 40;
@@ -264,7 +355,7 @@ fn when() -> impl Strategy<Value = When> {
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         5 => (0..CAP, when()).prop_map(|(key, when)| Op::Schedule(key, when)),
-        1 => (0..CAP).prop_map(Op::Cancel),
+        2 => (0..CAP).prop_map(Op::Cancel),
         3 => when().prop_map(Op::Expire),
     ]
 }
@@ -321,7 +412,9 @@ proptest! {
             if let (Some(next), Some(earliest)) = (next, earliest) {
                 let now = wheel.now();
                 prop_assert!(now <= next && next <= earliest, "{} {} {}", now, next, earliest);
-                if earliest ^ now < 64 {
+                // A cancelled or postponed node may hold an earlier slot, on any level; with
+                // none, a due or level-0 deadline is the first occupied list's first tick.
+                if settled(&wheel) && earliest ^ now < 64 {
                     prop_assert_eq!(next, earliest);
                 }
             }
