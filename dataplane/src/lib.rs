@@ -1,2 +1,61 @@
-//! The AF_XDP dataplane: XSK sockets and UMEM, per-core busy-poll workers and the `c10m` daemon. Not built yet: see the AF_XDP dataplane issue.
+//! The AF_XDP dataplane: AF_XDP sockets over our own UMEM, one run-to-completion worker
+//! per NIC queue, and the `c10m` daemon that wires them to the XDP steering program
+//! (`c10m-ebpf`) and the userspace TCP/IP stack (`c10m-stack`).
+//!
+//! # Layers (bottom up)
+//!
+//! | module | what | unsafe |
+//! |---|---|---|
+//! | `umem` | the packet memory (a hugepage [`Region`](c10m_stack::Region)) and the book of where each frame is: free, held, fill/rx, tx/completion | yes: the raw view of the area |
+//! | `xsk` | one AF_XDP socket bound to (interface, queue) with need_wakeup, copy or zero-copy; the only user of `xdpilone` | yes: the UMEM registration, `sendto`, `poll`, `getsockopt` |
+//! | `port` | socket + UMEM as the stack's device: rx frames read in place, tx frames built in place, batched rings, no frame leaks | no |
+//! | `worker` | the per-core loop: rx batch → stack → service → poll → tx → completions → idle policy | no |
+//! | `service` | the built-in services (`echo`) | no |
+//! | `daemon`, `config`, `host`, `report` | start-up checks, threads, shutdown, the final JSON report | no |
+//! | `signal` | SIGINT/SIGTERM → stop flag | yes: `sigaction` |
+//!
+//! # Example
+//!
+//! ```no_run
+//! use std::sync::{Arc, atomic::AtomicBool};
+//! use c10m_dataplane::{Options, Service, parse_cidr, run};
+//!
+//! let opts = Options {
+//!     iface: "dut0".into(),
+//!     addr: parse_cidr("198.18.0.10/24").unwrap(),
+//!     services: vec![(Service::Echo, 7)],
+//!     ..Options::default()
+//! };
+//! let report = run(&opts, Arc::new(AtomicBool::new(false)), true, |_| println!("ready"))?;
+//! println!("{}", report.to_json());
+//! # Ok::<(), c10m_dataplane::StartError>(())
+//! ```
+//!
+//! # Not supported yet
+//!
+//! Shared UMEM between queues, multi-buffer (jumbo) frames, VLANs in the stack, the
+//! control socket and periodic stats, services other than `echo`.
 #![deny(missing_docs)]
+#![deny(unsafe_code)]
+
+mod config;
+mod daemon;
+mod host;
+mod port;
+mod report;
+mod service;
+#[allow(unsafe_code)]
+mod signal;
+#[allow(unsafe_code)]
+mod umem;
+mod worker;
+#[allow(unsafe_code)]
+mod xsk;
+
+pub use config::{Options, StartError, parse_cidr, parse_cores, parse_service};
+pub use daemon::{Ready, run};
+pub use port::{FrameReport, PortStats};
+pub use report::{Report, Totals, WorkerReport};
+pub use service::{EchoStats, Service};
+pub use worker::{Idle, LoopStats};
+pub use xsk::{KernelStats, ZeroCopy};

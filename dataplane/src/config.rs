@@ -1,0 +1,245 @@
+//! What the daemon is told to do ([`Options`]), the parsers for its command-line values,
+//! and the one-line errors it stops with ([`StartError`]).
+
+use std::net::Ipv4Addr;
+
+use c10m_ebpf::XdpMode;
+
+use crate::service::Service;
+use crate::worker::Idle;
+use crate::xsk::ZeroCopy;
+
+/// Everything [`run`](crate::run) needs. The defaults suit a test bed; `iface`, `addr`
+/// and `services` have to be set.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// The interface (in the calling process's network namespace).
+    pub iface: String,
+    /// The service address and its prefix length (not configured in the kernel).
+    pub addr: (Ipv4Addr, u8),
+    /// Default gateway of the stack.
+    pub gateway: Option<Ipv4Addr>,
+    /// Services and their TCP ports.
+    pub services: Vec<(Service, u16)>,
+    /// Queues, one worker each: queues 0..queues.
+    pub queues: u32,
+    /// Core of each worker (default: 0, 1, …).
+    pub cores: Option<Vec<usize>>,
+    /// How to attach the XDP program.
+    pub xdp_mode: XdpMode,
+    /// Copy or zero-copy AF_XDP.
+    pub zero_copy: ZeroCopy,
+    /// What workers do when idle.
+    pub idle: Idle,
+    /// Connection slots per worker.
+    pub max_conns: usize,
+    /// Receive buffer bytes per connection.
+    pub rx_buf: usize,
+    /// Transmit buffer bytes per connection.
+    pub tx_buf: usize,
+    /// UMEM frames per worker (a power of two, at least 64).
+    pub frames: u32,
+    /// UMEM frame size: 2048 or 4096.
+    pub frame_size: u32,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            iface: String::new(),
+            addr: (Ipv4Addr::UNSPECIFIED, 32),
+            gateway: None,
+            services: Vec::new(),
+            queues: 1,
+            cores: None,
+            xdp_mode: XdpMode::Auto,
+            zero_copy: ZeroCopy::Auto,
+            idle: Idle::Adaptive,
+            max_conns: 16384,
+            rx_buf: 2048,
+            tx_buf: 2048,
+            frames: 4096,
+            frame_size: 2048,
+        }
+    }
+}
+
+/// Why the daemon could not start. Each message is one line that says what to do.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StartError {
+    /// The interface does not exist here.
+    #[error(
+        "no interface named {0} in this network namespace: check `ip link` \
+         (or `ip netns exec NS ip link`)"
+    )]
+    NoSuchInterface(String),
+    /// Not root and without the capabilities.
+    #[error("c10m needs root (or CAP_NET_ADMIN, CAP_NET_RAW and CAP_BPF): run it with sudo")]
+    NotPrivileged,
+    /// More queues than the interface has.
+    #[error(
+        "--queues {asked} but {iface} has {has} rx queue(s): lower --queues, or raise the \
+         NIC's queues with `ethtool -L {iface} combined {asked}`"
+    )]
+    TooManyQueues {
+        /// Interface.
+        iface: String,
+        /// Queues asked for.
+        asked: u32,
+        /// Queues it has.
+        has: u32,
+    },
+    /// A bad option value.
+    #[error("{0}")]
+    Invalid(String),
+    /// Attaching or configuring the XDP program failed.
+    #[error(transparent)]
+    Steering(#[from] c10m_ebpf::Error),
+    /// A worker could not set up its socket or stack.
+    #[error("queue {queue}: {message}")]
+    Worker {
+        /// The worker's queue.
+        queue: u32,
+        /// What failed.
+        message: String,
+    },
+}
+
+/// Parses `A.B.C.D/PREFIX` (prefix 0..=32; no prefix means /32).
+pub fn parse_cidr(s: &str) -> Result<(Ipv4Addr, u8), String> {
+    let (a, p) = s.split_once('/').unwrap_or((s, "32"));
+    let addr: Ipv4Addr = a
+        .parse()
+        .map_err(|_| format!("bad address {s:?}: expected A.B.C.D/PREFIX, e.g. 198.18.0.10/24"))?;
+    let prefix: u8 = p
+        .parse()
+        .ok()
+        .filter(|&p| p <= 32)
+        .ok_or_else(|| format!("bad prefix in {s:?}: expected 0 to 32"))?;
+    if addr.is_unspecified() || addr.is_broadcast() || addr.is_multicast() {
+        return Err(format!(
+            "{addr} cannot be a service address: give a unicast address"
+        ));
+    }
+    Ok((addr, prefix))
+}
+
+/// Parses `NAME:PORT`, e.g. `echo:7`.
+pub fn parse_service(s: &str) -> Result<(Service, u16), String> {
+    let (name, port) = s
+        .split_once(':')
+        .ok_or_else(|| format!("bad service {s:?}: expected NAME:PORT, e.g. echo:7"))?;
+    let service = name.parse()?;
+    let port = port
+        .parse::<u16>()
+        .ok()
+        .filter(|&p| p != 0)
+        .ok_or_else(|| format!("bad port in {s:?}: expected 1 to 65535"))?;
+    Ok((service, port))
+}
+
+/// Parses a core list: `0,2,4-7`.
+pub fn parse_cores(s: &str) -> Result<Vec<usize>, String> {
+    let bad = || format!("bad core list {s:?}: expected e.g. 0,2,4-7");
+    let mut cores = Vec::new();
+    for part in s.split(',').map(str::trim) {
+        match part.split_once('-') {
+            Some((a, b)) => {
+                let (a, b): (usize, usize) =
+                    (a.parse().map_err(|_| bad())?, b.parse().map_err(|_| bad())?);
+                if a > b || b - a > 4096 {
+                    return Err(bad());
+                }
+                cores.extend(a..=b);
+            }
+            None => cores.push(part.parse().map_err(|_| bad())?),
+        }
+    }
+    Ok(cores)
+}
+
+impl Options {
+    /// Checks the values that need no system access.
+    pub fn validate(&self) -> Result<(), StartError> {
+        let invalid = |m: String| Err(StartError::Invalid(m));
+        if self.services.is_empty() {
+            return invalid("no service given: add e.g. --service echo:7".into());
+        }
+        if self.queues == 0 || self.queues > c10m_ebpf::MAX_QUEUES {
+            return invalid(format!("--queues must be 1 to {}", c10m_ebpf::MAX_QUEUES));
+        }
+        if let Some(cores) = &self.cores
+            && cores.len() < self.queues as usize
+        {
+            return invalid(format!(
+                "--cores lists {} core(s) for {} queue(s): give one per queue",
+                cores.len(),
+                self.queues
+            ));
+        }
+        if !matches!(self.frame_size, 2048 | 4096) {
+            return invalid("the UMEM frame size must be 2048 or 4096".into());
+        }
+        if !self.frames.is_power_of_two() || self.frames < 64 {
+            return invalid("UMEM frames must be a power of two, at least 64".into());
+        }
+        if self.rx_buf == 0 || self.tx_buf == 0 || self.max_conns == 0 {
+            return invalid("--max-conns, --rx-buf and --tx-buf must be above 0".into());
+        }
+        let mut ports: Vec<u16> = self.services.iter().map(|s| s.1).collect();
+        ports.sort_unstable();
+        if ports.windows(2).any(|w| w[0] == w[1]) {
+            return invalid("two services on one port".into());
+        }
+        Ok(())
+    }
+
+    /// The core of worker `i`.
+    pub(crate) fn core(&self, i: u32) -> usize {
+        self.cores.as_ref().map_or(i as usize, |c| c[i as usize])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_values() {
+        assert_eq!(
+            parse_cidr("198.18.0.10/24"),
+            Ok((Ipv4Addr::new(198, 18, 0, 10), 24))
+        );
+        assert_eq!(parse_cidr("198.18.0.10").unwrap().1, 32);
+        assert!(parse_cidr("198.18.0.10/33").is_err());
+        assert!(parse_cidr("0.0.0.0/8").is_err());
+        assert!(parse_cidr("nonsense").is_err());
+        assert_eq!(parse_service("echo:7"), Ok((Service::Echo, 7)));
+        let err = parse_service("http:80").unwrap_err();
+        assert!(err.contains("valid services are echo"), "{err}");
+        assert!(parse_service("echo:0").is_err());
+        assert_eq!(parse_cores("0,2,4-6"), Ok(vec![0, 2, 4, 5, 6]));
+        assert!(parse_cores("3-1").is_err());
+    }
+
+    #[test]
+    fn validates() {
+        let mut o = Options {
+            services: vec![(Service::Echo, 7)],
+            ..Options::default()
+        };
+        assert!(o.validate().is_ok());
+        o.queues = 2;
+        o.cores = Some(vec![1]);
+        assert!(
+            o.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("one per queue")
+        );
+        o.cores = None;
+        o.services.push((Service::Echo, 7));
+        assert!(o.validate().is_err());
+    }
+}

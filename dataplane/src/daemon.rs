@@ -1,0 +1,226 @@
+//! Start-up, the workers' threads and shutdown: what `c10m run` does.
+//!
+//! Order: check the options and the host (interface, privileges, queue count, MAC) →
+//! attach the XDP program and register the address and services → one thread per queue
+//! builds its UMEM, socket and stack, registers its socket in the XSKMAP and reports
+//! ready → `on_ready` → wait for the stop flag (or a worker's death) → workers leave
+//! their loops, unregister their sockets, finish transmission, close their sockets and
+//! account for their frames → [`Report`]. The XDP program goes with the `Steering`
+//! value (a bpf_link), even on `kill -9`.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use c10m_ebpf::{Proto, Steering};
+use c10m_stack::{Config, HugePages, ListenOptions, SocketOptions, Stack};
+
+use crate::config::{Options, StartError};
+use crate::host;
+use crate::port::Port;
+use crate::report::{Report, WorkerReport, counters_json};
+use crate::service::Echo;
+use crate::umem::Memory;
+use crate::worker::{self, ArpMesh, Clock};
+use crate::xsk::{Rings, Socket};
+
+/// What the daemon tells `on_ready`.
+#[derive(Debug, Clone)]
+pub struct Ready {
+    /// The XDP mode in force.
+    pub xdp_mode: c10m_ebpf::XdpMode,
+    /// Per worker: whether its socket is zero-copy.
+    pub zero_copy: Vec<bool>,
+    /// Per worker: whether its UMEM is on hugepages.
+    pub hugepages: Vec<bool>,
+}
+
+/// Runs the dataplane until `stop` is set or SIGINT/SIGTERM arrives (when `signals` is
+/// true the handlers are installed here). Calls `on_ready` once every worker runs.
+pub fn run(
+    opts: &Options,
+    stop: Arc<AtomicBool>,
+    signals: bool,
+    on_ready: impl FnOnce(&Ready),
+) -> Result<Report, StartError> {
+    opts.validate()?;
+    host::check_iface(&opts.iface)?;
+    if !host::privileged() {
+        return Err(StartError::NotPrivileged);
+    }
+    let has = host::rx_queues(&opts.iface);
+    if opts.queues > has {
+        return Err(StartError::TooManyQueues {
+            iface: opts.iface.clone(),
+            asked: opts.queues,
+            has,
+        });
+    }
+    let mac = host::mac(&opts.iface)?;
+    let seed = getrandom::u64()
+        .map_err(|e| StartError::Invalid(format!("no random seed from the OS: {e}")))?;
+    if signals {
+        crate::signal::install()
+            .map_err(|e| StartError::Invalid(format!("installing signal handlers: {e}")))?;
+    }
+
+    let steering = Arc::new(Steering::attach(&opts.iface, opts.xdp_mode)?);
+    steering.add_address(opts.addr.0)?;
+    for &(_, port) in &opts.services {
+        steering.add_service(opts.addr.0, Proto::Tcp, port)?;
+    }
+
+    let clock = Clock::new();
+    let (ready_tx, ready_rx) = mpsc::channel();
+    let mut handles = Vec::new();
+    for (q, mesh) in (0..opts.queues).zip(worker::arp_mesh(opts.queues as usize)) {
+        let config = Config {
+            mac,
+            addrs: vec![opts.addr],
+            gateway: opts.gateway,
+            max_connections: opts.max_conns,
+            max_half_open: opts.max_conns,
+            seed: seed ^ u64::from(q).wrapping_mul(0x9e37_79b9_7f4a_7c15),
+            ..Config::default()
+        };
+        let (opts, steering, stop, ready) = (
+            opts.clone(),
+            steering.clone(),
+            stop.clone(),
+            ready_tx.clone(),
+        );
+        let handle = std::thread::Builder::new()
+            .name(format!("c10m-q{q}"))
+            .spawn(move || worker_main(q, &opts, &config, &steering, &stop, mesh, clock, ready))
+            .map_err(|e| StartError::Invalid(format!("starting a worker thread: {e}")))?;
+        handles.push(handle);
+    }
+    drop(ready_tx);
+
+    let mut ready = Ready {
+        xdp_mode: steering.mode(),
+        zero_copy: vec![false; opts.queues as usize],
+        hugepages: vec![false; opts.queues as usize],
+    };
+    let mut failure = None;
+    for _ in 0..opts.queues {
+        match ready_rx.recv() {
+            Ok((q, Ok((zc, huge)))) => {
+                ready.zero_copy[q as usize] = zc;
+                ready.hugepages[q as usize] = huge;
+            }
+            Ok((queue, Err(message))) => {
+                failure.get_or_insert(StartError::Worker { queue, message });
+            }
+            Err(_) => break,
+        }
+    }
+    if let Some(err) = failure {
+        stop.store(true, Ordering::SeqCst);
+        for h in handles {
+            let _ = h.join();
+        }
+        return Err(err);
+    }
+    on_ready(&ready);
+
+    while !stop.load(Ordering::SeqCst) && !handles.iter().any(|h| h.is_finished()) {
+        if crate::signal::received() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    stop.store(true, Ordering::SeqCst);
+    let workers: Vec<WorkerReport> = handles
+        .into_iter()
+        .filter_map(|h| h.join().ok().flatten())
+        .collect();
+    let steering_counters = steering.counters().ok();
+    Ok(Report::new(&steering, steering_counters, workers))
+}
+
+type ReadyMsg = (u32, Result<(bool, bool), String>);
+
+/// One worker's thread: set up, report ready, loop, shut down.
+#[allow(clippy::too_many_arguments)]
+fn worker_main(
+    q: u32,
+    opts: &Options,
+    config: &Config,
+    steering: &Steering,
+    stop: &AtomicBool,
+    mesh: ArpMesh,
+    clock: Clock,
+    ready: mpsc::Sender<ReadyMsg>,
+) -> Option<WorkerReport> {
+    let core = opts.core(q);
+    worker::pin(core);
+    let fail = |m: String| {
+        let _ = ready.send((q, Err(m)));
+        None
+    };
+    let Some((mem, book)) = Memory::new(opts.frames, opts.frame_size, HugePages::Auto) else {
+        return fail(format!(
+            "could not map {} bytes of UMEM: lower the UMEM frame count",
+            opts.frames as usize * opts.frame_size as usize
+        ));
+    };
+    let ring = (opts.frames / 2).min(4096);
+    let rings = Rings {
+        fill: ring,
+        completion: ring,
+        rx: ring,
+        tx: ring,
+    };
+    let socket = match Socket::open(&opts.iface, q, &mem, opts.frame_size, rings, opts.zero_copy) {
+        Ok(s) => s,
+        Err(e) => return fail(e.to_string()),
+    };
+    let zero_copy = socket.zero_copy();
+    let mut port = Port::new(socket, mem, book, opts.frame_size, ring, ring as usize);
+    let mut stack = match Stack::new(config, clock.now()) {
+        Ok(s) => s,
+        Err(e) => return fail(e.to_string()),
+    };
+    let listen = ListenOptions {
+        socket: SocketOptions {
+            rx_buf: opts.rx_buf,
+            tx_buf: opts.tx_buf,
+            ..SocketOptions::default()
+        },
+        ..ListenOptions::default()
+    };
+    for &(service, port_no) in &opts.services {
+        if let Err(e) = stack.listen(port_no, listen) {
+            return fail(format!("{service} on port {port_no}: {e}"));
+        }
+    }
+    if let Err(e) = steering.register_xsk(q, port.socket().fd()) {
+        return fail(e.to_string());
+    }
+    let _ = ready.send((q, Ok((zero_copy, port.on_hugepages()))));
+    drop(ready);
+
+    let mut echo = Echo::default();
+    let loop_stats = worker::run(
+        &mut stack, &mut port, &mut echo, &mesh, clock, opts.idle, stop,
+    );
+
+    // Frames for this queue go to the kernel from here on; then account for ours.
+    let _ = steering.unregister_xsk(q);
+    let kernel = port.kernel_stats();
+    let (stats, frames) = port.close(Duration::from_millis(200));
+    Some(WorkerReport {
+        queue: q,
+        core,
+        zero_copy,
+        connections_at_exit: stack.connections(),
+        stack: counters_json(&stack.counters()),
+        echo: echo.stats,
+        port: stats,
+        kernel,
+        worker: loop_stats,
+        frames,
+    })
+}

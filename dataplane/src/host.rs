@@ -1,0 +1,90 @@
+//! What the daemon reads about the host before it starts: the interface (from sysfs,
+//! which `ip netns exec` remounts for the namespace it enters) and the process's
+//! capabilities.
+
+use std::fs;
+use std::path::PathBuf;
+
+use crate::config::StartError;
+
+fn sys(iface: &str) -> PathBuf {
+    PathBuf::from("/sys/class/net").join(iface)
+}
+
+/// Checks the interface exists; interface names never contain `/` and fit in 15 bytes.
+pub(crate) fn check_iface(iface: &str) -> Result<(), StartError> {
+    if iface.is_empty() || iface.len() > 15 || iface.contains('/') || !sys(iface).exists() {
+        return Err(StartError::NoSuchInterface(iface.to_owned()));
+    }
+    Ok(())
+}
+
+/// The interface's MAC address.
+pub(crate) fn mac(iface: &str) -> Result<[u8; 6], StartError> {
+    let text = fs::read_to_string(sys(iface).join("address"))
+        .map_err(|_| StartError::NoSuchInterface(iface.to_owned()))?;
+    parse_mac(text.trim()).ok_or_else(|| {
+        StartError::Invalid(format!(
+            "{iface} has no Ethernet MAC address ({:?}): the dataplane needs an Ethernet NIC",
+            text.trim()
+        ))
+    })
+}
+
+fn parse_mac(s: &str) -> Option<[u8; 6]> {
+    let mut mac = [0u8; 6];
+    let mut parts = s.split(':');
+    for b in &mut mac {
+        *b = u8::from_str_radix(parts.next()?, 16).ok()?;
+    }
+    parts.next().is_none().then_some(mac)
+}
+
+/// The interface's rx queue count (`/sys/class/net/IFACE/queues/rx-*`).
+pub(crate) fn rx_queues(iface: &str) -> u32 {
+    fs::read_dir(sys(iface).join("queues")).map_or(1, |dir| {
+        dir.filter_map(Result::ok)
+            .filter(|e| e.file_name().to_string_lossy().starts_with("rx-"))
+            .count() as u32
+    })
+}
+
+/// Whether the process may attach XDP and open AF_XDP sockets: CAP_NET_ADMIN,
+/// CAP_NET_RAW and CAP_BPF (or CAP_SYS_ADMIN). Unknown means yes; the kernel decides.
+pub(crate) fn privileged() -> bool {
+    let Ok(status) = fs::read_to_string("/proc/self/status") else {
+        return true;
+    };
+    let Some(caps) = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+    else {
+        return true;
+    };
+    let has = |bit: u32| caps & (1 << bit) != 0;
+    has(12) && has(13) && (has(39) || has(21))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn macs() {
+        assert_eq!(
+            parse_mac("02:00:c6:12:00:02"),
+            Some([2, 0, 0xc6, 0x12, 0, 2])
+        );
+        assert_eq!(parse_mac("02:00:c6:12:00"), None);
+        assert_eq!(parse_mac("02:00:c6:12:00:02:03"), None);
+        assert_eq!(parse_mac(""), None);
+    }
+
+    #[test]
+    fn loopback_exists_and_bogus_does_not() {
+        assert!(check_iface("lo").is_ok());
+        assert!(check_iface("no-such-if0").is_err());
+        assert!(check_iface("../lo").is_err());
+    }
+}

@@ -1,0 +1,319 @@
+//! A [`Port`]: one AF_XDP socket, its UMEM and frame book, seen as the stack's device.
+//!
+//! Receive hands the stack each frame in place in UMEM (no copy) together with a [`Tx`],
+//! the stack's [`TxQueue`], which lends it a free UMEM frame to build each outgoing frame
+//! in (no copy either). Built frames are staged and go to the tx ring in one batch per
+//! [`Port::flush`]; a tx ring that is full leaves them staged (counted), and when the
+//! stage or the free list is exhausted `has_room` says no, so the stack keeps its data
+//! for a later round. Nothing blocks.
+//!
+//! Frame flow per loop: `receive` (rx ring → stack → free list) → `refill` (free list →
+//! fill ring) → the stack builds frames (free list → stage) → `flush` (stage → tx ring,
+//! kick) → `reap` (completion ring → free list).
+
+use std::collections::VecDeque;
+
+use c10m_stack::{MAX_FRAME, TxQueue};
+
+use crate::umem::{Book, Frame, Memory, Place};
+use crate::xsk::{KernelStats, Socket};
+
+/// What one port counted.
+#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
+pub struct PortStats {
+    /// Frames read from the rx ring.
+    pub rx_frames: u64,
+    /// Rx descriptors the frame book refused (out of range or a frame we did not give).
+    pub rx_bad_desc: u64,
+    /// Frames put on the tx ring.
+    pub tx_frames: u64,
+    /// Tx frames the kernel completed.
+    pub tx_completed: u64,
+    /// Completion addresses the frame book refused.
+    pub tx_bad_completion: u64,
+    /// Frames the stack built with no UMEM frame to put them in (dropped).
+    pub tx_no_frame: u64,
+    /// Flushes that left frames staged because the tx ring was full.
+    pub tx_ring_full: u64,
+    /// `sendto` kicks.
+    pub kicks: u64,
+    /// Kicks that failed with a non-transient error.
+    pub kick_errors: u64,
+    /// Fill ring wake-ups.
+    pub fill_wakeups: u64,
+}
+
+/// Where every UMEM frame was at shutdown. `free == total` means no frame leaked.
+#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
+pub struct FrameReport {
+    /// Frames in the UMEM.
+    pub total: u32,
+    /// Frames on the free list after the socket closed.
+    pub free: u32,
+    /// Frames the kernel still had in the fill/rx rings when the socket closed.
+    pub in_fill_at_close: u32,
+    /// Frames still in the tx/completion rings when the socket closed (tx not finished).
+    pub in_tx_at_close: u32,
+    /// Frames held by the process at close (should be 0).
+    pub held_at_close: u32,
+}
+
+/// One queue's socket, memory and book. See the [module docs](self).
+pub(crate) struct Port {
+    // Declared before `mem`: the socket must go before its UMEM.
+    socket: Socket,
+    mem: Memory,
+    book: Book,
+    staged: VecDeque<Frame>,
+    stage_cap: usize,
+    fill_target: u32,
+    frame_size: usize,
+    scratch: Vec<u8>,
+    pub(crate) stats: PortStats,
+}
+
+impl std::fmt::Debug for Port {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Port")
+            .field("socket", &self.socket)
+            .field("mem", &self.mem)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Port {
+    /// Wraps an open socket over `mem`; `fill_target` frames are kept on the fill ring,
+    /// at most `stage_cap` built frames wait for the tx ring.
+    pub(crate) fn new(
+        socket: Socket,
+        mem: Memory,
+        book: Book,
+        frame_size: u32,
+        fill_target: u32,
+        stage_cap: usize,
+    ) -> Port {
+        let mut port = Port {
+            socket,
+            mem,
+            book,
+            staged: VecDeque::with_capacity(stage_cap),
+            stage_cap,
+            fill_target,
+            frame_size: frame_size as usize,
+            scratch: vec![0; MAX_FRAME.max(frame_size as usize) + 1],
+            stats: PortStats::default(),
+        };
+        port.refill();
+        port
+    }
+
+    /// The socket (for the XSKMAP, and the mode).
+    pub(crate) fn socket(&self) -> &Socket {
+        &self.socket
+    }
+
+    /// Whether the UMEM is on hugepages.
+    pub(crate) fn on_hugepages(&self) -> bool {
+        self.mem.on_hugepages()
+    }
+
+    /// Reads up to `max` frames and calls `f(frame, tx)` for each, then recycles them.
+    /// Returns how many were read.
+    pub(crate) fn receive(&mut self, max: u32, mut f: impl FnMut(&[u8], &mut Tx<'_>)) -> u32 {
+        let Port {
+            socket,
+            mem,
+            book,
+            staged,
+            stage_cap,
+            frame_size,
+            scratch,
+            stats,
+            ..
+        } = self;
+        let mem: &Memory = mem;
+        socket.receive(max, |addr, len| match book.take_rx(addr, len) {
+            Ok(frame) => {
+                stats.rx_frames += 1;
+                let mut tx = Tx {
+                    mem,
+                    book,
+                    staged,
+                    stage_cap: *stage_cap,
+                    frame_size: *frame_size,
+                    scratch,
+                    stats,
+                };
+                f(mem.bytes(&frame), &mut tx);
+                book.free(frame);
+            }
+            Err(why) => {
+                stats.rx_bad_desc += 1;
+                log::trace!("rx descriptor {addr:#x}+{len} refused: {why:?}");
+            }
+        })
+    }
+
+    /// The stack's transmit queue, for `Stack::poll` and replayed frames.
+    pub(crate) fn tx(&mut self) -> Tx<'_> {
+        Tx {
+            mem: &self.mem,
+            book: &mut self.book,
+            staged: &mut self.staged,
+            stage_cap: self.stage_cap,
+            frame_size: self.frame_size,
+            scratch: &mut self.scratch,
+            stats: &mut self.stats,
+        }
+    }
+
+    /// Tops the fill ring up to its target from the free list; wakes the driver if it
+    /// asks. Returns how many frames went in.
+    pub(crate) fn refill(&mut self) -> u32 {
+        let want = self
+            .fill_target
+            .saturating_sub(self.book.count(Place::Fill));
+        let want = want.min(self.book.count(Place::Free));
+        if want == 0 {
+            return 0;
+        }
+        let book = &mut self.book;
+        let n = self
+            .socket
+            .fill(want, || book.alloc().map(|f| book.give_fill(f)));
+        if self.socket.fill_needs_wakeup() {
+            self.stats.fill_wakeups += 1;
+            self.socket.wake_fill();
+        }
+        n
+    }
+
+    /// Moves staged frames to the tx ring and kicks the kernel if it needs it. Returns
+    /// how many frames went on the ring.
+    pub(crate) fn flush(&mut self) -> u32 {
+        let mut n = 0;
+        if !self.staged.is_empty() {
+            let (book, staged) = (&mut self.book, &mut self.staged);
+            n = self.socket.transmit(staged.len() as u32, || {
+                staged.pop_front().map(|f| book.give_tx(f))
+            });
+            self.stats.tx_frames += u64::from(n);
+            if !self.staged.is_empty() {
+                self.stats.tx_ring_full += 1;
+            }
+        }
+        if (n > 0 || self.book.count(Place::Tx) > 0) && self.socket.tx_needs_wakeup() {
+            self.stats.kicks += 1;
+            if let Err(e) = self.socket.kick_tx() {
+                self.stats.kick_errors += 1;
+                log::debug!("tx kick failed: {e}");
+            }
+        }
+        n
+    }
+
+    /// Takes completed tx frames back to the free list. Returns how many.
+    pub(crate) fn reap(&mut self) -> u32 {
+        if self.book.count(Place::Tx) == 0 {
+            return 0;
+        }
+        let Port {
+            socket,
+            book,
+            stats,
+            ..
+        } = self;
+        let n = socket.complete(u32::MAX, |addr| match book.take_completion(addr) {
+            Ok(frame) => book.free(frame),
+            Err(_) => stats.tx_bad_completion += 1,
+        });
+        stats.tx_completed += u64::from(n);
+        n
+    }
+
+    /// Frames in flight to the kernel for transmission (staged, on the tx ring or not yet
+    /// reaped).
+    pub(crate) fn tx_in_flight(&self) -> u32 {
+        self.staged.len() as u32 + self.book.count(Place::Tx)
+    }
+
+    /// Sleeps on the socket for at most `timeout_ms`.
+    pub(crate) fn wait(&self, timeout_ms: i32) {
+        self.socket.wait(timeout_ms);
+    }
+
+    /// The kernel's counters for the socket.
+    pub(crate) fn kernel_stats(&self) -> KernelStats {
+        self.socket.kernel_stats()
+    }
+
+    /// Finishes transmission (for at most `patience`), drops what is still received,
+    /// closes the socket and accounts for every frame.
+    pub(crate) fn close(mut self, patience: std::time::Duration) -> (PortStats, FrameReport) {
+        let deadline = std::time::Instant::now() + patience;
+        while self.tx_in_flight() > 0 && std::time::Instant::now() < deadline {
+            self.flush();
+            self.reap();
+            if self.tx_in_flight() > 0 {
+                std::thread::sleep(std::time::Duration::from_micros(100));
+            }
+        }
+        while self.receive(u32::MAX, |_, _| {}) > 0 {}
+        for frame in std::mem::take(&mut self.staged) {
+            self.book.free(frame);
+        }
+        let Port {
+            socket,
+            mem,
+            mut book,
+            stats,
+            ..
+        } = self;
+        let held_at_close = book.count(Place::Held);
+        drop(socket);
+        let (in_fill_at_close, in_tx_at_close) = book.reclaim_after_close();
+        let report = FrameReport {
+            total: book.total(),
+            free: book.count(Place::Free),
+            in_fill_at_close,
+            in_tx_at_close,
+            held_at_close,
+        };
+        drop(mem);
+        (stats, report)
+    }
+}
+
+/// The stack's transmit queue over a port: builds frames in free UMEM frames.
+pub(crate) struct Tx<'a> {
+    mem: &'a Memory,
+    book: &'a mut Book,
+    staged: &'a mut VecDeque<Frame>,
+    stage_cap: usize,
+    frame_size: usize,
+    scratch: &'a mut Vec<u8>,
+    stats: &'a mut PortStats,
+}
+
+impl TxQueue for Tx<'_> {
+    fn has_room(&self) -> bool {
+        self.staged.len() < self.stage_cap && self.book.count(Place::Free) > 0
+    }
+
+    fn transmit<R>(&mut self, len: usize, fill: impl FnOnce(&mut [u8]) -> R) -> R {
+        if len <= self.frame_size
+            && self.staged.len() < self.stage_cap
+            && let Some(mut frame) = self.book.alloc()
+        {
+            let r = fill(self.mem.bytes_mut(&mut frame, len));
+            self.staged.push_back(frame);
+            return r;
+        }
+        // The stack committed to a frame we cannot carry: build it on scratch and drop it.
+        self.stats.tx_no_frame += 1;
+        if self.scratch.len() < len {
+            self.scratch.resize(len, 0);
+        }
+        fill(&mut self.scratch[..len])
+    }
+}

@@ -1,0 +1,263 @@
+//! A worker: one thread per NIC queue, pinned to one core, owning one [`Stack`] and one
+//! [`Port`] and nothing else on the hot path.
+//!
+//! The loop is run-to-completion, one clock read per iteration:
+//!
+//! ```text
+//! now ← monotonic clock
+//! rx batch (≤ 64) → stack.ingress(now, frame in UMEM, tx) → frame back to the free list
+//! ARP frames from the other workers → stack.ingress          (multi-queue only)
+//! refill the fill ring
+//! service handles the stack's events (echo)
+//! stack.poll(now, tx)  — transmits what the service wrote, runs timers
+//! flush: staged frames → tx ring, kick with sendto if the kernel needs it
+//! reap completions → free list (flush and reap again, a few times, while frames wait)
+//! idle? spin, or after SPIN_ROUNDS empty rounds sleep in poll(2) on the socket until a
+//!       frame comes or the stack's next timer (at most MAX_SLEEP)
+//! ```
+//!
+//! # ARP across queues
+//!
+//! Each worker's stack has its own neighbour cache, but the NIC delivers an ARP reply on
+//! whichever queue its hash picks — often not the queue of the worker that asked. So a
+//! worker passes a copy of every ARP frame it receives to the others through bounded
+//! channels (never blocking: full means dropped and counted), with the operation
+//! rewritten to "reply" so that only the worker that received a request answers it and
+//! the others just learn the sender's address.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
+use std::time::Duration;
+
+use c10m_stack::{Instant, Stack};
+
+use crate::port::Port;
+use crate::service::Echo;
+
+/// Frames read from the rx ring per iteration.
+pub(crate) const RX_BATCH: u32 = 64;
+/// Empty iterations before an adaptive worker sleeps.
+const SPIN_ROUNDS: u32 = 256;
+/// Longest sleep: bounds how late a worker notices the stop flag.
+const MAX_SLEEP: Duration = Duration::from_millis(10);
+/// Extra flush/kick/reap rounds per iteration while transmissions are in flight.
+const KICK_ROUNDS: u32 = 8;
+/// ARP frames that may wait for one worker.
+pub(crate) const ARP_QUEUE: usize = 64;
+
+/// What a worker does when there is no work.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Idle {
+    /// Spin a while, then sleep in `poll(2)` until a frame or a timer is due.
+    #[default]
+    Adaptive,
+    /// Never sleep: lowest latency, one core at 100%.
+    Spin,
+}
+
+impl std::str::FromStr for Idle {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "adaptive" => Ok(Idle::Adaptive),
+            "spin" => Ok(Idle::Spin),
+            _ => Err(format!(
+                "unknown idle policy {s:?}: expected adaptive or spin"
+            )),
+        }
+    }
+}
+
+/// The loop's own counters.
+#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
+pub struct LoopStats {
+    /// Iterations of the loop.
+    pub loops: u64,
+    /// Sleeps in `poll(2)`.
+    pub sleeps: u64,
+    /// ARP frames copied to other workers.
+    pub arp_forwarded: u64,
+    /// ARP copies dropped because a peer's queue was full.
+    pub arp_dropped: u64,
+    /// ARP copies received from other workers.
+    pub arp_received: u64,
+}
+
+/// The channels that carry ARP frames between workers.
+#[derive(Debug)]
+pub(crate) struct ArpMesh {
+    pub(crate) inbox: Receiver<Box<[u8]>>,
+    pub(crate) peers: Vec<SyncSender<Box<[u8]>>>,
+}
+
+/// Builds one mesh end per worker.
+pub(crate) fn arp_mesh(workers: usize) -> Vec<ArpMesh> {
+    let (senders, inboxes): (Vec<_>, Vec<_>) = (0..workers)
+        .map(|_| std::sync::mpsc::sync_channel(ARP_QUEUE))
+        .unzip();
+    inboxes
+        .into_iter()
+        .enumerate()
+        .map(|(i, inbox)| ArpMesh {
+            inbox,
+            peers: senders
+                .iter()
+                .enumerate()
+                .filter(|&(j, _)| j != i)
+                .map(|(_, s)| s.clone())
+                .collect(),
+        })
+        .collect()
+}
+
+/// An Ethernet ARP frame? (No VLAN: the steering program sees tags the NIC left.)
+fn is_arp(frame: &[u8]) -> bool {
+    frame.get(12..14) == Some(&[0x08, 0x06]) && frame.len() >= 42
+}
+
+/// The monotonic clock, as the stack's `Instant`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Clock(std::time::Instant);
+
+impl Clock {
+    pub(crate) fn new() -> Clock {
+        Clock(std::time::Instant::now())
+    }
+
+    pub(crate) fn now(&self) -> Instant {
+        Instant::from_micros(self.0.elapsed().as_micros() as i64)
+    }
+}
+
+/// Runs the loop until `stop` is set.
+pub(crate) fn run(
+    stack: &mut Stack,
+    port: &mut Port,
+    echo: &mut Echo,
+    mesh: &ArpMesh,
+    clock: Clock,
+    idle: Idle,
+    stop: &AtomicBool,
+) -> LoopStats {
+    let mut stats = LoopStats::default();
+    let mut empty = 0u32;
+    let forward = !mesh.peers.is_empty();
+    while !stop.load(Ordering::Relaxed) {
+        stats.loops += 1;
+        let now = clock.now();
+        let rx = port.receive(RX_BATCH, |frame, tx| {
+            if forward && is_arp(frame) {
+                forward_arp(frame, &mesh.peers, &mut stats);
+            }
+            stack.ingress(now, frame, tx);
+        });
+        let mut replayed = 0;
+        if forward {
+            while let Ok(frame) = mesh.inbox.try_recv() {
+                replayed += 1;
+                stack.ingress(now, &frame, &mut port.tx());
+            }
+            stats.arp_received += replayed;
+        }
+        port.refill();
+        echo.handle(stack);
+        stack.poll(now, &mut port.tx());
+        let mut sent = port.flush();
+        let mut done = port.reap();
+        // Copy mode transmits at most 32 frames per kick (the kernel's TX_BATCH_SIZE):
+        // kick a few more times while frames wait, rather than one batch per round.
+        for _ in 0..KICK_ROUNDS {
+            if port.tx_in_flight() == 0 {
+                break;
+            }
+            sent += port.flush();
+            done += port.reap();
+        }
+
+        if rx > 0 || sent > 0 || done > 0 || replayed > 0 {
+            empty = 0;
+            continue;
+        }
+        empty = empty.saturating_add(1);
+        if idle == Idle::Spin || empty < SPIN_ROUNDS {
+            std::hint::spin_loop();
+            continue;
+        }
+        // Sleep until a frame comes, the stack's next deadline, or MAX_SLEEP; not while
+        // transmissions are in flight (their completions do not wake poll(2)).
+        let mut sleep = MAX_SLEEP;
+        if port.tx_in_flight() > 0 {
+            sleep = Duration::from_micros(100);
+        }
+        if let Some(at) = stack.poll_at() {
+            let until = (at - now.min(at)).total_micros();
+            sleep = sleep.min(Duration::from_micros(until));
+        }
+        let ms = sleep.as_millis() as i32;
+        if ms > 0 {
+            stats.sleeps += 1;
+            port.wait(ms);
+        }
+    }
+    stats
+}
+
+/// Copies an ARP frame to every peer, as a reply (operation 2) so that peers only learn
+/// from it.
+fn forward_arp(frame: &[u8], peers: &[SyncSender<Box<[u8]>>], stats: &mut LoopStats) {
+    let mut copy: Box<[u8]> = frame.into();
+    copy[20..22].copy_from_slice(&[0, 2]);
+    for peer in peers {
+        match peer.try_send(copy.clone()) {
+            Ok(()) => stats.arp_forwarded += 1,
+            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => stats.arp_dropped += 1,
+        }
+    }
+}
+
+/// Pins the calling thread to `core`; logs (does not fail) if the core does not exist.
+pub(crate) fn pin(core: usize) -> bool {
+    let ok = core_affinity::set_for_current(core_affinity::CoreId { id: core });
+    if !ok {
+        log::warn!("could not pin a worker to core {core}; it runs unpinned");
+    }
+    ok
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn arp_is_recognised_and_forwarded_as_a_reply() {
+        let mut frame = [0u8; 42];
+        frame[12..14].copy_from_slice(&[0x08, 0x06]);
+        frame[20..22].copy_from_slice(&[0, 1]);
+        assert!(is_arp(&frame));
+        assert!(!is_arp(&frame[..30]), "too short for ARP");
+        let mut mesh = arp_mesh(3);
+        let mut stats = LoopStats::default();
+        let first = mesh.remove(0);
+        forward_arp(&frame, &first.peers, &mut stats);
+        assert_eq!(stats.arp_forwarded, 2);
+        for other in &mesh {
+            let got = other.inbox.try_recv().unwrap();
+            assert_eq!(&got[20..22], &[0, 2]);
+        }
+        assert!(first.inbox.try_recv().is_err(), "no copy to itself");
+    }
+
+    #[test]
+    fn a_full_peer_drops_and_counts() {
+        let mesh = arp_mesh(2);
+        let mut frame = [0u8; 42];
+        frame[12..14].copy_from_slice(&[0x08, 0x06]);
+        let mut stats = LoopStats::default();
+        for _ in 0..ARP_QUEUE + 5 {
+            forward_arp(&frame, &mesh[0].peers, &mut stats);
+        }
+        assert_eq!(stats.arp_forwarded, ARP_QUEUE as u64);
+        assert_eq!(stats.arp_dropped, 5);
+    }
+}

@@ -1,0 +1,211 @@
+//! The daemon on the veth test bed, end to end: ARP and ping, TCP echo at 1,000
+//! concurrent connections, kernel traffic alongside, two queues, `kill -9`, UMEM
+//! accounting, start-up errors. Privileged: see `common`.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::time::Duration;
+
+use common::{Bed, DUT_ADDR, DUT_NS, Daemon, GEN_NS, SERVICE, assert_clean, in_netns, ns_run};
+
+const TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A payload that differs per connection.
+fn payload(i: usize, len: usize) -> Vec<u8> {
+    (0..len)
+        .map(|j| (j.wrapping_mul(31) ^ i.wrapping_mul(7)) as u8)
+        .collect()
+}
+
+/// From c10m-gen: opens `n` connections to the echo service, all open at once; sends
+/// each its payload, checks the echo byte for byte, half-closes and expects EOF.
+fn echo_clients(n: usize, len: usize) {
+    in_netns(GEN_NS, || {
+        let addr = SocketAddr::from((SERVICE, 7));
+        let mut conns: Vec<TcpStream> = (0..n)
+            .map(|i| {
+                TcpStream::connect_timeout(&addr, TIMEOUT)
+                    .unwrap_or_else(|e| panic!("connection {i} of {n}: {e}"))
+            })
+            .collect();
+        for (i, c) in conns.iter_mut().enumerate() {
+            c.set_read_timeout(Some(TIMEOUT)).unwrap();
+            c.write_all(&payload(i, len)).unwrap();
+        }
+        for (i, c) in conns.iter_mut().enumerate() {
+            let mut got = vec![0; len];
+            c.read_exact(&mut got)
+                .unwrap_or_else(|e| panic!("echo on connection {i}: {e}"));
+            assert!(got == payload(i, len), "connection {i}: echo differs");
+            c.shutdown(Shutdown::Write).unwrap();
+        }
+        for (i, c) in conns.iter_mut().enumerate() {
+            let mut rest = [0u8; 16];
+            let n = c
+                .read(&mut rest)
+                .unwrap_or_else(|e| panic!("EOF on {i}: {e}"));
+            assert_eq!(n, 0, "connection {i}: bytes after the echo");
+        }
+    });
+}
+
+fn ping(ns: &str, to: &str) -> bool {
+    let (ok, out) = ns_run(ns, &["ping", "-c", "3", "-i", "0.2", "-W", "2", to]);
+    if !ok {
+        eprintln!("{out}");
+    }
+    ok
+}
+
+#[test]
+fn arp_ping_and_kernel_traffic_alongside() {
+    let Some(_bed) = Bed::up(1) else { return };
+    let daemon = Daemon::start(&[]);
+
+    // (a) ARP and ICMP for the service address are answered by the dataplane.
+    assert!(ping(GEN_NS, &SERVICE.to_string()), "ping to the dataplane");
+    let (_, neigh) = ns_run(GEN_NS, &["ip", "neigh", "show", &SERVICE.to_string()]);
+    assert!(
+        neigh.contains("02:00:c6:12:00:02"),
+        "ARP answered with dut0's MAC: {neigh}"
+    );
+
+    // (c) The kernel's own address keeps working: ping and TCP to a kernel listener.
+    assert!(ping(GEN_NS, &DUT_ADDR.to_string()), "ping to the kernel");
+    let listener = in_netns(DUT_NS, || TcpListener::bind((DUT_ADDR, 0)).unwrap());
+    let port = listener.local_addr().unwrap().port();
+    let server = std::thread::spawn(move || {
+        let (mut c, _) = listener.accept().unwrap();
+        let mut buf = [0u8; 5];
+        c.read_exact(&mut buf).unwrap();
+        c.write_all(&buf).unwrap();
+    });
+    in_netns(GEN_NS, || {
+        let mut c = TcpStream::connect_timeout(&(DUT_ADDR, port).into(), TIMEOUT).unwrap();
+        c.set_read_timeout(Some(TIMEOUT)).unwrap();
+        c.write_all(b"hello").unwrap();
+        let mut buf = [0u8; 5];
+        c.read_exact(&mut buf).unwrap();
+        assert_eq!(&buf, b"hello");
+    });
+    server.join().unwrap();
+
+    let report = daemon.stop();
+    assert_clean(&report);
+    let xdp = &report["xdp"];
+    assert!(
+        xdp["steered"].as_u64().unwrap() >= 4,
+        "ARP + pings steered: {xdp}"
+    );
+    assert!(
+        xdp["passed"].as_u64().unwrap() > 0,
+        "kernel traffic passed: {xdp}"
+    );
+    assert_eq!(xdp["no_xsk"], 0);
+}
+
+#[test]
+fn echo_at_1000_concurrent_connections() {
+    let Some(_bed) = Bed::up(1) else { return };
+    let daemon = Daemon::start(&[]);
+    let started = std::time::Instant::now();
+    echo_clients(1000, 700);
+    eprintln!("1000 connections x 700 B echoed in {:?}", started.elapsed());
+    let report = daemon.stop();
+    assert_clean(&report);
+    let t = &report["totals"];
+    assert!(t["accepted"].as_u64().unwrap() >= 1000, "{t}");
+    let echo = &report["workers"][0]["echo"];
+    assert_eq!(echo["bytes"], 1000 * 700, "{echo}");
+    assert!(
+        echo["closed"].as_u64().unwrap() >= 1000,
+        "every connection closed: {echo}"
+    );
+}
+
+#[test]
+fn two_queues_share_the_connections() {
+    let Some(_bed) = Bed::up(2) else { return };
+    let daemon = Daemon::start(&["--queues", "2", "--cores", "0,1"]);
+    echo_clients(1000, 300);
+    let report = daemon.stop();
+    assert_clean(&report);
+    let workers = report["workers"].as_array().unwrap();
+    assert_eq!(workers.len(), 2);
+    let accepted: Vec<u64> = workers
+        .iter()
+        .map(|w| w["stack"]["accepted"].as_u64().unwrap())
+        .collect();
+    eprintln!("accepted per worker: {accepted:?}");
+    assert!(
+        accepted.iter().all(|&a| a > 0),
+        "both workers got connections: {accepted:?}"
+    );
+    assert!(accepted.iter().sum::<u64>() >= 1000);
+}
+
+#[test]
+fn kill_9_leaves_no_xdp_program() {
+    let Some(_bed) = Bed::up(1) else { return };
+    let daemon = Daemon::start(&[]);
+    let show = || ns_run(DUT_NS, &["ip", "-d", "link", "show", "dev", "dut0"]).1;
+    assert!(
+        show().contains("prog/xdp"),
+        "attached while running: {}",
+        show()
+    );
+    daemon.kill9();
+    // The kernel releases the bpf_link when the last descriptor goes; allow a moment.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while show().contains("prog/xdp") && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        !show().contains("prog/xdp"),
+        "program left behind: {}",
+        show()
+    );
+    // And a new daemon can attach again.
+    let again = Daemon::start(&[]);
+    assert_clean(&again.stop());
+}
+
+/// Start-up errors: one line on stderr that says what to do, non-zero exit.
+fn start_error(extra: &[&str], iface: &str) -> String {
+    let out = std::process::Command::new("ip")
+        .args(["netns", "exec", DUT_NS, env!("CARGO_BIN_EXE_c10m"), "run"])
+        .args([
+            "--iface",
+            iface,
+            "--addr",
+            "198.18.0.10/24",
+            "--service",
+            "echo:7",
+        ])
+        .args(extra)
+        .env("RUST_LOG", "off")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr).trim().to_owned();
+    assert_eq!(err.lines().count(), 1, "one line: {err}");
+    err
+}
+
+#[test]
+fn start_up_errors_are_one_line() {
+    let Some(_bed) = Bed::up(1) else { return };
+    let e = start_error(&[], "nosuch0");
+    assert!(e.contains("no interface named nosuch0"), "{e}");
+    let e = start_error(&["--queues", "2"], "dut0");
+    assert!(
+        e.contains("has 1 rx queue") && e.contains("ethtool -L"),
+        "{e}"
+    );
+    let e = start_error(&["--service", "http:80"], "dut0");
+    assert!(e.contains("valid services are echo"), "{e}");
+    let e = start_error(&["--zero-copy", "on"], "dut0");
+    assert!(e.contains("zero-copy"), "{e}");
+}
