@@ -42,6 +42,23 @@ const BUFFER_LINES: usize = 8;
 
 const NO_SLOT: u32 = u32::MAX;
 
+/// One chunk of [`Stack::ingress_batch`]'s pipeline: each frame's class and demux bucket,
+/// and the slot its bucket names (a guess, confirmed when the frame is processed).
+#[derive(Clone, Copy)]
+struct Prepared {
+    seen: [(Result<Class, parse::Drop>, usize); BATCH],
+    slots: [u32; BATCH],
+    len: usize,
+}
+
+impl Prepared {
+    const EMPTY: Prepared = Prepared {
+        seen: [(Err(parse::Drop::Truncated), 0); BATCH],
+        slots: [NO_SLOT; BATCH],
+        len: 0,
+    };
+}
+
 /// Something the application should act on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Event {
@@ -243,32 +260,58 @@ impl Stack {
         frames: &[F],
         tx: &mut T,
     ) {
-        for chunk in frames.chunks(BATCH) {
-            let mut seen = [(Err(parse::Drop::Truncated), 0usize); BATCH];
-            for (frame, seen) in chunk.iter().zip(&mut seen) {
-                let class = self.classify(frame.as_ref());
-                if let Ok(Class::Tcp { key, .. }) = class {
-                    let home = self.table.home(&key);
-                    self.table.prefetch(home);
-                    *seen = (class, home);
-                } else {
-                    *seen = (class, 0);
-                }
+        // A software pipeline over chunks of BATCH frames, three stages ahead of the work:
+        // while chunk i is processed, chunk i+1's slots and chunk i+2's demux buckets are
+        // on their way from memory, so the misses overlap with useful work.
+        let n = frames.len().div_ceil(BATCH);
+        let chunk = |i: usize| &frames[i * BATCH..frames.len().min((i + 1) * BATCH)];
+        let mut preps = [Prepared::EMPTY; 3];
+        for (i, prep) in preps.iter_mut().enumerate().take(n.min(2)) {
+            self.classify_chunk(chunk(i), prep);
+        }
+        if n > 0 {
+            self.prefetch_chunk_slots(&mut preps[0]);
+        }
+        for i in 0..n {
+            if i + 2 < n {
+                self.classify_chunk(chunk(i + 2), &mut preps[(i + 2) % 3]);
             }
-            let mut slots = [NO_SLOT; BATCH];
-            for (&(class, home), slot) in seen[..chunk.len()].iter().zip(&mut slots) {
-                if let (Ok(Class::Tcp { .. }), Some(s)) = (class, self.table.first(home)) {
-                    self.prefetch_slot(s);
-                    *slot = s;
-                }
+            if i + 1 < n {
+                self.prefetch_chunk_slots(&mut preps[(i + 1) % 3]);
             }
-            for &slot in &slots[..chunk.len()] {
+            let prep = preps[i % 3];
+            for &slot in &prep.slots[..prep.len] {
                 if slot != NO_SLOT {
                     self.prefetch_buffers(slot);
                 }
             }
-            for (frame, &(class, home)) in chunk.iter().zip(&seen) {
+            for (frame, &(class, home)) in chunk(i).iter().zip(&prep.seen) {
                 self.ingress_classified(now, frame.as_ref(), class, home, tx);
+            }
+        }
+    }
+
+    /// Pipeline stage 1: classify a chunk and prefetch its demux buckets.
+    fn classify_chunk<F: AsRef<[u8]>>(&mut self, frames: &[F], prep: &mut Prepared) {
+        prep.len = frames.len();
+        for (frame, seen) in frames.iter().zip(&mut prep.seen) {
+            let class = self.classify(frame.as_ref());
+            let home = match class {
+                Ok(Class::Tcp { key, .. }) => self.table.home(&key),
+                _ => 0,
+            };
+            self.table.prefetch(home);
+            *seen = (class, home);
+        }
+    }
+
+    /// Pipeline stage 2: read the buckets, prefetch the slots they name.
+    fn prefetch_chunk_slots(&self, prep: &mut Prepared) {
+        for (&(class, home), slot) in prep.seen[..prep.len].iter().zip(&mut prep.slots) {
+            *slot = NO_SLOT;
+            if let (Ok(Class::Tcp { .. }), Some(s)) = (class, self.table.first(home)) {
+                self.prefetch_slot(s);
+                *slot = s;
             }
         }
     }
@@ -298,6 +341,7 @@ impl Stack {
         for line in 0..size_of::<SocketStorage<'static>>().div_ceil(64) {
             mem::prefetch(socket.cast::<u8>().wrapping_add(line * 64));
         }
+        self.wheel.prefetch(slot);
     }
 
     /// Reads the slot record (prefetched before) to find the buffer chunk, then prefetches

@@ -296,6 +296,18 @@ impl Wheel {
     /// The bytes this wheel occupies: its node array (16 bytes per key) plus the wheel
     /// itself (slot heads and bitmaps).
     pub fn memory_bytes(&self) -> usize {
+        self.memory()
+    }
+
+    /// Starts loading `key`'s node into the cache (a hint; out-of-range keys are ignored),
+    /// for callers that know which keys they will touch next.
+    pub fn prefetch(&self, key: u32) {
+        if let Some(node) = self.nodes.get(key as usize) {
+            crate::mem::prefetch(node);
+        }
+    }
+
+    fn memory(&self) -> usize {
         size_of::<Self>() + size_of_val::<[Node]>(&self.nodes)
     }
 
