@@ -97,3 +97,10 @@ pub use smoltcp::socket::tcp::State;
 pub use smoltcp::time::{Duration, Instant};
 pub use stack::{BATCH, Event, Stack};
 pub use table::FourTuple;
+
+/// Internals exposed for the crate's criterion benchmarks only: not a stable API.
+#[doc(hidden)]
+pub mod bench_support {
+    pub use crate::mem::BufferPool;
+    pub use crate::table::Table;
+}

@@ -206,7 +206,7 @@ fn unmap(ptr: NonNull<u8>, bytes: usize, backing: Backing) {
 /// Allocation is O(1): a bump index over never-used chunks, then an intrusive free list
 /// threaded through the first four bytes of released chunks (so the list costs no memory
 /// of its own and never touches a page that was never used).
-pub(crate) struct BufferPool {
+pub struct BufferPool {
     region: Region<u8>,
     chunk: usize,
     capacity: u32,
@@ -219,7 +219,7 @@ const NIL: u32 = u32::MAX;
 
 impl BufferPool {
     /// A pool of `capacity` chunks of `chunk` bytes each (`chunk` >= 4).
-    pub(crate) fn new(chunk: usize, capacity: usize, hugepages: HugePages) -> Option<Self> {
+    pub fn new(chunk: usize, capacity: usize, hugepages: HugePages) -> Option<Self> {
         let chunk = chunk.max(4);
         let capacity = u32::try_from(capacity).ok().filter(|&c| c < NIL)?;
         let bytes = chunk.checked_mul(capacity as usize)?;
@@ -237,7 +237,7 @@ impl BufferPool {
     /// Takes a chunk: its index (to give back with [`release`](Self::release)) and its bytes.
     ///
     /// `None` when every chunk is in use.
-    pub(crate) fn take(&mut self) -> Option<(u32, &'static mut [u8])> {
+    pub fn take(&mut self) -> Option<(u32, &'static mut [u8])> {
         let idx = if self.free_head != NIL {
             let idx = self.free_head;
             self.free_head = self.link(idx);
@@ -265,7 +265,7 @@ impl BufferPool {
     /// # Safety
     /// The slice that [`take`](Self::take) returned with `idx` must have been dropped, and
     /// `idx` must not be released twice.
-    pub(crate) unsafe fn release(&mut self, idx: u32) {
+    pub unsafe fn release(&mut self, idx: u32) {
         debug_assert!(idx < self.bumped);
         let at = idx as usize * self.chunk;
         debug_assert!(at + 4 <= self.region.len);

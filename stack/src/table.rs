@@ -33,7 +33,8 @@ pub struct FourTuple {
 const EMPTY: u32 = u32::MAX;
 
 /// The 4-tuple → slot index map.
-pub(crate) struct Table {
+#[derive(Debug)]
+pub struct Table {
     buckets: Region<u32>,
     mask: usize,
     len: usize,
@@ -41,8 +42,8 @@ pub(crate) struct Table {
 }
 
 impl Table {
-    /// A table for up to `capacity` entries, keyed by `keys`.
-    pub(crate) fn new(capacity: usize, keys: (u64, u64), hugepages: HugePages) -> Option<Self> {
+    /// A table for up to `capacity` entries, hashed under the secret `keys`.
+    pub fn new(capacity: usize, keys: (u64, u64), hugepages: HugePages) -> Option<Self> {
         let buckets = capacity
             .max(4)
             .checked_mul(2)?
@@ -64,7 +65,7 @@ impl Table {
     }
 
     /// The slot holding `key`; `key_of(slot)` gives the 4-tuple of a stored slot.
-    pub(crate) fn find(&self, key: &FourTuple, key_of: impl Fn(u32) -> FourTuple) -> Option<u32> {
+    pub fn find(&self, key: &FourTuple, key_of: impl Fn(u32) -> FourTuple) -> Option<u32> {
         self.find_from(self.home(key), key, key_of)
     }
 
@@ -90,7 +91,7 @@ impl Table {
 
     /// Adds `slot` under `key`, which must not be present. `false` when the table is at
     /// capacity (half its buckets), so probing always terminates.
-    pub(crate) fn insert(&mut self, key: &FourTuple, slot: u32) -> bool {
+    pub fn insert(&mut self, key: &FourTuple, slot: u32) -> bool {
         debug_assert_ne!(slot, EMPTY);
         if self.len >= self.buckets.len() / 2 {
             return false;
@@ -106,11 +107,7 @@ impl Table {
 
     /// Removes `key`; returns its slot. Later entries of the probe run shift back so that
     /// no tombstone is left.
-    pub(crate) fn remove(
-        &mut self,
-        key: &FourTuple,
-        key_of: impl Fn(u32) -> FourTuple,
-    ) -> Option<u32> {
+    pub fn remove(&mut self, key: &FourTuple, key_of: impl Fn(u32) -> FourTuple) -> Option<u32> {
         let mut hole = self.home(key);
         loop {
             let slot = self.buckets[hole];
