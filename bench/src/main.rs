@@ -2,6 +2,7 @@
 //! object on stdout; progress goes to stderr.
 
 mod stack;
+mod xsk;
 
 use clap::{Parser, Subcommand};
 
@@ -20,11 +21,14 @@ struct Cli {
 enum Command {
     /// In-memory scale scenario: two stacks back to back on simulated time.
     Stack(stack::Args),
+    /// Raw AF_XDP packet rates (tx, rx-drop, or both across the test bed).
+    Xsk(xsk::Args),
 }
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Stack(args) => stack::run(&args),
+        Command::Xsk(args) => xsk::run(&args),
     }
 }

@@ -14,7 +14,7 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use c10m_ebpf::{Proto, Steering};
-use c10m_stack::{Config, HugePages, ListenOptions, SocketOptions, Stack};
+use c10m_stack::{Config, HugePages, ListenOptions, PortChooser, SocketOptions, Stack};
 
 use crate::config::{Options, StartError};
 use crate::host;
@@ -71,6 +71,8 @@ pub fn run(
         steering.add_service(opts.addr.0, Proto::Tcp, port)?;
     }
 
+    // Active opens pick local ports whose replies hash back to their worker's queue.
+    let rss = crate::rss::for_workers(&opts.iface, opts.queues);
     let clock = Clock::new();
     let (ready_tx, ready_rx) = mpsc::channel();
     let mut handles = Vec::new();
@@ -84,15 +86,21 @@ pub fn run(
             seed: seed ^ u64::from(q).wrapping_mul(0x9e37_79b9_7f4a_7c15),
             ..Config::default()
         };
-        let (opts, steering, stop, ready) = (
+        let (opts, steering, stop, ready, rss) = (
             opts.clone(),
             steering.clone(),
             stop.clone(),
             ready_tx.clone(),
+            rss.clone(),
         );
         let handle = std::thread::Builder::new()
             .name(format!("c10m-q{q}"))
-            .spawn(move || worker_main(q, &opts, &config, &steering, &stop, mesh, clock, ready))
+            .spawn(move || {
+                let ports = crate::rss::chooser(rss.as_ref(), q);
+                worker_main(
+                    q, &opts, &config, ports, &steering, &stop, mesh, clock, ready,
+                )
+            })
             .map_err(|e| StartError::Invalid(format!("starting a worker thread: {e}")))?;
         handles.push(handle);
     }
@@ -148,6 +156,7 @@ fn worker_main(
     q: u32,
     opts: &Options,
     config: &Config,
+    ports: Box<dyn PortChooser>,
     steering: &Steering,
     stop: &AtomicBool,
     mesh: ArpMesh,
@@ -183,6 +192,7 @@ fn worker_main(
         Ok(s) => s,
         Err(e) => return fail(e.to_string()),
     };
+    stack.set_port_chooser(ports);
     let listen = ListenOptions {
         socket: SocketOptions {
             rx_buf: opts.rx_buf,

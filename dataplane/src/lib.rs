@@ -10,6 +10,7 @@
 //! | `xsk` | one AF_XDP socket bound to (interface, queue) with need_wakeup, copy or zero-copy; the only user of `xdpilone` | yes: the UMEM registration, `sendto`, `poll`, `getsockopt` |
 //! | `port` | socket + UMEM as the stack's device: rx frames read in place, tx frames built in place, batched rings, no frame leaks | no |
 //! | `worker` | the per-core loop: rx batch → stack → service → poll → tx → completions → idle policy | no |
+//! | `rss` | Toeplitz hash and indirection table: local ports whose replies come back to the worker's own queue | no |
 //! | `service` | the built-in services (`echo`) | no |
 //! | `daemon`, `config`, `host`, `report` | start-up checks, threads, shutdown, the final JSON report | no |
 //! | `signal` | SIGINT/SIGTERM → stop flag | yes: `sigaction` |
@@ -43,6 +44,7 @@ mod daemon;
 mod host;
 mod port;
 mod report;
+mod rss;
 mod service;
 #[allow(unsafe_code)]
 mod signal;
@@ -54,8 +56,9 @@ mod xsk;
 
 pub use config::{Options, StartError, parse_cidr, parse_cores, parse_service};
 pub use daemon::{Ready, run};
-pub use port::{FrameReport, PortStats};
+pub use port::{FrameReport, Port, PortStats, Tx};
 pub use report::{Report, Totals, WorkerReport};
+pub use rss::{Rss, RssPorts, Toeplitz};
 pub use service::{EchoStats, Service};
 pub use worker::{Idle, LoopStats};
 pub use xsk::{KernelStats, ZeroCopy};

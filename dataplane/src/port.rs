@@ -12,11 +12,13 @@
 //! kick) → `reap` (completion ring → free list).
 
 use std::collections::VecDeque;
+use std::io;
+use std::os::fd::BorrowedFd;
 
-use c10m_stack::{MAX_FRAME, TxQueue};
+use c10m_stack::{HugePages, MAX_FRAME, TxQueue};
 
 use crate::umem::{Book, Frame, Memory, Place};
-use crate::xsk::{KernelStats, Socket};
+use crate::xsk::{KernelStats, Rings, Socket, ZeroCopy};
 
 /// What one port counted.
 #[derive(Debug, Clone, Copy, Default, serde::Serialize)]
@@ -59,7 +61,11 @@ pub struct FrameReport {
 }
 
 /// One queue's socket, memory and book. See the [module docs](self).
-pub(crate) struct Port {
+///
+/// Public for raw-rate tools (`c10m-bench xsk`): [`Port::open`], then `receive` and
+/// `refill` to receive, `tx` (a [`TxQueue`]), `flush` and `reap` to transmit. Not `Send`:
+/// open it on the thread that uses it.
+pub struct Port {
     // Declared before `mem`: the socket must go before its UMEM.
     socket: Socket,
     mem: Memory,
@@ -107,9 +113,48 @@ impl Port {
         port
     }
 
+    /// Opens a socket on `iface` queue `queue` over a fresh UMEM of `frames` frames of
+    /// 2048 bytes (a power of two, at least 64); the rings hold half of them (at most
+    /// 4096), and the fill ring is filled.
+    pub fn open(iface: &str, queue: u32, frames: u32, zero_copy: ZeroCopy) -> io::Result<Port> {
+        const FRAME: u32 = 2048;
+        if !frames.is_power_of_two() || frames < 64 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "UMEM frames must be a power of two, at least 64",
+            ));
+        }
+        let (mem, book) = Memory::new(frames, FRAME, HugePages::Auto)
+            .ok_or_else(|| io::Error::new(io::ErrorKind::OutOfMemory, "could not map the UMEM"))?;
+        let ring = (frames / 2).min(4096);
+        let rings = Rings {
+            fill: ring,
+            completion: ring,
+            rx: ring,
+            tx: ring,
+        };
+        let socket = Socket::open(iface, queue, &mem, FRAME, rings, zero_copy)?;
+        Ok(Port::new(socket, mem, book, FRAME, ring, ring as usize))
+    }
+
     /// The socket (for the XSKMAP, and the mode).
     pub(crate) fn socket(&self) -> &Socket {
         &self.socket
+    }
+
+    /// The socket's descriptor, for the XSKMAP.
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        self.socket.fd()
+    }
+
+    /// Whether the kernel runs the socket in zero-copy mode.
+    pub fn zero_copy(&self) -> bool {
+        self.socket.zero_copy()
+    }
+
+    /// The port's counters so far.
+    pub fn stats(&self) -> PortStats {
+        self.stats
     }
 
     /// Whether the UMEM is on hugepages.
@@ -119,7 +164,7 @@ impl Port {
 
     /// Reads up to `max` frames and calls `f(frame, tx)` for each, then recycles them.
     /// Returns how many were read.
-    pub(crate) fn receive(&mut self, max: u32, mut f: impl FnMut(&[u8], &mut Tx<'_>)) -> u32 {
+    pub fn receive(&mut self, max: u32, mut f: impl FnMut(&[u8], &mut Tx<'_>)) -> u32 {
         let Port {
             socket,
             mem,
@@ -155,7 +200,7 @@ impl Port {
     }
 
     /// The stack's transmit queue, for `Stack::poll` and replayed frames.
-    pub(crate) fn tx(&mut self) -> Tx<'_> {
+    pub fn tx(&mut self) -> Tx<'_> {
         Tx {
             mem: &self.mem,
             book: &mut self.book,
@@ -169,7 +214,7 @@ impl Port {
 
     /// Tops the fill ring up to its target from the free list; wakes the driver if it
     /// asks. Returns how many frames went in.
-    pub(crate) fn refill(&mut self) -> u32 {
+    pub fn refill(&mut self) -> u32 {
         let want = self
             .fill_target
             .saturating_sub(self.book.count(Place::Fill));
@@ -190,7 +235,7 @@ impl Port {
 
     /// Moves staged frames to the tx ring and kicks the kernel if it needs it. Returns
     /// how many frames went on the ring.
-    pub(crate) fn flush(&mut self) -> u32 {
+    pub fn flush(&mut self) -> u32 {
         let mut n = 0;
         if !self.staged.is_empty() {
             let (book, staged) = (&mut self.book, &mut self.staged);
@@ -213,7 +258,7 @@ impl Port {
     }
 
     /// Takes completed tx frames back to the free list. Returns how many.
-    pub(crate) fn reap(&mut self) -> u32 {
+    pub fn reap(&mut self) -> u32 {
         if self.book.count(Place::Tx) == 0 {
             return 0;
         }
@@ -233,23 +278,23 @@ impl Port {
 
     /// Frames in flight to the kernel for transmission (staged, on the tx ring or not yet
     /// reaped).
-    pub(crate) fn tx_in_flight(&self) -> u32 {
+    pub fn tx_in_flight(&self) -> u32 {
         self.staged.len() as u32 + self.book.count(Place::Tx)
     }
 
     /// Sleeps on the socket for at most `timeout_ms`.
-    pub(crate) fn wait(&self, timeout_ms: i32) {
+    pub fn wait(&self, timeout_ms: i32) {
         self.socket.wait(timeout_ms);
     }
 
     /// The kernel's counters for the socket.
-    pub(crate) fn kernel_stats(&self) -> KernelStats {
+    pub fn kernel_stats(&self) -> KernelStats {
         self.socket.kernel_stats()
     }
 
     /// Finishes transmission (for at most `patience`), drops what is still received,
     /// closes the socket and accounts for every frame.
-    pub(crate) fn close(mut self, patience: std::time::Duration) -> (PortStats, FrameReport) {
+    pub fn close(mut self, patience: std::time::Duration) -> (PortStats, FrameReport) {
         let deadline = std::time::Instant::now() + patience;
         while self.tx_in_flight() > 0 && std::time::Instant::now() < deadline {
             self.flush();
@@ -285,7 +330,7 @@ impl Port {
 }
 
 /// The stack's transmit queue over a port: builds frames in free UMEM frames.
-pub(crate) struct Tx<'a> {
+pub struct Tx<'a> {
     mem: &'a Memory,
     book: &'a mut Book,
     staged: &'a mut VecDeque<Frame>,
@@ -293,6 +338,14 @@ pub(crate) struct Tx<'a> {
     frame_size: usize,
     scratch: &'a mut Vec<u8>,
     stats: &'a mut PortStats,
+}
+
+impl std::fmt::Debug for Tx<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tx")
+            .field("staged", &self.staged.len())
+            .finish_non_exhaustive()
+    }
 }
 
 impl TxQueue for Tx<'_> {

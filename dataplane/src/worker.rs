@@ -16,6 +16,10 @@
 //!       frame comes or the stack's next timer (at most MAX_SLEEP)
 //! ```
 //!
+//! When the stop flag is set, the loop goes on for up to a second while connections are
+//! closing (FIN sent or received, final ACK pending), so that a client's just-finished
+//! close is completed and counted rather than cut off.
+//!
 //! # ARP across queues
 //!
 //! Each worker's stack has its own neighbour cache, but the NIC delivers an ARP reply on
@@ -42,6 +46,24 @@ const SPIN_ROUNDS: u32 = 256;
 const MAX_SLEEP: Duration = Duration::from_millis(10);
 /// Extra flush/kick/reap rounds per iteration while transmissions are in flight.
 const KICK_ROUNDS: u32 = 8;
+/// How long a stopping worker keeps running to finish closes under way.
+const DRAIN: c10m_stack::Duration = c10m_stack::Duration::from_millis(1000);
+
+/// Whether any connection is between a close and its end (TIME-WAIT excepted).
+fn closing(stack: &Stack) -> bool {
+    use c10m_stack::State;
+    let c = stack.counters();
+    [
+        State::FinWait1,
+        State::FinWait2,
+        State::CloseWait,
+        State::Closing,
+        State::LastAck,
+    ]
+    .into_iter()
+    .any(|s| c.in_state(s) > 0)
+}
+
 /// ARP frames that may wait for one worker.
 pub(crate) const ARP_QUEUE: usize = 64;
 
@@ -143,9 +165,18 @@ pub(crate) fn run(
     let mut stats = LoopStats::default();
     let mut empty = 0u32;
     let forward = !mesh.peers.is_empty();
-    while !stop.load(Ordering::Relaxed) {
+    let mut drain_until = None;
+    loop {
         stats.loops += 1;
         let now = clock.now();
+        if stop.load(Ordering::Relaxed) {
+            // Stopping: finish the closes under way (peers' final ACKs, our FINs) for a
+            // short while, so that connections a client just closed are counted closed.
+            let until = *drain_until.get_or_insert(now + DRAIN);
+            if now >= until || !closing(stack) {
+                break;
+            }
+        }
         let rx = port.receive(RX_BATCH, |frame, tx| {
             if forward && is_arp(frame) {
                 forward_arp(frame, &mesh.peers, &mut stats);

@@ -1,0 +1,283 @@
+//! RSS-aware local ports for active opens.
+//!
+//! With N queues the NIC picks the rx queue of every frame by its RSS hash: the Toeplitz
+//! hash of the IPv4/TCP 4-tuple under a 40-byte secret key, reduced through the
+//! indirection table (RETA) to a queue. A connection that worker q opens lives on worker
+//! q, so its replies must hash to queue q, or they land on a worker that has no such
+//! connection. [`RssPorts`] picks local ports for which they do.
+//!
+//! The hash input is the *received* reply's fields, in packet order: source address
+//! (the remote), destination address (ours), source port (the remote's), destination
+//! port (ours) — 12 bytes, as in Microsoft's "RSS hashing functions" specification,
+//! which every NIC driver follows for `tcp4` flows with hash fields `sdfn` (the usual
+//! default; `ethtool -n IFACE rx-flow-hash tcp4` shows them).
+//!
+//! The key and RETA come from `ethtool -x IFACE` ([`Rss::read`]). A driver without RSS
+//! (veth: a frame sent on the peer's tx queue i arrives on rx queue i) has neither; then
+//! [`chooser`] falls back to the stack's [`SequentialPorts`] and logs that replies may
+//! land on another queue.
+//!
+//! Toeplitz is linear over XOR, so the hash of 12 bytes is the XOR of one table entry per
+//! byte: [`Toeplitz`] precomputes 12 × 256 words (12 KiB) and hashes in 12 lookups.
+
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::process::Command;
+use std::sync::Arc;
+
+use c10m_stack::{PortChooser, SequentialPorts};
+
+/// Bytes of hash input for IPv4 with TCP ports.
+const INPUT: usize = 12;
+
+/// The Toeplitz hash over a 12-byte IPv4/TCP input, with per-byte tables.
+#[derive(Clone)]
+pub struct Toeplitz {
+    table: Box<[[u32; 256]; INPUT]>,
+}
+
+impl std::fmt::Debug for Toeplitz {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Toeplitz").finish_non_exhaustive()
+    }
+}
+
+/// The 32 key bits starting at bit `bit` (the key's first bit is the MSB of byte 0).
+fn window(key: &[u8], bit: usize) -> u32 {
+    let byte = bit / 8;
+    let mut w = 0u64;
+    for i in 0..5 {
+        w = (w << 8) | u64::from(key.get(byte + i).copied().unwrap_or(0));
+    }
+    (w >> (8 - bit % 8)) as u32
+}
+
+impl Toeplitz {
+    /// Tables for `key`; `None` if the key is too short to hash 12 bytes (16 bytes).
+    pub fn new(key: &[u8]) -> Option<Toeplitz> {
+        if key.len() < INPUT + 4 {
+            return None;
+        }
+        let mut table = Box::new([[0u32; 256]; INPUT]);
+        for (pos, row) in table.iter_mut().enumerate() {
+            for (value, entry) in row.iter_mut().enumerate() {
+                *entry = (0..8)
+                    .filter(|b| value & (0x80 >> b) != 0)
+                    .fold(0, |h, b| h ^ window(key, pos * 8 + b));
+            }
+        }
+        Some(Toeplitz { table })
+    }
+
+    /// The hash of `input`.
+    pub fn hash(&self, input: &[u8; INPUT]) -> u32 {
+        input
+            .iter()
+            .zip(self.table.iter())
+            .fold(0, |h, (&b, row)| h ^ row[usize::from(b)])
+    }
+
+    /// The hash a NIC computes for a received IPv4/TCP segment from `src` to `dst`.
+    pub fn hash_tcp4(&self, src: SocketAddrV4, dst: SocketAddrV4) -> u32 {
+        self.hash(&input(src, dst))
+    }
+}
+
+fn input(src: SocketAddrV4, dst: SocketAddrV4) -> [u8; INPUT] {
+    let mut b = [0u8; INPUT];
+    b[0..4].copy_from_slice(&src.ip().octets());
+    b[4..8].copy_from_slice(&dst.ip().octets());
+    b[8..10].copy_from_slice(&src.port().to_be_bytes());
+    b[10..12].copy_from_slice(&dst.port().to_be_bytes());
+    b
+}
+
+/// An interface's RSS configuration: the hash and the indirection table.
+#[derive(Debug, Clone)]
+pub struct Rss {
+    hash: Toeplitz,
+    reta: Vec<u32>,
+}
+
+impl Rss {
+    /// From a key and a non-empty RETA (entry i: the queue of hashes `h % len == i`).
+    pub fn new(key: &[u8], reta: Vec<u32>) -> Option<Rss> {
+        if reta.is_empty() {
+            return None;
+        }
+        Some(Rss {
+            hash: Toeplitz::new(key)?,
+            reta,
+        })
+    }
+
+    /// Reads the key and RETA of `iface` with `ethtool -x`. `Err` says why there is
+    /// none (no ethtool, a driver without RSS, a hash function other than Toeplitz).
+    pub fn read(iface: &str) -> Result<Rss, String> {
+        let out = Command::new("ethtool")
+            .args(["-x", iface])
+            .output()
+            .map_err(|e| format!("running `ethtool -x {iface}`: {e}"))?;
+        if !out.status.success() {
+            let err = String::from_utf8_lossy(&out.stderr);
+            return Err(format!("`ethtool -x {iface}`: {}", err.trim()));
+        }
+        Rss::parse_ethtool(&String::from_utf8_lossy(&out.stdout))
+    }
+
+    /// Parses the output of `ethtool -x IFACE`.
+    pub fn parse_ethtool(text: &str) -> Result<Rss, String> {
+        let mut reta = Vec::new();
+        let mut key = None;
+        let mut lines = text.lines().map(str::trim);
+        while let Some(line) = lines.next() {
+            if let Some((index, entries)) = line.split_once(':')
+                && !index.is_empty()
+                && index.bytes().all(|b| b.is_ascii_digit())
+            {
+                for e in entries.split_whitespace() {
+                    reta.push(e.parse().map_err(|_| format!("bad RETA entry {e:?}"))?);
+                }
+            } else if line.starts_with("RSS hash key") {
+                let hex = lines.next().unwrap_or_default();
+                let bytes: Result<Vec<u8>, _> = hex
+                    .split(':')
+                    .map(|b| u8::from_str_radix(b.trim(), 16))
+                    .collect();
+                key = Some(bytes.map_err(|_| format!("no readable RSS key ({hex:?})"))?);
+            } else if let Some((func, state)) = line.split_once(':')
+                && state.trim() == "on"
+                && func != "toeplitz"
+            {
+                return Err(format!("the RSS hash is {func}, not toeplitz"));
+            }
+        }
+        let key = key.ok_or("no RSS hash key")?;
+        Rss::new(&key, reta).ok_or_else(|| "no indirection table or key too short".into())
+    }
+
+    /// The queue of a hash.
+    pub fn queue(&self, hash: u32) -> u32 {
+        self.reta[hash as usize % self.reta.len()]
+    }
+
+    /// The queue on which a reply from `remote` to `local` arrives.
+    pub fn reply_queue(&self, local: SocketAddrV4, remote: SocketAddrV4) -> u32 {
+        self.queue(self.hash.hash_tcp4(remote, local))
+    }
+
+    /// Whether some RETA entry points at `queue`.
+    pub fn covers(&self, queue: u32) -> bool {
+        self.reta.contains(&queue)
+    }
+
+    /// The highest queue in the RETA.
+    pub fn max_queue(&self) -> u32 {
+        self.reta.iter().copied().max().unwrap_or(0)
+    }
+}
+
+/// Picks local ports whose replies hash to one queue. See the [module docs](self).
+#[derive(Debug, Clone)]
+pub struct RssPorts {
+    rss: Arc<Rss>,
+    queue: u32,
+    first: u16,
+    last: u16,
+    next: u16,
+}
+
+impl RssPorts {
+    /// For the worker of `queue`, over ports `first..=last` (`first` > 0).
+    pub fn new(rss: Arc<Rss>, queue: u32, first: u16, last: u16) -> RssPorts {
+        let first = first.max(1);
+        RssPorts {
+            rss,
+            queue,
+            first,
+            last: last.max(first),
+            next: first,
+        }
+    }
+
+    /// Over Linux's default ephemeral range, 32768–60999.
+    pub fn ephemeral(rss: Arc<Rss>, queue: u32) -> RssPorts {
+        RssPorts::new(rss, queue, 32768, 60999)
+    }
+}
+
+impl PortChooser for RssPorts {
+    fn choose(
+        &mut self,
+        local: Ipv4Addr,
+        remote: SocketAddrV4,
+        in_use: &mut dyn FnMut(u16) -> bool,
+    ) -> Option<u16> {
+        // The fixed part of the input once; then one lookup pair per candidate port.
+        let base = self.rss.hash.hash_tcp4(remote, SocketAddrV4::new(local, 0));
+        let t = &self.rss.hash.table;
+        let span = u32::from(self.last - self.first) + 1;
+        for _ in 0..span {
+            let port = self.next;
+            self.next = if port == self.last {
+                self.first
+            } else {
+                port + 1
+            };
+            let [hi, lo] = port.to_be_bytes();
+            let hash = base ^ t[10][usize::from(hi)] ^ t[11][usize::from(lo)];
+            if self.rss.queue(hash) == self.queue && !in_use(port) {
+                return Some(port);
+            }
+        }
+        None
+    }
+}
+
+/// The port chooser for the worker of `queue`: [`RssPorts`] when the
+/// interface's RSS is known and covers the queue, else [`SequentialPorts`] with a log
+/// line when replies may land on another queue.
+pub(crate) fn chooser(rss: Option<&Arc<Rss>>, queue: u32) -> Box<dyn PortChooser> {
+    match rss {
+        Some(rss) if rss.covers(queue) => Box::new(RssPorts::ephemeral(rss.clone(), queue)),
+        Some(_) => {
+            log::warn!(
+                "queue {queue} is not in the RSS indirection table: its active opens use \
+                 sequential ports and their replies land on other queues"
+            );
+            Box::new(SequentialPorts::default())
+        }
+        None => Box::new(SequentialPorts::default()),
+    }
+}
+
+/// Reads the RSS configuration of `iface` for `queues` workers, logging what follows.
+pub(crate) fn for_workers(iface: &str, queues: u32) -> Option<Arc<Rss>> {
+    match Rss::read(iface) {
+        Ok(rss) => {
+            if rss.max_queue() >= queues {
+                log::warn!(
+                    "{iface}: the RSS table spreads flows over {} queues but {queues} workers \
+                     run: set `ethtool -L {iface} combined {queues}` or `ethtool -X {iface} \
+                     equal {queues}`",
+                    rss.max_queue() + 1
+                );
+            }
+            Some(Arc::new(rss))
+        }
+        Err(why) => {
+            if queues > 1 {
+                log::warn!(
+                    "{iface}: no RSS key and table ({why}): active opens use sequential \
+                     local ports, so their replies may land on another queue's worker"
+                );
+            } else {
+                log::debug!("{iface}: no RSS ({why}); one queue, so it does not matter");
+            }
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+#[path = "rss/tests.rs"]
+mod tests;
