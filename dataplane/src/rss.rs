@@ -181,21 +181,16 @@ impl Rss {
 pub struct RssPorts {
     rss: Arc<Rss>,
     queue: u32,
-    first: u16,
-    last: u16,
-    next: u16,
+    ports: SequentialPorts,
 }
 
 impl RssPorts {
     /// For the worker of `queue`, over ports `first..=last` (`first` > 0).
     pub fn new(rss: Arc<Rss>, queue: u32, first: u16, last: u16) -> RssPorts {
-        let first = first.max(1);
         RssPorts {
             rss,
             queue,
-            first,
-            last: last.max(first),
-            next: first,
+            ports: SequentialPorts::new(first, last),
         }
     }
 
@@ -214,22 +209,13 @@ impl PortChooser for RssPorts {
     ) -> Option<u16> {
         // The fixed part of the input once; then one lookup pair per candidate port.
         let base = self.rss.hash.hash_tcp4(remote, SocketAddrV4::new(local, 0));
-        let t = &self.rss.hash.table;
-        let span = u32::from(self.last - self.first) + 1;
-        for _ in 0..span {
-            let port = self.next;
-            self.next = if port == self.last {
-                self.first
-            } else {
-                port + 1
-            };
+        let (rss, queue) = (&self.rss, self.queue);
+        let t = &rss.hash.table;
+        self.ports.scan(|port| {
             let [hi, lo] = port.to_be_bytes();
             let hash = base ^ t[10][usize::from(hi)] ^ t[11][usize::from(lo)];
-            if self.rss.queue(hash) == self.queue && !in_use(port) {
-                return Some(port);
-            }
-        }
-        None
+            rss.queue(hash) == queue && !in_use(port)
+        })
     }
 }
 

@@ -37,6 +37,27 @@ impl SequentialPorts {
     }
 }
 
+impl SequentialPorts {
+    /// Walks the range round-robin from where the last walk stopped and returns the first
+    /// port `accept` takes, or `None` after one full turn. Other choosers build on it
+    /// (the dataplane's RSS-aware one accepts only ports that hash to its queue).
+    pub fn scan(&mut self, mut accept: impl FnMut(u16) -> bool) -> Option<u16> {
+        let span = u32::from(self.last - self.first) + 1;
+        for _ in 0..span {
+            let port = self.next;
+            self.next = if port == self.last {
+                self.first
+            } else {
+                port + 1
+            };
+            if accept(port) {
+                return Some(port);
+            }
+        }
+        None
+    }
+}
+
 impl Default for SequentialPorts {
     fn default() -> Self {
         SequentialPorts::new(32768, 60999)
@@ -50,19 +71,7 @@ impl PortChooser for SequentialPorts {
         _remote: SocketAddrV4,
         in_use: &mut dyn FnMut(u16) -> bool,
     ) -> Option<u16> {
-        let span = u32::from(self.last - self.first) + 1;
-        for _ in 0..span {
-            let port = self.next;
-            self.next = if port == self.last {
-                self.first
-            } else {
-                port + 1
-            };
-            if !in_use(port) {
-                return Some(port);
-            }
-        }
-        None
+        self.scan(|port| !in_use(port))
     }
 }
 
