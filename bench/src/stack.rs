@@ -136,7 +136,7 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<()> {
     if args.json {
         println!("{}", serde_json::to_string(&report)?);
     } else {
-        println!("{report:#?}");
+        print_table(&report);
     }
     Ok(())
 }
@@ -335,6 +335,40 @@ fn server(stack: &mut Stack, buf: &mut [u8]) {
             },
             _ => {}
         }
+    }
+}
+
+fn print_table(r: &Report) {
+    let rows = [
+        (
+            "connections established",
+            format!("{} of {}", r.established, r.conns),
+        ),
+        (
+            "server memory per connection",
+            format!("{:.0} B (stack accounting)", r.bytes_per_conn),
+        ),
+        (
+            "process RSS per connection",
+            format!("{:.0} B (client + server)", r.rss_bytes_per_conn),
+        ),
+        (
+            "handshakes per second",
+            format!("{:.0} (both ends on one core)", r.handshakes_per_sec),
+        ),
+        (
+            "ns per segment, N connections",
+            format!("{:.0}", r.ns_per_segment),
+        ),
+        (
+            "ns per segment, 1,000 connections",
+            format!("{:.0}", r.ns_per_segment_1k),
+        ),
+        ("ratio", format!("{:.2}", r.segment_ratio)),
+        ("buffers", format!("{} B rx + {} B tx", r.rx_buf, r.tx_buf)),
+    ];
+    for (k, v) in rows {
+        println!("  {k:<36}{v}");
     }
 }
 
