@@ -147,7 +147,7 @@ impl Stack {
             let Some(slot) = self.slab.check(id) else {
                 continue;
             };
-            let m = &mut self.slab.meta[slot as usize];
+            let m = &mut self.slab.slots[slot as usize].meta;
             if !m.has(flag::QUEUED) {
                 continue;
             }
@@ -155,7 +155,7 @@ impl Stack {
             self.listeners[li].queued -= 1;
             let s = self.socket_seen(slot);
             if s.recv_queue > 0 || !s.may_recv {
-                self.slab.meta[slot as usize].flags |= flag::READ_PENDING;
+                self.slab.slots[slot as usize].meta.flags |= flag::READ_PENDING;
                 self.events.push_back(Event::Readable(id));
             }
             return Some(id);
@@ -223,7 +223,7 @@ impl Stack {
             return Err(ConnectError::Unaddressable);
         }
         self.counters.connects += 1;
-        self.slab.meta[slot as usize].flags |= flag::VISIBLE;
+        self.slab.slots[slot as usize].meta.flags |= flag::VISIBLE;
         self.mark_dirty(slot);
         Ok(self.slab.id(slot))
     }
@@ -234,12 +234,12 @@ impl Stack {
         f: impl FnOnce(&mut tcp::Socket<'_>) -> R,
     ) -> Result<R, ConnError> {
         let slot = self.slab.check(id).ok_or(ConnError::Closed)?;
-        let mut set = mem::one_slot(&mut self.slab.sockets[slot as usize]);
+        let mut set = mem::one_slot(&mut self.slab.slots[slot as usize].storage);
         Ok(f(set.get_mut::<tcp::Socket>(SocketHandle::default())))
     }
 
     fn socket_seen(&mut self, slot: u32) -> crate::stack::Seen {
-        let set = mem::one_slot(&mut self.slab.sockets[slot as usize]);
+        let set = mem::one_slot(&mut self.slab.slots[slot as usize].storage);
         crate::stack::seen(set.get::<tcp::Socket>(SocketHandle::default()))
     }
 
@@ -297,7 +297,7 @@ impl Stack {
 
     fn after_send(&mut self, id: ConnId, short: bool) {
         if short {
-            self.slab.meta[id.slot as usize].flags |= flag::WANT_WRITE;
+            self.slab.slots[id.slot as usize].meta.flags |= flag::WANT_WRITE;
         }
         self.mark_dirty(id.slot);
     }

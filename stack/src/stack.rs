@@ -11,16 +11,14 @@
 use std::collections::VecDeque;
 use std::net::Ipv4Addr;
 
-use smoltcp::iface::{
-    Config as IfaceConfig, Interface, Route, SocketHandle, SocketSet, SocketStorage,
-};
+use smoltcp::iface::{Config as IfaceConfig, Interface, Route, SocketHandle, SocketSet};
 use smoltcp::phy::DeviceCapabilities;
 use smoltcp::socket::tcp::{self, State};
 use smoltcp::time::Instant;
 use smoltcp::wire::{EthernetAddress, HardwareAddress, IpAddress, IpCidr, Ipv4Cidr};
 
 use crate::config::{Config, ConfigError};
-use crate::conn::{ConnId, Slab, flag};
+use crate::conn::{ConnId, Slab, Slot, flag};
 use crate::counters::{Counters, Refusal, state_index};
 use crate::device::{self, Port, TxQueue, TxTally};
 use crate::listener::{Listener, SocketOptions};
@@ -335,11 +333,12 @@ impl Stack {
     }
 
     fn prefetch_slot(&self, slot: u32) {
-        let i = slot as usize;
-        mem::prefetch(&self.slab.meta[i]);
-        let socket: *const SocketStorage<'static> = &self.slab.sockets[i];
-        for line in 0..size_of::<SocketStorage<'static>>().div_ceil(64) {
-            mem::prefetch(socket.cast::<u8>().wrapping_add(line * 64));
+        let at: *const Slot = &self.slab.slots[slot as usize];
+        let (start, end) = (at as usize, at as usize + size_of::<Slot>());
+        let mut line = start & !63;
+        while line < end {
+            mem::prefetch(at.cast::<u8>().wrapping_add(line - start));
+            line += 64;
         }
         self.wheel.prefetch(slot);
     }
@@ -347,7 +346,7 @@ impl Stack {
     /// Reads the slot record (prefetched before) to find the buffer chunk, then prefetches
     /// the chunk.
     fn prefetch_buffers(&self, slot: u32) {
-        let m = &self.slab.meta[slot as usize];
+        let m = &self.slab.slots[slot as usize].meta;
         if m.has(flag::LIVE)
             && let Some(pool) = self.pools.get(usize::from(m.pool))
         {
@@ -467,8 +466,8 @@ impl Stack {
         opts.apply(&mut socket);
         setup(&mut socket, &mut self.iface);
         let state = socket.state();
-        mem::install(&mut self.slab.sockets[slot as usize], socket);
-        let m = &mut self.slab.meta[slot as usize];
+        mem::install(&mut self.slab.slots[slot as usize].storage, socket);
+        let m = &mut self.slab.slots[slot as usize].meta;
         m.link = chunk;
         m.pool = pool;
         m.profile = profile;
@@ -485,7 +484,7 @@ impl Stack {
 
     fn ingress_slot<T: TxQueue>(&mut self, now: Instant, slot: u32, frame: &[u8], tx: &mut T) {
         let i = slot as usize;
-        let mut set = mem::one_slot(&mut self.slab.sockets[i]);
+        let mut set = mem::one_slot(&mut self.slab.slots[i].storage);
         let before = seen(set.get::<tcp::Socket>(SocketHandle::default()));
         let mut port = Port {
             rx: Some(frame),
@@ -496,14 +495,14 @@ impl Stack {
         self.iface.poll_ingress_single(now, &mut port, &mut set);
         let after = seen(set.get::<tcp::Socket>(SocketHandle::default()));
         drop(set);
-        self.slab.meta[i].last_rx = ms(now) as u32;
+        self.slab.slots[i].meta.last_rx = ms(now) as u32;
         if self.observe(slot, before, after) {
             self.mark_dirty(slot);
         }
     }
 
     pub(crate) fn mark_dirty(&mut self, slot: u32) {
-        let m = &mut self.slab.meta[slot as usize];
+        let m = &mut self.slab.slots[slot as usize].meta;
         if !m.has(flag::DIRTY) {
             m.flags |= flag::DIRTY;
             self.dirty.push(slot);
@@ -524,7 +523,7 @@ impl Stack {
         while !self.dirty.is_empty() {
             std::mem::swap(&mut due, &mut self.dirty);
             for &slot in &due {
-                let m = &mut self.slab.meta[slot as usize];
+                let m = &mut self.slab.slots[slot as usize].meta;
                 if m.flags & (flag::LIVE | flag::DIRTY) != flag::LIVE | flag::DIRTY {
                     continue;
                 }
@@ -537,7 +536,7 @@ impl Stack {
     }
 
     fn timer_fired(&mut self, now: Instant, slot: u32) {
-        let m = self.slab.meta[slot as usize];
+        let m = self.slab.slots[slot as usize].meta;
         if !m.has(flag::LIVE) {
             return;
         }
@@ -546,7 +545,7 @@ impl Stack {
             let silent = (ms(now) as u32).wrapping_sub(m.last_rx);
             if u64::from(silent) >= idle.total_millis() {
                 self.counters.idle_timeouts += 1;
-                let mut set = mem::one_slot(&mut self.slab.sockets[slot as usize]);
+                let mut set = mem::one_slot(&mut self.slab.slots[slot as usize].storage);
                 set.get_mut::<tcp::Socket>(SocketHandle::default()).abort();
             }
         }
@@ -555,7 +554,7 @@ impl Stack {
 
     fn egress_slot<T: TxQueue>(&mut self, now: Instant, slot: u32, tx: &mut T) {
         let i = slot as usize;
-        let mut set = mem::one_slot(&mut self.slab.sockets[i]);
+        let mut set = mem::one_slot(&mut self.slab.slots[i].storage);
         let before = seen(set.get::<tcp::Socket>(SocketHandle::default()));
         let mut port = Port {
             rx: None,
@@ -575,7 +574,7 @@ impl Stack {
         if !self.observe(slot, before, after) {
             return;
         }
-        let m = self.slab.meta[i];
+        let m = self.slab.slots[i].meta;
         let mut deadline = next.map(|t| (t.total_micros().max(0) as u64).div_ceil(1000));
         if let Some(idle) = self.profiles[usize::from(m.profile)].opts.idle_timeout {
             let silent = u64::from((ms(now) as u32).wrapping_sub(m.last_rx));
@@ -594,12 +593,12 @@ impl Stack {
     /// slot when its connection is over; returns whether it still lives.
     fn observe(&mut self, slot: u32, before: Seen, after: Seen) -> bool {
         let i = slot as usize;
-        let from = self.slab.meta[i].state as usize;
+        let from = self.slab.slots[i].meta.state as usize;
         let to = state_index(after.state);
         if from != to {
             self.counters.states[from] -= 1;
             self.counters.states[to] += 1;
-            self.slab.meta[i].state = to as u8;
+            self.slab.slots[i].meta.state = to as u8;
             if !self.transition(slot, from, after.state) {
                 return false;
             }
@@ -608,15 +607,15 @@ impl Stack {
             self.free_slot(slot);
             return false;
         }
-        let m = self.slab.meta[i];
+        let m = self.slab.slots[i].meta;
         if m.has(flag::VISIBLE) && !m.has(flag::CLOSED_SEEN) {
             let fin = before.may_recv && !after.may_recv;
             if (after.recv_queue > before.recv_queue || fin) && !m.has(flag::READ_PENDING) {
-                self.slab.meta[i].flags |= flag::READ_PENDING;
+                self.slab.slots[i].meta.flags |= flag::READ_PENDING;
                 self.events.push_back(Event::Readable(self.slab.id(slot)));
             }
             if m.has(flag::WANT_WRITE) && after.send_room > before.send_room {
-                self.slab.meta[i].flags &= !flag::WANT_WRITE;
+                self.slab.slots[i].meta.flags &= !flag::WANT_WRITE;
                 self.events.push_back(Event::Writable(self.slab.id(slot)));
             }
         }
@@ -627,12 +626,12 @@ impl Stack {
     /// freed.
     fn transition(&mut self, slot: u32, from: usize, to: State) -> bool {
         let i = slot as usize;
-        let m = self.slab.meta[i];
+        let m = self.slab.slots[i].meta;
         let listener = self.profiles[usize::from(m.profile)]
             .listener
             .map(usize::from);
         if m.has(flag::HALF_OPEN) {
-            self.slab.meta[i].flags &= !flag::HALF_OPEN;
+            self.slab.slots[i].meta.flags &= !flag::HALF_OPEN;
             self.half_open -= 1;
             if let Some(l) = listener {
                 self.listeners[l].half_open -= 1;
@@ -641,7 +640,7 @@ impl Stack {
         match to {
             State::SynReceived => {
                 if let Some(l) = listener {
-                    self.slab.meta[i].flags |= flag::HALF_OPEN;
+                    self.slab.slots[i].meta.flags |= flag::HALF_OPEN;
                     self.half_open += 1;
                     self.listeners[l].half_open += 1;
                 }
@@ -649,7 +648,7 @@ impl Stack {
             State::Established if from == state_index(State::SynReceived) => {
                 if let Some(l) = listener {
                     self.counters.accepted += 1;
-                    self.slab.meta[i].flags |= flag::QUEUED;
+                    self.slab.slots[i].meta.flags |= flag::QUEUED;
                     let id = self.slab.id(slot);
                     let lst = &mut self.listeners[l];
                     lst.queued += 1;
@@ -678,15 +677,15 @@ impl Stack {
     /// listener's queue count.
     fn end_visible(&mut self, slot: u32) {
         let i = slot as usize;
-        let m = self.slab.meta[i];
+        let m = self.slab.slots[i].meta;
         if m.has(flag::QUEUED) {
-            self.slab.meta[i].flags &= !flag::QUEUED;
+            self.slab.slots[i].meta.flags &= !flag::QUEUED;
             if let Some(l) = self.profiles[usize::from(m.profile)].listener {
                 self.listeners[usize::from(l)].queued -= 1;
             }
         }
         if m.has(flag::VISIBLE) && !m.has(flag::CLOSED_SEEN) {
-            self.slab.meta[i].flags |= flag::CLOSED_SEEN;
+            self.slab.slots[i].meta.flags |= flag::CLOSED_SEEN;
             self.events.push_back(Event::Closed(self.slab.id(slot)));
         }
     }
@@ -695,7 +694,7 @@ impl Stack {
     pub(crate) fn free_slot(&mut self, slot: u32) {
         let i = slot as usize;
         self.end_visible(slot);
-        let m = self.slab.meta[i];
+        let m = self.slab.slots[i].meta;
         if m.has(flag::HALF_OPEN) {
             self.half_open -= 1;
             if let Some(l) = self.profiles[usize::from(m.profile)].listener {
@@ -706,7 +705,7 @@ impl Stack {
         self.table.remove(&m.key, |s| slab.key(s));
         self.wheel.cancel(slot);
         mem::uninstall(
-            &mut self.slab.sockets[i],
+            &mut self.slab.slots[i].storage,
             &mut self.pools[usize::from(m.pool)],
             m.link,
         );
@@ -732,7 +731,7 @@ impl Stack {
         if let Event::Readable(id) = ev
             && let Some(slot) = self.slab.check(id)
         {
-            self.slab.meta[slot as usize].flags &= !flag::READ_PENDING;
+            self.slab.slots[slot as usize].meta.flags &= !flag::READ_PENDING;
         }
         Some(ev)
     }
