@@ -402,6 +402,8 @@ fn median(xs: &mut [f64]) -> f64 {
     xs[xs.len() / 2]
 }
 
+/// Resident memory of this process, counting 2 MiB hugetlb pages in use (which RSS
+/// leaves out) as well.
 fn rss_bytes() -> usize {
     let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
     let pages: usize = statm
@@ -409,7 +411,22 @@ fn rss_bytes() -> usize {
         .nth(1)
         .and_then(|s| s.parse().ok())
         .unwrap_or(0);
-    pages * 4096
+    pages * 4096 + hugetlb_in_use()
+}
+
+/// Bytes of reserved hugepages in use system-wide (Total - Free), from /proc/meminfo.
+fn hugetlb_in_use() -> usize {
+    let info = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    let field = |name: &str| -> usize {
+        info.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .unwrap_or(0)
+    };
+    let size_kb = field("Hugepagesize:");
+    (field("HugePages_Total:") - field("HugePages_Free:").min(field("HugePages_Total:")))
+        * size_kb
+        * 1024
 }
 
 fn hugepages_reserved() -> bool {
