@@ -41,6 +41,10 @@ pub struct Options {
     pub frames: u32,
     /// UMEM frame size: 2048 or 4096.
     pub frame_size: u32,
+    /// How long a stop lets open connections finish before resetting them.
+    pub grace: std::time::Duration,
+    /// The management socket and metrics listener.
+    pub management: crate::control::Settings,
 }
 
 impl Default for Options {
@@ -60,6 +64,8 @@ impl Default for Options {
             tx_buf: 2048,
             frames: 4096,
             frame_size: 2048,
+            grace: std::time::Duration::from_secs(5),
+            management: crate::control::Settings::default(),
         }
     }
 }

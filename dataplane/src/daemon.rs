@@ -9,7 +9,7 @@
 //! value (a bpf_link), even on `kill -9`.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::time::Duration;
 
@@ -18,6 +18,7 @@ use c10m_stack::{Config, HugePages, ListenOptions, PortChooser, SocketOptions, S
 
 use crate::config::{Options, StartError};
 use crate::host;
+use crate::link::{self, Hooks};
 use crate::port::Port;
 use crate::report::{Report, WorkerReport, counters_json};
 use crate::service::Echo;
@@ -44,6 +45,21 @@ pub fn run(
     signals: bool,
     on_ready: impl FnOnce(&Ready),
 ) -> Result<Report, StartError> {
+    let hooks = Hooks {
+        signals,
+        ..Hooks::default()
+    };
+    run_with(opts, stop, hooks, on_ready)
+}
+
+/// [`run`] with the binary's hooks: log level control and SIGHUP reloads.
+pub fn run_with(
+    opts: &Options,
+    stop: Arc<AtomicBool>,
+    mut hooks: Hooks,
+    on_ready: impl FnOnce(&Ready),
+) -> Result<Report, StartError> {
+    let signals = hooks.signals;
     opts.validate()?;
     host::check_iface(&opts.iface)?;
     if !host::privileged() {
@@ -65,6 +81,8 @@ pub fn run(
             .map_err(|e| StartError::Invalid(format!("installing signal handlers: {e}")))?;
     }
 
+    let listeners = crate::control::bind(&opts.management).map_err(StartError::Invalid)?;
+    let grace_ms = Arc::new(AtomicU64::new(opts.grace.as_millis() as u64));
     let steering = Arc::new(Steering::attach(&opts.iface, opts.xdp_mode)?);
     steering.add_address(opts.addr.0)?;
     for &(_, port) in &opts.services {
@@ -76,6 +94,7 @@ pub fn run(
     let clock = Clock::new();
     let (ready_tx, ready_rx) = mpsc::channel();
     let mut handles = Vec::new();
+    let mut links = Vec::new();
     for (q, mesh) in (0..opts.queues).zip(worker::arp_mesh(opts.queues as usize)) {
         let config = Config {
             mac,
@@ -86,6 +105,8 @@ pub fn run(
             seed: seed ^ u64::from(q).wrapping_mul(0x9e37_79b9_7f4a_7c15),
             ..Config::default()
         };
+        let (link, ends) = link::pair(q as usize, grace_ms.clone());
+        links.push(ends);
         let (opts, steering, stop, ready, rss) = (
             opts.clone(),
             steering.clone(),
@@ -98,7 +119,7 @@ pub fn run(
             .spawn(move || {
                 let ports = crate::rss::chooser(rss.as_ref(), q);
                 worker_main(
-                    q, &opts, &config, ports, &steering, &stop, mesh, clock, ready,
+                    q, &opts, &config, ports, &steering, &stop, mesh, clock, ready, link,
                 )
             })
             .map_err(|e| StartError::Invalid(format!("starting a worker thread: {e}")))?;
@@ -131,11 +152,32 @@ pub fn run(
         }
         return Err(err);
     }
+    let ctl_stop = Arc::new(AtomicBool::new(false));
+    let dp = link::Control::new(
+        links,
+        opts,
+        hooks.log.take(),
+        stop.clone(),
+        grace_ms.clone(),
+    );
+    let avoid: Vec<usize> = (0..opts.queues).map(|q| opts.core(q)).collect();
+    let control = crate::control::spawn(
+        listeners,
+        opts.management.clone(),
+        Box::new(dp),
+        ctl_stop.clone(),
+        avoid,
+    )
+    .map_err(|e| StartError::Invalid(format!("starting the control thread: {e}")))?;
     on_ready(&ready);
 
     while !stop.load(Ordering::SeqCst) && !handles.iter().any(|h| h.is_finished()) {
         if crate::signal::received() {
+            tracing::info!("stopping: draining for up to {:?}", opts.grace);
             break;
+        }
+        if crate::signal::hangup() {
+            link::reload(&mut hooks, &grace_ms);
         }
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -144,6 +186,8 @@ pub fn run(
         .into_iter()
         .filter_map(|h| h.join().ok().flatten())
         .collect();
+    ctl_stop.store(true, Ordering::SeqCst);
+    let _ = control.join();
     let steering_counters = steering.counters().ok();
     Ok(Report::new(&steering, steering_counters, workers))
 }
@@ -162,6 +206,7 @@ fn worker_main(
     mesh: ArpMesh,
     clock: Clock,
     ready: mpsc::Sender<ReadyMsg>,
+    mut link: worker::Link,
 ) -> Option<WorkerReport> {
     let core = opts.core(q);
     worker::pin(core);
@@ -201,9 +246,11 @@ fn worker_main(
         },
         ..ListenOptions::default()
     };
+    let mut listeners = Vec::new();
     for &(service, port_no) in &opts.services {
-        if let Err(e) = stack.listen(port_no, listen) {
-            return fail(format!("{service} on port {port_no}: {e}"));
+        match stack.listen(port_no, listen) {
+            Ok(l) => listeners.push(l),
+            Err(e) => return fail(format!("{service} on port {port_no}: {e}")),
         }
     }
     if let Err(e) = steering.register_xsk(q, port.socket().fd()) {
@@ -214,7 +261,7 @@ fn worker_main(
 
     let mut echo = Echo::default();
     let loop_stats = worker::run(
-        &mut stack, &mut port, &mut echo, &mesh, clock, opts.idle, stop,
+        &mut stack, &mut port, &mut echo, &mesh, clock, opts.idle, stop, &mut link, &listeners,
     );
 
     // Frames for this queue go to the kernel from here on; then account for ours.

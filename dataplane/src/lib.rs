@@ -12,8 +12,13 @@
 //! | `worker` | the per-core loop: rx batch → stack → service → poll → tx → completions → idle policy | no |
 //! | `rss` | Toeplitz hash and indirection table: local ports whose replies come back to the worker's own queue | no |
 //! | `service` | the built-in services (`echo`) | no |
-//! | `daemon`, `config`, `host`, `report` | start-up checks, threads, shutdown, the final JSON report | no |
-//! | `signal` | SIGINT/SIGTERM → stop flag | yes: `sigaction` |
+//! | `ring` | bounded SPSC lock-free rings (control ↔ worker) | yes: the slots |
+//! | `stats` | per-worker counters published with relaxed stores | no |
+//! | `control` | the control thread: mio loop, Unix socket JSON protocol, HTTP metrics | no |
+//! | `link` | the daemon's rings, hooks (log level, SIGHUP) and the control loop's view of the workers | no |
+//! | `daemon`, `config`, `config_file`, `host`, `report` | start-up checks, threads, shutdown, TOML configuration, the final JSON report | no |
+//! | `sys` | keeps the control thread off the workers' cores | yes: `sched_setaffinity` |
+//! | `signal` | SIGINT/SIGTERM → stop flag, SIGHUP → reload | yes: `sigaction` |
 //!
 //! # Example
 //!
@@ -34,20 +39,28 @@
 //!
 //! # Not supported yet
 //!
-//! Shared UMEM between queues, multi-buffer (jumbo) frames, VLANs in the stack, the
-//! control socket and periodic stats, services other than `echo`.
+//! Shared UMEM between queues, multi-buffer (jumbo) frames, VLANs in the stack,
+//! services other than `echo`.
 #![deny(missing_docs)]
 #![deny(unsafe_code)]
 
 mod config;
+mod config_file;
+mod control;
 mod daemon;
 mod host;
+mod link;
 mod port;
 mod report;
+#[allow(unsafe_code)]
+mod ring;
 mod rss;
 mod service;
 #[allow(unsafe_code)]
 mod signal;
+mod stats;
+#[allow(unsafe_code)]
+mod sys;
 #[allow(unsafe_code)]
 mod umem;
 mod worker;
@@ -55,7 +68,10 @@ mod worker;
 mod xsk;
 
 pub use config::{Options, StartError, parse_cidr, parse_cores, parse_service};
-pub use daemon::{Ready, run};
+pub use config_file::{FileConfig, RELOADABLE, parse_grace, parse_zero_copy};
+pub use control::{DEFAULT_SOCKET, Settings as Management};
+pub use daemon::{Ready, run, run_with};
+pub use link::{Hooks, LogLevel, Reload};
 pub use port::{FrameReport, Port, PortStats, Tx};
 pub use report::{Report, Totals, WorkerReport};
 pub use rss::{Rss, RssPorts, Toeplitz};

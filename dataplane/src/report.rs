@@ -108,7 +108,7 @@ impl Report {
 }
 
 /// Names of the TCP states in `Counters::states` order.
-const STATE_NAMES: [&str; c10m_stack::STATES] = [
+pub(crate) const STATE_NAMES: [&str; c10m_stack::STATES] = [
     "closed",
     "listen",
     "syn_sent",

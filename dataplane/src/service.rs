@@ -8,7 +8,12 @@
 use std::fmt;
 use std::str::FromStr;
 
-use c10m_stack::{ConnError, ConnId, Event, Stack};
+use std::net::SocketAddrV4;
+
+use c10m_stack::{ConnError, ConnId, Event, ListenerId, Stack};
+
+use crate::control::ConnInfo;
+use crate::report::STATE_NAMES;
 
 /// A service a listener runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,6 +73,8 @@ pub struct EchoStats {
 pub(crate) struct Echo {
     buf: Vec<u8>,
     pub(crate) stats: EchoStats,
+    /// Accepted connections by slot, and whether we closed them (shutdown).
+    conns: Vec<Option<(ConnId, bool)>>,
 }
 
 /// Most bytes moved per connection per event: bounded work per handler call.
@@ -79,20 +86,85 @@ impl Echo {
         while let Some(ev) = stack.next_event() {
             match ev {
                 Event::Acceptable(l) => {
-                    while stack.accept(l).is_some() {
+                    while let Some(c) = stack.accept(l) {
                         self.stats.accepted += 1;
+                        self.track(c, false);
                     }
                 }
                 Event::Readable(c) | Event::Writable(c) => self.pump(stack, c),
-                Event::Closed(_) => self.stats.closed += 1,
+                Event::Closed(c) => {
+                    self.stats.closed += 1;
+                    if let Some(slot) = self.conns.get_mut(c.slot())
+                        && slot.is_some_and(|(id, _)| id == c)
+                    {
+                        *slot = None;
+                    }
+                }
                 Event::Connected(_) => {}
             }
         }
     }
 
+    fn track(&mut self, c: ConnId, closed: bool) {
+        if self.conns.len() <= c.slot() {
+            self.conns.resize(c.slot() + 1, None);
+        }
+        self.conns[c.slot()] = Some((c, closed));
+    }
+
+    /// Shutdown: accepts what `listeners` still queue, then closes every connection
+    /// (FIN after the data already queued). Data arriving later is read and dropped.
+    pub(crate) fn close_all(&mut self, stack: &mut Stack, listeners: &[ListenerId]) {
+        for &l in listeners {
+            while let Some(c) = stack.accept(l) {
+                self.stats.accepted += 1;
+                self.track(c, false);
+            }
+        }
+        for entry in self.conns.iter_mut().flatten() {
+            entry.1 = true;
+            let _ = stack.close(entry.0);
+        }
+    }
+
+    /// End of the grace period: resets every connection still open.
+    pub(crate) fn abort_all(&mut self, stack: &mut Stack) {
+        for (c, _) in self.conns.iter_mut().filter_map(Option::take) {
+            let _ = stack.abort(c);
+        }
+    }
+
+    /// Up to `limit` connections with their endpoints and states.
+    pub(crate) fn sample(&self, stack: &mut Stack, limit: usize) -> Vec<ConnInfo> {
+        let mut out = Vec::new();
+        for &(c, _) in self.conns.iter().flatten() {
+            if out.len() >= limit {
+                break;
+            }
+            let (Ok(t), Ok(state)) = (stack.tuple(c), stack.state(c)) else {
+                continue;
+            };
+            out.push(ConnInfo {
+                remote: SocketAddrV4::new(t.remote_addr.into(), t.remote_port),
+                local: SocketAddrV4::new(t.local_addr.into(), t.local_port),
+                state: STATE_NAMES[c10m_stack::state_index(state)],
+            });
+        }
+        out
+    }
+
     /// Moves what fits from the receive buffer to the send buffer; closes on EOF once
     /// everything was echoed.
     fn pump(&mut self, stack: &mut Stack, c: ConnId) {
+        if self.conns.get(c.slot()).copied().flatten() == Some((c, true)) {
+            // Closed by us at shutdown: read and drop what still comes.
+            while let Ok(n) = stack.recv(c, &mut [0u8; 2048]) {
+                if n == 0 {
+                    break;
+                }
+            }
+            return;
+        }
         loop {
             let Ok(room) = stack.send_room(c) else { return };
             if room == 0 {

@@ -1,18 +1,24 @@
 //! SIGINT and SIGTERM set a process-wide flag that the daemon turns into a stop of its
-//! workers. The handler only stores to an atomic, which is async-signal-safe.
+//! workers; SIGHUP sets another that it turns into a reload. The handlers only store to
+//! atomics, which is async-signal-safe.
 
 use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 static RECEIVED: AtomicBool = AtomicBool::new(false);
+static HANGUP: AtomicBool = AtomicBool::new(false);
 
-extern "C" fn on_signal(_: libc::c_int) {
-    RECEIVED.store(true, Ordering::SeqCst);
+extern "C" fn on_signal(sig: libc::c_int) {
+    if sig == libc::SIGHUP {
+        HANGUP.store(true, Ordering::SeqCst);
+    } else {
+        RECEIVED.store(true, Ordering::SeqCst);
+    }
 }
 
-/// Installs the handler for SIGINT and SIGTERM.
+/// Installs the handler for SIGINT, SIGTERM and SIGHUP.
 pub(crate) fn install() -> io::Result<()> {
-    for sig in [libc::SIGINT, libc::SIGTERM] {
+    for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
         // SAFETY: a zeroed sigaction is a valid "no flags, empty mask" value; we set the
         // handler to a function that only does an atomic store (async-signal-safe), and
         // pass valid pointers to sigemptyset and sigaction for the duration of the calls.
@@ -32,4 +38,9 @@ pub(crate) fn install() -> io::Result<()> {
 /// Whether SIGINT or SIGTERM arrived.
 pub(crate) fn received() -> bool {
     RECEIVED.load(Ordering::SeqCst)
+}
+
+/// Whether SIGHUP arrived since the last call.
+pub(crate) fn hangup() -> bool {
+    HANGUP.swap(false, Ordering::SeqCst)
 }

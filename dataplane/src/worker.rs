@@ -16,9 +16,14 @@
 //!       frame comes or the stack's next timer (at most MAX_SLEEP)
 //! ```
 //!
-//! When the stop flag is set, the loop goes on for up to a second while connections are
-//! closing (FIN sent or received, final ACK pending), so that a client's just-finished
-//! close is completed and counted rather than cut off.
+//! About once a millisecond the worker publishes its counters ([`crate::stats`]) with
+//! relaxed stores and takes the control thread's commands from its ring (drain: stop
+//! accepting; sample: reply with some connections). It never waits on a ring: a full
+//! reply ring drops the reply and counts it.
+//!
+//! When the stop flag is set the worker stops accepting, closes every connection with a
+//! FIN (after the data already queued) and goes on serving until no connection is open
+//! or closing, or the grace period ends: then it resets those left and leaves.
 //!
 //! # ARP across queues
 //!
@@ -33,10 +38,15 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
 use std::time::Duration;
 
-use c10m_stack::{Instant, Stack};
+use c10m_stack::{Instant, ListenerId, Stack};
 
 use crate::port::Port;
 use crate::service::Echo;
+
+mod control;
+
+use control::Control;
+pub(crate) use control::Link;
 
 /// Frames read from the rx ring per iteration.
 pub(crate) const RX_BATCH: u32 = 64;
@@ -46,14 +56,16 @@ const SPIN_ROUNDS: u32 = 256;
 const MAX_SLEEP: Duration = Duration::from_millis(10);
 /// Extra flush/kick/reap rounds per iteration while transmissions are in flight.
 const KICK_ROUNDS: u32 = 8;
-/// How long a stopping worker keeps running to finish closes under way.
-const DRAIN: c10m_stack::Duration = c10m_stack::Duration::from_millis(1000);
+/// How often counters are published and commands taken.
+const PUBLISH: c10m_stack::Duration = c10m_stack::Duration::from_millis(1);
 
-/// Whether any connection is between a close and its end (TIME-WAIT excepted).
-fn closing(stack: &Stack) -> bool {
+/// Whether any connection is open or between a close and its end (TIME-WAIT excepted).
+fn active(stack: &Stack) -> bool {
     use c10m_stack::State;
     let c = stack.counters();
     [
+        State::SynReceived,
+        State::Established,
         State::FinWait1,
         State::FinWait2,
         State::CloseWait,
@@ -153,6 +165,7 @@ impl Clock {
 }
 
 /// Runs the loop until `stop` is set.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn run(
     stack: &mut Stack,
     port: &mut Port,
@@ -161,19 +174,37 @@ pub(crate) fn run(
     clock: Clock,
     idle: Idle,
     stop: &AtomicBool,
+    link: &mut Link,
+    listeners: &[ListenerId],
 ) -> LoopStats {
     let mut stats = LoopStats::default();
     let mut empty = 0u32;
     let forward = !mesh.peers.is_empty();
-    let mut drain_until = None;
+    let mut grace_until = None;
+    let mut control = Control::default();
     loop {
         stats.loops += 1;
         let now = clock.now();
+        if now >= control.next {
+            control.next = now + PUBLISH;
+            control.serve(stack, port, echo, link, listeners, &stats);
+        }
         if stop.load(Ordering::Relaxed) {
-            // Stopping: finish the closes under way (peers' final ACKs, our FINs) for a
-            // short while, so that connections a client just closed are counted closed.
-            let until = *drain_until.get_or_insert(now + DRAIN);
-            if now >= until || !closing(stack) {
+            let until = *grace_until.get_or_insert_with(|| {
+                control.drain(stack, listeners);
+                echo.close_all(stack, listeners);
+                let grace = link.grace_ms.load(Ordering::Relaxed);
+                now + c10m_stack::Duration::from_millis(grace)
+            });
+            if !active(stack) {
+                control.serve(stack, port, echo, link, listeners, &stats);
+                break;
+            }
+            if now >= until {
+                echo.abort_all(stack);
+                stack.poll(now, &mut port.tx());
+                port.flush();
+                control.serve(stack, port, echo, link, listeners, &stats);
                 break;
             }
         }

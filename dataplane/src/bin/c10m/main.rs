@@ -1,0 +1,248 @@
+//! `c10m`: the dataplane daemon and its management client.
+//!
+//! * `c10m run --iface dut0 --addr 198.18.0.10/24 --service echo:7` (or `--config FILE`):
+//!   prints `ready` on stdout once every worker runs, and the final report as one JSON
+//!   line on stdout when stopped with SIGINT or SIGTERM. Logs go to stderr (`RUST_LOG`,
+//!   `--log-level`, `log_level`).
+//! * `c10m ctl [--mgmt PATH] COMMAND [ARG] [--json]`: asks a running daemon.
+
+mod ctl;
+mod log;
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::process::ExitCode;
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex};
+
+use c10m_dataplane::{
+    FileConfig, Hooks, Idle, Options, RELOADABLE, Reload, parse_cidr, parse_cores, parse_grace,
+    parse_service, parse_zero_copy,
+};
+use c10m_ebpf::XdpMode;
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "c10m",
+    version,
+    about = "Kernel-bypass TCP dataplane (XDP + AF_XDP)"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the dataplane on an interface until SIGINT or SIGTERM.
+    Run(Box<RunArgs>),
+    /// Ask a running daemon: stats, connections, services, log-level, drain, shutdown.
+    Ctl(ctl::Args),
+}
+
+/// Every flag is optional here: defaults come from the config file, then built-ins.
+#[derive(clap::Args)]
+struct RunArgs {
+    /// A TOML file with any of these settings (flags override it).
+    #[arg(long)]
+    config: Option<String>,
+    /// Interface to attach to.
+    #[arg(long)]
+    iface: Option<String>,
+    /// Service address with prefix (not configured in the kernel), e.g. 198.18.0.10/24.
+    #[arg(long, value_parser = parse_cidr)]
+    addr: Option<(Ipv4Addr, u8)>,
+    /// Default gateway of the dataplane's stack.
+    #[arg(long)]
+    gateway: Option<Ipv4Addr>,
+    /// Service and TCP port, e.g. echo:7 (repeatable). Services: echo.
+    #[arg(long = "service", value_parser = parse_service)]
+    services: Vec<(c10m_dataplane::Service, u16)>,
+    /// Queues (one worker each): 0..N. Default 1.
+    #[arg(long)]
+    queues: Option<u32>,
+    /// Cores for the workers, e.g. 0-3 or 2,4 (default 0..N).
+    #[arg(long, value_parser = core_list)]
+    cores: Option<CoreList>,
+    /// XDP attach mode: auto, native or generic.
+    #[arg(long)]
+    xdp_mode: Option<XdpMode>,
+    /// AF_XDP zero-copy: auto, on or off.
+    #[arg(long, value_parser = parse_zero_copy)]
+    zero_copy: Option<c10m_dataplane::ZeroCopy>,
+    /// Idle policy: adaptive (spin, then sleep) or spin.
+    #[arg(long)]
+    idle: Option<Idle>,
+    /// Connection slots per worker (default 16384).
+    #[arg(long)]
+    max_conns: Option<usize>,
+    /// Receive buffer bytes per connection (default 2048).
+    #[arg(long)]
+    rx_buf: Option<usize>,
+    /// Transmit buffer bytes per connection (default 2048).
+    #[arg(long)]
+    tx_buf: Option<usize>,
+    /// UMEM frames per worker, a power of two (default 4096).
+    #[arg(long)]
+    umem_frames: Option<u32>,
+    /// UMEM frame size: 2048 or 4096.
+    #[arg(long)]
+    frame_size: Option<u32>,
+    /// Seconds a stop lets open connections finish before resetting them (default 5).
+    #[arg(long, value_parser = |s: &str| s.parse::<f64>().map_err(|e| e.to_string()).and_then(parse_grace))]
+    grace: Option<std::time::Duration>,
+    /// The management socket (default /run/c10m/c10m.sock; mode 0600).
+    #[arg(long)]
+    mgmt: Option<String>,
+    /// Serve GET /metrics and GET /stats on this localhost address, e.g. 127.0.0.1:9100.
+    #[arg(long)]
+    metrics: Option<SocketAddr>,
+    /// Log filter, e.g. info or c10m_dataplane=debug (default: RUST_LOG, else info).
+    #[arg(long)]
+    log_level: Option<String>,
+}
+
+/// A core list as one value (clap would take a bare `Vec` as repeated values).
+#[derive(Clone)]
+struct CoreList(Vec<usize>);
+
+fn core_list(s: &str) -> Result<CoreList, String> {
+    parse_cores(s).map(CoreList)
+}
+
+/// The options: built-in defaults, then the file, then the flags.
+fn options(a: &RunArgs, file: Option<&FileConfig>) -> Result<Options, String> {
+    let mut o = Options::default();
+    if let Some(f) = file {
+        f.apply(&mut o)?;
+    }
+    macro_rules! flag {
+        ($($field:ident <- $arg:expr),* $(,)?) => {$(
+            if let Some(v) = $arg.clone() { o.$field = v; }
+        )*};
+    }
+    flag!(iface <- a.iface, addr <- a.addr, queues <- a.queues, xdp_mode <- a.xdp_mode,
+          zero_copy <- a.zero_copy, idle <- a.idle, max_conns <- a.max_conns,
+          rx_buf <- a.rx_buf, tx_buf <- a.tx_buf, frames <- a.umem_frames,
+          frame_size <- a.frame_size, grace <- a.grace);
+    if a.gateway.is_some() {
+        o.gateway = a.gateway;
+    }
+    if !a.services.is_empty() {
+        o.services = a.services.clone();
+    }
+    if let Some(c) = &a.cores {
+        o.cores = Some(c.0.clone());
+    }
+    if let Some(m) = &a.mgmt {
+        o.management.socket = (!m.is_empty()).then(|| m.into());
+    }
+    if a.metrics.is_some() {
+        o.management.metrics = a.metrics;
+    }
+    if o.iface.is_empty() {
+        return Err("iface: no interface given: use --iface or `iface` in the config file".into());
+    }
+    if o.addr.0.is_unspecified() {
+        return Err(
+            "addr: no service address given: use --addr or `addr` in the config file".into(),
+        );
+    }
+    Ok(o)
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) if !e.use_stderr() => e.exit(), // --help, --version
+        Err(e) => {
+            // One line, like every other start-up error.
+            let text = e.to_string();
+            let line: Vec<&str> = text
+                .lines()
+                .map(str::trim)
+                .take_while(|l| !l.starts_with("Usage:") && !l.starts_with("For more"))
+                .filter(|l| !l.is_empty())
+                .collect();
+            eprintln!("c10m: {}", line.join(" ").trim_start_matches("error: "));
+            return ExitCode::from(2);
+        }
+    };
+    match cli.command {
+        Command::Ctl(args) => ctl::main(&args),
+        Command::Run(a) => run(&a),
+    }
+}
+
+fn run(a: &RunArgs) -> ExitCode {
+    let fail = |e: String| {
+        eprintln!("c10m: {e}");
+        ExitCode::FAILURE
+    };
+    let file = match a.config.as_deref().map(FileConfig::load).transpose() {
+        Ok(f) => f,
+        Err(e) => return fail(e),
+    };
+    let level = a
+        .log_level
+        .clone()
+        .or_else(|| std::env::var("RUST_LOG").ok())
+        .or_else(|| file.as_ref().and_then(|f| f.log_level.clone()))
+        .unwrap_or_else(|| "info".into());
+    let log = match log::init(&level) {
+        Ok(l) => l,
+        Err(e) => return fail(format!("log_level: {e}")),
+    };
+    let opts = match options(a, file.as_ref()) {
+        Ok(o) => o,
+        Err(e) => return fail(e),
+    };
+    let mut hooks = Hooks {
+        signals: true,
+        log: Some(log),
+        on_hangup: None,
+    };
+    if let (Some(path), Some(first)) = (a.config.clone(), file) {
+        let last = Mutex::new(first);
+        hooks.on_hangup = Some(Box::new(move || {
+            let new = FileConfig::load(&path)?;
+            let mut last = last.lock().map_err(|_| "poisoned".to_owned())?;
+            let changed = last.changed(&new);
+            let grace = new.grace.map(parse_grace).transpose();
+            let reload = Reload {
+                log_level: new
+                    .log_level
+                    .clone()
+                    .filter(|_| changed.iter().any(|k| k == "log_level")),
+                grace: grace.map_err(|e| format!("grace: {e}"))?,
+                restart: changed
+                    .into_iter()
+                    .filter(|k| !RELOADABLE.contains(&k.as_str()))
+                    .collect(),
+            };
+            *last = new;
+            Ok(reload)
+        }));
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let result = c10m_dataplane::run_with(&opts, stop, hooks, |ready| {
+        let mode = |zc: &bool| if *zc { "zero-copy" } else { "copy" };
+        let modes: Vec<_> = ready.zero_copy.iter().map(mode).collect();
+        tracing::info!(
+            addr = %opts.addr.0,
+            iface = %opts.iface,
+            xdp = %ready.xdp_mode,
+            af_xdp = %modes.join("/"),
+            hugepages = ready.hugepages.iter().all(|&h| h),
+            "ready"
+        );
+        println!("ready");
+    });
+    match result {
+        Ok(report) => {
+            println!("{}", report.to_json());
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(e.to_string()),
+    }
+}

@@ -1,0 +1,195 @@
+//! The TOML configuration file of `c10m run --config FILE`: the flags' names with `_`
+//! for `-`, every key optional; flags given on the command line override it. See
+//! `dataplane/c10m.example.toml`.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::{Options, parse_cidr, parse_cores, parse_service};
+
+/// The file's contents. Unknown keys are errors that name the key.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[allow(missing_docs)] // the flags of `c10m run` document these
+pub struct FileConfig {
+    pub iface: Option<String>,
+    pub addr: Option<String>,
+    pub gateway: Option<String>,
+    pub services: Option<Vec<String>>,
+    pub queues: Option<u32>,
+    pub cores: Option<String>,
+    pub xdp_mode: Option<String>,
+    pub zero_copy: Option<String>,
+    pub idle: Option<String>,
+    pub max_conns: Option<usize>,
+    pub rx_buf: Option<usize>,
+    pub tx_buf: Option<usize>,
+    pub umem_frames: Option<u32>,
+    pub frame_size: Option<u32>,
+    /// Seconds.
+    pub grace: Option<f64>,
+    pub mgmt: Option<String>,
+    pub metrics: Option<String>,
+    pub log_level: Option<String>,
+}
+
+/// Keys that a SIGHUP applies without a restart.
+pub const RELOADABLE: [&str; 2] = ["log_level", "grace"];
+
+impl FileConfig {
+    /// Reads and parses `path`; the error names the file and the bad key.
+    pub fn load(path: &str) -> Result<FileConfig, String> {
+        let text = std::fs::read_to_string(path).map_err(|e| format!("--config {path}: {e}"))?;
+        parse(&text).map_err(|e| format!("{path}, {e}"))
+    }
+
+    /// Sets the options this file gives; errors name the key.
+    pub fn apply(&self, o: &mut Options) -> Result<(), String> {
+        let field = |name: &'static str| move |e: String| format!("config key `{name}`: {e}");
+        if let Some(v) = &self.iface {
+            o.iface = v.clone();
+        }
+        if let Some(v) = &self.addr {
+            o.addr = parse_cidr(v).map_err(field("addr"))?;
+        }
+        if let Some(v) = &self.gateway {
+            let g = v.parse().map_err(|_| format!("bad address {v:?}"));
+            o.gateway = Some(g.map_err(field("gateway"))?);
+        }
+        if let Some(v) = &self.services {
+            let s: Result<Vec<_>, _> = v.iter().map(|s| parse_service(s)).collect();
+            o.services = s.map_err(field("services"))?;
+        }
+        if let Some(v) = self.queues {
+            o.queues = v;
+        }
+        if let Some(v) = &self.cores {
+            o.cores = Some(parse_cores(v).map_err(field("cores"))?);
+        }
+        if let Some(v) = &self.xdp_mode {
+            o.xdp_mode = v.parse().map_err(field("xdp_mode"))?;
+        }
+        if let Some(v) = &self.zero_copy {
+            o.zero_copy = parse_zero_copy(v).map_err(field("zero_copy"))?;
+        }
+        if let Some(v) = &self.idle {
+            o.idle = v.parse().map_err(field("idle"))?;
+        }
+        macro_rules! plain {
+            ($($key:ident => $field:ident),*) => {$(
+                if let Some(v) = self.$key { o.$field = v; }
+            )*};
+        }
+        plain!(max_conns => max_conns, rx_buf => rx_buf, tx_buf => tx_buf,
+               umem_frames => frames, frame_size => frame_size);
+        if let Some(g) = self.grace {
+            o.grace = parse_grace(g).map_err(field("grace"))?;
+        }
+        if let Some(v) = &self.mgmt {
+            o.management.socket = (!v.is_empty()).then(|| v.into());
+        }
+        if let Some(v) = &self.metrics {
+            let a = v
+                .parse()
+                .map_err(|_| format!("bad address {v:?}: use 127.0.0.1:PORT"));
+            o.management.metrics = Some(a.map_err(field("metrics"))?);
+        }
+        Ok(())
+    }
+
+    /// The keys whose values differ between `self` and `other`.
+    pub fn changed(&self, other: &FileConfig) -> Vec<String> {
+        let (a, b) = (toml::Value::try_from(self), toml::Value::try_from(other));
+        let (Ok(toml::Value::Table(a)), Ok(toml::Value::Table(b))) = (a, b) else {
+            return vec!["(unreadable)".into()];
+        };
+        let mut keys: Vec<String> = a.keys().chain(b.keys()).cloned().collect();
+        keys.sort();
+        keys.dedup();
+        keys.retain(|k| a.get(k) != b.get(k));
+        keys
+    }
+}
+
+/// Parses the file's text; the error gives the line and names the key.
+fn parse(text: &str) -> Result<FileConfig, String> {
+    toml::from_str(text).map_err(|e| {
+        let msg = e.message().trim().to_owned();
+        let Some(span) = e.span() else { return msg };
+        let start = span.start.min(text.len());
+        let line_no = text[..start].matches('\n').count() + 1;
+        let line = text.lines().nth(line_no - 1).unwrap_or("");
+        match line.split_once('=') {
+            Some((key, _)) => format!("line {line_no}: key `{}`: {msg}", key.trim()),
+            None => format!("line {line_no}: {msg}"),
+        }
+    })
+}
+
+/// A grace period in seconds: 0 to 3600.
+pub fn parse_grace(secs: f64) -> Result<Duration, String> {
+    if (0.0..=3600.0).contains(&secs) {
+        Ok(Duration::from_secs_f64(secs))
+    } else {
+        Err(format!("grace {secs} s: expected 0 to 3600 seconds"))
+    }
+}
+
+/// `auto`, `on` or `off`.
+pub fn parse_zero_copy(s: &str) -> Result<crate::ZeroCopy, String> {
+    match s {
+        "auto" => Ok(crate::ZeroCopy::Auto),
+        "on" => Ok(crate::ZeroCopy::On),
+        "off" => Ok(crate::ZeroCopy::Off),
+        _ => Err(format!(
+            "unknown zero-copy mode {s:?}: expected auto, on or off"
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Options, String> {
+        let f = super::parse(text)?;
+        let mut o = Options::default();
+        f.apply(&mut o)?;
+        Ok(o)
+    }
+
+    #[test]
+    fn the_sample_config_parses() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/c10m.example.toml");
+        let f = FileConfig::load(path).unwrap();
+        let mut o = Options::default();
+        f.apply(&mut o).unwrap();
+        o.validate().unwrap();
+        assert_eq!(o.iface, "dut0");
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let e = parse("queues = \"two\"").unwrap_err();
+        assert!(e.contains("key `queues`"), "{e}");
+        let e = parse("addr = \"198.18.0.10/40\"").unwrap_err();
+        assert!(e.contains("`addr`"), "{e}");
+        let e = parse("services = [\"http:80\"]").unwrap_err();
+        assert!(e.contains("`services`") && e.contains("echo"), "{e}");
+        let e = parse("grace = -1.0").unwrap_err();
+        assert!(e.contains("`grace`"), "{e}");
+        let e = parse("colour = \"blue\"").unwrap_err();
+        assert!(e.contains("colour"), "{e}");
+        let o = parse("grace = 2.5\nmetrics = \"127.0.0.1:9100\"").unwrap();
+        assert_eq!(o.grace, Duration::from_millis(2500));
+        assert_eq!(o.management.metrics.unwrap().port(), 9100);
+    }
+
+    #[test]
+    fn reports_changed_keys() {
+        let a: FileConfig = toml::from_str("queues = 1\nlog_level = \"info\"").unwrap();
+        let b: FileConfig = toml::from_str("queues = 2\nlog_level = \"debug\"").unwrap();
+        assert_eq!(a.changed(&b), ["log_level", "queues"]);
+    }
+}

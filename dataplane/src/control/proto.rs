@@ -1,0 +1,145 @@
+//! The management protocol: one JSON object per line each way.
+//!
+//! Requests: `{"cmd":"stats"}`, `{"cmd":"connections","limit":16}`, `{"cmd":"services"}`,
+//! `{"cmd":"log-level"}` or `{"cmd":"log-level","level":"debug"}`, `{"cmd":"drain"}`,
+//! `{"cmd":"shutdown","grace":5}`. Responses: `{"ok":true,"<cmd>":…}` or
+//! `{"ok":false,"error":"…"}`.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use super::{Command, Dataplane};
+use crate::stats;
+
+/// Every command, for the error that names them.
+pub(crate) const COMMANDS: [&str; 6] = [
+    "stats",
+    "connections",
+    "services",
+    "log-level",
+    "drain",
+    "shutdown",
+];
+
+/// Most endpoints a `connections` answer lists.
+pub(crate) const MAX_SAMPLE: usize = 1000;
+/// Endpoints listed when the request gives no limit.
+pub(crate) const DEFAULT_SAMPLE: usize = 16;
+
+/// What to do with a request.
+#[derive(Debug)]
+pub(crate) enum Outcome {
+    /// Answer now.
+    Reply(Value),
+    /// A `connections` request: ask every worker for up to `limit` endpoints.
+    Sample { limit: usize },
+}
+
+/// An error response.
+pub(crate) fn error(message: impl Into<String>) -> Value {
+    json!({"ok": false, "error": message.into()})
+}
+
+/// Handles one request line.
+pub(crate) fn handle(line: &[u8], dp: &mut dyn Dataplane) -> Outcome {
+    let req: Value = match serde_json::from_slice(line) {
+        Ok(v) => v,
+        Err(e) => {
+            return Outcome::Reply(error(format!(
+                "malformed request ({e}): send one JSON object per line, e.g. {{\"cmd\":\"stats\"}}"
+            )));
+        }
+    };
+    let Some(cmd) = req.get("cmd").and_then(Value::as_str) else {
+        return Outcome::Reply(error(
+            "the request has no \"cmd\" string: send e.g. {\"cmd\":\"stats\"}",
+        ));
+    };
+    Outcome::Reply(match cmd {
+        "stats" => json!({"ok": true, "stats": stats_json(dp)}),
+        "connections" => {
+            let limit = match req.get("limit") {
+                None => DEFAULT_SAMPLE,
+                Some(v) => match v.as_u64() {
+                    Some(n) => (n as usize).min(MAX_SAMPLE),
+                    None => return Outcome::Reply(error("\"limit\" must be a number")),
+                },
+            };
+            return Outcome::Sample { limit };
+        }
+        "services" => json!({"ok": true, "services": dp.services()}),
+        "log-level" => match req.get("level") {
+            None => json!({"ok": true, "log-level": dp.log_level()}),
+            Some(Value::String(level)) => match dp.set_log_level(level) {
+                Ok(()) => json!({"ok": true, "log-level": dp.log_level()}),
+                Err(e) => error(e),
+            },
+            Some(_) => error("\"level\" must be a string such as \"info\" or \"c10m=debug\""),
+        },
+        "drain" => {
+            let refused = (0..dp.workers())
+                .filter(|&w| !dp.send(w, Command::Drain))
+                .count();
+            if refused == 0 {
+                json!({"ok": true, "drain": {"workers": dp.workers()}})
+            } else {
+                error(format!(
+                    "{refused} worker(s) had a full command ring: retry"
+                ))
+            }
+        }
+        "shutdown" => {
+            let grace = match req.get("grace") {
+                None => None,
+                Some(v) => match v.as_f64().filter(|g| (0.0..=3600.0).contains(g)) {
+                    Some(g) => Some(Duration::from_secs_f64(g)),
+                    None => return Outcome::Reply(error("\"grace\" must be 0 to 3600 seconds")),
+                },
+            };
+            let grace = dp.shutdown(grace);
+            json!({"ok": true, "shutdown": {"grace_secs": grace.as_secs_f64()}})
+        }
+        other => error(format!(
+            "unknown command {other:?}: valid commands are {}",
+            COMMANDS.join(", ")
+        )),
+    })
+}
+
+/// Per worker and totals, with ring depths: the `stats` answer and `GET /stats`.
+pub(crate) fn stats_json(dp: &dyn Dataplane) -> Value {
+    let values: Vec<Vec<u64>> = (0..dp.workers()).map(|w| dp.values(w)).collect();
+    let workers: Vec<Value> = values
+        .iter()
+        .enumerate()
+        .map(|(w, v)| {
+            let mut obj = stats::to_json(v);
+            let (commands, replies) = dp.ring_depths(w);
+            obj["worker"] = w.into();
+            obj["command_ring_depth"] = commands.into();
+            obj["reply_ring_depth"] = replies.into();
+            obj
+        })
+        .collect();
+    json!({"workers": workers, "totals": stats::to_json(&stats::totals(&values))})
+}
+
+/// The `connections` answer from the workers' samples.
+pub(crate) fn connections_json(dp: &dyn Dataplane, sample: Vec<Value>, missing: usize) -> Value {
+    let values: Vec<Vec<u64>> = (0..dp.workers()).map(|w| dp.values(w)).collect();
+    let totals = stats::to_json(&stats::totals(&values));
+    let by_state = totals["connections"].clone();
+    let total: u64 = by_state
+        .as_object()
+        .map(|m| m.values().filter_map(Value::as_u64).sum())
+        .unwrap_or(0);
+    let mut answer = json!({
+        "ok": true,
+        "connections": {"total": total, "by_state": by_state, "sample": sample},
+    });
+    if missing > 0 {
+        answer["connections"]["workers_not_answering"] = missing.into();
+    }
+    answer
+}

@@ -1,0 +1,328 @@
+//! Per-worker counters that the control thread reads while the workers run.
+//!
+//! A worker gathers its figures into a plain [`Sample`] about once a millisecond and
+//! stores each into its own [`Published`] block with a relaxed store: one writer per
+//! block, no read-modify-write, no fence. The block is [`CachePadded`] so that two
+//! workers never share a line. The control thread loads the cells (relaxed) whenever a
+//! client asks: a reading may mix two publications, which is fine for monotonic
+//! counters and gauges that are only ever shown.
+//!
+//! [`visit`] is the one list of metrics: the publication order, the JSON names and the
+//! Prometheus names and help all come from it.
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+use c10m_stack::{Counters, Drop, Refusal};
+use crossbeam_utils::CachePadded;
+use serde_json::{Map, Value};
+
+use crate::port::PortStats;
+use crate::report::STATE_NAMES;
+use crate::service::EchoStats;
+use crate::worker::LoopStats;
+
+/// Counter (monotonic) or gauge.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kind {
+    Counter,
+    Gauge,
+}
+
+/// One published figure.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Metric {
+    /// Name without the `c10m_` prefix (and without `_total`).
+    pub(crate) name: &'static str,
+    pub(crate) help: &'static str,
+    pub(crate) kind: Kind,
+    /// A label (key, value) for families such as drops by reason.
+    pub(crate) label: Option<(&'static str, &'static str)>,
+}
+
+/// What a worker publishes.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Sample {
+    pub(crate) stack: Counters,
+    pub(crate) worker: LoopStats,
+    pub(crate) echo: EchoStats,
+    pub(crate) port: PortStats,
+    /// Bytes the stack reserved.
+    pub(crate) memory: u64,
+    /// Buffer bytes held by live connections.
+    pub(crate) buffers_in_use: u64,
+    /// Connection slots.
+    pub(crate) capacity: u64,
+    /// Commands taken from the command ring.
+    pub(crate) commands: u64,
+    /// Replies dropped because the reply ring was full.
+    pub(crate) replies_dropped: u64,
+    /// 1 while the worker accepts no new connections.
+    pub(crate) draining: u64,
+}
+
+/// Calls `f` with every metric and its value, in publication order.
+pub(crate) fn visit(s: &Sample, f: &mut dyn FnMut(Metric, u64)) {
+    use Kind::{Counter as C, Gauge as G};
+    let mut m = |name, help, kind, label, v| {
+        f(
+            Metric {
+                name,
+                help,
+                kind,
+                label,
+            },
+            v,
+        )
+    };
+    let c = &s.stack;
+    m("rx_frames", "Frames into the stack", C, None, c.rx_frames);
+    m("rx_bytes", "Bytes into the stack", C, None, c.rx_bytes);
+    m("tx_frames", "Frames out of the stack", C, None, c.tx_frames);
+    m("tx_bytes", "Bytes out of the stack", C, None, c.tx_bytes);
+    for d in Drop::ALL {
+        let v = c.drops[d as usize];
+        m(
+            "drops",
+            "Frames dropped, by reason",
+            C,
+            Some(("reason", d.name())),
+            v,
+        );
+    }
+    let help = "Segments for no connection and no listener";
+    m("no_connection", help, C, None, c.no_connection);
+    m("syns", "SYNs for listening ports", C, None, c.syns);
+    for r in Refusal::ALL {
+        let v = c.refused[r as usize];
+        m(
+            "refused",
+            "Connections refused, by reason",
+            C,
+            Some(("reason", r.name())),
+            v,
+        );
+    }
+    m("accepted", "Passive opens established", C, None, c.accepted);
+    m("connects", "Active opens started", C, None, c.connects);
+    m(
+        "connected",
+        "Active opens established",
+        C,
+        None,
+        c.connected,
+    );
+    m("closed", "Connection slots freed", C, None, c.closed);
+    m(
+        "idle_timeouts",
+        "Connections aborted idle",
+        C,
+        None,
+        c.idle_timeouts,
+    );
+    m("resets_sent", "RST segments sent", C, None, c.resets_sent);
+    m(
+        "resets_received",
+        "RST segments received",
+        C,
+        None,
+        c.resets_received,
+    );
+    for (i, state) in STATE_NAMES.into_iter().enumerate() {
+        let help = "Connection slots, by TCP state";
+        m("connections", help, G, Some(("state", state)), c.states[i]);
+    }
+    m("loops", "Worker loop iterations", C, None, s.worker.loops);
+    m(
+        "sleeps",
+        "Worker sleeps in poll(2)",
+        C,
+        None,
+        s.worker.sleeps,
+    );
+    m("echo_bytes", "Bytes echoed", C, None, s.echo.bytes);
+    m(
+        "echo_accepted",
+        "Connections echo accepted",
+        C,
+        None,
+        s.echo.accepted,
+    );
+    m(
+        "echo_closed",
+        "Connections echo saw closed",
+        C,
+        None,
+        s.echo.closed,
+    );
+    let p = &s.port;
+    m(
+        "port_rx_frames",
+        "Frames from the AF_XDP rx ring",
+        C,
+        None,
+        p.rx_frames,
+    );
+    m(
+        "port_tx_frames",
+        "Frames to the AF_XDP tx ring",
+        C,
+        None,
+        p.tx_frames,
+    );
+    m(
+        "port_tx_completed",
+        "Transmissions completed",
+        C,
+        None,
+        p.tx_completed,
+    );
+    m(
+        "port_tx_no_frame",
+        "Transmissions without a free frame",
+        C,
+        None,
+        p.tx_no_frame,
+    );
+    m(
+        "port_tx_ring_full",
+        "Transmissions refused by a full tx ring",
+        C,
+        None,
+        p.tx_ring_full,
+    );
+    m("port_kicks", "sendto kicks", C, None, p.kicks);
+    m(
+        "memory_bytes",
+        "Bytes the stack reserved",
+        G,
+        None,
+        s.memory,
+    );
+    let help = "Buffer bytes held by live connections";
+    m("buffer_bytes_in_use", help, G, None, s.buffers_in_use);
+    m(
+        "connection_capacity",
+        "Connection slots",
+        G,
+        None,
+        s.capacity,
+    );
+    let per_conn = s.memory.checked_div(s.capacity).unwrap_or(0);
+    let help = "Reserved bytes per connection slot";
+    m("bytes_per_connection", help, G, None, per_conn);
+    m("commands", "Control commands taken", C, None, s.commands);
+    let help = "Replies dropped on a full reply ring";
+    m("replies_dropped", help, C, None, s.replies_dropped);
+    m("draining", "1 if not accepting", G, None, s.draining);
+}
+
+/// Number of published cells.
+pub(crate) const CELLS: usize = 64;
+
+/// One worker's published counters.
+#[derive(Debug)]
+pub(crate) struct Published {
+    cells: CachePadded<[AtomicU64; CELLS]>,
+}
+
+impl Default for Published {
+    fn default() -> Self {
+        Published {
+            cells: CachePadded::new(std::array::from_fn(|_| AtomicU64::new(0))),
+        }
+    }
+}
+
+impl Published {
+    /// Stores `sample` (worker side).
+    pub(crate) fn publish(&self, sample: &Sample) {
+        let mut i = 0;
+        visit(sample, &mut |_, v| {
+            debug_assert!(i < CELLS, "more metrics than cells");
+            if let Some(cell) = self.cells.get(i) {
+                cell.store(v, Relaxed);
+            }
+            i += 1;
+        });
+    }
+
+    /// Reads every cell (control side), in [`visit`] order.
+    pub(crate) fn read(&self) -> Vec<u64> {
+        self.cells.iter().map(|c| c.load(Relaxed)).collect()
+    }
+}
+
+/// The metric list, in [`visit`] order.
+pub(crate) fn catalogue() -> Vec<Metric> {
+    let mut list = Vec::new();
+    visit(&Sample::default(), &mut |m, _| list.push(m));
+    list
+}
+
+/// One worker's values as a JSON object: families become nested objects by label.
+pub(crate) fn to_json(values: &[u64]) -> Value {
+    let mut out = Map::new();
+    for (m, &v) in catalogue().iter().zip(values) {
+        match m.label {
+            None => {
+                out.insert(m.name.into(), v.into());
+            }
+            Some((_, label)) => {
+                let family = out
+                    .entry(m.name)
+                    .or_insert_with(|| Value::Object(Map::new()));
+                if let Some(obj) = family.as_object_mut() {
+                    obj.insert(label.into(), v.into());
+                }
+            }
+        }
+    }
+    Value::Object(out)
+}
+
+/// Element-wise sum of per-worker values (`bytes_per_connection` recomputed).
+pub(crate) fn totals(workers: &[Vec<u64>]) -> Vec<u64> {
+    let list = catalogue();
+    let mut sum = vec![0u64; list.len()];
+    for w in workers {
+        for (s, v) in sum.iter_mut().zip(w) {
+            *s = s.saturating_add(*v);
+        }
+    }
+    let at = |name: &str| list.iter().position(|m| m.name == name);
+    if let (Some(mem), Some(cap), Some(per)) = (
+        at("memory_bytes"),
+        at("connection_capacity"),
+        at("bytes_per_connection"),
+    ) {
+        sum[per] = sum[mem].checked_div(sum[cap]).unwrap_or(0);
+    }
+    sum
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_metric_has_a_cell_and_round_trips() {
+        let list = catalogue();
+        assert!(list.len() <= CELLS, "{} metrics", list.len());
+        let mut s = Sample::default();
+        s.stack.accepted = 7;
+        s.stack.drops[Drop::TcpChecksum as usize] = 2;
+        s.stack.states[4] = 3;
+        s.memory = 1000;
+        s.capacity = 10;
+        let p = Published::default();
+        p.publish(&s);
+        let v = to_json(&p.read());
+        assert_eq!(v["accepted"], 7);
+        assert_eq!(v["drops"]["tcp_checksum"], 2);
+        assert_eq!(v["connections"]["established"], 3);
+        assert_eq!(v["bytes_per_connection"], 100);
+        let t = totals(&[p.read(), p.read()]);
+        assert_eq!(to_json(&t)["accepted"], 14);
+        assert_eq!(to_json(&t)["bytes_per_connection"], 100);
+    }
+}

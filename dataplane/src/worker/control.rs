@@ -1,0 +1,100 @@
+//! The worker's end of the control path: its rings and published counters, and what it
+//! does with the control thread's commands.
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+
+use c10m_stack::{Instant, ListenerId, Stack};
+
+use super::LoopStats;
+use crate::control::{Command, Reply};
+use crate::port::Port;
+use crate::ring;
+use crate::service::Echo;
+use crate::stats::{Published, Sample};
+
+/// What connects a worker to the control thread.
+#[derive(Debug)]
+pub(crate) struct Link {
+    pub(crate) commands: ring::Consumer<Command>,
+    pub(crate) replies: ring::Producer<Reply>,
+    pub(crate) stats: Arc<Published>,
+    /// The grace period (ms) a stop gives open connections.
+    pub(crate) grace_ms: Arc<AtomicU64>,
+    pub(crate) queue: usize,
+}
+
+/// The worker's side of the control path.
+#[derive(Debug)]
+pub(super) struct Control {
+    pub(super) next: Instant,
+    commands: u64,
+    replies_dropped: u64,
+    draining: bool,
+}
+
+impl Control {
+    /// Publishes the counters and takes the waiting commands.
+    pub(super) fn serve(
+        &mut self,
+        stack: &mut Stack,
+        port: &Port,
+        echo: &Echo,
+        link: &mut Link,
+        listeners: &[ListenerId],
+        stats: &LoopStats,
+    ) {
+        while let Some(cmd) = link.commands.pop() {
+            self.commands += 1;
+            match cmd {
+                Command::Drain => self.drain(stack, listeners),
+                Command::Sample { id, limit } => {
+                    let conns = echo.sample(stack, limit);
+                    let reply = Reply::Sample {
+                        id,
+                        worker: link.queue,
+                        conns,
+                    };
+                    if link.replies.push(reply).is_err() {
+                        self.replies_dropped += 1;
+                    }
+                }
+            }
+        }
+        let memory = stack.memory();
+        link.stats.publish(&Sample {
+            stack: stack.counters(),
+            worker: *stats,
+            echo: echo.stats,
+            port: port.stats(),
+            memory: memory.total as u64,
+            buffers_in_use: memory.buffers_in_use as u64,
+            capacity: stack.capacity() as u64,
+            commands: self.commands,
+            replies_dropped: self.replies_dropped,
+            draining: u64::from(self.draining),
+        });
+    }
+
+    /// Stops accepting on every listener.
+    pub(super) fn drain(&mut self, stack: &mut Stack, listeners: &[ListenerId]) {
+        if !self.draining {
+            tracing::info!("draining: no new connections");
+        }
+        self.draining = true;
+        for &l in listeners {
+            stack.unlisten(l);
+        }
+    }
+}
+
+impl Default for Control {
+    fn default() -> Self {
+        Control {
+            next: Instant::ZERO,
+            commands: 0,
+            replies_dropped: 0,
+            draining: false,
+        }
+    }
+}
