@@ -1,6 +1,7 @@
 //! `c10m-bench`: the project's benchmarks, one subcommand each. `--json` prints one JSON
 //! object on stdout; progress goes to stderr.
 
+mod conns;
 mod stack;
 mod xsk;
 
@@ -21,6 +22,9 @@ struct Cli {
 enum Command {
     /// In-memory scale scenario: two stacks back to back on simulated time.
     Stack(stack::Args),
+    /// Connection scale over AF_XDP: a stateless client opening, holding and resetting
+    /// N connections (run in c10m-gen).
+    Conns(conns::Args),
     /// Raw AF_XDP packet rates (tx, rx-drop, or both across the test bed).
     Xsk(xsk::Args),
 }
@@ -30,5 +34,6 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Stack(args) => stack::run(&args),
         Command::Xsk(args) => xsk::run(&args),
+        Command::Conns(args) => conns::run(&args),
     }
 }

@@ -13,6 +13,7 @@
 //! | frame | goes to |
 //! |---|---|
 //! | IPv4 TCP/UDP whose (destination address, protocol, destination port) is a registered service | the AF_XDP socket of its rx queue |
+//! | IPv4 TCP/UDP whose destination address is in a registered prefix for its protocol ([`Steering::add_prefix`]) | the socket |
 //! | ARP whose target address is a registered address | the socket |
 //! | ICMP to a registered address | the socket |
 //! | IPv4 fragments (even to a service) | the kernel: only the first carries ports, and the dataplane does not reassemble |
@@ -35,6 +36,7 @@
 //! | `xsks` | `XSKMAP`, [`MAX_QUEUES`] | rx queue → AF_XDP socket |
 //! | `services` | `HASH`, [`MAX_SERVICES`] | (IPv4 address, protocol, port), wire order → 1 |
 //! | `addrs` | `HASH`, [`MAX_ADDRESSES`] | IPv4 address, wire order → 1 |
+//! | `prefixes` | `LPM_TRIE`, [`MAX_PREFIXES`] | (protocol, IPv4 destination prefix) → 1 |
 //! | `counters` | `PERCPU_ARRAY`, 1 | 0 → [`Counters`] of this CPU |
 //!
 //! Every frame is counted once, on the CPU that ran it, without atomics;
@@ -89,5 +91,5 @@ mod sys;
 mod tests;
 
 pub use error::Error;
-pub use maps::{Counters, MAX_ADDRESSES, MAX_QUEUES, MAX_SERVICES, Proto};
+pub use maps::{Counters, MAX_ADDRESSES, MAX_PREFIXES, MAX_QUEUES, MAX_SERVICES, Proto};
 pub use steering::{Steering, XdpMode};

@@ -14,8 +14,13 @@ pub const MAX_SERVICES: u32 = 4096;
 /// Entries in the address map.
 pub const MAX_ADDRESSES: u32 = 64;
 
+/// Entries in the prefix map.
+pub const MAX_PREFIXES: u32 = 64;
+
 /// `struct service_key`: addr (4, network order), port (2, network order), proto, pad.
 pub(crate) const SERVICE_KEY_LEN: usize = 8;
+/// `struct prefix_key`: prefixlen (4, host order), proto, pad (3), addr (4, network order).
+pub(crate) const PREFIX_KEY_LEN: usize = 12;
 /// `struct counters`: five `__u64`.
 pub(crate) const COUNTERS_LEN: usize = 5 * 8;
 
@@ -118,6 +123,18 @@ pub(crate) fn service_key(addr: Ipv4Addr, proto: Proto, port: u16) -> [u8; SERVI
     key
 }
 
+/// The prefix map's key for `proto` traffic to `addr/len` (`len` at most 32; the
+/// address bits past `len` are cleared).
+pub(crate) fn prefix_key(addr: Ipv4Addr, len: u8, proto: Proto) -> [u8; PREFIX_KEY_LEN] {
+    let len = len.min(32);
+    let mask = u32::MAX.checked_shl(32 - u32::from(len)).unwrap_or(0);
+    let mut key = [0; PREFIX_KEY_LEN];
+    key[0..4].copy_from_slice(&(32 + u32::from(len)).to_ne_bytes());
+    key[4] = proto.number();
+    key[8..12].copy_from_slice(&(u32::from(addr) & mask).to_be_bytes());
+    key
+}
+
 /// The address map's key: the address in network order.
 pub(crate) fn addr_key(addr: Ipv4Addr) -> [u8; 4] {
     addr.octets()
@@ -131,6 +148,17 @@ mod tests {
     fn service_key_is_wire_order() {
         let key = service_key(Ipv4Addr::new(198, 18, 0, 10), Proto::Udp, 0x1f90);
         assert_eq!(key, [198, 18, 0, 10, 0x1f, 0x90, 17, 0]);
+    }
+
+    #[test]
+    fn prefix_key_is_proto_then_masked_address() {
+        let key = prefix_key(Ipv4Addr::new(198, 19, 7, 9), 16, Proto::Tcp);
+        let mut want = 48u32.to_ne_bytes().to_vec();
+        want.extend([6, 0, 0, 0, 198, 19, 0, 0]);
+        assert_eq!(key.to_vec(), want);
+        let all = prefix_key(Ipv4Addr::new(1, 2, 3, 4), 0, Proto::Udp);
+        assert_eq!(all[..4], 32u32.to_ne_bytes());
+        assert_eq!(all[4..], [17, 0, 0, 0, 0, 0, 0, 0]);
     }
 
     #[test]

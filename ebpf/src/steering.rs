@@ -164,6 +164,28 @@ impl Steering {
         .ok_or(Error::NoSuchService { addr, proto, port })
     }
 
+    /// Steers IPv4 `proto` traffic to any address in `addr/len` (any port) to the
+    /// AF_XDP sockets: for a client whose replies come back to a whole source range
+    /// (`c10m-bench conns`). Services and prefixes add up. `len` is at most 32; the
+    /// address bits past it are ignored. Adding a prefix twice is not an error.
+    pub fn add_prefix(&self, addr: Ipv4Addr, len: u8, proto: Proto) -> Result<(), Error> {
+        let key = maps::prefix_key(addr, len, proto);
+        update(&self.loaded.prefixes, &key, &1u32.to_ne_bytes(), || {
+            format!(
+                "adding prefix {addr}/{len} {proto} (at most {})",
+                maps::MAX_PREFIXES
+            )
+        })
+    }
+
+    /// Stops steering `proto` traffic to `addr/len`; `Ok(false)` if it was not steered.
+    pub fn remove_prefix(&self, addr: Ipv4Addr, len: u8, proto: Proto) -> Result<bool, Error> {
+        let key = maps::prefix_key(addr, len, proto);
+        delete(&self.loaded.prefixes, &key, || {
+            format!("removing prefix {addr}/{len} {proto}")
+        })
+    }
+
     /// Steers ARP for `addr` and ICMP to `addr` to the AF_XDP sockets, so the userspace
     /// stack answers them. Adding an address twice is not an error.
     pub fn add_address(&self, addr: Ipv4Addr) -> Result<(), Error> {

@@ -31,6 +31,7 @@ mod skel {
 
 // The Rust side builds keys and reads values as bytes (`maps.rs`); keep it in step with C.
 const _: () = assert!(size_of::<skel::types::service_key>() == crate::maps::SERVICE_KEY_LEN);
+const _: () = assert!(size_of::<skel::types::prefix_key>() == crate::maps::PREFIX_KEY_LEN);
 const _: () = assert!(size_of::<skel::types::counters>() == crate::maps::COUNTERS_LEN);
 
 /// `XDP_FLAGS_SKB_MODE`: generic XDP, run on the `sk_buff` after the driver.
@@ -48,6 +49,7 @@ pub(crate) struct Loaded {
     pub(crate) xsks: MapHandle,
     pub(crate) services: MapHandle,
     pub(crate) addrs: MapHandle,
+    pub(crate) prefixes: MapHandle,
     pub(crate) counters: MapHandle,
 }
 
@@ -64,6 +66,7 @@ pub(crate) fn load() -> libbpf_rs::Result<Loaded> {
         xsks: MapHandle::try_from(&skel.maps.xsks)?,
         services: MapHandle::try_from(&skel.maps.services)?,
         addrs: MapHandle::try_from(&skel.maps.addrs)?,
+        prefixes: MapHandle::try_from(&skel.maps.prefixes)?,
         counters: MapHandle::try_from(&skel.maps.counters)?,
     })
     // `skel` drops here: libbpf closes its own descriptors; ours stay valid.

@@ -124,6 +124,11 @@ fn verdicts_on_handmade_frames() {
         .addrs
         .update(&maps::addr_key(SERVICE), &one, MapFlags::ANY)
         .unwrap();
+    let clients = Ipv4Addr::new(198, 19, 0, 0);
+    let key = maps::prefix_key(clients, 16, Proto::Tcp);
+    loaded.prefixes.update(&key, &one, MapFlags::ANY).unwrap();
+    let client = Ipv4Addr::new(198, 19, 3, 4);
+    let outside = Ipv4Addr::new(198, 20, 3, 4);
 
     // Options whose first bytes would read as port 80 if IHL were ignored.
     let options = [0x9c, 0x40, 0x00, 0x50, 1, 1, 1, 0];
@@ -143,6 +148,9 @@ fn verdicts_on_handmade_frames() {
         ("tcp, other port", tcp(SERVICE, 81), XDP_PASS, Counters { passed: 1, ..Default::default() }),
         ("udp on the tcp port", udp(SERVICE, 80), XDP_PASS, Counters { passed: 1, ..Default::default() }),
         ("tcp to the kernel", tcp(KERNEL, 80), XDP_PASS, Counters { passed: 1, ..Default::default() }),
+        ("tcp into a prefix", tcp(client, 80), XDP_PASS, Counters { no_xsk: 1, ..Default::default() }),
+        ("udp into a tcp prefix", udp(client, 80), XDP_PASS, Counters { passed: 1, ..Default::default() }),
+        ("tcp outside the prefix", tcp(outside, 80), XDP_PASS, Counters { passed: 1, ..Default::default() }),
         ("vlan-tagged", eth(0x0800, Some(7), &ipv4(SERVICE, 6, &[], 0, &l4(80))), XDP_PASS,
             Counters { no_xsk: 1, ..Default::default() }),
         ("ip options", eth(0x0800, None, &ipv4(SERVICE, 6, &options, 0, &l4(80))), XDP_PASS,

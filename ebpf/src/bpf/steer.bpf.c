@@ -8,6 +8,7 @@
 //     IPv4, not a fragment
 //       ICMP to an address in `addrs`                  -> XSK
 //       TCP/UDP, (daddr, proto, dport) in `services`   -> XSK
+//       TCP/UDP, (proto, daddr) in a prefix of `prefixes` -> XSK
 //       malformed (IHL < 5, L4 header cut short)
 //         to an address in `addrs`                     -> XDP_DROP
 //         to any other address                         -> XDP_PASS, counted as error
@@ -34,6 +35,7 @@
 #define MAX_QUEUES 256
 #define MAX_SERVICES 4096
 #define MAX_ADDRS 64
+#define MAX_PREFIXES 64
 
 #define ARPHRD_ETHER 1
 #define ARP_REQUEST_OR_REPLY_HLEN 28
@@ -45,6 +47,15 @@ struct service_key {
 	__u16 port;  // TCP/UDP destination port, network order
 	__u8 proto;  // IPPROTO_TCP or IPPROTO_UDP
 	__u8 pad;    // always zero
+};
+
+// LPM trie key: prefixlen counts bits of (proto, pad, addr); a prefix of
+// length L on the address is stored with prefixlen 32 + L and pad zero.
+struct prefix_key {
+	__u32 prefixlen;
+	__u8 proto;   // IPPROTO_TCP or IPPROTO_UDP
+	__u8 pad[3];  // always zero
+	__u32 addr;   // IPv4 destination, network order
 };
 
 struct counters {
@@ -75,6 +86,16 @@ struct {
 	__type(key, __u32);
 	__type(value, __u32);
 } addrs SEC(".maps");
+
+// Whole destination prefixes steered for one protocol (e.g. a client's source
+// range, whose replies come back to many addresses and ports).
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, MAX_PREFIXES);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct prefix_key);
+	__type(value, __u32);
+} prefixes SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -204,9 +225,17 @@ int steer(struct xdp_md *ctx)
 		.proto = ip->protocol,
 		.pad = 0,
 	};
-	if (!bpf_map_lookup_elem(&services, &key))
-		return pass(&c->passed);
-	return to_xsk(ctx, c);
+	if (bpf_map_lookup_elem(&services, &key))
+		return to_xsk(ctx, c);
+	struct prefix_key pkey = {
+		.prefixlen = 64,
+		.proto = ip->protocol,
+		.pad = {0, 0, 0},
+		.addr = daddr,
+	};
+	if (bpf_map_lookup_elem(&prefixes, &pkey))
+		return to_xsk(ctx, c);
+	return pass(&c->passed);
 }
 
 char LICENSE[] SEC("license") = "Dual MIT/GPL";
