@@ -1,0 +1,238 @@
+//! The kernel backend: Linux sockets through one mio (epoll, edge-triggered) reactor
+//! thread per worker, each with its own `SO_REUSEPORT` listener per address so the kernel
+//! spreads connections over the workers. Needs no privileges; it is the baseline the
+//! dataplane is measured against, so it is tuned as such a server should be: non-blocking
+//! sockets, `TCP_NODELAY`, no thread per connection, a read budget per dispatch so one
+//! fast sender cannot starve the others, and a bounded userspace transmit buffer.
+//!
+//! ```no_run
+//! use c10m_apps::kernel::{Config, Server};
+//! use c10m_apps::services::Echo;
+//!
+//! let server = Server::start(&Config::default(), &["127.0.0.1:7".parse().unwrap()], |_worker, _addrs| {
+//!     Echo::default()
+//! })
+//! .unwrap();
+//! println!("echo on {:?}", server.local_addrs());
+//! server.join().unwrap();
+//! ```
+
+pub(crate) mod sock;
+mod worker;
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, SyncSender};
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+use mio::{Poll, Waker};
+use socket2::{Domain, Socket, Type};
+
+use crate::core::Core;
+use crate::service::{Service, Stats};
+use sock::Socks;
+use worker::{WAKER, Worker};
+
+/// Sizing of the kernel backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Config {
+    /// Reactor threads.
+    pub workers: usize,
+    /// Connections per worker; more are accepted and closed at once.
+    pub max_connections: usize,
+    /// Userspace transmit buffer per connection, on top of the kernel's socket buffer.
+    pub tx_buf: usize,
+    /// `listen(2)` backlog.
+    pub backlog: i32,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            workers: 1,
+            max_connections: 16384,
+            tx_buf: 64 * 1024,
+            backlog: 4096,
+        }
+    }
+}
+
+/// Why the kernel backend could not start or stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A listener could not be set up.
+    #[error("cannot listen on {addr}: {source} (is the port taken, or the address not local?)")]
+    Listen {
+        /// The address.
+        addr: SocketAddr,
+        /// The system's reason.
+        source: io::Error,
+    },
+    /// The reactor failed.
+    #[error("epoll reactor: {0}")]
+    Reactor(#[from] io::Error),
+    /// Zero workers, or nothing to listen on.
+    #[error("invalid configuration: {0}")]
+    Invalid(&'static str),
+    /// A worker thread panicked.
+    #[error("a worker thread panicked")]
+    Panicked,
+}
+
+/// Sends control commands to every worker: the in-process fan-out behind
+/// `c10m ctl publish`.
+#[derive(Debug)]
+pub struct Fanout<C> {
+    workers: Vec<(SyncSender<C>, Arc<Waker>)>,
+}
+
+impl<C> Clone for Fanout<C> {
+    fn clone(&self) -> Self {
+        Fanout {
+            workers: self.workers.clone(),
+        }
+    }
+}
+
+impl<C: Clone> Fanout<C> {
+    /// Delivers `cmd` to every worker (waiting if a worker's queue of 4096 is full) and
+    /// wakes them. Returns how many workers it reached.
+    pub fn publish(&self, cmd: C) -> usize {
+        let mut n = 0;
+        for (tx, waker) in &self.workers {
+            if tx.send(cmd.clone()).is_ok() {
+                let _ = waker.wake();
+                n += 1;
+            }
+        }
+        n
+    }
+}
+
+/// A running kernel-backend server.
+#[derive(Debug)]
+pub struct Server<C> {
+    addrs: Vec<SocketAddr>,
+    fanout: Fanout<C>,
+    stop: Arc<AtomicBool>,
+    threads: Vec<JoinHandle<io::Result<Stats>>>,
+}
+
+fn listener(addr: SocketAddr, backlog: i32) -> io::Result<std::net::TcpListener> {
+    let s = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    s.set_reuse_address(true)?;
+    s.set_reuse_port(true)?;
+    s.set_nonblocking(true)?;
+    s.bind(&addr.into())?;
+    s.listen(backlog)?;
+    Ok(s.into())
+}
+
+impl<C: Clone + Send + 'static> Server<C> {
+    /// Starts `cfg.workers` reactors listening on every address of `listen` (port 0
+    /// picks one port, shared by all workers); `make(i)` builds worker `i`'s service on
+    /// its thread, given the bound addresses.
+    pub fn start<S, F>(cfg: &Config, listen: &[SocketAddr], make: F) -> Result<Self, Error>
+    where
+        S: Service<Command = C> + 'static,
+        F: Fn(usize, &[SocketAddr]) -> S + Send + Sync + 'static,
+    {
+        if cfg.workers == 0 || listen.is_empty() || cfg.max_connections == 0 {
+            return Err(Error::Invalid(
+                "workers, addresses and max_connections must be non-zero",
+            ));
+        }
+        let mut addrs = Vec::new();
+        let mut per_worker: Vec<Vec<(std::net::TcpListener, u16)>> =
+            (0..cfg.workers).map(|_| Vec::new()).collect();
+        for &want in listen {
+            let mut addr = want;
+            for w in per_worker.iter_mut() {
+                let l =
+                    listener(addr, cfg.backlog).map_err(|source| Error::Listen { addr, source })?;
+                addr = l.local_addr()?;
+                w.push((l, addr.port()));
+            }
+            addrs.push(addr);
+        }
+        let make = Arc::new(make);
+        let stop = Arc::new(AtomicBool::new(false));
+        let start = Instant::now();
+        let mut workers = Vec::new();
+        let mut threads = Vec::new();
+        for (i, ls) in per_worker.into_iter().enumerate() {
+            let poll = Poll::new()?;
+            let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+            let (tx, rx) = mpsc::sync_channel(4096);
+            workers.push((tx, waker));
+            let (make, stop, cfg, bound) = (make.clone(), stop.clone(), *cfg, addrs.clone());
+            let t = std::thread::Builder::new()
+                .name(format!("c10m-kernel-{i}"))
+                .spawn(move || {
+                    let service = make(i, &bound);
+                    let listeners = ls
+                        .into_iter()
+                        .map(|(l, p)| (mio::net::TcpListener::from_std(l), p))
+                        .collect();
+                    let now = start.elapsed().as_millis() as u64;
+                    Worker {
+                        poll,
+                        listeners,
+                        socks: Socks::new(cfg.max_connections, cfg.tx_buf, 64 * 1024),
+                        core: Core::new(service, cfg.max_connections, now),
+                        commands: rx,
+                        stop,
+                        start,
+                        again: Vec::new(),
+                    }
+                    .run()
+                })?;
+            threads.push(t);
+        }
+        Ok(Server {
+            addrs,
+            fanout: Fanout { workers },
+            stop,
+            threads,
+        })
+    }
+
+    /// The addresses listened on (ports resolved), in the order given.
+    pub fn local_addrs(&self) -> &[SocketAddr] {
+        &self.addrs
+    }
+
+    /// The fan-out to every worker's service.
+    pub fn fanout(&self) -> Fanout<C> {
+        self.fanout.clone()
+    }
+
+    /// The flag that stops every worker when set.
+    pub fn stop_flag(&self) -> Arc<AtomicBool> {
+        self.stop.clone()
+    }
+
+    /// Asks the workers to stop (their connections are closed) and waits for them;
+    /// returns the sum of their counters.
+    pub fn stop(self) -> Result<Stats, Error> {
+        self.stop.store(true, Ordering::Relaxed);
+        self.join()
+    }
+
+    /// Waits for the workers to stop (after the stop flag is set).
+    pub fn join(self) -> Result<Stats, Error> {
+        let mut total = Stats::default();
+        for t in self.threads {
+            let s = t.join().map_err(|_| Error::Panicked)??;
+            total.accepted += s.accepted;
+            total.closed += s.closed;
+            total.idle_closed += s.idle_closed;
+            total.refused += s.refused;
+            total.commands += s.commands;
+        }
+        Ok(total)
+    }
+}
