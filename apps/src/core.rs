@@ -259,6 +259,17 @@ impl<S: Service> Core<S> {
         self.service.on_timer(&mut c, state);
     }
 
+    /// Lets the service take finished offloaded work.
+    pub(crate) fn poll(&mut self, net: Net<'_>) {
+        let mut conns = Conns {
+            net,
+            metas: &mut self.metas,
+            states: &mut self.states,
+            timers: &mut self.timers,
+        };
+        self.service.on_poll(&mut conns);
+    }
+
     /// Delivers a control command to the service.
     pub(crate) fn command(&mut self, cmd: &S::Command, net: Net<'_>) {
         self.stats.commands += 1;

@@ -11,17 +11,20 @@
 //! - [`kernel`]: Linux sockets, one mio (epoll) reactor per worker with `SO_REUSEPORT`
 //!   listeners: the unprivileged baseline; [`run_kernel`] is `c10m kernel`.
 //! - [`services`]: the built-in `echo`, `http` and `push`.
+//! - [`offload`]: a small thread pool for work that cannot finish in microseconds, its
+//!   results polled back by the runtime (half-sync/half-async).
 //!
 //! # Not supported
 //!
-//! Active opens from a service, TLS, IPv6 on the stack backends, and an offload pool for
-//! slow handlers (handlers must return in microseconds).
+//! Active opens from a service, TLS, and IPv6 on the stack backends. Handlers must return
+//! in microseconds: slow work goes to an [`offload::Offload`] pool.
 #![deny(missing_docs)]
 #![deny(unsafe_code)]
 
 mod conn;
 mod core;
 pub mod kernel;
+pub mod offload;
 mod runtime;
 mod service;
 pub mod services;

@@ -18,7 +18,7 @@
 //! stack.poll(now, &mut tx);
 //! ```
 
-use c10m_stack::{Event, Instant, ListenError, ListenOptions, ListenerId, Stack};
+use c10m_stack::{ConnId, Event, Instant, ListenError, ListenOptions, ListenerId, Stack};
 
 use crate::conn::{Io, Net};
 use crate::core::{Core, Ev};
@@ -30,6 +30,8 @@ pub struct Runtime<S: Service> {
     core: Core<S>,
     /// Port of each listener the runtime opened, by listener index.
     ports: Vec<Option<u16>>,
+    /// The listeners the runtime opened.
+    listeners: Vec<ListenerId>,
 }
 
 fn ms(t: Instant) -> u64 {
@@ -42,6 +44,7 @@ impl<S: Service> Runtime<S> {
         Runtime {
             core: Core::new(service, capacity, ms(now)),
             ports: Vec::new(),
+            listeners: Vec::new(),
         }
     }
 
@@ -57,6 +60,7 @@ impl<S: Service> Runtime<S> {
             self.ports.resize(l.index() + 1, None);
         }
         self.ports[l.index()] = Some(port);
+        self.listeners.push(l);
         Ok(l)
     }
 
@@ -96,6 +100,7 @@ impl<S: Service> Runtime<S> {
             }
         }
         self.core.put_fired(fired);
+        self.core.poll(Net::Stack(stack));
     }
 
     fn event(&mut self, stack: &mut Stack, id: c10m_stack::ConnId, ev: Ev) {
@@ -112,11 +117,76 @@ impl<S: Service> Runtime<S> {
     }
 
     /// The next instant a runtime timer is due (a lower bound); combine it with
-    /// [`Stack::poll_at`] to sleep.
+    /// [`Stack::poll_at`] to sleep. While the service is [`busy`](Service::busy), one
+    /// millisecond from the last [`handle_events`](Self::handle_events).
     pub fn poll_at(&self) -> Option<Instant> {
-        self.core
-            .next_timer()
-            .map(|t| Instant::from_millis(t as i64))
+        let busy = self
+            .core
+            .service
+            .busy()
+            .then_some(self.core.timers.now_ms + 1);
+        let t = match (self.core.next_timer(), busy) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        t.map(|t| Instant::from_millis(t as i64))
+    }
+
+    /// The listeners the runtime opened with [`listen`](Self::listen).
+    pub fn listeners(&self) -> &[ListenerId] {
+        &self.listeners
+    }
+
+    /// Shutdown: hands the connections still queued on the runtime's listeners to the
+    /// service, then closes every connection (a FIN after the data already queued). The
+    /// service's handlers are not called for them again, except `on_closed`; bytes that
+    /// still arrive are read and dropped. Unlisten first to refuse new connections.
+    pub fn close_all(&mut self, stack: &mut Stack, now: Instant) {
+        self.core.set_now(ms(now));
+        for i in 0..self.listeners.len() {
+            let l = self.listeners[i];
+            let Some(&Some(port)) = self.ports.get(l.index()) else {
+                continue;
+            };
+            while let Some(id) = stack.accept(l) {
+                self.core
+                    .accept(id.slot() as u32, Io::Stack(stack, id), port, Some(id));
+            }
+        }
+        for slot in 0..self.core.capacity() {
+            if !self.core.owns(slot, None) {
+                continue;
+            }
+            let meta = &mut self.core.metas[slot];
+            if let Some(id) = meta.conn
+                && !meta.closing
+            {
+                meta.closing = true;
+                let _ = stack.close(id);
+            }
+        }
+    }
+
+    /// End of a grace period: resets every connection the runtime still holds.
+    pub fn abort_all(&mut self, stack: &mut Stack) {
+        for slot in 0..self.core.capacity() {
+            if !self.core.owns(slot, None) {
+                continue;
+            }
+            let meta = &mut self.core.metas[slot];
+            if let Some(id) = meta.conn {
+                meta.closing = true;
+                let _ = stack.abort(id);
+            }
+        }
+    }
+
+    /// The stack ids of the connections the runtime holds (open, or closed by the
+    /// service and not yet gone).
+    pub fn connections(&self) -> impl Iterator<Item = ConnId> + '_ {
+        (0..self.core.capacity())
+            .filter(|&slot| self.core.owns(slot, None))
+            .filter_map(|slot| self.core.metas[slot].conn)
     }
 
     /// The service.

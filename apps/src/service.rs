@@ -91,6 +91,20 @@ pub trait Service {
         let _ = (command, conns);
     }
 
+    /// Called once per loop iteration of the backend, after the events: the place to
+    /// take the results of work handed to an [`Offload`](crate::offload::Offload) pool
+    /// and deliver them to their connections.
+    fn on_poll(&mut self, conns: &mut Conns<'_, Self::State>) {
+        let _ = conns;
+    }
+
+    /// Whether work is outstanding that [`on_poll`](Self::on_poll) will want to see
+    /// (e.g. offloaded jobs): the kernel backend then wakes up every millisecond rather
+    /// than sleeping until the next event.
+    fn busy(&self) -> bool {
+        false
+    }
+
     /// Connections from which nothing arrived for this long are closed by the runtime
     /// (FIN, then a reset if the peer has not finished within [`LINGER`]). `None`: never.
     fn idle_timeout(&self) -> Option<Duration> {

@@ -43,6 +43,8 @@ pub struct Options {
     pub frame_size: u32,
     /// How long a stop lets open connections finish before resetting them.
     pub grace: std::time::Duration,
+    /// Response body bytes of the http service.
+    pub http_body: usize,
     /// The management socket and metrics listener.
     pub management: crate::control::Settings,
 }
@@ -65,6 +67,7 @@ impl Default for Options {
             frames: 4096,
             frame_size: 2048,
             grace: std::time::Duration::from_secs(5),
+            http_body: 13,
             management: crate::control::Settings::default(),
         }
     }
@@ -222,8 +225,10 @@ mod tests {
         assert!(parse_cidr("0.0.0.0/8").is_err());
         assert!(parse_cidr("nonsense").is_err());
         assert_eq!(parse_service("echo:7"), Ok((Service::Echo, 7)));
-        let err = parse_service("http:80").unwrap_err();
-        assert!(err.contains("valid services are echo"), "{err}");
+        assert_eq!(parse_service("http:80"), Ok((Service::Http, 80)));
+        assert_eq!(parse_service("push:5222"), Ok((Service::Push, 5222)));
+        let err = parse_service("smtp:25").unwrap_err();
+        assert!(err.contains("valid services are echo, http, push"), "{err}");
         assert!(parse_service("echo:0").is_err());
         assert_eq!(parse_cores("0,2,4-6"), Ok(vec![0, 2, 4, 5, 6]));
         assert!(parse_cores("3-1").is_err());

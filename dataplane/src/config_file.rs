@@ -175,7 +175,7 @@ mod tests {
         assert!(e.contains("key `queues`"), "{e}");
         let e = parse("addr = \"198.18.0.10/40\"").unwrap_err();
         assert!(e.contains("`addr`"), "{e}");
-        let e = parse("services = [\"http:80\"]").unwrap_err();
+        let e = parse("services = [\"smtp:25\"]").unwrap_err();
         assert!(e.contains("`services`") && e.contains("echo"), "{e}");
         let e = parse("grace = -1.0").unwrap_err();
         assert!(e.contains("`grace`"), "{e}");

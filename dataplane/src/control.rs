@@ -44,7 +44,7 @@ pub(crate) const MAX_LINE: usize = 4096;
 pub(crate) const MAX_OUTPUT: usize = 4 << 20;
 
 /// A command for a worker, through its command ring.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Command {
     /// Stop accepting new connections; keep serving the others.
     Drain,
@@ -54,6 +54,15 @@ pub(crate) enum Command {
         id: u64,
         /// Most connections to list.
         limit: usize,
+    },
+    /// Send `MSG topic payload` to the push service's subscribers of `topic`.
+    Publish {
+        /// Matches the reply to the request.
+        id: u64,
+        /// The topic.
+        topic: Arc<str>,
+        /// The payload (one line).
+        payload: Arc<[u8]>,
     },
 }
 
@@ -73,6 +82,12 @@ pub(crate) enum Reply {
         id: u64,
         worker: usize,
         conns: Vec<ConnInfo>,
+    },
+    /// The answer to [`Command::Publish`]: how many subscribers got the message.
+    Published {
+        id: u64,
+        worker: usize,
+        delivered: u64,
     },
 }
 

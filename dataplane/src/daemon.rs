@@ -21,7 +21,7 @@ use crate::host;
 use crate::link::{self, Hooks};
 use crate::port::Port;
 use crate::report::{Report, WorkerReport, counters_json};
-use crate::service::Echo;
+use crate::service::Apps;
 use crate::umem::Memory;
 use crate::worker::{self, ArpMesh, Clock};
 use crate::xsk::{Rings, Socket};
@@ -246,9 +246,15 @@ fn worker_main(
         },
         ..ListenOptions::default()
     };
+    let mut apps = Apps::new(
+        &opts.services,
+        opts.http_body,
+        stack.capacity(),
+        clock.now(),
+    );
     let mut listeners = Vec::new();
     for &(service, port_no) in &opts.services {
-        match stack.listen(port_no, listen) {
+        match apps.listen(&mut stack, port_no, listen) {
             Ok(l) => listeners.push(l),
             Err(e) => return fail(format!("{service} on port {port_no}: {e}")),
         }
@@ -259,9 +265,8 @@ fn worker_main(
     let _ = ready.send((q, Ok((zero_copy, port.on_hugepages()))));
     drop(ready);
 
-    let mut echo = Echo::default();
     let loop_stats = worker::run(
-        &mut stack, &mut port, &mut echo, &mesh, clock, opts.idle, stop, &mut link, &listeners,
+        &mut stack, &mut port, &mut apps, &mesh, clock, opts.idle, stop, &mut link, &listeners,
     );
 
     // Frames for this queue go to the kernel from here on; then account for ours.
@@ -274,7 +279,7 @@ fn worker_main(
         zero_copy,
         connections_at_exit: stack.connections(),
         stack: counters_json(&stack.counters()),
-        echo: echo.stats,
+        echo: apps.stats(),
         port: stats,
         kernel,
         worker: loop_stats,

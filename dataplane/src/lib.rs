@@ -11,7 +11,7 @@
 //! | `port` | socket + UMEM as the stack's device: rx frames read in place, tx frames built in place, batched rings, no frame leaks | no |
 //! | `worker` | the per-core loop: rx batch → stack → service → poll → tx → completions → idle policy | no |
 //! | `rss` | Toeplitz hash and indirection table: local ports whose replies come back to the worker's own queue | no |
-//! | `service` | the built-in services (`echo`) | no |
+//! | `service` | the built-in services (`echo`, `http`, `push` from `c10m-apps`) | no |
 //! | `ring` | bounded SPSC lock-free rings (control ↔ worker) | yes: the slots |
 //! | `stats` | per-worker counters published with relaxed stores | no |
 //! | `control` | the control thread: mio loop, Unix socket JSON protocol, HTTP metrics | no |
@@ -40,7 +40,7 @@
 //! # Not supported yet
 //!
 //! Shared UMEM between queues, multi-buffer (jumbo) frames, VLANs in the stack,
-//! services other than `echo`.
+//! custom services (only the built-in ones of `c10m-apps`).
 #![deny(missing_docs)]
 #![deny(unsafe_code)]
 
@@ -76,5 +76,6 @@ pub use port::{FrameReport, Port, PortStats, Tx};
 pub use report::{Report, Totals, WorkerReport};
 pub use rss::{Rss, RssPorts, Toeplitz};
 pub use service::{EchoStats, Service};
+pub use signal::stop_on_signal;
 pub use worker::{Idle, LoopStats};
 pub use xsk::{KernelStats, ZeroCopy};

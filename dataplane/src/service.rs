@@ -1,16 +1,19 @@
-//! The built-in services a worker runs on its stack. Only `echo` exists for now; the
-//! `apps` crate will bring the public service API.
+//! The built-in services a worker runs on its stack: `echo`, `http` and `push` from the
+//! `c10m-apps` crate, dispatched by port ([`c10m_apps::services::Builtin`]) and driven by
+//! a [`c10m_apps::Runtime`] once per loop iteration.
 //!
-//! A service is driven by the worker's loop after each receive batch: it drains the
-//! stack's events and reads and writes through the stack's buffers. Handlers do bounded
-//! work per event and never block.
+//! The runtime drains the stack's events after each receive batch and calls the
+//! service's handlers, which read and write through the stack's buffers. Handlers do
+//! bounded work per event and never block.
 
 use std::fmt;
 use std::str::FromStr;
 
 use std::net::SocketAddrV4;
 
-use c10m_stack::{ConnError, ConnId, Event, ListenerId, Stack};
+use c10m_apps::Runtime;
+use c10m_apps::services::{Builtin, Kind, http, push};
+use c10m_stack::{Instant, ListenError, ListenOptions, ListenerId, Stack};
 
 use crate::control::ConnInfo;
 use crate::report::STATE_NAMES;
@@ -20,16 +23,26 @@ use crate::report::STATE_NAMES;
 pub enum Service {
     /// RFC 862 echo: accept everything, send every byte back, close after the peer does.
     Echo,
+    /// HTTP/1.1 plaintext responder (keep-alive, pipelining, HEAD).
+    Http,
+    /// IM-style push gateway: `SUB topic`, `UNSUB topic`, `PING`, server-sent `MSG`.
+    Push,
 }
 
 impl Service {
     /// Every service, for help and error messages.
-    pub const ALL: [Service; 1] = [Service::Echo];
+    pub const ALL: [Service; 3] = [Service::Echo, Service::Http, Service::Push];
 
     /// The name on the command line.
     pub fn name(self) -> &'static str {
+        self.kind().name()
+    }
+
+    fn kind(self) -> Kind {
         match self {
-            Service::Echo => "echo",
+            Service::Echo => Kind::Echo,
+            Service::Http => Kind::Http,
+            Service::Push => Kind::Push,
         }
     }
 }
@@ -57,87 +70,112 @@ impl FromStr for Service {
     }
 }
 
-/// What the echo service counted.
+/// What the services counted (named after the first service, echo, for compatibility
+/// of the report and the metrics).
 #[derive(Debug, Clone, Copy, Default, serde::Serialize)]
 pub struct EchoStats {
-    /// Connections accepted.
+    /// Connections accepted (every service).
     pub accepted: u64,
-    /// Connections whose Closed event arrived.
+    /// Connections whose close completed (every service).
     pub closed: u64,
-    /// Bytes echoed.
+    /// Bytes echoed (echo).
     pub bytes: u64,
+    /// HTTP requests answered with 200 (http).
+    pub http_requests: u64,
+    /// Messages queued to subscribers (push).
+    pub push_delivered: u64,
+    /// Publish commands handled (push).
+    pub push_published: u64,
 }
 
-/// The echo service of one worker.
-#[derive(Debug, Default)]
-pub(crate) struct Echo {
-    buf: Vec<u8>,
-    pub(crate) stats: EchoStats,
-    /// Accepted connections by slot, and whether we closed them (shutdown).
-    conns: Vec<Option<(ConnId, bool)>>,
+/// The built-in services of one worker, on its runtime.
+#[derive(Debug)]
+pub(crate) struct Apps {
+    rt: Runtime<Builtin>,
 }
 
-/// Most bytes moved per connection per event: bounded work per handler call.
-const CHUNK: usize = 16 * 1024;
-
-impl Echo {
-    /// Handles every pending event of `stack`.
-    pub(crate) fn handle(&mut self, stack: &mut Stack) {
-        while let Some(ev) = stack.next_event() {
-            match ev {
-                Event::Acceptable(l) => {
-                    while let Some(c) = stack.accept(l) {
-                        self.stats.accepted += 1;
-                        self.track(c, false);
-                    }
-                }
-                Event::Readable(c) | Event::Writable(c) => self.pump(stack, c),
-                Event::Closed(c) => {
-                    self.stats.closed += 1;
-                    if let Some(slot) = self.conns.get_mut(c.slot())
-                        && slot.is_some_and(|(id, _)| id == c)
-                    {
-                        *slot = None;
-                    }
-                }
-                Event::Connected(_) => {}
-            }
+impl Apps {
+    /// The services on `ports`, for a stack of `capacity` connection slots.
+    pub(crate) fn new(
+        ports: &[(Service, u16)],
+        http_body: usize,
+        capacity: usize,
+        now: Instant,
+    ) -> Apps {
+        let ports = ports.iter().map(|&(s, p)| (p, s.kind())).collect();
+        let http = http::Config {
+            body_size: http_body,
+            ..http::Config::default()
+        };
+        let svc = Builtin::new(ports, http, push::Config::default());
+        Apps {
+            rt: Runtime::new(svc, capacity, now),
         }
     }
 
-    fn track(&mut self, c: ConnId, closed: bool) {
-        if self.conns.len() <= c.slot() {
-            self.conns.resize(c.slot() + 1, None);
-        }
-        self.conns[c.slot()] = Some((c, closed));
+    /// Opens the listener of a service.
+    pub(crate) fn listen(
+        &mut self,
+        stack: &mut Stack,
+        port: u16,
+        opts: ListenOptions,
+    ) -> Result<ListenerId, ListenError> {
+        self.rt.listen(stack, port, opts)
     }
 
-    /// Shutdown: accepts what `listeners` still queue, then closes every connection
+    /// Handles every pending event of `stack` and the timers due.
+    pub(crate) fn handle(&mut self, stack: &mut Stack, now: Instant) {
+        self.rt.handle_events(stack, now);
+    }
+
+    /// The next instant a service timer (idle timeout, connection timer) is due.
+    pub(crate) fn poll_at(&self) -> Option<Instant> {
+        self.rt.poll_at()
+    }
+
+    /// Publishes to the push service's subscribers; returns how many got the message.
+    pub(crate) fn publish(
+        &mut self,
+        stack: &mut Stack,
+        now: Instant,
+        topic: &str,
+        payload: &[u8],
+    ) -> u64 {
+        let before = self.rt.service().push.stats.delivered;
+        self.rt
+            .command(stack, now, &push::Command::publish(topic, payload));
+        self.rt.service().push.stats.delivered - before
+    }
+
+    /// The counters.
+    pub(crate) fn stats(&self) -> EchoStats {
+        let rt = self.rt.stats();
+        let svc = self.rt.service();
+        EchoStats {
+            accepted: rt.accepted,
+            closed: rt.closed,
+            bytes: svc.echo.bytes,
+            http_requests: svc.http.stats.requests,
+            push_delivered: svc.push.stats.delivered,
+            push_published: svc.push.stats.published,
+        }
+    }
+
+    /// Shutdown: accepts what the listeners still queue, then closes every connection
     /// (FIN after the data already queued). Data arriving later is read and dropped.
-    pub(crate) fn close_all(&mut self, stack: &mut Stack, listeners: &[ListenerId]) {
-        for &l in listeners {
-            while let Some(c) = stack.accept(l) {
-                self.stats.accepted += 1;
-                self.track(c, false);
-            }
-        }
-        for entry in self.conns.iter_mut().flatten() {
-            entry.1 = true;
-            let _ = stack.close(entry.0);
-        }
+    pub(crate) fn close_all(&mut self, stack: &mut Stack, now: Instant) {
+        self.rt.close_all(stack, now);
     }
 
     /// End of the grace period: resets every connection still open.
     pub(crate) fn abort_all(&mut self, stack: &mut Stack) {
-        for (c, _) in self.conns.iter_mut().filter_map(Option::take) {
-            let _ = stack.abort(c);
-        }
+        self.rt.abort_all(stack);
     }
 
     /// Up to `limit` connections with their endpoints and states.
     pub(crate) fn sample(&self, stack: &mut Stack, limit: usize) -> Vec<ConnInfo> {
         let mut out = Vec::new();
-        for &(c, _) in self.conns.iter().flatten() {
+        for c in self.rt.connections() {
             if out.len() >= limit {
                 break;
             }
@@ -151,45 +189,5 @@ impl Echo {
             });
         }
         out
-    }
-
-    /// Moves what fits from the receive buffer to the send buffer; closes on EOF once
-    /// everything was echoed.
-    fn pump(&mut self, stack: &mut Stack, c: ConnId) {
-        if self.conns.get(c.slot()).copied().flatten() == Some((c, true)) {
-            // Closed by us at shutdown: read and drop what still comes.
-            while let Ok(n) = stack.recv(c, &mut [0u8; 2048]) {
-                if n == 0 {
-                    break;
-                }
-            }
-            return;
-        }
-        loop {
-            let Ok(room) = stack.send_room(c) else { return };
-            if room == 0 {
-                // Ask for a Writable event: a want of one byte arms it.
-                let _ = stack.send_with(c, 1, |_| (0, ()));
-                return;
-            }
-            self.buf.resize(room.min(CHUNK), 0);
-            match stack.recv(c, &mut self.buf) {
-                Ok(0) => return,
-                Ok(n) => {
-                    self.stats.bytes += n as u64;
-                    // Sized to the room, so it all fits; if not, the rest is dropped and
-                    // the connection is aborted rather than silently corrupted.
-                    if stack.send(c, &self.buf[..n]) != Ok(n) {
-                        let _ = stack.abort(c);
-                        return;
-                    }
-                }
-                Err(ConnError::Finished) => {
-                    let _ = stack.close(c);
-                    return;
-                }
-                Err(_) => return,
-            }
-        }
     }
 }

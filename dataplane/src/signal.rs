@@ -44,3 +44,22 @@ pub(crate) fn received() -> bool {
 pub(crate) fn hangup() -> bool {
     HANGUP.swap(false, Ordering::SeqCst)
 }
+
+/// Sets `stop` once SIGINT or SIGTERM arrives: installs the handlers and starts a small
+/// thread that watches for them (every 50 ms). For commands other than `c10m run`, such
+/// as `c10m kernel`.
+pub fn stop_on_signal(stop: std::sync::Arc<AtomicBool>) -> io::Result<()> {
+    install()?;
+    std::thread::Builder::new()
+        .name("c10m-signals".into())
+        .spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                if received() {
+                    stop.store(true, Ordering::SeqCst);
+                    break;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+        })?;
+    Ok(())
+}

@@ -154,6 +154,20 @@ pub(crate) fn visit(s: &Sample, f: &mut dyn FnMut(Metric, u64)) {
         None,
         s.echo.closed,
     );
+    m(
+        "http_requests",
+        "HTTP requests answered with 200",
+        C,
+        None,
+        s.echo.http_requests,
+    );
+    m(
+        "push_delivered",
+        "Push messages queued to subscribers",
+        C,
+        None,
+        s.echo.push_delivered,
+    );
     let p = &s.port;
     m(
         "port_rx_frames",

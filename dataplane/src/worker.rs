@@ -8,12 +8,12 @@
 //! rx batch (≤ 64) → stack.ingress(now, frame in UMEM, tx) → frame back to the free list
 //! ARP frames from the other workers → stack.ingress          (multi-queue only)
 //! refill the fill ring
-//! service handles the stack's events (echo)
+//! runtime hands the stack's events to the services (echo, http, push)
 //! stack.poll(now, tx)  — transmits what the service wrote, runs timers
 //! flush: staged frames → tx ring, kick with sendto if the kernel needs it
 //! reap completions → free list (flush and reap again, a few times, while frames wait)
 //! idle? spin, or after SPIN_ROUNDS empty rounds sleep in poll(2) on the socket until a
-//!       frame comes or the stack's next timer (at most MAX_SLEEP)
+//!       frame comes or the stack's or the services' next timer (at most MAX_SLEEP)
 //! ```
 //!
 //! About once a millisecond the worker publishes its counters ([`crate::stats`]) with
@@ -41,7 +41,7 @@ use std::time::Duration;
 use c10m_stack::{Instant, ListenerId, Stack};
 
 use crate::port::Port;
-use crate::service::Echo;
+use crate::service::Apps;
 
 mod control;
 
@@ -169,7 +169,7 @@ impl Clock {
 pub(crate) fn run(
     stack: &mut Stack,
     port: &mut Port,
-    echo: &mut Echo,
+    apps: &mut Apps,
     mesh: &ArpMesh,
     clock: Clock,
     idle: Idle,
@@ -187,24 +187,24 @@ pub(crate) fn run(
         let now = clock.now();
         if now >= control.next {
             control.next = now + PUBLISH;
-            control.serve(stack, port, echo, link, listeners, &stats);
+            control.serve(stack, port, apps, link, listeners, &stats, now);
         }
         if stop.load(Ordering::Relaxed) {
             let until = *grace_until.get_or_insert_with(|| {
                 control.drain(stack, listeners);
-                echo.close_all(stack, listeners);
+                apps.close_all(stack, now);
                 let grace = link.grace_ms.load(Ordering::Relaxed);
                 now + c10m_stack::Duration::from_millis(grace)
             });
             if !active(stack) {
-                control.serve(stack, port, echo, link, listeners, &stats);
+                control.serve(stack, port, apps, link, listeners, &stats, now);
                 break;
             }
             if now >= until {
-                echo.abort_all(stack);
+                apps.abort_all(stack);
                 stack.poll(now, &mut port.tx());
                 port.flush();
-                control.serve(stack, port, echo, link, listeners, &stats);
+                control.serve(stack, port, apps, link, listeners, &stats, now);
                 break;
             }
         }
@@ -223,7 +223,7 @@ pub(crate) fn run(
             stats.arp_received += replayed;
         }
         port.refill();
-        echo.handle(stack);
+        apps.handle(stack, now);
         stack.poll(now, &mut port.tx());
         let mut sent = port.flush();
         let mut done = port.reap();
@@ -252,7 +252,11 @@ pub(crate) fn run(
         if port.tx_in_flight() > 0 {
             sleep = Duration::from_micros(100);
         }
-        if let Some(at) = stack.poll_at() {
+        let due = match (stack.poll_at(), apps.poll_at()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        if let Some(at) = due {
             let until = (at - now.min(at)).total_micros();
             sleep = sleep.min(Duration::from_micros(until));
         }

@@ -204,8 +204,8 @@ fn start_up_errors_are_one_line() {
         e.contains("has 1 rx queue") && e.contains("ethtool -L"),
         "{e}"
     );
-    let e = start_error(&["--service", "http:80"], "dut0");
-    assert!(e.contains("valid services are echo"), "{e}");
+    let e = start_error(&["--service", "smtp:25"], "dut0");
+    assert!(e.contains("valid services are echo, http, push"), "{e}");
     let e = start_error(&["--zero-copy", "on"], "dut0");
     assert!(e.contains("zero-copy"), "{e}");
 }

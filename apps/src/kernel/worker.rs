@@ -49,7 +49,12 @@ impl<S: Service> Worker<S> {
             let now = self.now_ms();
             let wait = if self.again.is_empty() {
                 let t = self.core.next_timer().map(|t| t.saturating_sub(now));
-                t.map_or(MAX_WAIT, Duration::from_millis).min(MAX_WAIT)
+                let wait = t.map_or(MAX_WAIT, Duration::from_millis).min(MAX_WAIT);
+                if self.core.service.busy() {
+                    wait.min(Duration::from_millis(1))
+                } else {
+                    wait
+                }
             } else {
                 Duration::ZERO
             };
@@ -85,6 +90,8 @@ impl<S: Service> Worker<S> {
                 self.settle_touched();
             }
             self.core.put_fired(fired);
+            self.core.poll(Net::Kernel(&mut self.socks));
+            self.settle_touched();
         }
         let live: Vec<u32> = self.socks.live().collect();
         for slot in live {

@@ -1,6 +1,7 @@
 //! The event loop and its clients.
 
 use std::io::{self, Read, Write};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
@@ -28,6 +29,8 @@ struct Pending {
     sample: Vec<Value>,
     limit: usize,
     deadline: Instant,
+    /// A publish (not a sample): subscribers reached so far, and when it was sent.
+    publish: Option<(u64, Instant)>,
 }
 
 struct Client {
@@ -88,12 +91,23 @@ pub(crate) fn serve(
             }
         }
         // Replies from the workers go to the client that asked.
-        while let Some(Reply::Sample { id, worker, conns }) = dp.reply() {
+        while let Some(reply) = dp.reply() {
+            let id = match &reply {
+                Reply::Sample { id, .. } | Reply::Published { id, .. } => *id,
+            };
             let found = clients
                 .iter_mut()
                 .flatten()
                 .find_map(|c| c.pending.as_mut().filter(|p| p.id == id));
-            if let Some(p) = found {
+            let Some(p) = found else { continue };
+            if let Reply::Published { delivered, .. } = reply {
+                p.waiting = p.waiting.saturating_sub(1);
+                if let Some((sum, _)) = &mut p.publish {
+                    *sum += delivered;
+                }
+                continue;
+            }
+            if let Reply::Sample { worker, conns, .. } = reply {
                 p.waiting = p.waiting.saturating_sub(1);
                 for c in conns
                     .into_iter()
@@ -219,7 +233,16 @@ impl Client {
                 return;
             }
             let p = self.pending.take().unwrap_or_else(|| unreachable!());
-            self.respond(&proto::connections_json(dp, p.sample, p.waiting));
+            let answer = match p.publish {
+                Some((delivered, sent)) => proto::publish_json(
+                    dp.workers(),
+                    delivered,
+                    p.waiting,
+                    now.duration_since(sent),
+                ),
+                None => proto::connections_json(dp, p.sample, p.waiting),
+            };
+            self.respond(&answer);
         }
         if self.http {
             return self.work_http(dp);
@@ -253,6 +276,31 @@ impl Client {
                         sample: Vec::new(),
                         limit,
                         deadline: now + SAMPLE_WAIT,
+                        publish: None,
+                    });
+                }
+                Outcome::Publish { topic, message } => {
+                    let id = *next_id;
+                    *next_id += 1;
+                    let (topic, payload): (Arc<str>, Arc<[u8]>) =
+                        (topic.into(), message.into_bytes().into());
+                    let asked = (0..dp.workers())
+                        .filter(|&w| {
+                            let cmd = Command::Publish {
+                                id,
+                                topic: topic.clone(),
+                                payload: payload.clone(),
+                            };
+                            dp.send(w, cmd)
+                        })
+                        .count();
+                    self.pending = Some(Pending {
+                        id,
+                        waiting: asked,
+                        sample: Vec::new(),
+                        limit: 0,
+                        deadline: now + SAMPLE_WAIT,
+                        publish: Some((0, now)),
                     });
                 }
             }

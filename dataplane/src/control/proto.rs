@@ -2,7 +2,7 @@
 //!
 //! Requests: `{"cmd":"stats"}`, `{"cmd":"connections","limit":16}`, `{"cmd":"services"}`,
 //! `{"cmd":"log-level"}` or `{"cmd":"log-level","level":"debug"}`, `{"cmd":"drain"}`,
-//! `{"cmd":"shutdown","grace":5}`. Responses: `{"ok":true,"<cmd>":…}` or
+//! `{"cmd":"shutdown","grace":5}`, `{"cmd":"publish","topic":"t","message":"hi"}`. Responses: `{"ok":true,"<cmd>":…}` or
 //! `{"ok":false,"error":"…"}`.
 
 use std::time::Duration;
@@ -13,13 +13,14 @@ use super::{Command, Dataplane};
 use crate::stats;
 
 /// Every command, for the error that names them.
-pub(crate) const COMMANDS: [&str; 6] = [
+pub(crate) const COMMANDS: [&str; 7] = [
     "stats",
     "connections",
     "services",
     "log-level",
     "drain",
     "shutdown",
+    "publish",
 ];
 
 /// Most endpoints a `connections` answer lists.
@@ -34,6 +35,8 @@ pub(crate) enum Outcome {
     Reply(Value),
     /// A `connections` request: ask every worker for up to `limit` endpoints.
     Sample { limit: usize },
+    /// A `publish` request: send it to every worker and count the subscribers reached.
+    Publish { topic: String, message: String },
 }
 
 /// An error response.
@@ -69,6 +72,19 @@ pub(crate) fn handle(line: &[u8], dp: &mut dyn Dataplane) -> Outcome {
             return Outcome::Sample { limit };
         }
         "services" => json!({"ok": true, "services": dp.services()}),
+        "publish" => {
+            let field = |k: &str| req.get(k).and_then(Value::as_str).map(str::to_string);
+            let (Some(topic), Some(message)) = (field("topic"), field("message")) else {
+                return Outcome::Reply(error("publish needs \"topic\" and \"message\" strings"));
+            };
+            if topic.is_empty() || topic.contains([' ', '\n', '\r']) {
+                return Outcome::Reply(error("the topic must be one word"));
+            }
+            if message.contains(['\n', '\r']) {
+                return Outcome::Reply(error("the message must be one line"));
+            }
+            return Outcome::Publish { topic, message };
+        }
         "log-level" => match req.get("level") {
             None => json!({"ok": true, "log-level": dp.log_level()}),
             Some(Value::String(level)) => match dp.set_log_level(level) {
@@ -123,6 +139,29 @@ pub(crate) fn stats_json(dp: &dyn Dataplane) -> Value {
         })
         .collect();
     json!({"workers": workers, "totals": stats::to_json(&stats::totals(&values))})
+}
+
+/// The `publish` answer from the workers' counts.
+pub(crate) fn publish_json(
+    workers: usize,
+    delivered: u64,
+    missing: usize,
+    elapsed: Duration,
+) -> Value {
+    let secs = elapsed.as_secs_f64().max(1e-6);
+    let mut answer = json!({
+        "ok": true,
+        "publish": {
+            "delivered": delivered,
+            "workers": workers,
+            "elapsed_us": elapsed.as_micros() as u64,
+            "fanout_per_sec": (delivered as f64 / secs).round(),
+        },
+    });
+    if missing > 0 {
+        answer["publish"]["workers_not_answering"] = missing.into();
+    }
+    answer
 }
 
 /// The `connections` answer from the workers' samples.

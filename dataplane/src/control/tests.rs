@@ -50,6 +50,14 @@ impl Dataplane for Fake {
                     conns,
                 });
             }
+            Command::Publish { id, topic, .. } => {
+                let delivered = if &*topic == "news" { 2 } else { 0 };
+                self.replies.push_back(Reply::Published {
+                    id,
+                    worker: w,
+                    delivered,
+                });
+            }
         }
         true
     }
@@ -190,6 +198,14 @@ fn every_command_answers() {
     assert_eq!(v["log-level"], "debug");
     let v = l.ask(r#"{"cmd":"log-level","level":"bogus!"}"#);
     assert_eq!(v["ok"], false);
+
+    let v = l.ask(r#"{"cmd":"publish","topic":"news","message":"hello"}"#);
+    assert_eq!(v["publish"]["delivered"], 4, "2 per worker: {v}");
+    assert_eq!(v["publish"]["workers"], 2);
+    let v = l.ask(r#"{"cmd":"publish","topic":"a b","message":"x"}"#);
+    assert_eq!(v["ok"], false, "{v}");
+    let v = l.ask(r#"{"cmd":"publish","topic":"news"}"#);
+    assert_eq!(v["ok"], false, "{v}");
 
     assert_eq!(l.ask(r#"{"cmd":"drain"}"#)["ok"], true);
     assert_eq!(l.drained.load(Ordering::SeqCst), 2, "every worker told");

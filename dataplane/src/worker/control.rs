@@ -10,7 +10,7 @@ use super::LoopStats;
 use crate::control::{Command, Reply};
 use crate::port::Port;
 use crate::ring;
-use crate::service::Echo;
+use crate::service::Apps;
 use crate::stats::{Published, Sample};
 
 /// What connects a worker to the control thread.
@@ -35,25 +35,38 @@ pub(super) struct Control {
 
 impl Control {
     /// Publishes the counters and takes the waiting commands.
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn serve(
         &mut self,
         stack: &mut Stack,
         port: &Port,
-        echo: &Echo,
+        apps: &mut Apps,
         link: &mut Link,
         listeners: &[ListenerId],
         stats: &LoopStats,
+        now: Instant,
     ) {
         while let Some(cmd) = link.commands.pop() {
             self.commands += 1;
             match cmd {
                 Command::Drain => self.drain(stack, listeners),
                 Command::Sample { id, limit } => {
-                    let conns = echo.sample(stack, limit);
+                    let conns = apps.sample(stack, limit);
                     let reply = Reply::Sample {
                         id,
                         worker: link.queue,
                         conns,
+                    };
+                    if link.replies.push(reply).is_err() {
+                        self.replies_dropped += 1;
+                    }
+                }
+                Command::Publish { id, topic, payload } => {
+                    let delivered = apps.publish(stack, now, &topic, &payload);
+                    let reply = Reply::Published {
+                        id,
+                        worker: link.queue,
+                        delivered,
                     };
                     if link.replies.push(reply).is_err() {
                         self.replies_dropped += 1;
@@ -65,7 +78,7 @@ impl Control {
         link.stats.publish(&Sample {
             stack: stack.counters(),
             worker: *stats,
-            echo: echo.stats,
+            echo: apps.stats(),
             port: port.stats(),
             memory: memory.total as u64,
             buffers_in_use: memory.buffers_in_use as u64,

@@ -17,14 +17,27 @@ pub(crate) struct Args {
     /// Print the daemon's JSON answer instead of a table.
     #[arg(long)]
     json: bool,
-    /// stats | connections [LIMIT] | services | log-level [FILTER] | drain | shutdown [GRACE_SECS]
+    /// stats | connections [LIMIT] | services | log-level [FILTER] | drain | shutdown [GRACE_SECS] | publish TOPIC MESSAGE
     command: String,
     /// The command's argument.
     arg: Option<String>,
+    /// The command's second argument (publish: the message).
+    arg2: Option<String>,
 }
 
 fn request(a: &Args) -> Result<Value, String> {
     let mut req = json!({"cmd": a.command});
+    if a.command == "publish" {
+        let (Some(topic), Some(message)) = (&a.arg, &a.arg2) else {
+            return Err("usage: c10m ctl publish TOPIC MESSAGE".into());
+        };
+        req["topic"] = topic.clone().into();
+        req["message"] = message.clone().into();
+        return Ok(req);
+    }
+    if a.arg2.is_some() {
+        return Err(format!("{} takes at most one argument", a.command));
+    }
     match (a.command.as_str(), &a.arg) {
         (_, None) => {}
         ("connections", Some(n)) => {
@@ -94,6 +107,13 @@ pub(crate) fn main(a: &Args) -> ExitCode {
         "shutdown" => println!(
             "shutting down: connections get {} s to finish",
             text(&v["shutdown"]["grace_secs"])
+        ),
+        "publish" => println!(
+            "published to {} subscriber(s) on {} worker(s) in {} us ({} deliveries/s)",
+            text(&v["publish"]["delivered"]),
+            text(&v["publish"]["workers"]),
+            text(&v["publish"]["elapsed_us"]),
+            text(&v["publish"]["fanout_per_sec"]),
         ),
         _ => println!("{v}"),
     }

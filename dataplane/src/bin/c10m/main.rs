@@ -5,8 +5,12 @@
 //!   line on stdout when stopped with SIGINT or SIGTERM. Logs go to stderr (`RUST_LOG`,
 //!   `--log-level`, `log_level`).
 //! * `c10m ctl [--mgmt PATH] COMMAND [ARG] [--json]`: asks a running daemon.
+//! * `c10m kernel --addr 127.0.0.1 --service http:8080 --workers 2`: the same built-in
+//!   services on Linux sockets (the epoll baseline), until SIGINT or SIGTERM; prints
+//!   `ready` once listening and a JSON line of counters when stopped.
 
 mod ctl;
+mod kernel;
 mod log;
 
 use std::net::{Ipv4Addr, SocketAddr};
@@ -36,8 +40,11 @@ struct Cli {
 enum Command {
     /// Run the dataplane on an interface until SIGINT or SIGTERM.
     Run(Box<RunArgs>),
-    /// Ask a running daemon: stats, connections, services, log-level, drain, shutdown.
+    /// Ask a running daemon: stats, connections, services, log-level, drain, shutdown,
+    /// publish.
     Ctl(ctl::Args),
+    /// Run the built-in services on Linux sockets (epoll) until SIGINT or SIGTERM.
+    Kernel(kernel::Args),
 }
 
 /// Every flag is optional here: defaults come from the config file, then built-ins.
@@ -55,7 +62,7 @@ struct RunArgs {
     /// Default gateway of the dataplane's stack.
     #[arg(long)]
     gateway: Option<Ipv4Addr>,
-    /// Service and TCP port, e.g. echo:7 (repeatable). Services: echo.
+    /// Service and TCP port, e.g. echo:7 (repeatable). Services: echo, http, push.
     #[arg(long = "service", value_parser = parse_service)]
     services: Vec<(c10m_dataplane::Service, u16)>,
     /// Queues (one worker each): 0..N. Default 1.
@@ -100,6 +107,9 @@ struct RunArgs {
     /// Log filter, e.g. info or c10m_dataplane=debug (default: RUST_LOG, else info).
     #[arg(long)]
     log_level: Option<String>,
+    /// Response body bytes of the http service (default 13: `Hello, World!`).
+    #[arg(long)]
+    http_body: Option<usize>,
 }
 
 /// A core list as one value (clap would take a bare `Vec` as repeated values).
@@ -124,7 +134,7 @@ fn options(a: &RunArgs, file: Option<&FileConfig>) -> Result<Options, String> {
     flag!(iface <- a.iface, addr <- a.addr, queues <- a.queues, xdp_mode <- a.xdp_mode,
           zero_copy <- a.zero_copy, idle <- a.idle, max_conns <- a.max_conns,
           rx_buf <- a.rx_buf, tx_buf <- a.tx_buf, frames <- a.umem_frames,
-          frame_size <- a.frame_size, grace <- a.grace);
+          frame_size <- a.frame_size, grace <- a.grace, http_body <- a.http_body);
     if a.gateway.is_some() {
         o.gateway = a.gateway;
     }
@@ -170,6 +180,7 @@ fn main() -> ExitCode {
     };
     match cli.command {
         Command::Ctl(args) => ctl::main(&args),
+        Command::Kernel(args) => kernel::main(&args),
         Command::Run(a) => run(&a),
     }
 }

@@ -1,0 +1,100 @@
+//! `c10m kernel`: the built-in services of `c10m-apps` on the kernel backend (one epoll
+//! reactor per worker, `SO_REUSEPORT` listeners), the baseline of every benchmark.
+//!
+//! Prints `listening NAME ADDR` per service (port 0 picks a free port), then `ready`;
+//! when stopped, one JSON line of the workers' summed counters.
+
+use std::net::IpAddr;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use c10m_apps::services::{Spec, http, push};
+use c10m_apps::{KernelOptions, kernel};
+
+/// `c10m kernel --addr A --service NAME:PORT... --workers N`.
+#[derive(clap::Args)]
+pub(crate) struct Args {
+    /// The address to listen on, e.g. 127.0.0.1 or 0.0.0.0.
+    #[arg(long)]
+    addr: IpAddr,
+    /// Service and TCP port, e.g. http:8080 (repeatable). Services: echo, http, push.
+    #[arg(long = "service", value_parser = parse_spec, required = true)]
+    services: Vec<Spec>,
+    /// Reactor threads.
+    #[arg(long, default_value_t = 1)]
+    workers: usize,
+    /// Connections per worker.
+    #[arg(long, default_value_t = 16384)]
+    max_conns: usize,
+    /// Response body bytes of the http service.
+    #[arg(long, default_value_t = 13)]
+    http_body: usize,
+    /// Idle timeout of the push service, seconds.
+    #[arg(long, default_value_t = 60)]
+    push_idle: u64,
+    /// Stop after this many seconds (default: until SIGINT or SIGTERM).
+    #[arg(long)]
+    duration: Option<f64>,
+}
+
+fn parse_spec(s: &str) -> Result<Spec, String> {
+    s.parse()
+        .map_err(|e: c10m_apps::services::ParseError| e.to_string())
+}
+
+pub(crate) fn main(a: &Args) -> ExitCode {
+    let fail = |e: String| {
+        eprintln!("c10m: {e}");
+        ExitCode::FAILURE
+    };
+    if a.workers == 0 {
+        return fail("--workers must be at least 1".into());
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    if let Err(e) = c10m_dataplane::stop_on_signal(stop.clone()) {
+        return fail(format!("cannot install signal handlers: {e}"));
+    }
+    let opts = KernelOptions {
+        addr: a.addr,
+        services: a.services.clone(),
+        config: kernel::Config {
+            workers: a.workers,
+            max_connections: a.max_conns,
+            ..kernel::Config::default()
+        },
+        http: http::Config {
+            body_size: a.http_body,
+            ..http::Config::default()
+        },
+        push: push::Config {
+            idle_timeout: Duration::from_secs(a.push_idle.max(1)),
+            ..push::Config::default()
+        },
+        duration: None,
+    };
+    let server = match c10m_apps::start_kernel(&opts) {
+        Ok(s) => s,
+        Err(e) => return fail(e.to_string()),
+    };
+    for (addr, s) in server.local_addrs().iter().zip(&opts.services) {
+        println!("listening {} {addr}", s.kind);
+    }
+    println!("ready");
+    let start = Instant::now();
+    let limit = a.duration.map(Duration::from_secs_f64);
+    while !stop.load(Ordering::Relaxed) && limit.is_none_or(|d| start.elapsed() < d) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    match server.stop() {
+        Ok(s) => {
+            println!(
+                "{{\"accepted\":{},\"closed\":{},\"idle_closed\":{},\"refused\":{},\"commands\":{}}}",
+                s.accepted, s.closed, s.idle_closed, s.refused, s.commands
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(e.to_string()),
+    }
+}

@@ -1,0 +1,185 @@
+//! `c10m kernel`: the built-in services on Linux sockets over loopback, bounded, with
+//! curl, an echo client and a push heartbeat; SIGTERM stops it with a report. No
+//! privileges needed.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+const TIMEOUT: Duration = Duration::from_secs(10);
+
+struct Server {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    addrs: Vec<(String, SocketAddr)>,
+}
+
+impl Server {
+    fn start(args: &[&str]) -> Server {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_c10m"))
+            .arg("kernel")
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("starting c10m kernel");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut addrs = Vec::new();
+        loop {
+            let line = lines
+                .recv_timeout(TIMEOUT)
+                .expect("c10m kernel did not become ready");
+            if line == "ready" {
+                break;
+            }
+            let mut w = line.split_whitespace();
+            if w.next() == Some("listening") {
+                let name = w.next().unwrap().to_string();
+                addrs.push((name, w.next().unwrap().parse().unwrap()));
+            }
+        }
+        Server {
+            child,
+            lines,
+            addrs,
+        }
+    }
+
+    fn addr(&self, name: &str) -> SocketAddr {
+        self.addrs.iter().find(|a| a.0 == name).unwrap().1
+    }
+
+    /// Waits for exit 0 and returns the JSON line.
+    fn wait(mut self, limit: Duration) -> serde_json::Value {
+        let deadline = Instant::now() + limit;
+        let status = loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                break s;
+            }
+            assert!(Instant::now() < deadline, "c10m kernel did not stop");
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        assert!(status.success(), "exit: {status:?}");
+        let json = self
+            .lines
+            .recv_timeout(TIMEOUT)
+            .expect("a JSON report on stdout");
+        serde_json::from_str(&json).expect("the report is JSON")
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+fn curl(args: &[&str]) -> String {
+    let out = Command::new("curl")
+        .args(["-sS", "--max-time", "10"])
+        .args(args)
+        .output()
+        .expect("curl (installed by scripts/bootstrap)");
+    assert!(
+        out.status.success(),
+        "curl: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn kernel_backend_serves_curl_echo_and_push_until_sigterm() {
+    let server = Server::start(&[
+        "--addr",
+        "127.0.0.1",
+        "--service",
+        "http:0",
+        "--service",
+        "echo:0",
+        "--service",
+        "push:0",
+        "--workers",
+        "2",
+        "--http-body",
+        "100",
+        "--duration",
+        "60",
+    ]);
+    let url = format!("http://{}/", server.addr("http"));
+    let out = curl(&[
+        "-o",
+        "/dev/null",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}:%{size_download}:%{num_connects} ",
+        &url,
+        &url,
+    ]);
+    assert_eq!(
+        out.trim(),
+        "200:100:1 200:100:0",
+        "status, body, keep-alive"
+    );
+    let head = curl(&["-I", &url]);
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+
+    let mut echo = TcpStream::connect_timeout(&server.addr("echo"), TIMEOUT).unwrap();
+    echo.set_read_timeout(Some(TIMEOUT)).unwrap();
+    echo.write_all(b"hello, kernel").unwrap();
+    echo.shutdown(Shutdown::Write).unwrap();
+    let mut got = Vec::new();
+    echo.read_to_end(&mut got).unwrap();
+    assert_eq!(got, b"hello, kernel");
+
+    let push = TcpStream::connect_timeout(&server.addr("push"), TIMEOUT).unwrap();
+    push.set_read_timeout(Some(TIMEOUT)).unwrap();
+    let mut push = BufReader::new(push);
+    push.get_mut().write_all(b"SUB news\nPING\n").unwrap();
+    let mut line = String::new();
+    push.read_line(&mut line).unwrap();
+    assert_eq!(line, "PONG\n");
+    drop(push);
+
+    // SAFETY: kill(2) on our own child's pid, which has not been reaped yet.
+    unsafe { libc::kill(server.child.id() as i32, libc::SIGTERM) };
+    let report = server.wait(TIMEOUT);
+    assert_eq!(report["accepted"], 4, "curl twice, echo, push: {report}");
+}
+
+#[test]
+fn kernel_backend_stops_after_its_duration_and_rejects_unknown_services() {
+    let server = Server::start(&[
+        "--addr",
+        "127.0.0.1",
+        "--service",
+        "echo:0",
+        "--duration",
+        "0.3",
+    ]);
+    let report = server.wait(TIMEOUT);
+    assert_eq!(report["accepted"], 0, "{report}");
+
+    let out = Command::new(env!("CARGO_BIN_EXE_c10m"))
+        .args(["kernel", "--addr", "127.0.0.1", "--service", "smtp:25"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+    assert!(err.contains("echo, http, push"), "{err}");
+}

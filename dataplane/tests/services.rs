@@ -1,0 +1,176 @@
+//! The built-in services of `c10m-apps` on the dataplane, answering real kernel clients
+//! from c10m-gen: http with curl (status, body length, HEAD, keep-alive), push with a
+//! Rust client (SUB, PING → PONG, `c10m ctl publish` reaching each subscriber exactly
+//! once), and the close of open connections at shutdown. Privileged: see `common`.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::Duration;
+
+use common::{Bed, Daemon, GEN_NS, SERVICE, assert_clean, in_netns, ns_run};
+
+const TIMEOUT: Duration = Duration::from_secs(10);
+const SOCK: &str = "/tmp/c10m-test-services/c10m.sock";
+const BODY: usize = 1000;
+
+fn url() -> String {
+    format!("http://{SERVICE}/")
+}
+
+fn ctl(args: &[&str]) -> (bool, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_c10m"))
+        .args(["ctl", "--mgmt", SOCK])
+        .args(args)
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.success(), text)
+}
+
+/// A push client: a connection and a line reader over it.
+struct PushClient {
+    reader: BufReader<TcpStream>,
+}
+
+impl PushClient {
+    fn connect() -> PushClient {
+        let addr = SocketAddr::from((SERVICE, 5222));
+        let s = TcpStream::connect_timeout(&addr, TIMEOUT).expect("connecting to push");
+        s.set_read_timeout(Some(TIMEOUT)).unwrap();
+        PushClient {
+            reader: BufReader::new(s),
+        }
+    }
+
+    fn send(&mut self, line: &str) {
+        self.reader
+            .get_mut()
+            .write_all(format!("{line}\n").as_bytes())
+            .unwrap();
+    }
+
+    fn line(&mut self) -> String {
+        let mut l = String::new();
+        self.reader.read_line(&mut l).expect("a line from push");
+        l
+    }
+
+    /// PING → PONG: also proves every earlier line was handled, in order.
+    fn ping(&mut self) {
+        self.send("PING");
+        assert_eq!(self.line(), "PONG\n");
+    }
+}
+
+#[test]
+fn http_and_push_on_the_dataplane_answer_kernel_clients() {
+    let Some(_bed) = Bed::up(1) else { return };
+    let _ = std::fs::create_dir_all("/tmp/c10m-test-services");
+    let body = BODY.to_string();
+    let daemon = Daemon::start(&[
+        "--service",
+        "http:80",
+        "--service",
+        "push:5222",
+        "--http-body",
+        &body,
+        "--mgmt",
+        SOCK,
+    ]);
+
+    // http with curl: status and body length, HEAD, and keep-alive (two requests, one
+    // connection).
+    let (ok, out) = ns_run(
+        GEN_NS,
+        &[
+            "curl",
+            "-sS",
+            "--max-time",
+            "10",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code} %{size_download}",
+            &url(),
+        ],
+    );
+    assert!(ok, "curl: {out}");
+    assert_eq!(out.trim(), format!("200 {BODY}"));
+    let (ok, out) = ns_run(GEN_NS, &["curl", "-sS", "--max-time", "10", "-I", &url()]);
+    assert!(ok, "curl -I: {out}");
+    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+    assert!(
+        out.to_ascii_lowercase()
+            .contains(&format!("content-length: {BODY}")),
+        "{out}"
+    );
+    let (ok, out) = ns_run(
+        GEN_NS,
+        &[
+            "curl",
+            "-sS",
+            "--max-time",
+            "10",
+            "-o",
+            "/dev/null",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}:%{size_download}:%{num_connects} ",
+            &url(),
+            &url(),
+        ],
+    );
+    assert!(ok, "curl keep-alive: {out}");
+    assert_eq!(
+        out.trim(),
+        format!("200:{BODY}:1 200:{BODY}:0"),
+        "the second request reuses the connection"
+    );
+
+    // push: heartbeat, subscriptions, and a publish from the control path.
+    let (mut subs, mut other) = in_netns(GEN_NS, || {
+        let subs: Vec<PushClient> = (0..5).map(|_| PushClient::connect()).collect();
+        (subs, PushClient::connect())
+    });
+    for s in &mut subs {
+        s.ping();
+        s.send("SUB news");
+        s.ping();
+    }
+    other.send("SUB sport");
+    other.ping();
+    let (ok, out) = ctl(&["--json", "publish", "news", "hello world"]);
+    assert!(ok, "ctl publish: {out}");
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(v["publish"]["delivered"], 5, "{v}");
+    let (ok, out) = ctl(&["publish", "news"]);
+    assert!(!ok && out.contains("TOPIC MESSAGE"), "{out}");
+    for (i, s) in subs.iter_mut().enumerate() {
+        assert_eq!(s.line(), "MSG news hello world\n", "subscriber {i}");
+        s.ping(); // exactly once: the next line is the PONG
+    }
+    other.ping(); // not subscribed: nothing came before the PONG
+
+    // Shutdown closes the connections still open with a FIN.
+    drop(subs);
+    let mut held = other.reader.into_inner();
+    let reader = std::thread::spawn(move || {
+        let mut rest = Vec::new();
+        let r = held.read_to_end(&mut rest);
+        (r.map_err(|e| e.kind()), rest)
+    });
+    let report = daemon.stop();
+    let (r, rest) = reader.join().unwrap();
+    assert_eq!(r, Ok(0), "a FIN from the dataplane at shutdown");
+    assert!(rest.is_empty());
+    assert_clean(&report);
+    let svc = &report["workers"][0]["echo"];
+    assert!(svc["http_requests"].as_u64().unwrap() >= 4, "{svc}");
+    assert_eq!(svc["push_delivered"], 5, "{svc}");
+    assert_eq!(svc["push_published"], 1, "{svc}");
+    assert!(svc["accepted"].as_u64().unwrap() >= 9, "{svc}");
+}
