@@ -17,14 +17,7 @@ const TIMEOUT: Duration = Duration::from_secs(10);
 const SOCK: &str = "/tmp/c10m-test-ctl/c10m.sock";
 
 fn ctl(args: &[&str]) -> (bool, String) {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_c10m"))
-        .args(["ctl", "--mgmt", SOCK])
-        .args(args)
-        .output()
-        .unwrap();
-    let text =
-        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
-    (out.status.success(), text)
+    common::ctl(SOCK, args)
 }
 
 fn ask(req: &str) -> Value {

@@ -2,6 +2,8 @@
 //! curl, an echo client and a push heartbeat; SIGTERM stops it with a report. No
 //! privileges needed.
 
+mod common;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::process::{Child, Command, Stdio};
@@ -25,15 +27,7 @@ impl Server {
             .stderr(Stdio::inherit())
             .spawn()
             .expect("starting c10m kernel");
-        let stdout = child.stdout.take().unwrap();
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
+        let lines = common::lines_of(child.stdout.take().unwrap());
         let mut addrs = Vec::new();
         loop {
             let line = lines

@@ -20,14 +20,7 @@ fn url() -> String {
 }
 
 fn ctl(args: &[&str]) -> (bool, String) {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_c10m"))
-        .args(["ctl", "--mgmt", SOCK])
-        .args(args)
-        .output()
-        .unwrap();
-    let text =
-        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
-    (out.status.success(), text)
+    common::ctl(SOCK, args)
 }
 
 /// A push client: a connection and a line reader over it.

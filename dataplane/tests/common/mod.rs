@@ -167,15 +167,7 @@ impl Daemon {
             .stderr(Stdio::inherit())
             .spawn()
             .expect("starting c10m");
-        let stdout = child.stdout.take().unwrap();
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
+        let lines = lines_of(child.stdout.take().unwrap());
         Daemon { child, lines }
     }
 
@@ -233,6 +225,31 @@ pub fn wait_timeout(child: &mut Child, limit: Duration) -> Option<std::process::
 }
 
 /// Checks what every report must show: no bad checksums and every UMEM frame back.
+/// Forwards each line a child prints to the returned channel, from a thread of its own.
+pub fn lines_of(stdout: std::process::ChildStdout) -> Receiver<String> {
+    let (tx, lines) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    lines
+}
+
+/// Runs `c10m ctl --mgmt SOCK ARGS…`: whether it succeeded, and its stdout then stderr.
+pub fn ctl(sock: &str, args: &[&str]) -> (bool, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_c10m"))
+        .args(["ctl", "--mgmt", sock])
+        .args(args)
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.success(), text)
+}
+
 pub fn assert_clean(report: &serde_json::Value) {
     let t = &report["totals"];
     assert_eq!(t["bad_checksums"], 0, "bad checksums: {t}");
