@@ -78,6 +78,22 @@ pub struct Conn<'a> {
     pub(crate) handle: Handle,
 }
 
+impl<'a> Conn<'a> {
+    /// The handle of slot `slot` as its record stands (its current generation).
+    pub(crate) fn new(slot: u32, io: Io<'a>, meta: &'a mut Meta, timers: &'a mut Timers) -> Self {
+        let handle = Handle {
+            slot,
+            generation: meta.generation,
+        };
+        Conn {
+            io,
+            meta,
+            timers,
+            handle,
+        }
+    }
+}
+
 impl std::fmt::Debug for Conn<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Conn")
@@ -235,12 +251,7 @@ impl<T> Conns<'_, T> {
             Net::Stack(stack) => Io::Stack(stack, meta.conn?),
             Net::Kernel(socks) => Io::Kernel(socks.io(handle.slot)?),
         };
-        let mut conn = Conn {
-            io,
-            meta,
-            timers: self.timers,
-            handle,
-        };
+        let mut conn = Conn::new(handle.slot, io, meta, self.timers);
         Some(f(&mut conn, state))
     }
 }

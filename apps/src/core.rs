@@ -124,21 +124,12 @@ impl<S: Service> Core<S> {
             closing: false,
             idle: self.idle,
         };
-        let handle = Handle {
-            slot,
-            generation: meta.generation,
-        };
         if self.idle > 0 {
             self.timers
                 .schedule(Timers::idle_key(slot), Duration::from_millis(self.idle));
         }
         self.stats.accepted += 1;
-        let mut c = Conn {
-            io,
-            meta,
-            timers: &mut self.timers,
-            handle,
-        };
+        let mut c = Conn::new(slot, io, meta, &mut self.timers);
         let state = self.service.on_accept(&mut c);
         self.states[slot as usize] = Some(state);
     }
@@ -165,16 +156,7 @@ impl<S: Service> Core<S> {
             }
             return;
         }
-        let handle = Handle {
-            slot,
-            generation: meta.generation,
-        };
-        let mut c = Conn {
-            io,
-            meta,
-            timers: &mut self.timers,
-            handle,
-        };
+        let mut c = Conn::new(slot, io, meta, &mut self.timers);
         match ev {
             Ev::Readable => self.service.on_readable(&mut c, state),
             Ev::Writable => self.service.on_writable(&mut c, state),
@@ -246,16 +228,7 @@ impl<S: Service> Core<S> {
         if meta.closing {
             return;
         }
-        let handle = Handle {
-            slot,
-            generation: meta.generation,
-        };
-        let mut c = Conn {
-            io,
-            meta,
-            timers: &mut self.timers,
-            handle,
-        };
+        let mut c = Conn::new(slot, io, meta, &mut self.timers);
         self.service.on_timer(&mut c, state);
     }
 
