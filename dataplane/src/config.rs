@@ -9,8 +9,9 @@ use crate::service::Service;
 use crate::worker::Idle;
 use crate::xsk::ZeroCopy;
 
-/// Everything [`run`](crate::run) needs. The defaults suit a test bed; `iface`, `addr`
-/// and `services` have to be set.
+/// Everything [`run`](crate::run) and [`run_service`](crate::run_service) need. The
+/// defaults suit a test bed; `iface`, `addr` and `services` (built-in services) or
+/// `ports` (a service of your own) have to be set.
 #[derive(Debug, Clone)]
 pub struct Options {
     /// The interface (in the calling process's network namespace).
@@ -19,8 +20,11 @@ pub struct Options {
     pub addr: (Ipv4Addr, u8),
     /// Default gateway of the stack.
     pub gateway: Option<Ipv4Addr>,
-    /// Services and their TCP ports.
+    /// Built-in services and their TCP ports ([`run`](crate::run)).
     pub services: Vec<(Service, u16)>,
+    /// The TCP ports of a service of your own ([`run_service`](crate::run_service)); it
+    /// excludes `services`.
+    pub ports: Vec<u16>,
     /// Queues, one worker each: queues 0..queues.
     pub queues: u32,
     /// Core of each worker (default: 0, 1, …).
@@ -56,6 +60,7 @@ impl Default for Options {
             addr: (Ipv4Addr::UNSPECIFIED, 32),
             gateway: None,
             services: Vec::new(),
+            ports: Vec::new(),
             queues: 1,
             cores: None,
             xdp_mode: XdpMode::Auto,
@@ -172,8 +177,19 @@ impl Options {
     /// Checks the values that need no system access.
     pub fn validate(&self) -> Result<(), StartError> {
         let invalid = |m: String| Err(StartError::Invalid(m));
-        if self.services.is_empty() {
-            return invalid("no service given: add e.g. --service echo:7".into());
+        if self.services.is_empty() && self.ports.is_empty() {
+            return invalid(
+                "no service given: add e.g. --service echo:7 (or the `ports` of your own \
+                 service)"
+                    .into(),
+            );
+        }
+        if !self.services.is_empty() && !self.ports.is_empty() {
+            return invalid(
+                "built-in `services` and the `ports` of a service of your own exclude each \
+                 other: one service per dataplane"
+                    .into(),
+            );
         }
         if self.queues == 0 || self.queues > c10m_ebpf::MAX_QUEUES {
             return invalid(format!("--queues must be 1 to {}", c10m_ebpf::MAX_QUEUES));
@@ -197,6 +213,10 @@ impl Options {
             return invalid("--max-conns, --rx-buf and --tx-buf must be above 0".into());
         }
         let mut ports: Vec<u16> = self.services.iter().map(|s| s.1).collect();
+        ports.extend(&self.ports);
+        if ports.contains(&0) {
+            return invalid("port 0: services need a port from 1 to 65535".into());
+        }
         ports.sort_unstable();
         if ports.windows(2).any(|w| w[0] == w[1]) {
             return invalid("two services on one port".into());
@@ -252,5 +272,26 @@ mod tests {
         o.cores = None;
         o.services.push((Service::Echo, 7));
         assert!(o.validate().is_err());
+    }
+
+    #[test]
+    fn a_custom_service_takes_ports_not_services() {
+        let mut o = Options {
+            ports: vec![7000, 7001],
+            ..Options::default()
+        };
+        assert!(o.validate().is_ok());
+        o.ports.push(7000);
+        assert!(o.validate().is_err(), "two listeners on one port");
+        o.ports = vec![0];
+        assert!(o.validate().unwrap_err().to_string().contains("port 0"));
+        o.ports = vec![7000];
+        o.services = vec![(Service::Echo, 7)];
+        let e = o.validate().unwrap_err().to_string();
+        assert!(e.contains("exclude each other"), "{e}");
+        o.ports.clear();
+        o.services.clear();
+        let e = o.validate().unwrap_err().to_string();
+        assert!(e.contains("no service given"), "{e}");
     }
 }

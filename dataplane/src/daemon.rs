@@ -1,4 +1,7 @@
-//! Start-up, the workers' threads and shutdown: what `c10m run` does.
+//! Start-up, the workers' threads and shutdown: what `c10m run` does with the built-in
+//! services ([`run`], [`run_with`]) and what [`run_service`] does with one of the user's.
+//! Both are the same generic path: each worker builds its own service on its own thread
+//! and drives it with a [`c10m_apps::Runtime`].
 //!
 //! Order: check the options and the host (interface, privileges, queue count, MAC) →
 //! attach the XDP program and register the address and services → one thread per queue
@@ -8,6 +11,7 @@
 //! account for their frames → [`Report`]. The XDP program goes with the `Steering`
 //! value (a bpf_link), even on `kill -9`.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc;
@@ -21,7 +25,7 @@ use crate::host;
 use crate::link::{self, Hooks};
 use crate::port::Port;
 use crate::report::{Report, WorkerReport, counters_json};
-use crate::service::Apps;
+use crate::service::{self, Apps, Extras};
 use crate::umem::Memory;
 use crate::worker::{self, ArpMesh, Clock};
 use crate::xsk::{Rings, Socket};
@@ -56,9 +60,114 @@ pub fn run(
 pub fn run_with(
     opts: &Options,
     stop: Arc<AtomicBool>,
-    mut hooks: Hooks,
+    hooks: Hooks,
     on_ready: impl FnOnce(&Ready),
 ) -> Result<Report, StartError> {
+    if !opts.ports.is_empty() {
+        return Err(StartError::Invalid(
+            "`ports` are for a service of your own (run_service); built-in services are \
+             given in `services`"
+                .into(),
+        ));
+    }
+    let listen: Vec<(String, u16)> = opts
+        .services
+        .iter()
+        .map(|&(s, port)| (s.name().to_owned(), port))
+        .collect();
+    let (services, body) = (opts.services.clone(), opts.http_body);
+    let make = move |_: usize, _: &[SocketAddr]| service::builtin(&services, body);
+    launch(opts, listen, stop, hooks, make, Extras::builtin(), on_ready)
+}
+
+/// Runs a service of your own on the dataplane, listening on `opts.ports` of `opts.addr`,
+/// until `stop` is set (or SIGINT/SIGTERM arrives, with `hooks.signals`). `opts.services`
+/// must be empty: the built-in services run with [`run`].
+///
+/// `make(worker, addrs)` builds worker `worker`'s service on that worker's thread (so
+/// the service itself need not be `Send`), given the addresses listened on — the same
+/// factory that [`c10m_apps::kernel::Server::start`] takes, so one closure serves both
+/// backends. Every worker has its own service value: state shared between workers is
+/// the service's business (e.g. an `Arc` the factory clones).
+///
+/// What works as for the built-in services: the management socket (`stats`,
+/// `connections`, `drain`, `shutdown`, metrics), the drain and grace period at stop, and
+/// the [`Report`], whose per-worker `echo` counters carry the runtime's `accepted` and
+/// `closed` (the echo, http and push figures stay 0). `c10m ctl publish` reaches no one
+/// (0 delivered): a service's [`Command`](c10m_apps::Service::Command)s are not fed
+/// from the control path yet.
+///
+/// ```no_run
+/// use std::sync::{Arc, atomic::AtomicBool};
+/// use c10m_apps::services::Echo;
+/// use c10m_dataplane::{Hooks, Options, parse_cidr, run_service};
+///
+/// let opts = Options {
+///     iface: "dut0".into(),
+///     addr: parse_cidr("198.18.0.10/24").unwrap(),
+///     ports: vec![7000],
+///     ..Options::default()
+/// };
+/// let hooks = Hooks { signals: true, ..Hooks::default() };
+/// let stop = Arc::new(AtomicBool::new(false));
+/// let report = run_service(&opts, stop, hooks, |_worker, _addrs| Echo::default(), |_| {
+///     println!("ready")
+/// })?;
+/// println!("{}", report.to_json());
+/// # Ok::<(), c10m_dataplane::StartError>(())
+/// ```
+pub fn run_service<S, F>(
+    opts: &Options,
+    stop: Arc<AtomicBool>,
+    hooks: Hooks,
+    make: F,
+    on_ready: impl FnOnce(&Ready),
+) -> Result<Report, StartError>
+where
+    S: c10m_apps::Service + 'static,
+    F: Fn(usize, &[SocketAddr]) -> S + Send + Sync + 'static,
+{
+    if !opts.services.is_empty() {
+        return Err(StartError::Invalid(
+            "run_service runs one service of your own on `ports`; the built-in `services` \
+             run with `run`"
+                .into(),
+        ));
+    }
+    let name = type_name::<S>();
+    let listen = opts
+        .ports
+        .iter()
+        .map(|&port| (name.clone(), port))
+        .collect();
+    launch(opts, listen, stop, hooks, make, Extras::plain(), on_ready)
+}
+
+/// A service's name for `c10m ctl services`: its type's, without path and parameters.
+fn type_name<S>() -> String {
+    let full = std::any::type_name::<S>();
+    let base = full.split('<').next().unwrap_or(full);
+    base.rsplit("::")
+        .next()
+        .unwrap_or(base)
+        .to_ascii_lowercase()
+}
+
+/// The one start-up path: `listen` names the service of each port for the control
+/// path; `make` builds each worker's service and `extras` its hooks.
+fn launch<S, F>(
+    opts: &Options,
+    listen: Vec<(String, u16)>,
+    stop: Arc<AtomicBool>,
+    mut hooks: Hooks,
+    make: F,
+    extras: Extras<S>,
+    on_ready: impl FnOnce(&Ready),
+) -> Result<Report, StartError>
+where
+    S: c10m_apps::Service + 'static,
+    F: Fn(usize, &[SocketAddr]) -> S + Send + Sync + 'static,
+{
     let signals = hooks.signals;
     opts.validate()?;
     host::check_iface(&opts.iface)?;
@@ -85,9 +194,19 @@ pub fn run_with(
     let grace_ms = Arc::new(AtomicU64::new(opts.grace.as_millis() as u64));
     let steering = Arc::new(Steering::attach(&opts.iface, opts.xdp_mode)?);
     steering.add_address(opts.addr.0)?;
-    for &(_, port) in &opts.services {
+    for &(_, port) in &listen {
         steering.add_service(opts.addr.0, Proto::Tcp, port)?;
     }
+    let addrs: Vec<SocketAddr> = listen
+        .iter()
+        .map(|&(_, port)| SocketAddr::from((opts.addr.0, port)))
+        .collect();
+    let service = Arc::new(Factory {
+        listen,
+        addrs,
+        make,
+        extras,
+    });
 
     // Active opens pick local ports whose replies hash back to their worker's queue.
     let rss = crate::rss::for_workers(&opts.iface, opts.queues);
@@ -107,19 +226,20 @@ pub fn run_with(
         };
         let (link, ends) = link::pair(q as usize, grace_ms.clone());
         links.push(ends);
-        let (opts, steering, stop, ready, rss) = (
+        let (opts, steering, stop, ready, rss, service) = (
             opts.clone(),
             steering.clone(),
             stop.clone(),
             ready_tx.clone(),
             rss.clone(),
+            service.clone(),
         );
         let handle = std::thread::Builder::new()
             .name(format!("c10m-q{q}"))
             .spawn(move || {
                 let ports = crate::rss::chooser(rss.as_ref(), q);
                 worker_main(
-                    q, &opts, &config, ports, &steering, &stop, mesh, clock, ready, link,
+                    q, &opts, &service, &config, ports, &steering, &stop, mesh, clock, ready, link,
                 )
             })
             .map_err(|e| StartError::Invalid(format!("starting a worker thread: {e}")))?;
@@ -156,6 +276,7 @@ pub fn run_with(
     let dp = link::Control::new(
         links,
         opts,
+        &service.listen,
         hooks.log.take(),
         stop.clone(),
         grace_ms.clone(),
@@ -194,11 +315,22 @@ pub fn run_with(
 
 type ReadyMsg = (u32, Result<(bool, bool), String>);
 
+/// What every worker needs to build its service.
+struct Factory<F, S: c10m_apps::Service> {
+    /// Each listener's service name and port.
+    listen: Vec<(String, u16)>,
+    /// The addresses listened on, for the factory.
+    addrs: Vec<SocketAddr>,
+    make: F,
+    extras: Extras<S>,
+}
+
 /// One worker's thread: set up, report ready, loop, shut down.
 #[allow(clippy::too_many_arguments)]
-fn worker_main(
+fn worker_main<S, F>(
     q: u32,
     opts: &Options,
+    service: &Factory<F, S>,
     config: &Config,
     ports: Box<dyn PortChooser>,
     steering: &Steering,
@@ -207,7 +339,11 @@ fn worker_main(
     clock: Clock,
     ready: mpsc::Sender<ReadyMsg>,
     mut link: worker::Link,
-) -> Option<WorkerReport> {
+) -> Option<WorkerReport>
+where
+    S: c10m_apps::Service,
+    F: Fn(usize, &[SocketAddr]) -> S,
+{
     let core = opts.core(q);
     worker::pin(core);
     let fail = |m: String| {
@@ -246,17 +382,13 @@ fn worker_main(
         },
         ..ListenOptions::default()
     };
-    let mut apps = Apps::new(
-        &opts.services,
-        opts.http_body,
-        stack.capacity(),
-        clock.now(),
-    );
+    let svc = (service.make)(q as usize, &service.addrs);
+    let mut apps = Apps::new(svc, service.extras, stack.capacity(), clock.now());
     let mut listeners = Vec::new();
-    for &(service, port_no) in &opts.services {
-        match apps.listen(&mut stack, port_no, listen) {
+    for (name, port_no) in &service.listen {
+        match apps.listen(&mut stack, *port_no, listen) {
             Ok(l) => listeners.push(l),
-            Err(e) => return fail(format!("{service} on port {port_no}: {e}")),
+            Err(e) => return fail(format!("{name} on port {port_no}: {e}")),
         }
     }
     if let Err(e) = steering.register_xsk(q, port.socket().fd()) {

@@ -11,7 +11,7 @@
 //! | `port` | socket + UMEM as the stack's device: rx frames read in place, tx frames built in place, batched rings, no frame leaks | no |
 //! | `worker` | the per-core loop: rx batch → stack → service → poll → tx → completions → idle policy | no |
 //! | `rss` | Toeplitz hash and indirection table: local ports whose replies come back to the worker's own queue | no |
-//! | `service` | the built-in services (`echo`, `http`, `push` from `c10m-apps`) | no |
+//! | `service` | a worker's service on its `c10m_apps::Runtime`: the built-in `echo`, `http`, `push`, or one of the user's | no |
 //! | `ring` | bounded SPSC lock-free rings (control ↔ worker) | yes: the slots |
 //! | `stats` | per-worker counters published with relaxed stores | no |
 //! | `control` | the control thread: mio loop, Unix socket JSON protocol, HTTP metrics | no |
@@ -37,10 +37,17 @@
 //! # Ok::<(), c10m_dataplane::StartError>(())
 //! ```
 //!
+//! # Your own service
+//!
+//! Any [`c10m_apps::Service`] runs here unchanged, one instance per worker built on the
+//! worker's thread: [`run_service`] with `Options::ports` (see its example, and
+//! `apps/examples/kv.rs`, which runs one service on either backend).
+//!
 //! # Not supported yet
 //!
-//! Shared UMEM between queues, multi-buffer (jumbo) frames, VLANs in the stack,
-//! custom services (only the built-in ones of `c10m-apps`).
+//! Shared UMEM between queues, multi-buffer (jumbo) frames, VLANs in the stack; for a
+//! service of the user's, control commands ([`c10m_apps::Service::Command`]) from the
+//! management socket, and built-in and own services side by side in one daemon.
 #![deny(missing_docs)]
 #![deny(unsafe_code)]
 
@@ -70,7 +77,7 @@ mod xsk;
 pub use config::{Options, StartError, parse_cidr, parse_cores, parse_service};
 pub use config_file::{FileConfig, RELOADABLE, parse_grace, parse_zero_copy};
 pub use control::{DEFAULT_SOCKET, Settings as Management};
-pub use daemon::{Ready, run, run_with};
+pub use daemon::{Ready, run, run_service, run_with};
 pub use link::{Hooks, LogLevel, Reload};
 pub use port::{FrameReport, Port, PortStats, Tx};
 pub use report::{Report, Totals, WorkerReport};

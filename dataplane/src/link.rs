@@ -99,14 +99,16 @@ impl Control {
     pub(crate) fn new(
         workers: Vec<Ends>,
         opts: &Options,
+        listen: &[(String, u16)],
         log: Option<Arc<dyn LogLevel>>,
         stop: Arc<AtomicBool>,
         grace_ms: Arc<AtomicU64>,
     ) -> Control {
-        let services = opts
-            .services
+        let services = listen
             .iter()
-            .map(|(s, port)| json!({"name": s.name(), "addr": opts.addr.0.to_string(), "port": port}))
+            .map(
+                |(name, port)| json!({"name": name, "addr": opts.addr.0.to_string(), "port": port}),
+            )
             .collect();
         Control {
             workers,

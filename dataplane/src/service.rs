@@ -1,10 +1,16 @@
-//! The built-in services a worker runs on its stack: `echo`, `http` and `push` from the
-//! `c10m-apps` crate, dispatched by port ([`c10m_apps::services::Builtin`]) and driven by
-//! a [`c10m_apps::Runtime`] once per loop iteration.
+//! The services a worker runs on its stack, driven by a [`c10m_apps::Runtime`] once per
+//! loop iteration: the built-in `echo`, `http` and `push` from the `c10m-apps` crate,
+//! dispatched by port ([`c10m_apps::services::Builtin`]), or any [`c10m_apps::Service`]
+//! of the user's ([`run_service`](crate::run_service)).
 //!
 //! The runtime drains the stack's events after each receive batch and calls the
 //! service's handlers, which read and write through the stack's buffers. Handlers do
 //! bounded work per event and never block.
+//!
+//! What only the built-in services have — the push service's publish command and the
+//! echo, http and push counters — reaches the worker through two plain function hooks
+//! ([`Extras`]); a service of the user's gets hooks that publish to no one and count
+//! what the runtime counts (accepted, closed).
 
 use std::fmt;
 use std::str::FromStr;
@@ -88,28 +94,113 @@ pub struct EchoStats {
     pub push_published: u64,
 }
 
-/// The built-in services of one worker, on its runtime.
-#[derive(Debug)]
-pub(crate) struct Apps {
-    rt: Runtime<Builtin>,
+/// The hooks for what only some services have.
+pub(crate) struct Extras<S: c10m_apps::Service> {
+    /// A publish from the control path: how many subscribers got the message.
+    publish: fn(&mut Runtime<S>, &mut Stack, Instant, &str, &[u8]) -> u64,
+    /// The counters.
+    stats: fn(&Runtime<S>) -> EchoStats,
 }
 
-impl Apps {
-    /// The services on `ports`, for a stack of `capacity` connection slots.
-    pub(crate) fn new(
-        ports: &[(Service, u16)],
-        http_body: usize,
-        capacity: usize,
-        now: Instant,
-    ) -> Apps {
-        let ports = ports.iter().map(|&(s, p)| (p, s.kind())).collect();
-        let http = http::Config {
-            body_size: http_body,
-            ..http::Config::default()
-        };
-        let svc = Builtin::new(ports, http, push::Config::default());
+impl<S: c10m_apps::Service> Clone for Extras<S> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<S: c10m_apps::Service> Copy for Extras<S> {}
+
+impl<S: c10m_apps::Service> Extras<S> {
+    /// A service with no publish command and the runtime's counters only.
+    pub(crate) fn plain() -> Extras<S> {
+        fn no_publish<S: c10m_apps::Service>(
+            _: &mut Runtime<S>,
+            _: &mut Stack,
+            _: Instant,
+            _: &str,
+            _: &[u8],
+        ) -> u64 {
+            0
+        }
+        Extras {
+            publish: no_publish::<S>,
+            stats: runtime_stats::<S>,
+        }
+    }
+}
+
+impl Extras<Builtin> {
+    /// The built-in services: publish to push, and every service's counters.
+    pub(crate) fn builtin() -> Extras<Builtin> {
+        Extras {
+            publish: builtin_publish,
+            stats: builtin_stats,
+        }
+    }
+}
+
+fn runtime_stats<S: c10m_apps::Service>(rt: &Runtime<S>) -> EchoStats {
+    let s = rt.stats();
+    EchoStats {
+        accepted: s.accepted,
+        closed: s.closed,
+        ..EchoStats::default()
+    }
+}
+
+fn builtin_publish(
+    rt: &mut Runtime<Builtin>,
+    stack: &mut Stack,
+    now: Instant,
+    topic: &str,
+    payload: &[u8],
+) -> u64 {
+    let before = rt.service().push.stats.delivered;
+    rt.command(stack, now, &push::Command::publish(topic, payload));
+    rt.service().push.stats.delivered.saturating_sub(before)
+}
+
+fn builtin_stats(rt: &Runtime<Builtin>) -> EchoStats {
+    let svc = rt.service();
+    EchoStats {
+        bytes: svc.echo.bytes,
+        http_requests: svc.http.stats.requests,
+        push_delivered: svc.push.stats.delivered,
+        push_published: svc.push.stats.published,
+        ..runtime_stats(rt)
+    }
+}
+
+/// The built-in services of `ports`, with an http body of `http_body` bytes.
+pub(crate) fn builtin(ports: &[(Service, u16)], http_body: usize) -> Builtin {
+    let ports = ports.iter().map(|&(s, p)| (p, s.kind())).collect();
+    let http = http::Config {
+        body_size: http_body,
+        ..http::Config::default()
+    };
+    Builtin::new(ports, http, push::Config::default())
+}
+
+/// One worker's service, on its runtime.
+pub(crate) struct Apps<S: c10m_apps::Service> {
+    rt: Runtime<S>,
+    extras: Extras<S>,
+}
+
+impl<S: c10m_apps::Service> fmt::Debug for Apps<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Apps")
+            .field("capacity", &self.rt.capacity())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S: c10m_apps::Service> Apps<S> {
+    /// `service` for a stack of `capacity` connection slots.
+    pub(crate) fn new(service: S, extras: Extras<S>, capacity: usize, now: Instant) -> Apps<S> {
         Apps {
-            rt: Runtime::new(svc, capacity, now),
+            rt: Runtime::new(service, capacity, now),
+            extras,
         }
     }
 
@@ -133,7 +224,8 @@ impl Apps {
         self.rt.poll_at()
     }
 
-    /// Publishes to the push service's subscribers; returns how many got the message.
+    /// Publishes to the push service's subscribers; returns how many got the message
+    /// (0 for a service without a publish command).
     pub(crate) fn publish(
         &mut self,
         stack: &mut Stack,
@@ -141,24 +233,12 @@ impl Apps {
         topic: &str,
         payload: &[u8],
     ) -> u64 {
-        let before = self.rt.service().push.stats.delivered;
-        self.rt
-            .command(stack, now, &push::Command::publish(topic, payload));
-        self.rt.service().push.stats.delivered - before
+        (self.extras.publish)(&mut self.rt, stack, now, topic, payload)
     }
 
     /// The counters.
     pub(crate) fn stats(&self) -> EchoStats {
-        let rt = self.rt.stats();
-        let svc = self.rt.service();
-        EchoStats {
-            accepted: rt.accepted,
-            closed: rt.closed,
-            bytes: svc.echo.bytes,
-            http_requests: svc.http.stats.requests,
-            push_delivered: svc.push.stats.delivered,
-            push_published: svc.push.stats.published,
-        }
+        (self.extras.stats)(&self.rt)
     }
 
     /// Shutdown: accepts what the listeners still queue, then closes every connection

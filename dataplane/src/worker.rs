@@ -8,7 +8,7 @@
 //! rx batch (≤ 64) → stack.ingress(now, frame in UMEM, tx) → frame back to the free list
 //! ARP frames from the other workers → stack.ingress          (multi-queue only)
 //! refill the fill ring
-//! runtime hands the stack's events to the services (echo, http, push)
+//! runtime hands the stack's events to the service (built-in or the user's)
 //! stack.poll(now, tx)  — transmits what the service wrote, runs timers
 //! flush: staged frames → tx ring, kick with sendto if the kernel needs it
 //! reap completions → free list (flush and reap again, a few times, while frames wait)
@@ -166,10 +166,10 @@ impl Clock {
 
 /// Runs the loop until `stop` is set.
 #[allow(clippy::too_many_arguments)]
-pub(crate) fn run(
+pub(crate) fn run<S: c10m_apps::Service>(
     stack: &mut Stack,
     port: &mut Port,
-    apps: &mut Apps,
+    apps: &mut Apps<S>,
     mesh: &ArpMesh,
     clock: Clock,
     idle: Idle,

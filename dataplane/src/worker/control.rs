@@ -36,11 +36,11 @@ pub(super) struct Control {
 impl Control {
     /// Publishes the counters and takes the waiting commands.
     #[allow(clippy::too_many_arguments)]
-    pub(super) fn serve(
+    pub(super) fn serve<S: c10m_apps::Service>(
         &mut self,
         stack: &mut Stack,
         port: &Port,
-        apps: &mut Apps,
+        apps: &mut Apps<S>,
         link: &mut Link,
         listeners: &[ListenerId],
         stats: &LoopStats,
