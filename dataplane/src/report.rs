@@ -25,7 +25,8 @@ pub struct WorkerReport {
     pub connections_at_exit: usize,
     /// The stack's counters (see `c10m_stack::Counters`).
     pub stack: Value,
-    /// The echo service's counters.
+    /// The service's counters: `accepted` and `closed` for any service, the others for
+    /// the built-in ones (named after echo, the first, for compatibility).
     pub echo: EchoStats,
     /// The port's counters.
     pub port: PortStats,

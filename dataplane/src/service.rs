@@ -77,12 +77,14 @@ impl FromStr for Service {
 }
 
 /// What the services counted (named after the first service, echo, for compatibility
-/// of the report and the metrics).
+/// of the report and the metrics). A service of the user's
+/// ([`run_service`](crate::run_service)) has `accepted` and `closed`, counted by its
+/// runtime; the other figures stay 0.
 #[derive(Debug, Clone, Copy, Default, serde::Serialize)]
 pub struct EchoStats {
-    /// Connections accepted (every service).
+    /// Connections accepted (every service, built-in or not).
     pub accepted: u64,
-    /// Connections whose close completed (every service).
+    /// Connections whose close completed (every service, built-in or not).
     pub closed: u64,
     /// Bytes echoed (echo).
     pub bytes: u64,
