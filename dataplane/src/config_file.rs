@@ -32,6 +32,7 @@ pub struct FileConfig {
     pub mgmt: Option<String>,
     pub metrics: Option<String>,
     pub log_level: Option<String>,
+    pub http_body: Option<usize>,
 }
 
 /// Keys that a SIGHUP applies without a restart.
@@ -82,7 +83,7 @@ impl FileConfig {
             )*};
         }
         plain!(max_conns => max_conns, rx_buf => rx_buf, tx_buf => tx_buf,
-               umem_frames => frames, frame_size => frame_size);
+               umem_frames => frames, frame_size => frame_size, http_body => http_body);
         if let Some(g) = self.grace {
             o.grace = parse_grace(g).map_err(field("grace"))?;
         }
@@ -184,6 +185,14 @@ mod tests {
         let o = parse("grace = 2.5\nmetrics = \"127.0.0.1:9100\"").unwrap();
         assert_eq!(o.grace, Duration::from_millis(2500));
         assert_eq!(o.management.metrics.unwrap().port(), 9100);
+    }
+
+    #[test]
+    fn sets_the_http_body_size() {
+        assert_eq!(parse("").unwrap().http_body, 13, "the default");
+        assert_eq!(parse("http_body = 1000").unwrap().http_body, 1000);
+        let e = parse("http_body = -1").unwrap_err();
+        assert!(e.contains("key `http_body`"), "{e}");
     }
 
     #[test]
