@@ -418,3 +418,34 @@ where
         frames,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use c10m_apps::services::{Builtin, Echo};
+
+    #[test]
+    fn a_service_is_named_after_its_type() {
+        assert_eq!(type_name::<Echo>(), "echo");
+        assert_eq!(type_name::<Builtin>(), "builtin");
+        assert_eq!(type_name::<Option<Echo>>(), "option");
+    }
+
+    #[test]
+    fn each_entry_refuses_the_other_ones_services() {
+        let stop = Arc::new(AtomicBool::new(false));
+        let own = Options {
+            ports: vec![7000],
+            ..Options::default()
+        };
+        let e = run(&own, stop.clone(), false, |_| {}).unwrap_err();
+        assert!(e.to_string().contains("run_service"), "{e}");
+        let builtin = Options {
+            services: vec![(crate::Service::Echo, 7)],
+            ..Options::default()
+        };
+        let make = |_: usize, _: &[SocketAddr]| Echo::default();
+        let e = run_service(&builtin, stop, Hooks::default(), make, |_| {}).unwrap_err();
+        assert!(e.to_string().contains("ports"), "{e}");
+    }
+}
