@@ -79,7 +79,7 @@ pub use config_file::{FileConfig, RELOADABLE, parse_grace, parse_zero_copy};
 pub use control::{DEFAULT_SOCKET, Settings as Management};
 pub use daemon::{Ready, run, run_service, run_with};
 pub use link::{Hooks, LogLevel, Reload};
-pub use port::{FrameReport, Port, PortStats, Tx};
+pub use port::{FrameReport, MAX_RX_BATCH, Port, PortStats, Tx};
 pub use report::{Report, Totals, WorkerReport};
 pub use rss::{Rss, RssPorts, Toeplitz};
 pub use service::{EchoStats, Service};

@@ -20,6 +20,9 @@ use c10m_stack::{HugePages, MAX_FRAME, TxQueue};
 use crate::umem::{Book, Frame, Memory, Place};
 use crate::xsk::{KernelStats, Rings, Socket, ZeroCopy};
 
+/// Most frames [`Port::receive_batch`] hands over at once.
+pub const MAX_RX_BATCH: usize = 64;
+
 /// What one port counted.
 #[derive(Debug, Clone, Copy, Default, serde::Serialize)]
 pub struct PortStats {
@@ -75,6 +78,8 @@ pub struct Port {
     fill_target: u32,
     frame_size: usize,
     scratch: Vec<u8>,
+    /// The frames of the batch [`Port::receive_batch`] is handing over.
+    batch: Vec<Frame>,
     pub(crate) stats: PortStats,
 }
 
@@ -107,6 +112,7 @@ impl Port {
             fill_target,
             frame_size: frame_size as usize,
             scratch: vec![0; MAX_FRAME.max(frame_size as usize) + 1],
+            batch: Vec::with_capacity(MAX_RX_BATCH),
             stats: PortStats::default(),
         };
         port.refill();
@@ -197,6 +203,58 @@ impl Port {
                 log::trace!("rx descriptor {addr:#x}+{len} refused: {why:?}");
             }
         })
+    }
+
+    /// Reads up to [`MAX_RX_BATCH`] frames and hands them to `f` all at once (for
+    /// `Stack::ingress_batch`, which prefetches each frame's connection while it works on
+    /// earlier ones), then recycles them. Returns how many were read.
+    pub fn receive_batch(&mut self, f: impl FnOnce(&[&[u8]], &mut Tx<'_>)) -> u32 {
+        let Port {
+            socket,
+            mem,
+            book,
+            staged,
+            stage_cap,
+            frame_size,
+            scratch,
+            stats,
+            batch,
+            ..
+        } = self;
+        let mem: &Memory = mem;
+        batch.clear();
+        let n = socket.receive(MAX_RX_BATCH as u32, |addr, len| {
+            match book.take_rx(addr, len) {
+                Ok(frame) => {
+                    stats.rx_frames += 1;
+                    batch.push(frame);
+                }
+                Err(why) => {
+                    stats.rx_bad_desc += 1;
+                    log::trace!("rx descriptor {addr:#x}+{len} refused: {why:?}");
+                }
+            }
+        });
+        if !batch.is_empty() {
+            let mut views: [&[u8]; MAX_RX_BATCH] = [&[]; MAX_RX_BATCH];
+            for (view, frame) in views.iter_mut().zip(batch.iter()) {
+                *view = mem.bytes(frame);
+            }
+            let mut tx = Tx {
+                mem,
+                book,
+                staged,
+                stage_cap: *stage_cap,
+                frame_size: *frame_size,
+                scratch,
+                stats,
+            };
+            f(&views[..batch.len()], &mut tx);
+        }
+        for frame in batch.drain(..) {
+            book.free(frame);
+        }
+        n
     }
 
     /// The stack's transmit queue, for `Stack::poll` and replayed frames.

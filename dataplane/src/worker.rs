@@ -48,8 +48,6 @@ mod control;
 use control::Control;
 pub(crate) use control::Link;
 
-/// Frames read from the rx ring per iteration.
-pub(crate) const RX_BATCH: u32 = 64;
 /// Empty iterations before an adaptive worker sleeps.
 const SPIN_ROUNDS: u32 = 256;
 /// Longest sleep: bounds how late a worker notices the stop flag.
@@ -208,11 +206,13 @@ pub(crate) fn run<S: c10m_apps::Service>(
                 break;
             }
         }
-        let rx = port.receive(RX_BATCH, |frame, tx| {
-            if forward && is_arp(frame) {
-                forward_arp(frame, &mesh.peers, &mut stats);
+        let rx = port.receive_batch(|frames, tx| {
+            if forward {
+                for frame in frames.iter().filter(|f| is_arp(f)) {
+                    forward_arp(frame, &mesh.peers, &mut stats);
+                }
             }
-            stack.ingress(now, frame, tx);
+            stack.ingress_batch(now, frames, tx);
         });
         let mut replayed = 0;
         if forward {
