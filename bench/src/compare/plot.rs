@@ -58,7 +58,7 @@ fn draw(
     let err = |e: &dyn std::fmt::Display| anyhow!("drawing {}: {e}", path.display());
     root.fill(&WHITE).map_err(|e| err(&e))?;
     let mut b = ChartBuilder::on(&root);
-    b.caption(title, ("sans-serif", 22))
+    b.caption(title, ("sans-serif", 26))
         .margin(15)
         .x_label_area_size(45)
         .y_label_area_size(80);
@@ -69,6 +69,8 @@ fn draw(
                 .configure_mesh()
                 .x_desc(x_desc)
                 .y_desc(y_desc)
+                .label_style(("sans-serif", 14))
+                .axis_desc_style(("sans-serif", 16))
                 .draw()
                 .map_err(|e| err(&e))?;
             for s in series.iter().filter(|s| !s.points.is_empty()) {
@@ -89,6 +91,7 @@ fn draw(
                     .configure_series_labels()
                     .background_style(WHITE.mix(0.8))
                     .border_style(BLACK)
+                    .label_font(("sans-serif", 14))
                     .position(SeriesLabelPosition::UpperLeft)
                     .draw()
                     .map_err(|e| err(&e))?;
