@@ -65,15 +65,36 @@ fn terminate(child: &mut Child, grace: Duration) -> Option<ExitStatus> {
     child.wait().ok()
 }
 
-/// A server: runs until stopped; prints `ready` on stdout when it serves.
+/// How a server shows it is ready.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Ready {
+    /// It prints `ready` on stdout (`c10m run`, `c10m kernel`).
+    Line,
+    /// A socket of its network namespace listens on this TCP port (nginx).
+    Listen(u16),
+}
+
+/// Whether `/proc/net/tcp` text has a socket in LISTEN state on local `port`.
+pub(crate) fn listens(proc_net_tcp: &str, port: u16) -> bool {
+    let want = format!(":{port:04X}");
+    proc_net_tcp.lines().skip(1).any(|l| {
+        let mut w = l.split_whitespace();
+        let (_sl, local, _remote, state) = (w.next(), w.next(), w.next(), w.next());
+        local.is_some_and(|a| a.ends_with(&want)) && state == Some("0A")
+    })
+}
+
+/// A server: runs until stopped.
 #[derive(Debug)]
 pub(crate) struct Server {
     name: String,
     child: Child,
     lines: Receiver<String>,
     log: PathBuf,
-    /// Its stdout after `ready` (the final JSON line, once stopped).
-    pub(crate) tail: Vec<String>,
+    /// Its stdout after `ready`.
+    tail: Vec<String>,
+    /// Stopped and reaped already.
+    stopped: bool,
 }
 
 impl Server {
@@ -82,6 +103,7 @@ impl Server {
         name: &str,
         mut cmd: Command,
         log: &Path,
+        ready: Ready,
         timeout: Duration,
         stop: &AtomicBool,
     ) -> anyhow::Result<Server> {
@@ -101,6 +123,7 @@ impl Server {
             lines: rx,
             log: log.to_owned(),
             tail: Vec::new(),
+            stopped: false,
         };
         let deadline = Instant::now() + timeout;
         loop {
@@ -114,8 +137,17 @@ impl Server {
                     s.log_hint()
                 );
             }
+            if let Ready::Listen(port) = ready {
+                let tcp = std::fs::read_to_string(format!("/proc/{}/net/tcp", s.pid()));
+                if tcp.is_ok_and(|t| listens(&t, port)) {
+                    return Ok(s);
+                }
+                if let Ok(Some(status)) = s.child.try_wait() {
+                    bail!("{name} exited while starting ({status}): {}", s.log_hint());
+                }
+            }
             match s.lines.recv_timeout(Duration::from_millis(100)) {
-                Ok(l) if l.trim() == "ready" => return Ok(s),
+                Ok(l) if ready == Ready::Line && l.trim() == "ready" => return Ok(s),
                 Ok(_) => {}
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => {
@@ -148,10 +180,16 @@ impl Server {
         matches!(self.child.try_wait(), Ok(None))
     }
 
-    /// Stops it (SIGTERM, then SIGKILL after [`GRACE`]) and keeps what it printed on
-    /// stdout after `ready` in the log's sibling `NAME.out` (the daemon's final counters).
-    pub(crate) fn stop(mut self) -> Option<ExitStatus> {
-        let status = terminate(&mut self.child, GRACE);
+    /// Stops it (SIGTERM, then SIGKILL after [`GRACE`]); returns what it printed on
+    /// stdout after `ready` (the daemon's final counters), also kept in the log's sibling
+    /// `NAME.out`.
+    pub(crate) fn stop(mut self) -> Vec<String> {
+        self.stopped = true;
+        if let Some(s) = terminate(&mut self.child, GRACE)
+            && !s.success()
+        {
+            eprintln!("c10m-bench compare: {} exited with {s}", self.name);
+        }
         // The reader thread forwards the last lines once the pipe closes.
         let deadline = Instant::now() + Duration::from_secs(1);
         while let Ok(l) = self
@@ -161,12 +199,15 @@ impl Server {
             self.tail.push(l);
         }
         let _ = std::fs::write(self.log.with_extension("out"), self.tail.join("\n"));
-        status
+        std::mem::take(&mut self.tail)
     }
 }
 
 impl Drop for Server {
     fn drop(&mut self) {
+        if self.stopped {
+            return;
+        }
         if let Some(s) = terminate(&mut self.child, GRACE)
             && !s.success()
         {
@@ -237,4 +278,35 @@ pub(crate) fn parse_json<T: serde::de::DeserializeOwned>(stdout: &str) -> anyhow
         .find(|l| l.starts_with('{'))
         .context("no JSON object on stdout")?;
     serde_json::from_str(line).with_context(|| format!("unexpected JSON: {line}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listen_state_on_a_port() {
+        let tcp = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid\n\
+           0: 020012C6:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0\n\
+           1: 020012C6:0050 010013C6:0400 01 00000000:00000000 00:00000000 00000000     0\n";
+        assert!(listens(tcp, 8080));
+        assert!(!listens(tcp, 80), "port 80 is only established");
+        assert!(!listens(tcp, 7));
+    }
+
+    #[test]
+    fn the_error_line_wins_over_the_hint() {
+        let dir = std::env::temp_dir().join(format!("c10m-proc-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let log = dir.join("x.log");
+        std::fs::write(
+            &log,
+            "error: unexpected argument '--x'\n\nFor more information, try '--help'.\n",
+        )
+        .unwrap();
+        assert_eq!(last_line(&log), "error: unexpected argument '--x'");
+        std::fs::write(&log, "warn: a\nc10m-bench conns: no ARP answer\n\n").unwrap();
+        assert_eq!(last_line(&log), "c10m-bench conns: no ARP answer");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

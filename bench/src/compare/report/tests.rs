@@ -88,7 +88,8 @@ fn rows_pair_the_servers_by_scenario() {
     let rows = rows(&r);
     let names: Vec<&str> = rows.iter().map(|x| x.scenario.as_str()).collect();
     assert_eq!(names[0], "held 10,000: connections held");
-    assert_eq!(names[3], "held 100,000: connections held");
+    assert_eq!(names[1], "held 10,000: bytes/conn");
+    assert_eq!(names[2], "held 100,000: connections held");
     let rps10 = rows
         .iter()
         .find(|x| x.scenario == "http c=10: requests/s")
@@ -193,4 +194,23 @@ fn the_child_contract_parses_integers_and_floats() {
     let c: CpsOut = serde_json::from_str(r#"{"cps":1000,"p99_us":5}"#).unwrap();
     assert_eq!(c.cps, 1000.0);
     assert!(serde_json::from_str::<RpsOut>(r#"{"p50_us":1}"#).is_err());
+}
+
+#[test]
+fn nginx_rows_follow_the_kernel_rows_when_it_ran() {
+    let mut r = sample();
+    assert!(!rows(&r).iter().any(|x| x.scenario.contains("nginx")));
+    r.rps.push(rps(Server::Nginx, 10, 150_000.0, 40.0, 80.0));
+    let rows = rows(&r);
+    let x = rows
+        .iter()
+        .find(|x| x.scenario == "http c=10: requests/s vs nginx")
+        .unwrap();
+    assert_eq!(x.ratio(), Some(2.0));
+    // Only the levels nginx ran at.
+    assert!(
+        !rows
+            .iter()
+            .any(|x| x.scenario == "http c=100: requests/s vs nginx")
+    );
 }
