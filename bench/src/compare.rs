@@ -196,6 +196,24 @@ fn check(args: &Args) -> anyhow::Result<(PathBuf, PathBuf)> {
     if args.server_core >= cores || args.gen_core >= cores {
         bail!("--server-core and --gen-core must be below {cores} (the cores online)");
     }
+    let link = Command::new("ip")
+        .args(["-n", DUT_NS, "-d", "link", "show", "dev", "dut0"])
+        .output()
+        .context("running ip (is iproute2 installed? run scripts/bootstrap)")?;
+    let text = String::from_utf8_lossy(&link.stdout);
+    let queues = text
+        .split_whitespace()
+        .skip_while(|w| *w != "numrxqueues")
+        .nth(1);
+    if !link.status.success() {
+        bail!("the test bed is partly up (no dut0 in {DUT_NS}): run scripts/testbed down, then up");
+    }
+    if queues.is_some_and(|q| q != "1") {
+        bail!(
+            "the test bed has {} queues, the generators use one: run scripts/testbed down, then scripts/testbed up --queues 1",
+            queues.unwrap_or("?")
+        );
+    }
     if host::which("taskset").is_none() {
         bail!("taskset is missing: run scripts/bootstrap (util-linux)");
     }
@@ -405,6 +423,15 @@ impl Run<'_> {
         );
         pb.finish_and_clear();
         s
+    }
+
+    /// Stops a server with a spinner (a server holding many connections takes a while);
+    /// returns what it printed after `ready`.
+    fn stop_server(&self, server: proc::Server, name: &str) -> Vec<String> {
+        let pb = bar(1, format!("stopping {name}"), true);
+        let out = server.stop();
+        pb.finish_and_clear();
+        out
     }
 
     fn note_failure(&mut self, what: &str, e: &anyhow::Error) {

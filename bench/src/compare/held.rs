@@ -168,8 +168,8 @@ impl Run<'_> {
             },
         );
         pb.finish_and_clear();
-        for s in extra {
-            let _ = s.stop();
+        for (i, s) in extra.into_iter().enumerate() {
+            self.stop_server(s, &format!("kernel-{}", i + 1));
         }
         match result.and_then(|out| proc::parse_json::<ConnsOut>(&out)) {
             Ok(c) => {

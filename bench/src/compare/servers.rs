@@ -63,7 +63,7 @@ impl Run<'_> {
             }
         }
         self.load(Server::Dataplane, &dp_target(a.proto), &mut server);
-        let out = server.stop();
+        let out = self.stop_server(server, "dataplane");
         if let Some(n) = refusals(&out) {
             self.report.notes.push(n);
         }
@@ -283,7 +283,7 @@ impl Run<'_> {
             }
         }
         self.load(Server::Kernel, &kernel_target(self.args.proto), &mut first);
-        let _ = first.stop();
+        self.stop_server(first, "kernel-0");
     }
 
     /// nginx for http, where installed: one worker pinned to the server core, epoll,
@@ -322,7 +322,7 @@ impl Run<'_> {
         };
         let target = format!("{KERNEL_ADDR}:{NGINX_PORT}");
         self.load(Server::Nginx, &target, &mut server);
-        server.stop();
+        self.stop_server(server, "nginx");
     }
 
     fn nginx_files(&mut self) -> anyhow::Result<PathBuf> {
