@@ -280,7 +280,9 @@ fn run_checked(args: &Args) -> anyhow::Result<bool> {
         println!("{json}");
     } else {
         print!("{}", report::table(&r));
-        println!("report: {}", dir.join("report.md").display());
+        let md = dir.join("report.md");
+        let md = std::fs::canonicalize(&md).unwrap_or(md);
+        println!("report: {} (with report.json and the plots)", md.display());
     }
     Ok(interrupted)
 }
