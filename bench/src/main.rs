@@ -1,6 +1,7 @@
 //! `c10m-bench`: the project's benchmarks, one subcommand each. `--json` prints one JSON
 //! object on stdout; progress goes to stderr.
 
+mod compare;
 mod conns;
 mod stack;
 mod xsk;
@@ -27,6 +28,9 @@ enum Command {
     Conns(conns::Args),
     /// Raw AF_XDP packet rates (tx, rx-drop, or both across the test bed).
     Xsk(xsk::Args),
+    /// The dataplane against the kernel on the same host: held connections and memory,
+    /// RPS and latency, CPS; a side-by-side table and a report with plots.
+    Compare(compare::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -35,5 +39,6 @@ fn main() -> anyhow::Result<()> {
         Command::Stack(args) => stack::run(&args),
         Command::Xsk(args) => xsk::run(&args),
         Command::Conns(args) => conns::run(&args),
+        Command::Compare(args) => compare::run(&args),
     }
 }

@@ -1,0 +1,135 @@
+//! The settings and notes of a run: everything a reader needs to repeat it.
+
+use super::*;
+
+impl Run<'_> {
+    /// Settings and notes: everything a reader needs to repeat the run.
+    pub(super) fn describe(&mut self) {
+        let a = self.args;
+        let list = |v: &[u32]| v.iter().map(u32::to_string).collect::<Vec<_>>().join(", ");
+        let scen: Vec<&str> = a
+            .scenarios
+            .iter()
+            .map(|s| match s {
+                Scenario::Held => "held",
+                Scenario::Rps => "rps",
+                Scenario::Cps => "cps",
+            })
+            .collect();
+        let nofile = host::nofile_limit();
+        let nofile_text = nofile.map_or("unknown".into(), |n| n.to_string());
+        let slots = self.dp_slots();
+        let (bench, c10m) = (
+            self.bench.display().to_string(),
+            self.c10m.display().to_string(),
+        );
+        let s = &mut self.report.settings;
+        let mut set = |k: &str, v: String| s.push((k.to_owned(), v));
+        set("scenarios", scen.join(", "));
+        set("held: connection counts", list(&a.held));
+        set("held: SYNs per second", a.held_rate.to_string());
+        set("held: seconds held", a.hold.to_string());
+        set(
+            "held: client",
+            "c10m-bench conns, echo:7, a 16-byte echo request on every 100th connection, \
+             an 8-byte heartbeat each second on every 1000th"
+                .into(),
+        );
+        set("rps/cps protocol", a.proto.name().into());
+        set("rps: concurrency (connections)", list(&a.rps_conns));
+        set("rps: pipeline depth", a.pipeline.to_string());
+        set("rps: seconds measured per level", a.rps_secs.to_string());
+        set("rps: warm-up seconds per level", a.warmup.to_string());
+        set("cps: concurrency", list(&a.cps_concurrency));
+        set("cps: seconds measured", a.cps_secs.to_string());
+        set(
+            "server core (taskset; dataplane --cores)",
+            a.server_core.to_string(),
+        );
+        set("generator core (taskset)", a.gen_core.to_string());
+        set("generator", format!("{bench} (AF_XDP on gen0 in {GEN_NS})"));
+        set("dataplane: binary", c10m);
+        set("dataplane: queues / workers", "1 / 1".into());
+        set(
+            "dataplane: connection slots (--max-conns)",
+            slots.to_string(),
+        );
+        set(
+            "dataplane: --rx-buf / --tx-buf",
+            format!("{} / {}", a.rx_buf, a.tx_buf),
+        );
+        set(
+            "dataplane: XDP mode, zero-copy, idle policy",
+            "auto, auto, adaptive (defaults)".into(),
+        );
+        set(
+            "kernel: workers per process",
+            "1 (one epoll reactor)".into(),
+        );
+        set(
+            "kernel: connections per process (--max-conns)",
+            PER_PROCESS.to_string(),
+        );
+        set(
+            "kernel: listen backlog",
+            "4096 (c10m kernel's, capped by somaxconn)".into(),
+        );
+        set("RLIMIT_NOFILE (soft, this process)", nofile_text.clone());
+
+        let notes = &mut self.report.notes;
+        notes.push(format!(
+            "RLIMIT_NOFILE is {nofile_text} per process here and cannot be raised, so a kernel \
+             run holding more than {PER_PROCESS} connections uses ceil(N / {PER_PROCESS}) \
+             `c10m kernel` processes (one reactor each, all pinned to core {}) sharing the port \
+             through SO_REUSEPORT. The dataplane needs no descriptor per connection.",
+            a.server_core
+        ));
+        notes.push(format!(
+            "Same cores: every server is pinned to core {} and the generator to core {}; the \
+             same generator (this binary over AF_XDP) drives both servers. On veth the receive \
+             path (the kernel's TCP input in softirq; the XDP program and the AF_XDP copy for \
+             the dataplane) runs on the sending core, for both.",
+            a.server_core, a.gen_core
+        ));
+        notes.push(
+            "The kernel baseline is tuned as an operator would: non-blocking sockets, \
+             edge-triggered epoll (mio), SO_REUSEPORT listeners, TCP_NODELAY, no thread per \
+             connection, and the sysctls below."
+                .into(),
+        );
+        notes.push(
+            "Kernel memory per held connection = (growth of the slab caches TCP, \
+             request_sock_TCP, tw_sock_TCP, sock_inode_cache, filp, eventpoll_epi in \
+             /proc/slabinfo, active objects × object size) + (growth of socket buffer pages, \
+             /proc/net/sockstat TCP mem × 4096) + (growth of the server processes' summed \
+             RSS), divided by the growth of TCP inuse in c10m-dut, sampled at the peak. Slab and sockstat mem are system-wide; the generator uses no \
+             kernel sockets. Dentries (192 B each) and other allocations are not counted, which \
+             favours the kernel."
+                .into(),
+        );
+        notes.push(
+            "Dataplane memory per held connection = its stack's own accounting of reserved \
+             bytes per connection slot (memory_bytes / connection_capacity from the management \
+             socket): every slot is preallocated at start, so it does not grow with the count."
+                .into(),
+        );
+        let http = a.proto == Proto::Http;
+        match host::which("nginx") {
+            Some(p) if http => notes.push(format!(
+                "nginx ({}) is installed: it runs as a second http baseline at \
+                 {KERNEL_ADDR}:{NGINX_PORT}, one worker pinned to core {}; its rows read \
+                 \"vs nginx\", with nginx in the kernel column.",
+                p.display(),
+                a.server_core
+            )),
+            Some(_) => {
+                notes.push("nginx is installed but serves http only: not run for echo.".into())
+            }
+            None => notes.push(
+                "nginx: not installed (not on PATH), so not run; the http baseline is c10m \
+                 kernel's http service."
+                    .into(),
+            ),
+        }
+    }
+}

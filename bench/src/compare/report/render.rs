@@ -1,0 +1,264 @@
+//! The report as text: the side-by-side table for a terminal and the Markdown file.
+
+use std::fmt::Write as _;
+
+use super::*;
+
+/// `1234567.8` → `1,234,568` (with `decimals` after the point).
+pub(crate) fn group(v: f64, decimals: usize) -> String {
+    if !v.is_finite() {
+        return v.to_string();
+    }
+    let text = format!("{:.*}", decimals, v.abs());
+    let (int, frac) = text
+        .split_once('.')
+        .map_or((&text[..], None), |(i, f)| (i, Some(f)));
+    let mut out = String::new();
+    for (i, ch) in int.chars().enumerate() {
+        if i > 0 && (int.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(ch);
+    }
+    if let Some(f) = frac {
+        out.push('.');
+        out.push_str(f);
+    }
+    if v < 0.0 && out.chars().any(|c| c.is_ascii_digit() && c != '0') {
+        out.insert(0, '-');
+    }
+    out
+}
+
+fn met_text(m: Option<bool>) -> &'static str {
+    match m {
+        Some(true) => "met",
+        Some(false) => "NOT met",
+        None => "not measured",
+    }
+}
+
+/// The side-by-side table for a terminal.
+pub(crate) fn table(r: &Report) -> String {
+    let rows = rows(r);
+    let w = rows
+        .iter()
+        .map(|x| x.scenario.chars().count())
+        .max()
+        .unwrap_or(8)
+        .max(8);
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "{:<w$}  {:>14}  {:>14}  {:>9}",
+        "scenario", "dataplane", "kernel", "dp/kernel"
+    );
+    for x in &rows {
+        let ratio = x.ratio().map_or("-".to_owned(), times);
+        let _ = writeln!(
+            s,
+            "{:<w$}  {:>14}  {:>14}  {:>9}",
+            x.scenario,
+            x.dataplane.show(x.decimals),
+            x.kernel.show(x.decimals),
+            ratio
+        );
+    }
+    let _ = writeln!(s);
+    for g in &r.goals {
+        let _ = writeln!(
+            s,
+            "goal: {:<52} {:<13} {}",
+            g.name,
+            met_text(g.met),
+            g.measured
+        );
+    }
+    s
+}
+
+fn md_escape(s: &str) -> String {
+    s.replace('|', "\\|").replace('\n', " ")
+}
+
+fn opt(v: Option<f64>, decimals: usize) -> String {
+    v.map_or("-".into(), |v| group(v, decimals))
+}
+
+/// The Markdown report.
+pub(crate) fn markdown(r: &Report) -> String {
+    let mut s = String::new();
+    let _ = writeln!(s, "# c10m-bench compare, {}\n", r.started_utc);
+    if r.interrupted {
+        let _ = writeln!(s, "**Interrupted (Ctrl-C): the results are partial.**\n");
+    }
+    let _ = writeln!(
+        s,
+        "The dataplane (AF_XDP, 198.18.0.10) against the kernel baseline on the same host \
+         (198.18.0.2), measured in one run of {:.0} s by {}. Ratio = dataplane / kernel.\n",
+        r.secs, r.tool
+    );
+    let _ = writeln!(s, "| scenario | dataplane | kernel | dataplane / kernel |");
+    let _ = writeln!(s, "|---|---:|---:|---:|");
+    for x in rows(r) {
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {} |",
+            x.scenario,
+            x.dataplane.show(x.decimals),
+            x.kernel.show(x.decimals),
+            x.ratio().map_or("-".to_owned(), times)
+        );
+    }
+    let _ = writeln!(
+        s,
+        "\n## Goals\n\n| goal | result | measured |\n|---|---|---|"
+    );
+    for g in &r.goals {
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} |",
+            g.name,
+            met_text(g.met),
+            md_escape(&g.measured)
+        );
+    }
+
+    let _ = writeln!(s, "\n## Machine\n");
+    let m = &r.machine;
+    let _ = writeln!(s, "- CPU: {} ({} cores online)", m.cpu_model, m.cores);
+    let _ = writeln!(s, "- RAM: {} MiB", group(m.ram_bytes as f64 / 1048576.0, 0));
+    let _ = writeln!(s, "- kernel: {}", m.kernel);
+    let _ = writeln!(s, "- host: {}", m.hostname);
+
+    let _ = writeln!(s, "\n## Settings\n\n| setting | value |\n|---|---|");
+    for (k, v) in &r.settings {
+        let _ = writeln!(s, "| {} | {} |", md_escape(k), md_escape(v));
+    }
+    let _ = writeln!(
+        s,
+        "\n## Sysctls set for the kernel baseline (restored afterwards)\n"
+    );
+    if r.sysctls.is_empty() {
+        let _ = writeln!(s, "None.");
+    } else {
+        let _ = writeln!(
+            s,
+            "| namespace | sysctl | before | set |\n|---|---|---|---|"
+        );
+        for x in &r.sysctls {
+            let _ = writeln!(
+                s,
+                "| {} | {} | {} | {} |",
+                x.namespace, x.name, x.before, x.set
+            );
+        }
+    }
+    let _ = writeln!(s, "\n## Servers\n");
+    for x in &r.servers {
+        let name = x.server.map_or("?", Server::name);
+        let _ = writeln!(s, "- {name} at {}: `{}`", x.address, x.command);
+    }
+    let _ = writeln!(s, "\n## Notes\n");
+    for n in &r.notes {
+        let _ = writeln!(s, "- {n}");
+    }
+
+    let _ = writeln!(s, "\n## Held connections\n");
+    let _ = writeln!(
+        s,
+        "| server | requested | processes | held (server) | bytes/conn | slab | buffers | RSS/conn | client established | note or error |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"
+    );
+    for h in &r.held {
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            h.server.map_or("?", Server::name),
+            group(h.requested as f64, 0),
+            h.processes,
+            opt(h.held.map(|v| v as f64), 0),
+            opt(h.bytes_per_conn, 0),
+            opt(h.slab_bytes_per_conn, 0),
+            opt(h.buffer_bytes_per_conn, 0),
+            opt(h.rss_bytes_per_conn, 0),
+            opt(h.client.as_ref().map(|c| c.established as f64), 0),
+            md_escape(h.error.as_deref().or(h.note.as_deref()).unwrap_or("")),
+        );
+    }
+    for h in r.held.iter().filter(|h| !h.method.is_empty()) {
+        let _ = writeln!(
+            s,
+            "\n{} at {}: {}",
+            h.server.map_or("?", Server::name),
+            group(h.requested as f64, 0),
+            h.method
+        );
+        if !h.slab_caches.is_empty() {
+            let caches: Vec<String> = h
+                .slab_caches
+                .iter()
+                .map(|(n, b)| format!("{n} {}", group(*b, 0)))
+                .collect();
+            let _ = writeln!(
+                s,
+                "Slab bytes per connection by cache: {}.",
+                caches.join(", ")
+            );
+        }
+    }
+
+    let _ = writeln!(s, "\n## Requests per second\n");
+    let _ = writeln!(
+        s,
+        "| server | proto | conns | pipeline | connected | requests/s | errors | p50 µs | p99 µs | p99.9 µs | max µs | error |\n|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
+    );
+    for x in &r.rps {
+        let o = x.out.as_ref();
+        let f = |g: fn(&RpsOut) -> f64, d| opt(o.map(g), d);
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            x.server.map_or("?", Server::name),
+            x.proto,
+            x.conns,
+            x.pipeline,
+            f(|o| o.connected, 0),
+            f(|o| o.rps, 0),
+            f(|o| o.errors, 0),
+            f(|o| o.p50_us, 1),
+            f(|o| o.p99_us, 1),
+            f(|o| o.p999_us, 1),
+            f(|o| o.max_us, 1),
+            md_escape(x.error.as_deref().unwrap_or("")),
+        );
+    }
+    let _ = writeln!(s, "\n## Connections per second\n");
+    let _ = writeln!(
+        s,
+        "| server | proto | concurrency | completed | failed | connections/s | p50 µs | p99 µs | error |\n|---|---|---:|---:|---:|---:|---:|---:|---|"
+    );
+    for x in &r.cps {
+        let o = x.out.as_ref();
+        let f = |g: fn(&CpsOut) -> f64, d| opt(o.map(g), d);
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            x.server.map_or("?", Server::name),
+            x.proto,
+            x.concurrency,
+            f(|o| o.completed, 0),
+            f(|o| o.failed, 0),
+            f(|o| o.cps, 0),
+            f(|o| o.p50_us, 1),
+            f(|o| o.p99_us, 1),
+            md_escape(x.error.as_deref().unwrap_or("")),
+        );
+    }
+    if !r.plots.is_empty() {
+        let _ = writeln!(s, "\n## Plots\n");
+        for p in &r.plots {
+            let _ = writeln!(s, "![{p}]({p})\n");
+        }
+    }
+    s
+}

@@ -1,0 +1,216 @@
+use super::*;
+
+fn rps(server: Server, conns: u64, rps: f64, p50: f64, p99: f64) -> Rps {
+    Rps {
+        server: Some(server),
+        proto: "http".into(),
+        conns,
+        pipeline: 1,
+        out: Some(RpsOut {
+            rps,
+            p50_us: p50,
+            p99_us: p99,
+            ..RpsOut::default()
+        }),
+        error: None,
+    }
+}
+
+fn cps(server: Server, cps: f64) -> Cps {
+    Cps {
+        server: Some(server),
+        proto: "http".into(),
+        concurrency: 100,
+        out: Some(CpsOut {
+            cps,
+            ..CpsOut::default()
+        }),
+        error: None,
+    }
+}
+
+fn held(server: Server, n: u64, bytes: f64) -> Held {
+    Held {
+        server: Some(server),
+        requested: n,
+        processes: 1,
+        held: Some(n),
+        bytes_per_conn: Some(bytes),
+        ..Held::default()
+    }
+}
+
+fn sample() -> Report {
+    let mut r = Report {
+        held: vec![
+            held(Server::Dataplane, 100_000, 1000.0),
+            held(Server::Kernel, 100_000, 3400.0),
+            held(Server::Dataplane, 10_000, 1000.0),
+        ],
+        rps: vec![
+            rps(Server::Dataplane, 10, 300_000.0, 20.0, 40.0),
+            rps(Server::Kernel, 10, 100_000.0, 50.0, 90.0),
+            rps(Server::Dataplane, 100, 200_000.0, 60.0, 120.0),
+            rps(Server::Kernel, 100, 100_000.0, 100.0, 200.0),
+        ],
+        cps: vec![
+            cps(Server::Dataplane, 100_000.0),
+            cps(Server::Kernel, 10_000.0),
+        ],
+        ..Report::default()
+    };
+    r.goals = goals(&r);
+    r
+}
+
+#[test]
+fn ratio_needs_both_and_a_positive_divisor() {
+    assert_eq!(ratio(Some(6.0), Some(2.0)), Some(3.0));
+    assert_eq!(ratio(Some(6.0), Some(0.0)), None);
+    assert_eq!(ratio(None, Some(2.0)), None);
+    assert_eq!(ratio(Some(1.0), None), None);
+    assert_eq!(ratio(Some(f64::NAN), Some(1.0)), None);
+}
+
+#[test]
+fn group_separates_thousands() {
+    assert_eq!(group(0.0, 0), "0");
+    assert_eq!(group(999.0, 0), "999");
+    assert_eq!(group(1000.0, 0), "1,000");
+    assert_eq!(group(1234567.891, 1), "1,234,567.9");
+    assert_eq!(group(-12345.0, 0), "-12,345");
+    assert_eq!(group(-0.2, 0), "0");
+}
+
+#[test]
+fn rows_pair_the_servers_by_scenario() {
+    let r = sample();
+    let rows = rows(&r);
+    let names: Vec<&str> = rows.iter().map(|x| x.scenario.as_str()).collect();
+    assert_eq!(names[0], "held 10,000: connections held");
+    assert_eq!(names[1], "held 10,000: bytes/conn");
+    assert_eq!(names[2], "held 100,000: connections held");
+    let rps10 = rows
+        .iter()
+        .find(|x| x.scenario == "http c=10: requests/s")
+        .unwrap();
+    assert_eq!(rps10.ratio(), Some(3.0));
+    // The kernel did not run at 10,000 held: missing, not failed.
+    assert_eq!(rows[0].kernel, Cell::Missing);
+    let cps = rows
+        .iter()
+        .find(|x| x.scenario == "http c=100: connections/s")
+        .unwrap();
+    assert_eq!(cps.ratio(), Some(10.0));
+}
+
+#[test]
+fn a_failed_scenario_shows_as_failed() {
+    let mut r = sample();
+    r.rps[1].out = None;
+    r.rps[1].error = Some("exit status 1: no such subcommand".into());
+    let rows = rows(&r);
+    let x = rows
+        .iter()
+        .find(|x| x.scenario == "http c=10: requests/s")
+        .unwrap();
+    assert_eq!(x.kernel, Cell::Failed);
+    assert_eq!(x.ratio(), None);
+    assert!(table(&r).contains("failed"));
+    assert!(markdown(&r).contains("no such subcommand"));
+}
+
+#[test]
+fn goals_are_judged_at_every_level() {
+    let g = sample().goals;
+    assert_eq!(g.len(), 4);
+    // 3× at c=10 but 2× at c=100.
+    assert_eq!(g[0].met, Some(false), "{:?}", g[0]);
+    assert!(g[0].measured.contains("c=100: 2.00×"), "{:?}", g[0]);
+    assert_eq!(g[1].met, Some(true), "{:?}", g[1]);
+    // p99 40 ≤ 50 at c=10 but 120 > 100 at c=100.
+    assert_eq!(g[2].met, Some(false), "{:?}", g[2]);
+    // 1000 bytes at the biggest dataplane count.
+    assert_eq!(g[3].met, Some(true), "{:?}", g[3]);
+    assert!(g[3].measured.contains("100,000 held"), "{:?}", g[3]);
+}
+
+#[test]
+fn goals_without_measurements_are_not_judged() {
+    let g = goals(&Report::default());
+    assert!(g.iter().all(|g| g.met.is_none()), "{g:?}");
+    assert!(g.iter().all(|g| g.measured == "not measured"));
+}
+
+#[test]
+fn markdown_names_the_machine_settings_and_notes() {
+    let mut r = sample();
+    r.machine.cpu_model = "Test CPU".into();
+    r.machine.kernel = "Linux 6.18".into();
+    r.settings = vec![("rps seconds".into(), "5".into())];
+    r.sysctls = vec![Sysctl {
+        namespace: "c10m-dut".into(),
+        name: "net.core.somaxconn".into(),
+        before: "4096".into(),
+        set: "65535".into(),
+    }];
+    r.notes = vec!["RLIMIT_NOFILE is 20,000".into()];
+    r.plots = vec!["rps.svg".into()];
+    let md = markdown(&r);
+    for want in [
+        "Test CPU",
+        "Linux 6.18",
+        "| rps seconds | 5 |",
+        "net.core.somaxconn | 4096 | 65535",
+        "RLIMIT_NOFILE is 20,000",
+        "![rps.svg](rps.svg)",
+        "| http c=10: requests/s | 300,000 | 100,000 | 3.00× |",
+        "| CPS ≥ 10× the kernel | met |",
+    ] {
+        assert!(md.contains(want), "missing {want:?} in\n{md}");
+    }
+}
+
+#[test]
+fn the_report_round_trips_through_json() {
+    let r = sample();
+    let text = serde_json::to_string(&r).unwrap();
+    let back: Report = serde_json::from_str(&text).unwrap();
+    assert_eq!(back, r);
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(v["held"][0]["server"], "dataplane");
+}
+
+#[test]
+fn the_child_contract_parses_integers_and_floats() {
+    let o: RpsOut = serde_json::from_str(
+        r#"{"target":"198.18.0.10:80","proto":"http","conns":10,"pipeline":1,"secs":5.0,
+            "connected":10,"requests":1000,"rps":200.5,"errors":0,"p50_us":12,"p99_us":40.5,
+            "p999_us":50,"max_us":60,"mean_us":15.2}"#,
+    )
+    .unwrap();
+    assert_eq!(o.rps, 200.5);
+    assert_eq!(o.p50_us, 12.0);
+    let c: CpsOut = serde_json::from_str(r#"{"cps":1000,"p99_us":5}"#).unwrap();
+    assert_eq!(c.cps, 1000.0);
+    assert!(serde_json::from_str::<RpsOut>(r#"{"p50_us":1}"#).is_err());
+}
+
+#[test]
+fn nginx_rows_follow_the_kernel_rows_when_it_ran() {
+    let mut r = sample();
+    assert!(!rows(&r).iter().any(|x| x.scenario.contains("nginx")));
+    r.rps.push(rps(Server::Nginx, 10, 150_000.0, 40.0, 80.0));
+    let rows = rows(&r);
+    let x = rows
+        .iter()
+        .find(|x| x.scenario == "http c=10: requests/s vs nginx")
+        .unwrap();
+    assert_eq!(x.ratio(), Some(2.0));
+    // Only the levels nginx ran at.
+    assert!(
+        !rows
+            .iter()
+            .any(|x| x.scenario == "http c=100: requests/s vs nginx")
+    );
+}

@@ -1,0 +1,408 @@
+//! The servers in turn — the dataplane, the kernel baseline, nginx where installed — and
+//! the `rps` and `cps` scenarios against each.
+
+use super::held::refusals;
+use super::*;
+
+impl Run<'_> {
+    // ---- the dataplane -------------------------------------------------------------
+
+    pub(super) fn dataplane(&mut self) {
+        if self.interrupted() {
+            return;
+        }
+        let a = self.args;
+        let args: Vec<String> = [
+            "run",
+            "--iface",
+            "dut0",
+            "--addr",
+            "198.18.0.10/24",
+            "--gateway",
+            "198.18.0.1",
+            "--service",
+            "http:80",
+            "--service",
+            "echo:7",
+            "--queues",
+            "1",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .chain([
+            "--cores".into(),
+            a.server_core.to_string(),
+            "--max-conns".into(),
+            self.dp_slots().to_string(),
+            "--rx-buf".into(),
+            a.rx_buf.to_string(),
+            "--tx-buf".into(),
+            a.tx_buf.to_string(),
+            "--grace".into(),
+            "1".into(),
+            "--mgmt".into(),
+            self.sock.display().to_string(),
+        ])
+        .collect();
+        let cmd = self.dut_cmd(&self.c10m, &args);
+        let mut server = match self.start(Server::Dataplane, "dataplane", cmd, proc::Ready::Line) {
+            Ok(s) => s,
+            Err(e) => {
+                self.note_failure("the dataplane did not start", &e);
+                self.fail_all(Server::Dataplane, &format!("{e:#}"));
+                return;
+            }
+        };
+        if self.has(Scenario::Held) {
+            for &n in &a.held {
+                if self.interrupted() {
+                    break;
+                }
+                let h = self.held_dataplane(&mut server, n);
+                self.report.held.push(h);
+            }
+        }
+        self.load(Server::Dataplane, &dp_target(a.proto), &mut server);
+        let out = self.stop_server(server, "dataplane");
+        if let Some(n) = refusals(&out) {
+            self.report.notes.push(n);
+        }
+    }
+
+    /// Records every scenario of `server` as failed with `why`.
+    fn fail_all(&mut self, server: Server, why: &str) {
+        let a = self.args;
+        if self.has(Scenario::Held) {
+            for &n in &a.held {
+                self.report.held.push(Held {
+                    server: Some(server),
+                    requested: u64::from(n),
+                    error: Some(why.into()),
+                    ..Held::default()
+                });
+            }
+        }
+        if self.has(Scenario::Rps) {
+            for &c in &a.rps_conns {
+                self.report.rps.push(Rps {
+                    server: Some(server),
+                    proto: a.proto.name().into(),
+                    conns: u64::from(c),
+                    pipeline: u64::from(a.pipeline),
+                    out: None,
+                    error: Some(why.into()),
+                });
+            }
+        }
+        if self.has(Scenario::Cps) {
+            for &c in &a.cps_concurrency {
+                self.report.cps.push(Cps {
+                    server: Some(server),
+                    proto: a.proto.name().into(),
+                    concurrency: u64::from(c),
+                    out: None,
+                    error: Some(why.into()),
+                });
+            }
+        }
+    }
+
+    // ---- rps and cps, for either server ------------------------------------------------
+
+    /// Runs rps and cps against `target` (ADDR:PORT) of `server`.
+    fn load(&mut self, server: Server, target: &str, proc: &mut proc::Server) {
+        let a = self.args;
+        let target = target.to_owned();
+        if self.has(Scenario::Rps) {
+            for &c in &a.rps_conns {
+                if self.interrupted() {
+                    break;
+                }
+                let mut x = Rps {
+                    server: Some(server),
+                    proto: a.proto.name().into(),
+                    conns: u64::from(c),
+                    pipeline: u64::from(a.pipeline),
+                    out: None,
+                    error: None,
+                };
+                if !proc.alive() {
+                    x.error = Some(format!("the {} server exited", server.name()));
+                } else {
+                    let args: Vec<String> = vec![
+                        "--iface".into(),
+                        "gen0".into(),
+                        "--target".into(),
+                        target.clone(),
+                        "--proto".into(),
+                        a.proto.name().into(),
+                        "--conns".into(),
+                        c.to_string(),
+                        "--pipeline".into(),
+                        a.pipeline.to_string(),
+                        "--secs".into(),
+                        a.rps_secs.to_string(),
+                        "--warmup".into(),
+                        a.warmup.to_string(),
+                    ];
+                    let secs = a.rps_secs + a.warmup;
+                    let name = format!("rps-{}-{c}", server.name());
+                    match self.timed::<RpsOut>("rps", &name, &args, secs) {
+                        Ok(o) => x.out = Some(o),
+                        Err(e) => x.error = Some(format!("{e:#}")),
+                    }
+                }
+                eprintln!(
+                    "  {} rps c={c}: {}",
+                    server.name(),
+                    match (&x.out, &x.error) {
+                        (Some(o), _) => format!(
+                            "{} requests/s, p50 {:.1} µs, p99 {:.1} µs",
+                            report::group(o.rps, 0),
+                            o.p50_us,
+                            o.p99_us
+                        ),
+                        (None, e) => format!("failed: {}", e.as_deref().unwrap_or("?")),
+                    }
+                );
+                self.report.rps.push(x);
+            }
+        }
+        if self.has(Scenario::Cps) {
+            for &c in &a.cps_concurrency {
+                if self.interrupted() {
+                    break;
+                }
+                let mut x = Cps {
+                    server: Some(server),
+                    proto: a.proto.name().into(),
+                    concurrency: u64::from(c),
+                    out: None,
+                    error: None,
+                };
+                if !proc.alive() {
+                    x.error = Some(format!("the {} server exited", server.name()));
+                } else {
+                    let args: Vec<String> = vec![
+                        "--iface".into(),
+                        "gen0".into(),
+                        "--target".into(),
+                        target.clone(),
+                        "--proto".into(),
+                        a.proto.name().into(),
+                        "--concurrency".into(),
+                        c.to_string(),
+                        "--secs".into(),
+                        a.cps_secs.to_string(),
+                    ];
+                    let name = format!("cps-{}-{c}", server.name());
+                    match self.timed::<CpsOut>("cps", &name, &args, a.cps_secs) {
+                        Ok(o) => x.out = Some(o),
+                        Err(e) => x.error = Some(format!("{e:#}")),
+                    }
+                }
+                eprintln!(
+                    "  {} cps c={c}: {}",
+                    server.name(),
+                    match (&x.out, &x.error) {
+                        (Some(o), _) => format!(
+                            "{} connections/s, p99 {:.1} µs",
+                            report::group(o.cps, 0),
+                            o.p99_us
+                        ),
+                        (None, e) => format!("failed: {}", e.as_deref().unwrap_or("?")),
+                    }
+                );
+                self.report.cps.push(x);
+            }
+        }
+    }
+
+    /// Runs generator `sub` for about `secs` with a time bar; parses its JSON.
+    fn timed<T: serde::de::DeserializeOwned>(
+        &self,
+        sub: &str,
+        name: &str,
+        args: &[String],
+        secs: f64,
+    ) -> anyhow::Result<T> {
+        let pb = bar(secs.ceil() as u64, name.to_owned(), false);
+        let out = proc::run(
+            self.gen_cmd(sub, args),
+            &self.logs.join(format!("{name}.log")),
+            Duration::from_secs_f64(secs + 30.0),
+            &self.stop,
+            |t| pb.set_position(t.as_secs()),
+        );
+        pb.finish_and_clear();
+        proc::parse_json(&out?)
+    }
+
+    // ---- the kernel ----------------------------------------------------------------
+
+    pub(super) fn kernel_args(&self) -> Vec<String> {
+        [
+            "kernel",
+            "--addr",
+            KERNEL_ADDR,
+            "--service",
+            "http:80",
+            "--service",
+            "echo:7",
+            "--workers",
+            "1",
+            "--max-conns",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .chain([PER_PROCESS.to_string()])
+        .collect()
+    }
+
+    pub(super) fn kernel(&mut self) {
+        if self.interrupted() {
+            return;
+        }
+        let args = self.kernel_args();
+        let cmd = self.dut_cmd(&self.c10m, &args);
+        let mut first = match self.start(Server::Kernel, "kernel-0", cmd, proc::Ready::Line) {
+            Ok(s) => s,
+            Err(e) => {
+                self.note_failure("the kernel server did not start", &e);
+                self.fail_all(Server::Kernel, &format!("{e:#}"));
+                return;
+            }
+        };
+        if self.has(Scenario::Held) {
+            for &n in &self.args.held.clone() {
+                if self.interrupted() {
+                    break;
+                }
+                let h = self.held_kernel(&mut first, n);
+                self.report.held.push(h);
+            }
+        }
+        self.load(Server::Kernel, &kernel_target(self.args.proto), &mut first);
+        self.stop_server(first, "kernel-0");
+    }
+
+    /// nginx for http, where installed: one worker pinned to the server core, epoll,
+    /// SO_REUSEPORT, keep-alive, no access log, answering every request with the same
+    /// 13-byte body as the other two servers. Its files go to `nginx/` in the report.
+    pub(super) fn nginx(&mut self) {
+        let a = self.args;
+        let wanted = a.proto == Proto::Http && (self.has(Scenario::Rps) || self.has(Scenario::Cps));
+        if self.interrupted() || !wanted {
+            return;
+        }
+        let Some(bin) = host::which("nginx") else {
+            return;
+        };
+        let dir = match self.nginx_files() {
+            Ok(d) => d,
+            Err(e) => {
+                self.note_failure("nginx not run", &e);
+                return;
+            }
+        };
+        let args: Vec<String> = vec![
+            "-p".into(),
+            dir.display().to_string(),
+            "-c".into(),
+            dir.join("nginx.conf").display().to_string(),
+        ];
+        let cmd = self.dut_cmd(&bin, &args);
+        let ready = proc::Ready::Listen(NGINX_PORT);
+        let mut server = match self.start(Server::Nginx, "nginx", cmd, ready) {
+            Ok(s) => s,
+            Err(e) => {
+                self.note_failure("nginx did not start", &e);
+                return;
+            }
+        };
+        let target = format!("{KERNEL_ADDR}:{NGINX_PORT}");
+        self.load(Server::Nginx, &target, &mut server);
+        self.stop_server(server, "nginx");
+    }
+
+    fn nginx_files(&mut self) -> anyhow::Result<PathBuf> {
+        let dir = self
+            .logs
+            .parent()
+            .context("the report directory")?
+            .join("nginx");
+        std::fs::create_dir_all(dir.join("tmp"))?;
+        let conf = nginx_conf(&std::fs::canonicalize(&dir)?);
+        std::fs::write(dir.join("nginx.conf"), &conf)?;
+        self.report.notes.push(format!(
+            "nginx configuration (nginx/nginx.conf): {}",
+            conf.split_whitespace().collect::<Vec<_>>().join(" ")
+        ));
+        Ok(std::fs::canonicalize(&dir)?)
+    }
+}
+
+fn dp_target(p: Proto) -> String {
+    format!("{DP_ADDR}:{}", p.port())
+}
+
+fn kernel_target(p: Proto) -> String {
+    format!("{KERNEL_ADDR}:{}", p.port())
+}
+
+/// nginx tuned as an operator tunes a benchmark target (files under `dir`).
+fn nginx_conf(dir: &Path) -> String {
+    let d = dir.display();
+    format!(
+        "worker_processes 1;
+daemon off;
+pid {d}/nginx.pid;
+error_log {d}/error.log warn;
+worker_rlimit_nofile {PER_PROCESS};
+events {{ worker_connections {PER_PROCESS}; use epoll; multi_accept on; }}
+http {{
+  access_log off;
+  client_body_temp_path {d}/tmp/body;
+  proxy_temp_path {d}/tmp/proxy;
+  fastcgi_temp_path {d}/tmp/fastcgi;
+  uwsgi_temp_path {d}/tmp/uwsgi;
+  scgi_temp_path {d}/tmp/scgi;
+  keepalive_requests 100000000;
+  keepalive_timeout 75s;
+  tcp_nodelay on;
+  server {{
+    listen {KERNEL_ADDR}:{NGINX_PORT} reuseport backlog=65535;
+    location / {{ default_type text/plain; return 200 \"Hello, World!\"; }}
+  }}
+}}
+"
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nginx_conf_listens_on_the_kernel_address_with_reuseport() {
+        let c = nginx_conf(Path::new("/tmp/x"));
+        assert!(
+            c.contains("listen 198.18.0.2:8080 reuseport backlog=65535;"),
+            "{c}"
+        );
+        assert!(
+            c.contains("worker_processes 1;") && c.contains("daemon off;"),
+            "{c}"
+        );
+        assert!(c.contains("return 200 \"Hello, World!\";"), "{c}");
+        assert!(c.contains("pid /tmp/x/nginx.pid;"), "{c}");
+        // Balanced braces.
+        assert_eq!(c.matches('{').count(), c.matches('}').count());
+    }
+
+    #[test]
+    fn targets_use_the_protocol_port() {
+        assert_eq!(dp_target(Proto::Http), "198.18.0.10:80");
+        assert_eq!(kernel_target(Proto::Echo), "198.18.0.2:7");
+    }
+}
