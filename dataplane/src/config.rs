@@ -37,6 +37,9 @@ pub struct Options {
     pub idle: Idle,
     /// Connection slots per worker.
     pub max_conns: usize,
+    /// Connections that may wait on each listener (half-open plus not yet accepted); a SYN
+    /// beyond it is refused with RST and counted (`refused.backlog`).
+    pub backlog: u32,
     /// Receive buffer bytes per connection.
     pub rx_buf: usize,
     /// Transmit buffer bytes per connection.
@@ -67,6 +70,7 @@ impl Default for Options {
             zero_copy: ZeroCopy::Auto,
             idle: Idle::Adaptive,
             max_conns: 16384,
+            backlog: 4096,
             rx_buf: 2048,
             tx_buf: 2048,
             frames: 4096,
@@ -209,8 +213,8 @@ impl Options {
         if !self.frames.is_power_of_two() || self.frames < 64 {
             return invalid("UMEM frames must be a power of two, at least 64".into());
         }
-        if self.rx_buf == 0 || self.tx_buf == 0 || self.max_conns == 0 {
-            return invalid("--max-conns, --rx-buf and --tx-buf must be above 0".into());
+        if self.rx_buf == 0 || self.tx_buf == 0 || self.max_conns == 0 || self.backlog == 0 {
+            return invalid("--max-conns, --backlog, --rx-buf and --tx-buf must be above 0".into());
         }
         let mut ports: Vec<u16> = self.services.iter().map(|s| s.1).collect();
         ports.extend(&self.ports);

@@ -23,6 +23,7 @@ pub struct FileConfig {
     pub zero_copy: Option<String>,
     pub idle: Option<String>,
     pub max_conns: Option<usize>,
+    pub backlog: Option<u32>,
     pub rx_buf: Option<usize>,
     pub tx_buf: Option<usize>,
     pub umem_frames: Option<u32>,
@@ -82,7 +83,7 @@ impl FileConfig {
                 if let Some(v) = self.$key { o.$field = v; }
             )*};
         }
-        plain!(max_conns => max_conns, rx_buf => rx_buf, tx_buf => tx_buf,
+        plain!(max_conns => max_conns, backlog => backlog, rx_buf => rx_buf, tx_buf => tx_buf,
                umem_frames => frames, frame_size => frame_size, http_body => http_body);
         if let Some(g) = self.grace {
             o.grace = parse_grace(g).map_err(field("grace"))?;

@@ -380,7 +380,7 @@ where
             tx_buf: opts.tx_buf,
             ..SocketOptions::default()
         },
-        ..ListenOptions::default()
+        backlog: opts.backlog,
     };
     let svc = (service.make)(q as usize, &service.addrs);
     let mut apps = Apps::new(svc, service.extras, stack.capacity(), clock.now());

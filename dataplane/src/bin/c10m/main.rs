@@ -83,6 +83,10 @@ struct RunArgs {
     /// Connection slots per worker (default 16384).
     #[arg(long)]
     max_conns: Option<usize>,
+    /// Connections that may wait on each listener, half-open or not yet accepted (default
+    /// 4096, as the kernel backend's listen backlog).
+    #[arg(long)]
+    backlog: Option<u32>,
     /// Receive buffer bytes per connection (default 2048).
     #[arg(long)]
     rx_buf: Option<usize>,
@@ -132,7 +136,7 @@ fn options(a: &RunArgs, file: Option<&FileConfig>) -> Result<Options, String> {
         )*};
     }
     flag!(iface <- a.iface, addr <- a.addr, queues <- a.queues, xdp_mode <- a.xdp_mode,
-          zero_copy <- a.zero_copy, idle <- a.idle, max_conns <- a.max_conns,
+          zero_copy <- a.zero_copy, idle <- a.idle, max_conns <- a.max_conns, backlog <- a.backlog,
           rx_buf <- a.rx_buf, tx_buf <- a.tx_buf, frames <- a.umem_frames,
           frame_size <- a.frame_size, grace <- a.grace, http_body <- a.http_body);
     if a.gateway.is_some() {
