@@ -25,7 +25,11 @@ impl<T: Read + Write + Source + Send> Stream for T {}
 /// A `connections` request waiting for the workers' samples.
 struct Pending {
     id: u64,
+    /// Workers asked that have not answered yet.
     waiting: usize,
+    /// Workers never asked because their command ring was full: they do not answer
+    /// either, and the answer must say so (a publish did not reach their subscribers).
+    unreached: usize,
     sample: Vec<Value>,
     limit: usize,
     deadline: Instant,
@@ -233,14 +237,12 @@ impl Client {
                 return;
             }
             let p = self.pending.take().unwrap_or_else(|| unreachable!());
+            let missing = p.waiting + p.unreached;
             let answer = match p.publish {
-                Some((delivered, sent)) => proto::publish_json(
-                    dp.workers(),
-                    delivered,
-                    p.waiting,
-                    now.duration_since(sent),
-                ),
-                None => proto::connections_json(dp, p.sample, p.waiting),
+                Some((delivered, sent)) => {
+                    proto::publish_json(dp.workers(), delivered, missing, now.duration_since(sent))
+                }
+                None => proto::connections_json(dp, p.sample, missing),
             };
             self.respond(&answer);
         }
@@ -273,6 +275,7 @@ impl Client {
                     self.pending = Some(Pending {
                         id,
                         waiting: asked,
+                        unreached: dp.workers() - asked,
                         sample: Vec::new(),
                         limit,
                         deadline: now + SAMPLE_WAIT,
@@ -297,6 +300,7 @@ impl Client {
                     self.pending = Some(Pending {
                         id,
                         waiting: asked,
+                        unreached: dp.workers() - asked,
                         sample: Vec::new(),
                         limit: 0,
                         deadline: now + SAMPLE_WAIT,

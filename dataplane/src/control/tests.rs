@@ -20,6 +20,8 @@ struct Fake {
     drained: Arc<AtomicUsize>,
     level: String,
     shutdown: Arc<Mutex<Option<Duration>>>,
+    /// While set, worker 1's command ring is full: every send to it is refused.
+    full: Arc<AtomicBool>,
 }
 
 impl Dataplane for Fake {
@@ -33,6 +35,9 @@ impl Dataplane for Fake {
         (0, self.replies.len())
     }
     fn send(&mut self, w: usize, cmd: Command) -> bool {
+        if w == 1 && self.full.load(Ordering::SeqCst) {
+            return false;
+        }
         match cmd {
             Command::Drain => {
                 self.drained.fetch_add(1, Ordering::SeqCst);
@@ -92,6 +97,7 @@ struct Loop {
     thread: Option<std::thread::JoinHandle<()>>,
     drained: Arc<AtomicUsize>,
     shutdown: Arc<Mutex<Option<Duration>>>,
+    full: Arc<AtomicBool>,
 }
 
 impl Loop {
@@ -123,6 +129,7 @@ impl Loop {
             fake.stats.push(p);
         }
         let (drained, shutdown) = (fake.drained.clone(), fake.shutdown.clone());
+        let full = fake.full.clone();
         let stop = Arc::new(AtomicBool::new(false));
         let thread = spawn(listeners, settings, Box::new(fake), stop.clone(), vec![]).unwrap();
         Loop {
@@ -132,6 +139,7 @@ impl Loop {
             thread: Some(thread),
             drained,
             shutdown,
+            full,
         }
     }
 
@@ -213,6 +221,26 @@ fn every_command_answers() {
     let v = l.ask(r#"{"cmd":"shutdown","grace":2}"#);
     assert_eq!(v["shutdown"]["grace_secs"], 2.0);
     assert_eq!(*l.shutdown.lock().unwrap(), Some(Duration::from_secs(2)));
+}
+
+#[test]
+fn a_worker_with_a_full_command_ring_is_reported_not_answering() {
+    let l = Loop::start(Duration::from_secs(10));
+    l.full.store(true, Ordering::SeqCst);
+    // Worker 0 answers at once; worker 1 was never asked, and the answer says so
+    // rather than passing off one worker's subscribers as everyone's.
+    let v = l.ask(r#"{"cmd":"publish","topic":"news","message":"hello"}"#);
+    assert_eq!(v["publish"]["delivered"], 2, "worker 0's only: {v}");
+    assert_eq!(v["publish"]["workers"], 2, "{v}");
+    assert_eq!(v["publish"]["workers_not_answering"], 1, "{v}");
+    let v = l.ask(r#"{"cmd":"connections","limit":10}"#);
+    assert_eq!(v["connections"]["sample"].as_array().unwrap().len(), 3);
+    assert_eq!(v["connections"]["workers_not_answering"], 1, "{v}");
+
+    l.full.store(false, Ordering::SeqCst);
+    let v = l.ask(r#"{"cmd":"publish","topic":"news","message":"hello"}"#);
+    assert_eq!(v["publish"]["delivered"], 4, "{v}");
+    assert!(v["publish"].get("workers_not_answering").is_none(), "{v}");
 }
 
 #[test]

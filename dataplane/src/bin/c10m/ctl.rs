@@ -117,6 +117,11 @@ pub(crate) fn main(a: &Args) -> ExitCode {
         ),
         _ => println!("{v}"),
     }
+    if let Some(n) = v[a.command.as_str()]["workers_not_answering"].as_u64() {
+        eprintln!(
+            "c10m ctl: {n} worker(s) did not answer (busy, or a full command ring): the figures leave them out"
+        );
+    }
     ExitCode::SUCCESS
 }
 
