@@ -300,12 +300,12 @@ fn idle_clients_are_dropped() {
 #[test]
 fn a_hundred_clients_and_a_slow_one() {
     let l = Loop::start(Duration::from_secs(10));
-    // One client sends its request a byte a second (well, every 200 ms here).
+    // One client sends its request a byte a second (well, every 400 ms here: 6.4 s in all).
     let mut slow = l.connect();
     let slow_thread = std::thread::spawn(move || {
         for b in b"{\"cmd\":\"stats\"}\n" {
             slow.write_all(&[*b]).unwrap();
-            std::thread::sleep(Duration::from_millis(200));
+            std::thread::sleep(Duration::from_millis(400));
         }
         let mut line = String::new();
         BufReader::new(slow).read_line(&mut line).unwrap();
@@ -327,7 +327,9 @@ fn a_hundred_clients_and_a_slow_one() {
         }
     });
     let fast = started.elapsed();
-    assert!(fast < Duration::from_secs(2), "100 clients took {fast:?}");
+    // Served while the slow one still sends: not queued behind it. (The bound leaves room
+    // for a busy 2-core CI machine; the requests themselves take milliseconds.)
+    assert!(fast < Duration::from_secs(5), "100 clients took {fast:?}");
     assert!(
         !slow_thread.is_finished(),
         "the slow client was still sending"
