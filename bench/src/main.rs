@@ -2,6 +2,7 @@
 //! object on stdout; progress goes to stderr.
 
 mod conns;
+mod net;
 mod stack;
 mod xsk;
 
