@@ -1,8 +1,13 @@
 //! `c10m-bench`: the project's benchmarks, one subcommand each. `--json` prints one JSON
 //! object on stdout; progress goes to stderr.
 
+mod client;
 mod conns;
+mod cps;
+mod measure;
 mod net;
+mod proto;
+mod rps;
 mod stack;
 mod xsk;
 
@@ -28,6 +33,12 @@ enum Command {
     Conns(conns::Args),
     /// Raw AF_XDP packet rates (tx, rx-drop, or both across the test bed).
     Xsk(xsk::Args),
+    /// Requests per second and their latency over long-lived connections (http or
+    /// echo), the project's stack as the client on AF_XDP (run in c10m-gen).
+    Rps(rps::Args),
+    /// Connections per second: connect, one request, the response, reset (run in
+    /// c10m-gen).
+    Cps(cps::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -36,5 +47,7 @@ fn main() -> anyhow::Result<()> {
         Command::Stack(args) => stack::run(&args),
         Command::Xsk(args) => xsk::run(&args),
         Command::Conns(args) => conns::run(&args),
+        Command::Rps(args) => rps::run(&args),
+        Command::Cps(args) => cps::run(&args),
     }
 }
