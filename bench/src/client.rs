@@ -308,15 +308,7 @@ impl Client {
             stack.poll(now, &mut port.tx());
             *stash = stack.next_event();
         }
-        let mut sent = port.flush();
-        let mut done = port.reap();
-        for _ in 0..KICK_ROUNDS {
-            if port.tx_in_flight() == 0 {
-                break;
-            }
-            sent += port.flush();
-            done += port.reap();
-        }
+        let (sent, done) = port.push(KICK_ROUNDS);
         if rx > 0 || sent > 0 || done > 0 || events + again > 0 || stash.is_some() {
             self.empty = 0;
             return;
