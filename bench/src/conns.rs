@@ -561,16 +561,8 @@ fn resolve_mac(target: Ipv4Addr) -> anyhow::Result<[u8; 6]> {
     bail!("no ARP answer from {target}: is the server running? (or give --dst-mac)")
 }
 
-/// Runs the benchmark; an error is printed as one line and exits with status 1.
+/// Runs the benchmark.
 pub(crate) fn run(args: &Args) -> anyhow::Result<()> {
-    if let Err(e) = run_checked(args) {
-        eprintln!("c10m-bench conns: {e:#}");
-        std::process::exit(1);
-    }
-    Ok(())
-}
-
-fn run_checked(args: &Args) -> anyhow::Result<()> {
     let (net, len) = c10m_dataplane::parse_cidr(&args.src).map_err(|e| anyhow!("--src: {e}"))?;
     if len < 15 {
         bail!("--src must be a prefix inside 198.18.0.0/15");

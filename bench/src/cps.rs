@@ -187,16 +187,8 @@ impl Handler for Churn {
     }
 }
 
-/// Runs the benchmark; an error is printed as one line and exits with status 1.
+/// Runs the benchmark.
 pub(crate) fn run(args: &Args) -> anyhow::Result<()> {
-    if let Err(e) = run_checked(args) {
-        eprintln!("c10m-bench cps: {e:#}");
-        std::process::exit(1);
-    }
-    Ok(())
-}
-
-fn run_checked(args: &Args) -> anyhow::Result<()> {
     let a = &args.common;
     if !(1..=30_000).contains(&args.concurrency) {
         bail!("--concurrency must be 1 to 30000");

@@ -11,6 +11,8 @@ mod rps;
 mod stack;
 mod xsk;
 
+use std::process::ExitCode;
+
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
@@ -41,13 +43,23 @@ enum Command {
     Cps(cps::Args),
 }
 
-fn main() -> anyhow::Result<()> {
+/// Runs one subcommand. An error — usually an operator's: no such interface, the test
+/// bed down, a server not answering — is one line on stderr that says what to do, and
+/// exit status 1.
+fn main() -> ExitCode {
     let cli = Cli::parse();
-    match cli.command {
-        Command::Stack(args) => stack::run(&args),
-        Command::Xsk(args) => xsk::run(&args),
-        Command::Conns(args) => conns::run(&args),
-        Command::Rps(args) => rps::run(&args),
-        Command::Cps(args) => cps::run(&args),
+    let (name, result) = match cli.command {
+        Command::Stack(args) => ("stack", stack::run(&args)),
+        Command::Xsk(args) => ("xsk", xsk::run(&args)),
+        Command::Conns(args) => ("conns", conns::run(&args)),
+        Command::Rps(args) => ("rps", rps::run(&args)),
+        Command::Cps(args) => ("cps", cps::run(&args)),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("c10m-bench {name}: {e:#}");
+            ExitCode::FAILURE
+        }
     }
 }

@@ -257,16 +257,8 @@ impl Handler for Load {
     }
 }
 
-/// Runs the benchmark; an error is printed as one line and exits with status 1.
+/// Runs the benchmark.
 pub(crate) fn run(args: &Args) -> anyhow::Result<()> {
-    if let Err(e) = run_checked(args) {
-        eprintln!("c10m-bench rps: {e:#}");
-        std::process::exit(1);
-    }
-    Ok(())
-}
-
-fn run_checked(args: &Args) -> anyhow::Result<()> {
     let a = &args.common;
     if !(1..=60_000).contains(&args.conns) {
         bail!("--conns must be 1 to 60000 (one source address, ports 1024-65535)");

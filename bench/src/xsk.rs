@@ -161,16 +161,8 @@ fn udp_frame(src_mac: [u8; 6], dst_mac: [u8; 6], len: usize) -> Vec<u8> {
     f
 }
 
-/// Runs the benchmark; an error is printed as one line and exits with status 1.
+/// Runs the benchmark.
 pub(crate) fn run(args: &Args) -> anyhow::Result<()> {
-    if let Err(e) = run_checked(args) {
-        eprintln!("c10m-bench xsk: {e:#}");
-        std::process::exit(1);
-    }
-    Ok(())
-}
-
-fn run_checked(args: &Args) -> anyhow::Result<()> {
     if !(args.secs > 0.0 && args.secs <= 600.0) {
         bail!("--secs must be more than 0 and at most 600");
     }
