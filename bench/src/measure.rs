@@ -36,6 +36,7 @@ impl Latency {
         self.0.saturating_record(us.clamp(1, 60_000_000));
     }
 
+    #[cfg(test)]
     pub(crate) fn count(&self) -> u64 {
         self.0.len()
     }

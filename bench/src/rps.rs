@@ -100,6 +100,8 @@ struct Load {
     window: Option<(Instant, Instant)>,
     /// No more requests (the end).
     quiet: bool,
+    /// Responses in all (warm-up included), for the progress bar.
+    responses: u64,
     lat: Latency,
     r: Report,
 }
@@ -297,6 +299,7 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<()> {
         opening: 0,
         window: None,
         quiet: false,
+        responses: 0,
         lat: Latency::new(),
         r: Report {
             target: a.target.to_string(),
@@ -417,7 +420,7 @@ fn drive(
             break;
         }
         if (now - last.0).total_millis() >= 250 {
-            let n = load.lat.count();
+            let n = load.responses;
             rate = (n - last.1) as f64 / ((now - last.0).total_micros() as f64 / 1e6);
             last = (now, n);
         }
