@@ -330,11 +330,7 @@ fn print_summary(r: &Report) {
     );
     println!("{:<24} (refused or reset / timed out / bad responses)", "");
     println!("{:<24} {:>12.0}", "connections/s", r.cps);
-    let l = &r.latency;
-    println!(
-        "connect to response, us p50 {}  p99 {}  p99.9 {}  max {}  mean {:.1}",
-        l.p50_us, l.p99_us, l.p999_us, l.max_us, l.mean_us
-    );
+    println!("connect to response, us {}", r.latency.line());
     if r.interrupted {
         println!("(interrupted)");
     }

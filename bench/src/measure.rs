@@ -25,6 +25,16 @@ pub(crate) struct Summary {
     pub(crate) mean_us: f64,
 }
 
+impl Summary {
+    /// One line for the human-readable summaries.
+    pub(crate) fn line(&self) -> String {
+        format!(
+            "p50 {}  p99 {}  p99.9 {}  max {}  mean {:.1}",
+            self.p50_us, self.p99_us, self.p999_us, self.max_us, self.mean_us
+        )
+    }
+}
+
 impl Latency {
     pub(crate) fn new() -> Latency {
         // The bounds and precision are constants that hdrhistogram accepts.

@@ -456,11 +456,7 @@ fn print_summary(r: &Report) {
         "{:<24} (connect failed / closed by server / bad responses)",
         ""
     );
-    let l = &r.latency;
-    println!(
-        "latency, us             p50 {}  p99 {}  p99.9 {}  max {}  mean {:.1}",
-        l.p50_us, l.p99_us, l.p999_us, l.max_us, l.mean_us
-    );
+    println!("{:<24} {}", "latency, us", r.latency.line());
     if r.interrupted {
         println!("(interrupted)");
     }
