@@ -60,6 +60,8 @@ use c10m_ebpf::{Proto, Steering, XdpMode};
 use c10m_stack::TxQueue;
 use serde::Serialize;
 
+use crate::net::{in_bench_range, mac_of, parse_mac, require_iface};
+
 /// Lowest source port.
 const PORT_LO: u16 = 1024;
 /// Source ports per source address.
@@ -536,20 +538,6 @@ fn server_counts(path: &PathBuf) -> anyhow::Result<ServerCounts> {
     })
 }
 
-fn sys(iface: &str, file: &str) -> Option<String> {
-    let text = fs::read_to_string(format!("/sys/class/net/{iface}/{file}")).ok()?;
-    Some(text.trim().to_owned())
-}
-
-fn parse_mac(s: &str) -> Option<[u8; 6]> {
-    let mut mac = [0u8; 6];
-    let mut parts = s.trim().split(':');
-    for b in &mut mac {
-        *b = u8::from_str_radix(parts.next()?, 16).ok()?;
-    }
-    parts.next().is_none().then_some(mac)
-}
-
 /// The target's MAC, from the kernel's neighbour table after it resolved the address.
 fn resolve_mac(target: Ipv4Addr) -> anyhow::Result<[u8; 6]> {
     let sock = UdpSocket::bind("0.0.0.0:0")?;
@@ -564,7 +552,7 @@ fn resolve_mac(target: Ipv4Addr) -> anyhow::Result<[u8; 6]> {
             if cols.len() >= 4
                 && cols[0] == target.to_string()
                 && cols[2] == "0x2"
-                && let Some(mac) = parse_mac(cols[3])
+                && let Ok(mac) = parse_mac(cols[3])
             {
                 return Ok(mac);
             }
@@ -573,21 +561,8 @@ fn resolve_mac(target: Ipv4Addr) -> anyhow::Result<[u8; 6]> {
     bail!("no ARP answer from {target}: is the server running? (or give --dst-mac)")
 }
 
-fn in_bench_range(a: Ipv4Addr) -> bool {
-    let o = a.octets();
-    o[0] == 198 && (o[1] == 18 || o[1] == 19)
-}
-
-/// Runs the benchmark; an error is printed as one line and exits with status 1.
+/// Runs the benchmark.
 pub(crate) fn run(args: &Args) -> anyhow::Result<()> {
-    if let Err(e) = run_checked(args) {
-        eprintln!("c10m-bench conns: {e:#}");
-        std::process::exit(1);
-    }
-    Ok(())
-}
-
-fn run_checked(args: &Args) -> anyhow::Result<()> {
     let (net, len) = c10m_dataplane::parse_cidr(&args.src).map_err(|e| anyhow!("--src: {e}"))?;
     if len < 15 {
         bail!("--src must be a prefix inside 198.18.0.0/15");
@@ -617,17 +592,10 @@ fn run_checked(args: &Args) -> anyhow::Result<()> {
     if !(0.0..=3600.0).contains(&args.hold) {
         bail!("--hold must be 0 to 3600 seconds");
     }
-    if sys(&args.iface, "ifindex").is_none() {
-        bail!(
-            "no interface named {} in this network namespace: run in c10m-gen",
-            args.iface
-        );
-    }
-    let src_mac = sys(&args.iface, "address")
-        .and_then(|m| parse_mac(&m))
-        .ok_or_else(|| anyhow!("{} has no Ethernet MAC address", args.iface))?;
+    require_iface(&args.iface)?;
+    let src_mac = mac_of(&args.iface)?;
     let dst_mac = match &args.dst_mac {
-        Some(m) => parse_mac(m).ok_or_else(|| anyhow!("--dst-mac: bad MAC {m:?}"))?,
+        Some(m) => parse_mac(m).map_err(|e| anyhow!("--dst-mac {m:?}: {e}"))?,
         None => resolve_mac(*args.target.ip())?,
     };
     let max_secs = if args.max_secs > 0.0 {

@@ -1,10 +1,18 @@
 //! `c10m-bench`: the project's benchmarks, one subcommand each. `--json` prints one JSON
 //! object on stdout; progress goes to stderr.
 
+mod client;
 mod compare;
 mod conns;
+mod cps;
+mod measure;
+mod net;
+mod proto;
+mod rps;
 mod stack;
 mod xsk;
+
+use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
@@ -31,14 +39,32 @@ enum Command {
     /// The dataplane against the kernel on the same host: held connections and memory,
     /// RPS and latency, CPS; a side-by-side table and a report with plots.
     Compare(compare::Args),
+    /// Requests per second and their latency over long-lived connections (http or
+    /// echo), the project's stack as the client on AF_XDP (run in c10m-gen).
+    Rps(rps::Args),
+    /// Connections per second: connect, one request, the response, reset (run in
+    /// c10m-gen).
+    Cps(cps::Args),
 }
 
-fn main() -> anyhow::Result<()> {
+/// Runs one subcommand. An error — usually an operator's: no such interface, the test
+/// bed down, a server not answering — is one line on stderr that says what to do, and
+/// exit status 1.
+fn main() -> ExitCode {
     let cli = Cli::parse();
-    match cli.command {
-        Command::Stack(args) => stack::run(&args),
-        Command::Xsk(args) => xsk::run(&args),
-        Command::Conns(args) => conns::run(&args),
-        Command::Compare(args) => compare::run(&args),
+    let (name, result) = match cli.command {
+        Command::Stack(args) => ("stack", stack::run(&args)),
+        Command::Xsk(args) => ("xsk", xsk::run(&args)),
+        Command::Conns(args) => ("conns", conns::run(&args)),
+        Command::Rps(args) => ("rps", rps::run(&args)),
+        Command::Cps(args) => ("cps", cps::run(&args)),
+        Command::Compare(args) => ("compare", compare::run(&args)),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("c10m-bench {name}: {e:#}");
+            ExitCode::FAILURE
+        }
     }
 }

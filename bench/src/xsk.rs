@@ -25,6 +25,8 @@ use c10m_ebpf::{Proto, Steering, XdpMode};
 use c10m_stack::TxQueue;
 use serde::Serialize;
 
+use crate::net::{parse_mac, require_iface, sys};
+
 const SRC: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
 const DST: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 10);
 const PORT: u16 = 9;
@@ -105,24 +107,6 @@ fn parse_zero_copy(s: &str) -> Result<ZeroCopy, String> {
     }
 }
 
-fn parse_mac(s: &str) -> Result<[u8; 6], String> {
-    let mut mac = [0u8; 6];
-    let mut parts = s.trim().split(':');
-    for b in &mut mac {
-        let p = parts.next().ok_or("a MAC has six bytes")?;
-        *b = u8::from_str_radix(p, 16).map_err(|_| format!("bad MAC byte {p:?}"))?;
-    }
-    match parts.next() {
-        None => Ok(mac),
-        Some(_) => Err("a MAC has six bytes".into()),
-    }
-}
-
-fn sys(iface: &str, file: &str) -> Option<String> {
-    let text = fs::read_to_string(format!("/sys/class/net/{iface}/{file}")).ok()?;
-    Some(text.trim().to_owned())
-}
-
 /// IFACE's veth peer, if it is in this namespace (its `iflink` points back at IFACE).
 fn veth_peer(iface: &str) -> Option<String> {
     let (index, link) = (sys(iface, "ifindex")?, sys(iface, "iflink")?);
@@ -137,9 +121,7 @@ fn veth_peer(iface: &str) -> Option<String> {
 }
 
 fn check(iface: &str) -> anyhow::Result<()> {
-    if iface.is_empty() || iface.contains('/') || sys(iface, "ifindex").is_none() {
-        bail!("no interface named {iface} in this network namespace: check `ip link`");
-    }
+    require_iface(iface)?;
     let caps = fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
@@ -179,16 +161,8 @@ fn udp_frame(src_mac: [u8; 6], dst_mac: [u8; 6], len: usize) -> Vec<u8> {
     f
 }
 
-/// Runs the benchmark; an error is printed as one line and exits with status 1.
+/// Runs the benchmark.
 pub(crate) fn run(args: &Args) -> anyhow::Result<()> {
-    if let Err(e) = run_checked(args) {
-        eprintln!("c10m-bench xsk: {e:#}");
-        std::process::exit(1);
-    }
-    Ok(())
-}
-
-fn run_checked(args: &Args) -> anyhow::Result<()> {
     if !(args.secs > 0.0 && args.secs <= 600.0) {
         bail!("--secs must be more than 0 and at most 600");
     }

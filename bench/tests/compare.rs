@@ -7,92 +7,18 @@
 //! servers itself; it needs the `c10m` binary next to `c10m-bench` (built on demand with
 //! the same profile).
 
-use std::fs::File;
-use std::path::{Path, PathBuf};
+mod common;
+
 use std::process::{Command, Stdio};
 
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            let ids = s.lines().find_map(|l| l.strip_prefix("Uid:"))?;
-            ids.split_whitespace().nth(1).map(|u| u == "0")
-        })
-        .unwrap_or(false)
-}
-
-fn privileged() -> bool {
-    if is_root() {
-        return true;
-    }
-    assert!(
-        std::env::var("CI").as_deref() != Ok("true"),
-        "privileged test cannot run: CI must run the bench tests as root"
-    );
-    eprintln!("skipped: needs root");
-    false
-}
-
-fn testbed(args: &[&str]) -> bool {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/testbed");
-    Command::new(script)
-        .args(args)
-        .status()
-        .is_ok_and(|s| s.success())
-}
-
-/// The bed, up while this lives, with the lock held (released when the file closes).
-struct Bed {
-    _lock: File,
-}
-
-impl Bed {
-    fn up() -> Bed {
-        let lock = File::create("/tmp/c10m-testbed.lock").expect("creating the lock file");
-        lock.lock().expect("locking the test bed");
-        let bed = Bed { _lock: lock };
-        let _ = testbed(&["down"]);
-        assert!(testbed(&["up", "--queues", "1"]), "scripts/testbed up");
-        bed
-    }
-}
-
-impl Drop for Bed {
-    fn drop(&mut self) {
-        testbed(&["down"]);
-    }
-}
-
-/// Builds the `c10m` daemon of the same profile next to `c10m-bench` if it is missing.
-fn daemon_binary() {
-    let bench = PathBuf::from(env!("CARGO_BIN_EXE_c10m-bench"));
-    let dir = bench.parent().expect("the binary has a directory");
-    if !dir.join("c10m").exists() {
-        let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-        cmd.args(["build", "-p", "c10m-dataplane", "--bin", "c10m"]);
-        if dir.ends_with("release") {
-            cmd.arg("--release");
-        }
-        assert!(cmd.status().is_ok_and(|s| s.success()), "building c10m");
-    }
-}
-
-/// Whether this `c10m-bench` has subcommand `name` yet.
-fn has_subcommand(name: &str) -> bool {
-    Command::new(env!("CARGO_BIN_EXE_c10m-bench"))
-        .args([name, "--help"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
+use common::{Bed, c10m_binary, privileged};
 
 #[test]
 fn compare_writes_a_report_with_both_servers_and_plots() {
     if !privileged() {
         return;
     }
-    daemon_binary();
+    c10m_binary();
     let _bed = Bed::up();
     let out_dir = std::env::temp_dir().join(format!("c10m-compare-test-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&out_dir);
@@ -161,10 +87,8 @@ fn compare_writes_a_report_with_both_servers_and_plots() {
         assert!(h["bytes_per_conn"].as_f64().unwrap() > 0.0, "{server}: {h}");
     }
 
-    // RPS and CPS need the `rps` and `cps` subcommands. Until this binary has them,
-    // compare must record each of those scenarios as failed, with the reason.
+    // RPS and CPS: a rate from both servers, latencies in order, no errors.
     for (kind, rate) in [("rps", "rps"), ("cps", "cps")] {
-        let present = has_subcommand(kind);
         for server in ["dataplane", "kernel"] {
             let x = r[kind]
                 .as_array()
@@ -172,16 +96,13 @@ fn compare_writes_a_report_with_both_servers_and_plots() {
                 .iter()
                 .find(|x| x["server"] == server)
                 .unwrap_or_else(|| panic!("no {kind} result for {server}"));
-            if present {
-                assert!(x["error"].is_null(), "{kind} {server}: {x}");
-                assert!(
-                    x["out"][rate].as_f64().unwrap() > 0.0,
-                    "{kind} {server}: {x}"
-                );
-            } else {
-                eprintln!("c10m-bench has no `{kind}` yet: checking it is recorded as failed");
-                assert!(x["out"].is_null(), "{kind} {server}: {x}");
-                assert!(x["error"].as_str().is_some_and(|e| !e.is_empty()), "{x}");
+            assert!(x["error"].is_null(), "{kind} {server}: {x}");
+            let out = &x["out"];
+            assert!(out[rate].as_f64().unwrap() > 0.0, "{kind} {server}: {x}");
+            let (p50, p99) = (out["p50_us"].as_f64(), out["p99_us"].as_f64());
+            assert!(p50 > Some(0.0) && p50 <= p99, "{kind} {server}: {x}");
+            if kind == "rps" {
+                assert_eq!(out["errors"], 0, "{kind} {server}: {x}");
             }
         }
     }

@@ -3,78 +3,15 @@
 //! (`/tmp/c10m-testbed.lock`, shared with the dataplane's tests), builds the bed and
 //! deletes it afterwards, even on failure. Not root: fails under `CI=true`, else skips.
 
-use std::fs::File;
-use std::path::PathBuf;
+mod common;
+
 use std::process::Command;
 
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            let ids = s.lines().find_map(|l| l.strip_prefix("Uid:"))?;
-            ids.split_whitespace().nth(1).map(|u| u == "0")
-        })
-        .unwrap_or(false)
-}
-
-fn testbed(args: &[&str]) -> std::process::Output {
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scripts/testbed");
-    Command::new(script)
-        .args(args)
-        .output()
-        .expect("scripts/testbed")
-}
-
-/// The bed, up while this lives, with the lock held (`flock(1)` on the lock file).
-struct Bed {
-    lock: std::process::Child,
-}
-
-impl Bed {
-    fn up() -> Bed {
-        File::create("/tmp/c10m-testbed.lock").expect("creating the lock file");
-        // flock(1) holds the lock for as long as its `cat` child waits on stdin.
-        let mut lock = Command::new("flock")
-            .args(["/tmp/c10m-testbed.lock", "sh", "-c", "echo locked; cat"])
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .expect("flock(1) from util-linux");
-        let mut line = String::new();
-        std::io::BufRead::read_line(
-            &mut std::io::BufReader::new(lock.stdout.as_mut().unwrap()),
-            &mut line,
-        )
-        .unwrap();
-        assert_eq!(line.trim(), "locked");
-        let bed = Bed { lock };
-        let _ = testbed(&["down"]);
-        let up = testbed(&["up", "--queues", "1"]);
-        assert!(
-            up.status.success(),
-            "{}",
-            String::from_utf8_lossy(&up.stderr)
-        );
-        bed
-    }
-}
-
-impl Drop for Bed {
-    fn drop(&mut self) {
-        let _ = testbed(&["down"]);
-        drop(self.lock.stdin.take());
-        let _ = self.lock.wait();
-    }
-}
+use common::{Bed, privileged};
 
 #[test]
 fn both_directions_on_the_test_bed() {
-    if !is_root() {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "privileged test cannot run: CI must run the bench tests as root"
-        );
-        eprintln!("skipped: needs root");
+    if !privileged() {
         return;
     }
     let _bed = Bed::up();

@@ -334,6 +334,23 @@ impl Port {
         n
     }
 
+    /// [`flush`](Self::flush) and [`reap`](Self::reap), then again up to `rounds` times
+    /// while frames are still in flight: copy mode transmits at most 32 frames per kick
+    /// (the kernel's `TX_BATCH_SIZE`), so one kick per loop would cap a busy loop at one
+    /// such batch per round. Returns (frames put on the ring, frames completed).
+    pub fn push(&mut self, rounds: u32) -> (u32, u32) {
+        let mut sent = self.flush();
+        let mut done = self.reap();
+        for _ in 0..rounds {
+            if self.tx_in_flight() == 0 {
+                break;
+            }
+            sent += self.flush();
+            done += self.reap();
+        }
+        (sent, done)
+    }
+
     /// Frames in flight to the kernel for transmission (staged, on the tx ring or not yet
     /// reaped).
     pub fn tx_in_flight(&self) -> u32 {

@@ -225,17 +225,8 @@ pub(crate) fn run<S: c10m_apps::Service>(
         port.refill();
         apps.handle(stack, now);
         stack.poll(now, &mut port.tx());
-        let mut sent = port.flush();
-        let mut done = port.reap();
-        // Copy mode transmits at most 32 frames per kick (the kernel's TX_BATCH_SIZE):
-        // kick a few more times while frames wait, rather than one batch per round.
-        for _ in 0..KICK_ROUNDS {
-            if port.tx_in_flight() == 0 {
-                break;
-            }
-            sent += port.flush();
-            done += port.reap();
-        }
+        // Kick a few more times while frames wait, rather than one batch per round.
+        let (sent, done) = port.push(KICK_ROUNDS);
 
         if rx > 0 || sent > 0 || done > 0 || replayed > 0 {
             empty = 0;

@@ -1,0 +1,139 @@
+//! What `rps` and `cps` measure with: a latency histogram (`hdrhistogram`, 3 significant
+//! digits, 1 µs to 60 s) summarised as the report's percentile fields, a progress bar on
+//! stderr (`indicatif`; hidden when stderr is not a terminal), and the stop flag that
+//! SIGINT and SIGTERM set.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use hdrhistogram::Histogram;
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::Serialize;
+
+/// Latencies in microseconds.
+#[derive(Debug)]
+pub(crate) struct Latency(Histogram<u64>);
+
+/// The percentile fields of a report, in µs (0 when nothing was recorded).
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub(crate) struct Summary {
+    pub(crate) p50_us: u64,
+    pub(crate) p99_us: u64,
+    pub(crate) p999_us: u64,
+    pub(crate) max_us: u64,
+    pub(crate) mean_us: f64,
+}
+
+impl Summary {
+    /// One line for the human-readable summaries.
+    pub(crate) fn line(&self) -> String {
+        format!(
+            "p50 {}  p99 {}  p99.9 {}  max {}  mean {:.1}",
+            self.p50_us, self.p99_us, self.p999_us, self.max_us, self.mean_us
+        )
+    }
+}
+
+impl Latency {
+    pub(crate) fn new() -> Latency {
+        // The bounds and precision are constants that hdrhistogram accepts.
+        Latency(Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid histogram bounds"))
+    }
+
+    /// Records one latency; below 1 µs counts as 1, above 60 s as 60 s.
+    pub(crate) fn record(&mut self, us: u64) {
+        self.0.saturating_record(us.clamp(1, 60_000_000));
+    }
+
+    #[cfg(test)]
+    pub(crate) fn count(&self) -> u64 {
+        self.0.len()
+    }
+
+    pub(crate) fn summary(&self) -> Summary {
+        if self.0.is_empty() {
+            return Summary::default();
+        }
+        Summary {
+            p50_us: self.0.value_at_quantile(0.5),
+            p99_us: self.0.value_at_quantile(0.99),
+            p999_us: self.0.value_at_quantile(0.999),
+            max_us: self.0.max(),
+            mean_us: (self.0.mean() * 10.0).round() / 10.0,
+        }
+    }
+}
+
+/// A progress bar for one phase; drawn only for phases longer than a second.
+#[derive(Debug)]
+pub(crate) struct Progress {
+    bar: ProgressBar,
+    total: Duration,
+}
+
+impl Progress {
+    pub(crate) fn new(phase: &str, total: Duration) -> Progress {
+        let bar = if total > Duration::from_secs(1) {
+            let bar = ProgressBar::new(total.as_millis() as u64);
+            let style = ProgressStyle::with_template("{prefix:>8} [{bar:30}] {elapsed:>4} {msg}")
+                .map(|s| s.progress_chars("=> "))
+                .unwrap_or_else(|_| ProgressStyle::default_bar());
+            bar.set_style(style);
+            bar.set_prefix(phase.to_owned());
+            bar.enable_steady_tick(Duration::from_millis(200));
+            bar
+        } else {
+            ProgressBar::hidden()
+        };
+        Progress { bar, total }
+    }
+
+    /// Moves the bar to `done` of the phase, with a short status message.
+    pub(crate) fn set(&self, done: Duration, msg: impl FnOnce() -> String) {
+        if self.bar.is_hidden() {
+            return;
+        }
+        self.bar
+            .set_position(done.min(self.total).as_millis() as u64);
+        self.bar.set_message(msg());
+    }
+
+    pub(crate) fn finish(&self) {
+        self.bar.finish_and_clear();
+    }
+}
+
+/// The flag that Ctrl-C (SIGINT) and SIGTERM set: the run stops early, cleanly, and still
+/// reports what it measured.
+pub(crate) fn stop_flag() -> anyhow::Result<Arc<AtomicBool>> {
+    let stop = Arc::new(AtomicBool::new(false));
+    c10m_dataplane::stop_on_signal(stop.clone())
+        .map_err(|e| anyhow::anyhow!("cannot install signal handlers: {e}"))?;
+    Ok(stop)
+}
+
+pub(crate) fn stopped(stop: &AtomicBool) -> bool {
+    stop.load(Ordering::Relaxed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_are_ordered_and_clamped() {
+        let mut l = Latency::new();
+        assert_eq!(l.summary().max_us, 0);
+        for us in 1..=1000 {
+            l.record(us);
+        }
+        l.record(0);
+        l.record(u64::MAX);
+        let s = l.summary();
+        assert_eq!(l.count(), 1002);
+        assert!(s.p50_us >= 490 && s.p50_us <= 510, "{s:?}");
+        assert!(s.p50_us <= s.p99_us && s.p99_us <= s.p999_us && s.p999_us <= s.max_us);
+        assert!(s.max_us >= 59_000_000, "{s:?}");
+    }
+}
