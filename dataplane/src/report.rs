@@ -147,6 +147,7 @@ pub(crate) fn counters_json(c: &Counters) -> Value {
         "idle_timeouts": c.idle_timeouts,
         "resets_sent": c.resets_sent,
         "resets_received": c.resets_received,
+        "gateway_probes": c.gateway_probes,
         "states": named(&mut STATE_NAMES.into_iter(), &c.states),
     })
 }

@@ -127,6 +127,13 @@ pub(crate) fn visit(s: &Sample, f: &mut dyn FnMut(Metric, u64)) {
         None,
         c.resets_received,
     );
+    m(
+        "gateway_probes",
+        "ARP requests keeping the gateway's entry fresh",
+        C,
+        None,
+        c.gateway_probes,
+    );
     for (i, state) in STATE_NAMES.into_iter().enumerate() {
         let help = "Connection slots, by TCP state";
         m("connections", help, G, Some(("state", state)), c.states[i]);

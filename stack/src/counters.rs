@@ -92,6 +92,9 @@ pub struct Counters {
     pub resets_sent: u64,
     /// RST segments received.
     pub resets_received: u64,
+    /// ARP requests sent to keep the gateway's neighbour entry fresh (one per
+    /// 20 s while the stack is polled).
+    pub gateway_probes: u64,
     /// Gauge: connection slots by TCP state, indexed by [`state_index`].
     pub states: [u64; STATES],
 }

@@ -34,7 +34,7 @@ pub(crate) struct TxTally {
 }
 
 impl TxTally {
-    fn count(&mut self, frame: &[u8]) {
+    pub(crate) fn count(&mut self, frame: &[u8]) {
         self.frames += 1;
         self.bytes += frame.len() as u64;
         if is_tcp_rst(frame) {

@@ -14,8 +14,12 @@ use std::net::Ipv4Addr;
 use smoltcp::iface::{Config as IfaceConfig, Interface, Route, SocketHandle, SocketSet};
 use smoltcp::phy::DeviceCapabilities;
 use smoltcp::socket::tcp::{self, State};
+use smoltcp::time::Duration;
 use smoltcp::time::Instant;
-use smoltcp::wire::{EthernetAddress, HardwareAddress, IpAddress, IpCidr, Ipv4Cidr};
+use smoltcp::wire::{
+    ArpOperation, ArpPacket, ArpRepr, EthernetAddress, EthernetFrame, EthernetProtocol,
+    EthernetRepr, HardwareAddress, IpAddress, IpCidr, Ipv4Cidr,
+};
 
 use crate::config::{Config, ConfigError};
 use crate::conn::{ConnId, Slab, Slot, flag};
@@ -39,6 +43,14 @@ pub const BATCH: usize = 16;
 const BUFFER_LINES: usize = 8;
 
 const NO_SLOT: u32 = u32::MAX;
+
+/// How often the stack asks for its gateway's MAC address again. smoltcp forgets a
+/// neighbour 60 s after it last heard from it *by IP source address*, and traffic from
+/// clients behind the gateway carries theirs, never the gateway's: without the probe the
+/// entry would lapse every minute, and the first segments to leave after that would wait
+/// for a new ARP answer, silenced for a whole second. The first probe goes out at the
+/// first poll, so the entry is there before the first client arrives.
+pub(crate) const GATEWAY_PROBE: Duration = Duration::from_secs(20);
 
 /// One chunk of [`Stack::ingress_batch`]'s pipeline: each frame's class and demux bucket,
 /// and the slot its bucket names (a guess, confirmed when the frame is processed).
@@ -126,6 +138,9 @@ pub struct Stack {
     pub(crate) max_half_open: u32,
     pub(crate) hugepages: HugePages,
     pub(crate) chooser: Box<dyn PortChooser>,
+    /// The gateway and the address to ask for it from; the next probe's time.
+    pub(crate) gateway: Option<(Ipv4Addr, Ipv4Addr)>,
+    pub(crate) next_probe: Instant,
 }
 
 impl std::fmt::Debug for Stack {
@@ -228,6 +243,14 @@ impl Stack {
             max_half_open: config.max_half_open.min(u32::MAX as usize) as u32,
             hugepages: config.hugepages,
             chooser: Box::new(SequentialPorts::default()),
+            gateway: config.gateway.map(|gw| {
+                let on_link = config.addrs.iter().find(|&&(a, p)| {
+                    let mask = u32::MAX.checked_shl(32 - u32::from(p)).unwrap_or(0);
+                    u32::from(a) & mask == u32::from(gw) & mask
+                });
+                (gw, on_link.map_or(first, |&(a, _)| a))
+            }),
+            next_probe: now,
         })
     }
 
@@ -512,6 +535,17 @@ impl Stack {
     /// Sends what every touched connection has to send and runs expired timers. Call it
     /// once per batch, after the application has handled the batch's events.
     pub fn poll<T: TxQueue>(&mut self, now: Instant, tx: &mut T) {
+        if let Some((gw, src)) = self.gateway
+            && now >= self.next_probe
+            && tx.has_room()
+        {
+            self.next_probe = now + GATEWAY_PROBE;
+            self.counters.gateway_probes += 1;
+            let mut frame = [0u8; 42];
+            arp_request(self.mac, src, gw, &mut frame);
+            tx.transmit(frame.len(), |buf| buf.copy_from_slice(&frame));
+            self.tally.count(&frame);
+        }
         let mut due = std::mem::take(&mut self.spare);
         self.wheel.expire(ms(now), &mut due);
         for &slot in &due {
@@ -782,4 +816,23 @@ impl Stack {
         });
         Some((self.profiles.len() - 1) as u16)
     }
+}
+
+/// Builds a broadcast ARP request "who has `target`? tell `src`" from `mac`.
+fn arp_request(mac: EthernetAddress, src: Ipv4Addr, target: Ipv4Addr, frame: &mut [u8; 42]) {
+    let eth = EthernetRepr {
+        src_addr: mac,
+        dst_addr: EthernetAddress::BROADCAST,
+        ethertype: EthernetProtocol::Arp,
+    };
+    let arp = ArpRepr::EthernetIpv4 {
+        operation: ArpOperation::Request,
+        source_hardware_addr: mac,
+        source_protocol_addr: src,
+        target_hardware_addr: EthernetAddress([0; 6]),
+        target_protocol_addr: target,
+    };
+    let mut f = EthernetFrame::new_unchecked(&mut frame[..]);
+    eth.emit(&mut f);
+    arp.emit(&mut ArpPacket::new_unchecked(f.payload_mut()));
 }

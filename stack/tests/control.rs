@@ -3,7 +3,7 @@
 mod common;
 
 use c10m_stack::Instant;
-use c10m_stack::wire::{Impairments, Pair, Queue};
+use c10m_stack::wire::{Impairments, Pair, Queue, Side};
 use common::{frames, pair};
 use smoltcp::wire::{
     ArpOperation, ArpPacket, ArpRepr, EthernetFrame, Icmpv4Packet, Icmpv4Repr, Ipv4Packet,
@@ -62,4 +62,109 @@ fn arp_and_ping_are_answered() {
     let c = p.b.counters();
     assert_eq!((c.rx_frames, c.tx_frames), (3, 2));
     assert_eq!(c.drops.iter().sum::<u64>(), 0);
+}
+
+/// The ARP requests in `tx`: each must ask for the gateway (the client's address) from
+/// the server's, broadcast.
+fn gateway_probes(tx: &mut Queue) -> usize {
+    let mut n = 0;
+    while let Some(f) = tx.pop() {
+        let eth = EthernetFrame::new_checked(&f[..]).unwrap();
+        assert!(eth.dst_addr().is_broadcast(), "{eth}");
+        let arp = ArpRepr::parse(&ArpPacket::new_checked(eth.payload()).unwrap()).unwrap();
+        match arp {
+            ArpRepr::EthernetIpv4 {
+                operation: ArpOperation::Request,
+                source_protocol_addr,
+                target_protocol_addr,
+                ..
+            } => {
+                assert_eq!(source_protocol_addr, Pair::SERVER);
+                assert_eq!(target_protocol_addr, Pair::CLIENT);
+            }
+            other => panic!("not an ARP request: {other:?}"),
+        }
+        n += 1;
+    }
+    n
+}
+
+/// The stack asks for its gateway at its first poll and every 20 s after: smoltcp
+/// forgets a neighbour 60 s after hearing from its IP address, and clients behind the
+/// gateway never send from the gateway's.
+#[test]
+fn the_gateway_is_probed_at_start_and_every_20_s() {
+    let mut p = pair(16, Impairments::none());
+    let mut tx = Queue::default();
+    let probes_at = |p: &mut Pair, tx: &mut Queue, ms: i64| {
+        p.b.poll(Instant::from_millis(ms), tx);
+        gateway_probes(tx)
+    };
+    assert_eq!(probes_at(&mut p, &mut tx, 0), 1);
+    assert_eq!(probes_at(&mut p, &mut tx, 19_999), 0);
+    assert_eq!(probes_at(&mut p, &mut tx, 20_000), 1);
+    assert_eq!(probes_at(&mut p, &mut tx, 20_001), 0);
+    assert_eq!(probes_at(&mut p, &mut tx, 45_000), 1);
+    assert_eq!(p.b.counters().gateway_probes, 3);
+    // The client has no gateway: it never probes.
+    p.a.poll(Instant::from_millis(60_000), &mut tx);
+    assert!(tx.is_empty());
+}
+
+/// A client behind the gateway (its source address is one the gateway routes) that
+/// stays silent for 90 s gets its answer at once: the gateway's neighbour entry was kept
+/// fresh, so the reply does not wait out smoltcp's one-second silence after an ARP miss.
+#[test]
+fn a_client_behind_the_gateway_is_answered_at_once_after_90_silent_seconds() {
+    use c10m_stack::{ConnectOptions, Event};
+    use std::net::{Ipv4Addr, SocketAddrV4};
+
+    let mut p = pair(16, Impairments::none());
+    p.b.listen(80, common::server_opts(1024)).unwrap();
+    let opts = ConnectOptions {
+        local_addr: Some(Ipv4Addr::new(198, 19, 0, 7)),
+        ..common::client_opts(1024)
+    };
+    let c =
+        p.a.connect(SocketAddrV4::new(Pair::SERVER, 80), opts)
+            .unwrap();
+    let mut echoed = Vec::new();
+    let app = |side: Side, stack: &mut c10m_stack::Stack, echoed: &mut Vec<u8>| {
+        while let Some(ev) = stack.next_event() {
+            match (side, ev) {
+                (Side::B, Event::Acceptable(l)) => while stack.accept(l).is_some() {},
+                (Side::B, Event::Readable(s)) => {
+                    let mut buf = [0u8; 64];
+                    while let Ok(n @ 1..) = stack.recv(s, &mut buf) {
+                        assert_eq!(stack.send(s, &buf[..n]), Ok(n));
+                    }
+                }
+                (Side::A, Event::Readable(s)) => {
+                    let mut buf = [0u8; 64];
+                    while let Ok(n @ 1..) = stack.recv(s, &mut buf) {
+                        echoed.extend_from_slice(&buf[..n]);
+                    }
+                }
+                _ => {}
+            }
+        }
+    };
+    assert!(p.run_until(2_000, |side, stack| {
+        app(side, stack, &mut echoed);
+        stack.send(c, b"").is_ok()
+    }));
+    // Both stacks polled once a second, as a worker's loop polls them, nothing sent.
+    for _ in 0..90 {
+        p.sleep(1_000);
+        p.step(&mut |side, stack| app(side, stack, &mut echoed));
+    }
+    assert!(p.b.counters().gateway_probes >= 4, "{:?}", p.b.counters());
+    let t0 = p.now().total_millis();
+    assert_eq!(p.a.send(c, b"still there?"), Ok(12));
+    assert!(p.run_until(2_000, |side, stack| {
+        app(side, stack, &mut echoed);
+        echoed == b"still there?"
+    }));
+    let waited = p.now().total_millis() - t0;
+    assert!(waited < 100, "the echo took {waited} ms of simulated time");
 }
