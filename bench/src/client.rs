@@ -279,11 +279,11 @@ impl Client {
             arp_wait,
             ..
         } = self;
-        let rx = port.receive(RX_BATCH, |frame, tx| {
+        let rx = port.receive_batch(RX_BATCH, |frames, tx| {
             if let Some((addr, seen)) = arp_wait {
-                *seen |= arp_from(frame) == Some(*addr);
+                *seen |= frames.iter().any(|f| arp_from(f) == Some(*addr));
             }
-            stack.ingress(now, frame, tx)
+            stack.ingress_batch(now, frames, tx)
         });
         port.refill();
         let mut events = 0u32;

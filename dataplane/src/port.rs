@@ -168,47 +168,29 @@ impl Port {
         self.mem.on_hugepages()
     }
 
-    /// Reads up to `max` frames and calls `f(frame, tx)` for each, then recycles them.
-    /// Returns how many were read.
+    /// Reads up to `max` frames and calls `f(frame, tx)` for each, then recycles them
+    /// (in batches of at most [`MAX_RX_BATCH`]). Returns how many were read.
     pub fn receive(&mut self, max: u32, mut f: impl FnMut(&[u8], &mut Tx<'_>)) -> u32 {
-        let Port {
-            socket,
-            mem,
-            book,
-            staged,
-            stage_cap,
-            frame_size,
-            scratch,
-            stats,
-            ..
-        } = self;
-        let mem: &Memory = mem;
-        socket.receive(max, |addr, len| match book.take_rx(addr, len) {
-            Ok(frame) => {
-                stats.rx_frames += 1;
-                let mut tx = Tx {
-                    mem,
-                    book,
-                    staged,
-                    stage_cap: *stage_cap,
-                    frame_size: *frame_size,
-                    scratch,
-                    stats,
-                };
-                f(mem.bytes(&frame), &mut tx);
-                book.free(frame);
+        let mut n = 0;
+        while n < max {
+            let want = (max - n).min(MAX_RX_BATCH as u32);
+            let got = self.receive_batch(want, |frames, tx| {
+                for frame in frames {
+                    f(frame, tx);
+                }
+            });
+            n += got;
+            if got < want {
+                break;
             }
-            Err(why) => {
-                stats.rx_bad_desc += 1;
-                log::trace!("rx descriptor {addr:#x}+{len} refused: {why:?}");
-            }
-        })
+        }
+        n
     }
 
-    /// Reads up to [`MAX_RX_BATCH`] frames and hands them to `f` all at once (for
-    /// `Stack::ingress_batch`, which prefetches each frame's connection while it works on
-    /// earlier ones), then recycles them. Returns how many were read.
-    pub fn receive_batch(&mut self, f: impl FnOnce(&[&[u8]], &mut Tx<'_>)) -> u32 {
+    /// Reads up to `max` frames (at most [`MAX_RX_BATCH`]) and hands them to `f` all at
+    /// once (for `Stack::ingress_batch`, which prefetches each frame's connection while it
+    /// works on earlier ones), then recycles them. Returns how many were read.
+    pub fn receive_batch(&mut self, max: u32, f: impl FnOnce(&[&[u8]], &mut Tx<'_>)) -> u32 {
         let Port {
             socket,
             mem,
@@ -223,7 +205,7 @@ impl Port {
         } = self;
         let mem: &Memory = mem;
         batch.clear();
-        let n = socket.receive(MAX_RX_BATCH as u32, |addr, len| {
+        let n = socket.receive(max.min(MAX_RX_BATCH as u32), |addr, len| {
             match book.take_rx(addr, len) {
                 Ok(frame) => {
                     stats.rx_frames += 1;

@@ -40,7 +40,7 @@ use std::time::Duration;
 
 use c10m_stack::{Instant, ListenerId, Stack};
 
-use crate::port::Port;
+use crate::port::{MAX_RX_BATCH, Port};
 use crate::service::Apps;
 
 mod control;
@@ -206,7 +206,7 @@ pub(crate) fn run<S: c10m_apps::Service>(
                 break;
             }
         }
-        let rx = port.receive_batch(|frames, tx| {
+        let rx = port.receive_batch(MAX_RX_BATCH as u32, |frames, tx| {
             if forward {
                 for frame in frames.iter().filter(|f| is_arp(f)) {
                     forward_arp(frame, &mesh.peers, &mut stats);
