@@ -29,7 +29,9 @@ use c10m_stack::{ConnError, ConnId, ConnectError, ConnectOptions, Event, Instant
 use serde::Serialize;
 
 use crate::client::{Client, Common, Handler};
-use crate::measure::{Latency, Progress, Summary, stop_flag, stopped};
+use crate::measure::{
+    Latency, PHASE_MEASURED, PHASE_MEASURING, Progress, Summary, stop_flag, stopped,
+};
 use crate::proto::{Proto, Responses, request};
 
 /// Arguments of `c10m-bench cps`.
@@ -272,6 +274,9 @@ fn drive(args: &Args, client: &mut Client, churn: &mut Churn, stop: &AtomicBool,
     let mut next_scan = start;
     let bar = Progress::new("cps", Duration::from_secs_f64(a.secs));
     let mut drain_until = None;
+    if a.json {
+        bar.note(&format!("c10m-bench cps: {PHASE_MEASURING}"));
+    }
     loop {
         client.turn(churn);
         let now = client.now();
@@ -280,6 +285,9 @@ fn drive(args: &Args, client: &mut Client, churn: &mut Churn, stop: &AtomicBool,
             break;
         }
         if now >= end && drain_until.is_none() {
+            if a.json {
+                bar.note(&format!("c10m-bench cps: {PHASE_MEASURED}"));
+            }
             churn.closing = true;
             drain_until = Some(now + timeout);
         }

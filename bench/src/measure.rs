@@ -102,7 +102,19 @@ impl Progress {
     pub(crate) fn finish(&self) {
         self.bar.finish_and_clear();
     }
+
+    /// Prints `line` on stderr without tearing the bar (drawn or hidden).
+    pub(crate) fn note(&self, line: &str) {
+        self.bar.suspend(|| eprintln!("{line}"));
+    }
 }
+
+/// The stderr line (after `c10m-bench SUB: `) that a generator run with `--json` prints
+/// when its measured window opens, and [`PHASE_MEASURED`] when it closes: `compare`
+/// watches its log for them to sample CPU use over exactly that window.
+pub(crate) const PHASE_MEASURING: &str = "phase: measuring";
+/// See [`PHASE_MEASURING`].
+pub(crate) const PHASE_MEASURED: &str = "phase: measured";
 
 /// The flag that Ctrl-C (SIGINT) and SIGTERM set: the run stops early, cleanly, and still
 /// reports what it measured.

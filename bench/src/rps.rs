@@ -21,7 +21,9 @@ use c10m_stack::{ConnError, ConnId, ConnectOptions, Event, Instant, SocketOption
 use serde::Serialize;
 
 use crate::client::{Client, Common, Handler};
-use crate::measure::{Latency, Progress, Summary, stop_flag, stopped};
+use crate::measure::{
+    Latency, PHASE_MEASURED, PHASE_MEASURING, Progress, Summary, stop_flag, stopped,
+};
 use crate::proto::{Proto, Responses, request};
 
 /// Handshakes in flight at most while connecting: a burst of thousands of SYNs would
@@ -407,10 +409,18 @@ fn drive(
     let begin = client.now();
     let mut last = (begin, 0u64);
     let mut rate = 0.0;
+    let mut measuring = false;
     loop {
         client.turn(load);
         let now = client.now();
+        if a.json && !measuring && now >= warm {
+            measuring = true;
+            bar.note(&format!("c10m-bench rps: {PHASE_MEASURING}"));
+        }
         if now >= end || stopped(stop) {
+            if a.json && measuring {
+                bar.note(&format!("c10m-bench rps: {PHASE_MEASURED}"));
+            }
             load.r.interrupted = now < end;
             load.r.secs = if now > warm {
                 (now.min(end) - warm).total_micros() as f64 / 1e6

@@ -251,6 +251,8 @@ mod tests {
                     ..RpsOut::default()
                 }),
                 error: None,
+                cpu: None,
+                per_core_second: None,
             });
         }
         r.held.push(Held {
