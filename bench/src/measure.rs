@@ -116,6 +116,15 @@ pub(crate) const PHASE_MEASURING: &str = "phase: measuring";
 /// See [`PHASE_MEASURING`].
 pub(crate) const PHASE_MEASURED: &str = "phase: measured";
 
+/// `idle_us` of a `window` in percent (0 for an empty window).
+pub(crate) fn idle_pct(idle_us: u64, window: c10m_stack::Duration) -> f64 {
+    let w = window.total_micros();
+    if w == 0 {
+        return 0.0;
+    }
+    (100.0 * idle_us as f64 / w as f64).clamp(0.0, 100.0)
+}
+
 /// The flag that Ctrl-C (SIGINT) and SIGTERM set: the run stops early, cleanly, and still
 /// reports what it measured.
 pub(crate) fn stop_flag() -> anyhow::Result<Arc<AtomicBool>> {
@@ -132,6 +141,14 @@ pub(crate) fn stopped(stop: &AtomicBool) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn idle_share_of_a_window() {
+        let w = c10m_stack::Duration::from_millis(10);
+        assert_eq!(idle_pct(2_500, w), 25.0);
+        assert_eq!(idle_pct(20_000, w), 100.0, "clamped");
+        assert_eq!(idle_pct(5, c10m_stack::Duration::from_micros(0)), 0.0);
+    }
 
     #[test]
     fn percentiles_are_ordered_and_clamped() {

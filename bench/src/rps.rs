@@ -22,7 +22,7 @@ use serde::Serialize;
 
 use crate::client::{Client, Common, Handler};
 use crate::measure::{
-    Latency, PHASE_MEASURED, PHASE_MEASURING, Progress, Summary, stop_flag, stopped,
+    Latency, PHASE_MEASURED, PHASE_MEASURING, Progress, Summary, idle_pct, stop_flag, stopped,
 };
 use crate::proto::{Proto, Responses, request};
 
@@ -70,6 +70,8 @@ struct Report {
     src: String,
     xdp_mode: String,
     interrupted: bool,
+    /// Percent of the measured window in which the client's loop found nothing to do.
+    idle_pct: f64,
     client: crate::client::Stats,
 }
 
@@ -409,17 +411,22 @@ fn drive(
     let begin = client.now();
     let mut last = (begin, 0u64);
     let mut rate = 0.0;
-    let mut measuring = false;
+    let mut measuring = None;
     loop {
         client.turn(load);
         let now = client.now();
-        if a.json && !measuring && now >= warm {
-            measuring = true;
-            bar.note(&format!("c10m-bench rps: {PHASE_MEASURING}"));
+        if measuring.is_none() && now >= warm {
+            measuring = Some((now, client.idle_micros()));
+            if a.json {
+                bar.note(&format!("c10m-bench rps: {PHASE_MEASURING}"));
+            }
         }
         if now >= end || stopped(stop) {
-            if a.json && measuring {
-                bar.note(&format!("c10m-bench rps: {PHASE_MEASURED}"));
+            if let Some((from, idle)) = measuring {
+                load.r.idle_pct = idle_pct(client.idle_micros() - idle, now - from);
+                if a.json {
+                    bar.note(&format!("c10m-bench rps: {PHASE_MEASURED}"));
+                }
             }
             load.r.interrupted = now < end;
             load.r.secs = if now > warm {

@@ -125,6 +125,11 @@ fn compare_writes_a_report_with_both_servers_and_plots() {
                 "{kind} {server}: {cpu}"
             );
             assert_eq!(cpu["window"], "measured", "{kind} {server}: {cpu}");
+            let idle = cpu["generator_idle"].as_f64();
+            assert!(
+                idle.is_some_and(|v| (0.0..=100.0).contains(&v)),
+                "{kind} {server}: generator_idle in {cpu}"
+            );
             assert!(
                 x["per_core_second"].as_f64().unwrap() >= out[rate].as_f64().unwrap(),
                 "{kind} {server}: per busy second of a core is at least the rate: {x}"

@@ -99,17 +99,26 @@ pub(crate) fn per_core_second(rate: f64, busy_pct: f64) -> Option<f64> {
         .then(|| rate / (busy_pct / 100.0))
 }
 
-/// What bounds a run, from the busy share of both cores: a core at ≥ 95% is
-/// saturated.
+/// A core at least this busy (percent) is saturated.
+pub(crate) const FULL: f64 = 95.0;
+/// A generator whose loop found nothing to do for at least this share of the window
+/// (percent) was waiting on the server, however busy its core (it spins before it
+/// sleeps).
+pub(crate) const WAITING: f64 = 5.0;
+
+/// What bounds a run: a core ≥ [`FULL`] busy is saturated, except the generator's when
+/// its loop idled for ≥ [`WAITING`] of the window.
 pub(crate) fn bound(cpu: &Cpu) -> &'static str {
-    const FULL: f64 = 95.0;
     let busy = |c: &Option<CoreUse>| c.as_ref().map(|c| c.busy);
-    match (busy(&cpu.server_core), busy(&cpu.generator_core)) {
-        (Some(s), Some(g)) if s >= FULL && g >= FULL => "both cores",
-        (Some(s), _) if s >= FULL => "server core",
-        (_, Some(g)) if g >= FULL => "generator core",
-        (Some(_), Some(_)) => "neither core",
-        _ => "unknown",
+    let (Some(s), Some(g)) = (busy(&cpu.server_core), busy(&cpu.generator_core)) else {
+        return "unknown";
+    };
+    let generator = g >= FULL && cpu.generator_idle.is_none_or(|i| i < WAITING);
+    match (s >= FULL, generator) {
+        (true, true) => "both cores",
+        (true, false) => "server core",
+        (false, true) => "generator core",
+        (false, false) => "neither core",
     }
 }
 
@@ -216,6 +225,7 @@ pub(crate) fn between(
         server_core: core(server_core),
         generator_core: core(gen_core),
         server_process_cpu_secs: process,
+        generator_idle: None,
         window_secs: b.at.saturating_duration_since(a.at).as_secs_f64(),
         window: window.into(),
     }
@@ -316,6 +326,17 @@ mod tests {
         assert_eq!(bound(&cpu(99.0, 97.0)), "both cores");
         assert_eq!(bound(&cpu(50.0, 50.0)), "neither core");
         assert_eq!(bound(&Cpu::default()), "unknown");
+        // A spinning generator: its core is full but its loop waited on the server.
+        let spinning = Cpu {
+            generator_idle: Some(30.0),
+            ..cpu(100.0, 100.0)
+        };
+        assert_eq!(bound(&spinning), "server core");
+        let working = Cpu {
+            generator_idle: Some(1.0),
+            ..cpu(100.0, 100.0)
+        };
+        assert_eq!(bound(&working), "both cores");
     }
 
     #[test]

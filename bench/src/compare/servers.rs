@@ -158,8 +158,11 @@ impl Run<'_> {
                     match self.timed::<RpsOut>("rps", &name, &args, secs, proc.pid()) {
                         Ok((o, c)) => {
                             x.per_core_second = server_core_rate(o.rps, &c);
+                            x.cpu = Some(Cpu {
+                                generator_idle: o.idle_pct,
+                                ..c
+                            });
                             x.out = Some(o);
-                            x.cpu = Some(c);
                         }
                         Err(e) => x.error = Some(format!("{e:#}")),
                     }
@@ -214,8 +217,11 @@ impl Run<'_> {
                     match self.timed::<CpsOut>("cps", &name, &args, a.cps_secs, proc.pid()) {
                         Ok((o, c)) => {
                             x.per_core_second = server_core_rate(o.cps, &c);
+                            x.cpu = Some(Cpu {
+                                generator_idle: o.idle_pct,
+                                ..c
+                            });
                             x.out = Some(o);
-                            x.cpu = Some(c);
                         }
                         Err(e) => x.error = Some(format!("{e:#}")),
                     }
@@ -402,9 +408,11 @@ fn busy_text(c: Option<&Cpu>) -> String {
     let busy = |u: Option<&CoreUse>| u.map_or("?".to_owned(), |u| format!("{:.0}%", u.busy));
     c.map_or(String::new(), |c| {
         format!(
-            ", server core {} busy, generator core {}",
+            ", server core {} busy, generator core {} (its loop idle {})",
             busy(c.server_core.as_ref()),
-            busy(c.generator_core.as_ref())
+            busy(c.generator_core.as_ref()),
+            c.generator_idle
+                .map_or("?".to_owned(), |i| format!("{i:.0}%"))
         )
     })
 }

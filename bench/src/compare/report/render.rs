@@ -275,11 +275,12 @@ fn cpu_section(s: &mut String, r: &Report) {
         s,
         "Percent of each core over the measured window (`/proc/stat`; busy = 1 − (idle + \
          iowait) / total; user includes nice). Per server-core second = rate / server core \
-         busy fraction. See the notes for what the cores carry on veth.\n"
+         busy fraction. Generator loop idle: percent of the window in which the generator's loop \
+         found nothing to do. See the notes for what the cores carry on veth.\n"
     );
     let _ = writeln!(
         s,
-        "| server | run | rate | window s | server core busy | user | system | softirq | generator core busy | user | system | softirq | server process CPU s | per server-core second | bound by |\n|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
+        "| server | run | rate | window s | server core busy | user | system | softirq | generator core busy | user | system | softirq | generator loop idle | server process CPU s | per server-core second | bound by |\n|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
     );
     for x in runs {
         let Some(c) = x.cpu else { continue };
@@ -287,7 +288,7 @@ fn cpu_section(s: &mut String, r: &Report) {
         let p = |u: Option<&CoreUse>, f: fn(&CoreUse) -> f64| opt(u.map(f), 1);
         let _ = writeln!(
             s,
-            "| {} | {} | {} | {:.2}{} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {:.2}{} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             x.server.map_or("?", Server::name),
             x.run,
             opt(x.rate, 0),
@@ -305,6 +306,7 @@ fn cpu_section(s: &mut String, r: &Report) {
             p(gc, |u| u.user),
             p(gc, |u| u.system),
             p(gc, |u| u.softirq),
+            opt(c.generator_idle, 1),
             opt(c.server_process_cpu_secs, 2),
             opt(x.per_core_second, 0),
             super::super::cpu::bound(c),

@@ -231,6 +231,7 @@ fn with_cpu(server: f64, generator: f64) -> Cpu {
         server_core: Some(core(server)),
         generator_core: Some(core(generator)),
         server_process_cpu_secs: Some(server / 100.0 * 5.0),
+        generator_idle: None,
         window_secs: 5.0,
         window: "measured".into(),
     }
