@@ -125,6 +125,16 @@ fn compare_writes_a_report_with_both_servers_and_plots() {
                 "{kind} {server}: {cpu}"
             );
             assert_eq!(cpu["window"], "measured", "{kind} {server}: {cpu}");
+            assert!(
+                cpu["server_work"].as_f64().is_some_and(|v| v > 0.0),
+                "{kind} {server}: server_work in {cpu}"
+            );
+            assert!(
+                x["per_server_work_second"]
+                    .as_f64()
+                    .is_some_and(|v| v > 0.0),
+                "{kind} {server}: {x}"
+            );
             let idle = cpu["generator_idle"].as_f64();
             assert!(
                 idle.is_some_and(|v| (0.0..=100.0).contains(&v)),

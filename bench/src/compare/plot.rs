@@ -253,6 +253,7 @@ mod tests {
                 error: None,
                 cpu: None,
                 per_core_second: None,
+                per_server_work_second: None,
             });
         }
         r.held.push(Held {

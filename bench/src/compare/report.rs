@@ -179,6 +179,11 @@ pub(crate) struct Cpu {
     /// (spinning or asleep): its core can be 100% busy while it waits on the server.
     #[serde(default)]
     pub(crate) generator_idle: Option<f64>,
+    /// Estimate of the server's own work, percent of one core: the server core's user +
+    /// system + irq plus the generator core's softirq (on veth the server's receive path
+    /// runs on the sending core).
+    #[serde(default)]
+    pub(crate) server_work: Option<f64>,
     /// Length of the sampled window, seconds.
     #[serde(default)]
     pub(crate) window_secs: f64,
@@ -204,6 +209,10 @@ pub(crate) struct Rps {
     /// Requests per busy second of the server core: rps / server core busy fraction.
     #[serde(default)]
     pub(crate) per_core_second: Option<f64>,
+    /// Requests per second of the server's own work (estimate, see
+    /// [`Cpu::server_work`]).
+    #[serde(default)]
+    pub(crate) per_server_work_second: Option<f64>,
 }
 
 /// Connections per second.
@@ -220,6 +229,10 @@ pub(crate) struct Cps {
     /// Connections per busy second of the server core: cps / server core busy fraction.
     #[serde(default)]
     pub(crate) per_core_second: Option<f64>,
+    /// Connections per second of the server's own work (estimate, see
+    /// [`Cpu::server_work`]).
+    #[serde(default)]
+    pub(crate) per_server_work_second: Option<f64>,
 }
 
 /// The machine the run was on.
@@ -445,6 +458,12 @@ pub(crate) fn rows(r: &Report) -> Vec<Row> {
                 true,
             );
             row(
+                "requests per server-work second (est.)",
+                &|x| x.per_server_work_second,
+                0,
+                true,
+            );
+            row(
                 "server core busy % (rps)",
                 &|x| server_busy(x.cpu.as_ref()),
                 1,
@@ -489,6 +508,12 @@ pub(crate) fn rows(r: &Report) -> Vec<Row> {
                 true,
             );
             row(
+                "connections per server-work second (est.)",
+                &|x| x.per_server_work_second,
+                0,
+                true,
+            );
+            row(
                 "server core busy % (cps)",
                 &|x| server_busy(x.cpu.as_ref()),
                 1,
@@ -513,6 +538,7 @@ pub(crate) struct CpuRun<'a> {
     pub(crate) rate: Option<f64>,
     pub(crate) cpu: Option<&'a Cpu>,
     pub(crate) per_core_second: Option<f64>,
+    pub(crate) per_server_work_second: Option<f64>,
 }
 
 pub(crate) fn cpu_runs(r: &Report) -> Vec<CpuRun<'_>> {
@@ -522,6 +548,7 @@ pub(crate) fn cpu_runs(r: &Report) -> Vec<CpuRun<'_>> {
         rate: x.out.as_ref().map(|o| o.rps),
         cpu: x.cpu.as_ref(),
         per_core_second: x.per_core_second,
+        per_server_work_second: x.per_server_work_second,
     });
     let cps = r.cps.iter().map(|x| CpuRun {
         server: x.server,
@@ -529,6 +556,7 @@ pub(crate) fn cpu_runs(r: &Report) -> Vec<CpuRun<'_>> {
         rate: x.out.as_ref().map(|o| o.cps),
         cpu: x.cpu.as_ref(),
         per_core_second: x.per_core_second,
+        per_server_work_second: x.per_server_work_second,
     });
     rps.chain(cps).collect()
 }
@@ -557,6 +585,17 @@ pub(crate) fn cpu_notes(r: &Report, server_core: usize, gen_core: usize) -> Vec<
          dataplane; the kernel's TCP input in softirq for the kernel) on the generator core, \
          and the servers' responses reach the generator's AF_XDP socket on the server core. \
          So neither core carries only its own side, and a rate can be bound by either."
+            .into(),
+    );
+    notes.push(
+        "Server work (est.) = the server core's user + system + irq share plus the generator \
+         core's softirq share: the server process and its transmit path, and its receive path \
+         that runs on the generator's core, less the generator's receive path on the server \
+         core. Requests (connections) per server-work second divide the rate by it: the \
+         fairest of these figures when both cores are busy, but an estimate (timer softirqs \
+         and a few frames go to the wrong side). This kernel accounts CPU time by ticks, so \
+         softirq work that ran while the server process was on its core is in the server \
+         process's CPU seconds too."
             .into(),
     );
     notes.push(

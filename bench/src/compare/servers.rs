@@ -95,6 +95,7 @@ impl Run<'_> {
                     error: Some(why.into()),
                     cpu: None,
                     per_core_second: None,
+                    per_server_work_second: None,
                 });
             }
         }
@@ -108,6 +109,7 @@ impl Run<'_> {
                     error: Some(why.into()),
                     cpu: None,
                     per_core_second: None,
+                    per_server_work_second: None,
                 });
             }
         }
@@ -133,6 +135,7 @@ impl Run<'_> {
                     error: None,
                     cpu: None,
                     per_core_second: None,
+                    per_server_work_second: None,
                 };
                 if !proc.alive() {
                     x.error = Some(format!("the {} server exited", server.name()));
@@ -158,6 +161,8 @@ impl Run<'_> {
                     match self.timed::<RpsOut>("rps", &name, &args, secs, proc.pid()) {
                         Ok((o, c)) => {
                             x.per_core_second = server_core_rate(o.rps, &c);
+                            x.per_server_work_second =
+                                c.server_work.and_then(|w| cpu::per_core_second(o.rps, w));
                             x.cpu = Some(Cpu {
                                 generator_idle: o.idle_pct,
                                 ..c
@@ -197,6 +202,7 @@ impl Run<'_> {
                     error: None,
                     cpu: None,
                     per_core_second: None,
+                    per_server_work_second: None,
                 };
                 if !proc.alive() {
                     x.error = Some(format!("the {} server exited", server.name()));
@@ -217,6 +223,8 @@ impl Run<'_> {
                     match self.timed::<CpsOut>("cps", &name, &args, a.cps_secs, proc.pid()) {
                         Ok((o, c)) => {
                             x.per_core_second = server_core_rate(o.cps, &c);
+                            x.per_server_work_second =
+                                c.server_work.and_then(|w| cpu::per_core_second(o.cps, w));
                             x.cpu = Some(Cpu {
                                 generator_idle: o.idle_pct,
                                 ..c

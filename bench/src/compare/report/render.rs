@@ -280,7 +280,7 @@ fn cpu_section(s: &mut String, r: &Report) {
     );
     let _ = writeln!(
         s,
-        "| server | run | rate | window s | server core busy | user | system | softirq | generator core busy | user | system | softirq | generator loop idle | server process CPU s | per server-core second | bound by |\n|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
+        "| server | run | rate | window s | server core busy | user | system | softirq | generator core busy | user | system | softirq | generator loop idle | server process CPU s | per server-core second | server work (est.) | per server-work second | bound by |\n|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
     );
     for x in runs {
         let Some(c) = x.cpu else { continue };
@@ -288,7 +288,7 @@ fn cpu_section(s: &mut String, r: &Report) {
         let p = |u: Option<&CoreUse>, f: fn(&CoreUse) -> f64| opt(u.map(f), 1);
         let _ = writeln!(
             s,
-            "| {} | {} | {} | {:.2}{} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {:.2}{} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             x.server.map_or("?", Server::name),
             x.run,
             opt(x.rate, 0),
@@ -309,6 +309,8 @@ fn cpu_section(s: &mut String, r: &Report) {
             opt(c.generator_idle, 1),
             opt(c.server_process_cpu_secs, 2),
             opt(x.per_core_second, 0),
+            opt(c.server_work, 1),
+            opt(x.per_server_work_second, 0),
             super::super::cpu::bound(c),
         );
     }

@@ -15,6 +15,7 @@ fn rps(server: Server, conns: u64, rps: f64, p50: f64, p99: f64) -> Rps {
         error: None,
         cpu: None,
         per_core_second: None,
+        per_server_work_second: None,
     }
 }
 
@@ -30,6 +31,7 @@ fn cps(server: Server, cps: f64) -> Cps {
         error: None,
         cpu: None,
         per_core_second: None,
+        per_server_work_second: None,
     }
 }
 
@@ -232,6 +234,7 @@ fn with_cpu(server: f64, generator: f64) -> Cpu {
         generator_core: Some(core(generator)),
         server_process_cpu_secs: Some(server / 100.0 * 5.0),
         generator_idle: None,
+        server_work: Some(server * 0.9),
         window_secs: 5.0,
         window: "measured".into(),
     }
@@ -245,7 +248,14 @@ fn cpu_rows_and_the_efficiency_ratio() {
     r.rps[0].per_core_second = Some(600_000.0);
     r.rps[1].cpu = Some(with_cpu(100.0, 60.0));
     r.rps[1].per_core_second = Some(100_000.0);
+    r.rps[0].per_server_work_second = Some(400_000.0);
+    r.rps[1].per_server_work_second = Some(200_000.0);
     let rows = rows(&r);
+    let work = rows
+        .iter()
+        .find(|x| x.scenario == "http c=10: requests per server-work second (est.)")
+        .unwrap();
+    assert_eq!(work.ratio(), Some(2.0));
     let per = rows
         .iter()
         .find(|x| x.scenario == "http c=10: requests per server-core second")
@@ -294,6 +304,7 @@ fn cpu_notes_name_what_bounds_each_run() {
         "kernel rps http c=10: server core (server core 100%, generator core 60%)",
         "understate the server's capacity",
         "256 empty loop rounds",
+        "Server work (est.)",
         "cpu1",
     ] {
         assert!(notes.contains(want), "missing {want:?} in\n{notes}");
