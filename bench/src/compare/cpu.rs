@@ -108,6 +108,19 @@ pub(crate) fn server_work(server: &CoreUse, generator: &CoreUse) -> f64 {
     server.user + server.system + server.irq + generator.softirq
 }
 
+/// The share (percent) of the server core's busy time that the server process itself
+/// had; well under 100 means other work shared the core (or its receive path for the
+/// generator's frames ran in ksoftirqd).
+pub(crate) fn process_share(cpu: &Cpu) -> Option<f64> {
+    let busy_secs = cpu.server_core.as_ref()?.busy / 100.0 * cpu.window_secs;
+    let p = cpu.server_process_cpu_secs?;
+    (busy_secs > 0.0).then(|| 100.0 * p / busy_secs)
+}
+
+/// Below this share the server shared its core with other work: the run's figures are
+/// not the server's alone.
+pub(crate) const SHARED: f64 = 80.0;
+
 /// A core at least this busy (percent) is saturated.
 pub(crate) const FULL: f64 = 95.0;
 /// A generator whose loop found nothing to do for at least this share of the window
@@ -339,6 +352,21 @@ mod tests {
         assert!((server_work(&server, &generator) - 90.0).abs() < 1e-9);
         // 270,000 requests/s with 90% of a core of server work: 300,000 per second of it.
         assert_eq!(per_core_second(270_000.0, 90.0), Some(300_000.0));
+    }
+
+    #[test]
+    fn the_server_process_share_of_its_busy_core() {
+        let c = Cpu {
+            server_core: Some(CoreUse {
+                busy: 100.0,
+                ..CoreUse::default()
+            }),
+            server_process_cpu_secs: Some(2.5),
+            window_secs: 5.0,
+            ..Cpu::default()
+        };
+        assert_eq!(process_share(&c), Some(50.0));
+        assert_eq!(process_share(&Cpu::default()), None);
     }
 
     #[test]

@@ -640,6 +640,28 @@ pub(crate) fn cpu_notes(r: &Report, server_core: usize, gen_core: usize) -> Vec<
         );
     }
     notes.push(text);
+    let shared: Vec<String> = runs
+        .iter()
+        .filter_map(|x| {
+            let share = super::cpu::process_share(x.cpu?)?;
+            (share < super::cpu::SHARED).then(|| {
+                format!(
+                    "{} {} ({share:.0}%)",
+                    x.server.map_or("?", Server::name),
+                    x.run
+                )
+            })
+        })
+        .collect();
+    if !shared.is_empty() {
+        notes.push(format!(
+            "The server process had under {:.0}% of its core's busy time in: {}. Other work \
+             shared the core (the machine was not quiet), so these runs' rates and CPU \
+             figures are not the server's alone; run again on a quiet machine.",
+            super::cpu::SHARED,
+            shared.join(", ")
+        ));
+    }
     if runs
         .iter()
         .any(|x| x.cpu.is_some_and(|c| c.window != "measured"))

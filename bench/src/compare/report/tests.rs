@@ -309,6 +309,16 @@ fn cpu_notes_name_what_bounds_each_run() {
     ] {
         assert!(notes.contains(want), "missing {want:?} in\n{notes}");
     }
+    assert!(!notes.contains("not quiet"), "{notes}");
+    // Another process took half the server core: the notes say so.
+    let mut busy_neighbour = with_cpu(100.0, 100.0);
+    busy_neighbour.server_process_cpu_secs = Some(2.5);
+    r.rps[2].cpu = Some(busy_neighbour);
+    let notes = cpu_notes(&r, 1, 0).join("\n");
+    assert!(
+        notes.contains("in: dataplane rps http c=100 (50%)") && notes.contains("not quiet"),
+        "{notes}"
+    );
     r.notes = cpu_notes(&r, 1, 0);
     let md = markdown(&r);
     assert!(md.contains("## CPU use"), "{md}");
