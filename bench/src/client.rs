@@ -93,6 +93,10 @@ pub(crate) struct Client {
     clock: std::time::Instant,
     idle: Idle,
     empty: u32,
+    /// Microseconds of turns that found nothing to do (spinning or asleep), closed runs.
+    idle_us: u64,
+    /// Since when the current run of empty turns lasts.
+    idle_from: Option<Instant>,
     /// An event taken from the stack after the last poll, handled first next turn.
     stash: Option<Event>,
     /// While resolving: the address whose ARP answer is awaited, and whether it came.
@@ -254,6 +258,8 @@ impl Client {
             clock: std::time::Instant::now(),
             idle: opts.idle,
             empty: 0,
+            idle_us: 0,
+            idle_from: None,
             stash: None,
             arp_wait: None,
         })
@@ -267,6 +273,17 @@ impl Client {
     /// The clock, as the stack's `Instant` (µs since the client opened).
     pub(crate) fn now(&self) -> Instant {
         Instant::from_micros(self.clock.elapsed().as_micros() as i64)
+    }
+
+    /// Microseconds so far in which the loop found nothing to do (spinning or asleep):
+    /// the difference over a window, against its length, is how much of the generator's
+    /// time the server left it waiting.
+    pub(crate) fn idle_micros(&self) -> u64 {
+        let now = self.now();
+        self.idle_us
+            + self
+                .idle_from
+                .map_or(0, |from| (now - from.min(now)).total_micros())
     }
 
     /// One round of the loop (see the [module docs](self)); idles when it found no work.
@@ -311,9 +328,13 @@ impl Client {
         let (sent, done) = port.push(KICK_ROUNDS);
         if rx > 0 || sent > 0 || done > 0 || events + again > 0 || stash.is_some() {
             self.empty = 0;
+            if let Some(from) = self.idle_from.take() {
+                self.idle_us += (now - from.min(now)).total_micros();
+            }
             return;
         }
         self.empty = self.empty.saturating_add(1);
+        self.idle_from.get_or_insert(now);
         if self.idle == Idle::Spin || self.empty < SPIN_ROUNDS {
             std::hint::spin_loop();
             return;

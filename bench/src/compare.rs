@@ -24,6 +24,7 @@
 //! report's JSON with `--json`), and `report.json`, `report.md` and SVG plots in
 //! `results/<UTC timestamp>/` (`--out`).
 
+mod cpu;
 mod describe;
 mod held;
 mod host;
@@ -269,6 +270,8 @@ fn run_checked(args: &Args) -> anyhow::Result<bool> {
     r.interrupted = interrupted;
     r.secs = start.elapsed().as_secs_f64();
     r.goals = report::goals(&r);
+    let cpu_notes = report::cpu_notes(&r, args.server_core, args.gen_core);
+    r.notes.extend(cpu_notes);
     match plot::write_all(&r, &dir) {
         Ok(names) => r.plots = names,
         Err(e) => r.notes.push(format!("plots not written: {e:#}")),

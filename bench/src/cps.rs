@@ -29,7 +29,9 @@ use c10m_stack::{ConnError, ConnId, ConnectError, ConnectOptions, Event, Instant
 use serde::Serialize;
 
 use crate::client::{Client, Common, Handler};
-use crate::measure::{Latency, Progress, Summary, stop_flag, stopped};
+use crate::measure::{
+    Latency, PHASE_MEASURED, PHASE_MEASURING, Progress, Summary, idle_pct, stop_flag, stopped,
+};
 use crate::proto::{Proto, Responses, request};
 
 /// Arguments of `c10m-bench cps`.
@@ -67,6 +69,8 @@ struct Report {
     src: String,
     xdp_mode: String,
     interrupted: bool,
+    /// Percent of the measured `--secs` in which the client's loop found nothing to do.
+    idle_pct: f64,
     client: crate::client::Stats,
 }
 
@@ -272,6 +276,10 @@ fn drive(args: &Args, client: &mut Client, churn: &mut Churn, stop: &AtomicBool,
     let mut next_scan = start;
     let bar = Progress::new("cps", Duration::from_secs_f64(a.secs));
     let mut drain_until = None;
+    let idle_from = client.idle_micros();
+    if a.json {
+        bar.note(&format!("c10m-bench cps: {PHASE_MEASURING}"));
+    }
     loop {
         client.turn(churn);
         let now = client.now();
@@ -280,6 +288,10 @@ fn drive(args: &Args, client: &mut Client, churn: &mut Churn, stop: &AtomicBool,
             break;
         }
         if now >= end && drain_until.is_none() {
+            churn.r.idle_pct = idle_pct(client.idle_micros() - idle_from, now - start);
+            if a.json {
+                bar.note(&format!("c10m-bench cps: {PHASE_MEASURED}"));
+            }
             churn.closing = true;
             drain_until = Some(now + timeout);
         }

@@ -102,6 +102,27 @@ impl Progress {
     pub(crate) fn finish(&self) {
         self.bar.finish_and_clear();
     }
+
+    /// Prints `line` on stderr without tearing the bar (drawn or hidden).
+    pub(crate) fn note(&self, line: &str) {
+        self.bar.suspend(|| eprintln!("{line}"));
+    }
+}
+
+/// The stderr line (after `c10m-bench SUB: `) that a generator run with `--json` prints
+/// when its measured window opens, and [`PHASE_MEASURED`] when it closes: `compare`
+/// watches its log for them to sample CPU use over exactly that window.
+pub(crate) const PHASE_MEASURING: &str = "phase: measuring";
+/// See [`PHASE_MEASURING`].
+pub(crate) const PHASE_MEASURED: &str = "phase: measured";
+
+/// `idle_us` of a `window` in percent (0 for an empty window).
+pub(crate) fn idle_pct(idle_us: u64, window: c10m_stack::Duration) -> f64 {
+    let w = window.total_micros();
+    if w == 0 {
+        return 0.0;
+    }
+    (100.0 * idle_us as f64 / w as f64).clamp(0.0, 100.0)
 }
 
 /// The flag that Ctrl-C (SIGINT) and SIGTERM set: the run stops early, cleanly, and still
@@ -120,6 +141,14 @@ pub(crate) fn stopped(stop: &AtomicBool) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn idle_share_of_a_window() {
+        let w = c10m_stack::Duration::from_millis(10);
+        assert_eq!(idle_pct(2_500, w), 25.0);
+        assert_eq!(idle_pct(20_000, w), 100.0, "clamped");
+        assert_eq!(idle_pct(5, c10m_stack::Duration::from_micros(0)), 0.0);
+    }
 
     #[test]
     fn percentiles_are_ordered_and_clamped() {

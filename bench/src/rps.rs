@@ -21,7 +21,9 @@ use c10m_stack::{ConnError, ConnId, ConnectOptions, Event, Instant, SocketOption
 use serde::Serialize;
 
 use crate::client::{Client, Common, Handler};
-use crate::measure::{Latency, Progress, Summary, stop_flag, stopped};
+use crate::measure::{
+    Latency, PHASE_MEASURED, PHASE_MEASURING, Progress, Summary, idle_pct, stop_flag, stopped,
+};
 use crate::proto::{Proto, Responses, request};
 
 /// Handshakes in flight at most while connecting: a burst of thousands of SYNs would
@@ -68,6 +70,8 @@ struct Report {
     src: String,
     xdp_mode: String,
     interrupted: bool,
+    /// Percent of the measured window in which the client's loop found nothing to do.
+    idle_pct: f64,
     client: crate::client::Stats,
 }
 
@@ -407,10 +411,23 @@ fn drive(
     let begin = client.now();
     let mut last = (begin, 0u64);
     let mut rate = 0.0;
+    let mut measuring = None;
     loop {
         client.turn(load);
         let now = client.now();
+        if measuring.is_none() && now >= warm {
+            measuring = Some((now, client.idle_micros()));
+            if a.json {
+                bar.note(&format!("c10m-bench rps: {PHASE_MEASURING}"));
+            }
+        }
         if now >= end || stopped(stop) {
+            if let Some((from, idle)) = measuring {
+                load.r.idle_pct = idle_pct(client.idle_micros() - idle, now - from);
+                if a.json {
+                    bar.note(&format!("c10m-bench rps: {PHASE_MEASURED}"));
+                }
+            }
             load.r.interrupted = now < end;
             load.r.secs = if now > warm {
                 (now.min(end) - warm).total_micros() as f64 / 1e6

@@ -104,6 +104,46 @@ fn compare_writes_a_report_with_both_servers_and_plots() {
             if kind == "rps" {
                 assert_eq!(out["errors"].as_f64(), Some(0.0), "{kind} {server}: {x}");
             }
+            // CPU use over the measured window: both cores in percent, the server's
+            // core busy, the server process's own CPU time, and the efficiency figure.
+            let cpu = &x["cpu"];
+            for core in ["server_core", "generator_core"] {
+                for f in ["busy", "user", "system", "softirq"] {
+                    let v = cpu[core][f].as_f64();
+                    assert!(
+                        v.is_some_and(|v| (0.0..=100.0).contains(&v)),
+                        "{kind} {server}: {core}.{f} in {cpu}"
+                    );
+                }
+            }
+            assert!(
+                cpu["server_core"]["busy"].as_f64().unwrap() > 0.0,
+                "{kind} {server}: the server core did no work? {cpu}"
+            );
+            assert!(
+                cpu["server_process_cpu_secs"].as_f64().unwrap() >= 0.0,
+                "{kind} {server}: {cpu}"
+            );
+            assert_eq!(cpu["window"], "measured", "{kind} {server}: {cpu}");
+            assert!(
+                cpu["server_work"].as_f64().is_some_and(|v| v > 0.0),
+                "{kind} {server}: server_work in {cpu}"
+            );
+            assert!(
+                x["per_server_work_second"]
+                    .as_f64()
+                    .is_some_and(|v| v > 0.0),
+                "{kind} {server}: {x}"
+            );
+            let idle = cpu["generator_idle"].as_f64();
+            assert!(
+                idle.is_some_and(|v| (0.0..=100.0).contains(&v)),
+                "{kind} {server}: generator_idle in {cpu}"
+            );
+            assert!(
+                x["per_core_second"].as_f64().unwrap() >= out[rate].as_f64().unwrap(),
+                "{kind} {server}: per busy second of a core is at least the rate: {x}"
+            );
         }
     }
     assert_eq!(r["goals"].as_array().unwrap().len(), 4);
@@ -111,6 +151,13 @@ fn compare_writes_a_report_with_both_servers_and_plots() {
     // The report and the plots.
     let md = std::fs::read_to_string(out_dir.join("report.md")).expect("report.md");
     assert!(md.contains("| scenario | dataplane | kernel |"), "{md}");
+    assert!(md.contains("## CPU use"), "{md}");
+    assert!(md.contains("requests per server-core second"), "{md}");
+    assert!(
+        r["notes"].to_string().contains("What bounds each run"),
+        "{}",
+        r["notes"]
+    );
     let plots = r["plots"].as_array().unwrap();
     assert_eq!(plots.len(), 3, "{plots:?}");
     for p in plots {

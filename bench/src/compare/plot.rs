@@ -251,6 +251,9 @@ mod tests {
                     ..RpsOut::default()
                 }),
                 error: None,
+                cpu: None,
+                per_core_second: None,
+                per_server_work_second: None,
             });
         }
         r.held.push(Held {

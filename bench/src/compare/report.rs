@@ -57,6 +57,10 @@ pub(crate) struct RpsOut {
     pub(crate) p999_us: f64,
     #[serde(default)]
     pub(crate) max_us: f64,
+    /// Percent of the measured window in which the generator's loop found nothing to
+    /// do (absent from older generators).
+    #[serde(default)]
+    pub(crate) idle_pct: Option<f64>,
     #[serde(default)]
     pub(crate) mean_us: f64,
 }
@@ -87,6 +91,10 @@ pub(crate) struct CpsOut {
     pub(crate) p999_us: f64,
     #[serde(default)]
     pub(crate) max_us: f64,
+    /// Percent of the measured window in which the generator's loop found nothing to
+    /// do (absent from older generators).
+    #[serde(default)]
+    pub(crate) idle_pct: Option<f64>,
 }
 
 /// The fields of `c10m-bench conns --json` the report keeps.
@@ -146,6 +154,46 @@ pub(crate) struct Held {
     pub(crate) error: Option<String>,
 }
 
+/// How one core spent a window, in percent of it (`/proc/stat`).
+#[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq)]
+pub(crate) struct CoreUse {
+    /// 100 × (1 − (idle + iowait) / total).
+    pub(crate) busy: f64,
+    /// user + nice.
+    pub(crate) user: f64,
+    pub(crate) system: f64,
+    #[serde(default)]
+    pub(crate) irq: f64,
+    pub(crate) softirq: f64,
+}
+
+/// CPU use over a measured window: the server core, the generator core, and the
+/// server processes' own CPU time.
+#[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq)]
+pub(crate) struct Cpu {
+    pub(crate) server_core: Option<CoreUse>,
+    pub(crate) generator_core: Option<CoreUse>,
+    /// utime + stime of the server process and its children over the window.
+    pub(crate) server_process_cpu_secs: Option<f64>,
+    /// Percent of the window in which the generator's loop found nothing to do
+    /// (spinning or asleep): its core can be 100% busy while it waits on the server.
+    #[serde(default)]
+    pub(crate) generator_idle: Option<f64>,
+    /// Estimate of the server's own work, percent of one core: the server core's user +
+    /// system + irq plus the generator core's softirq (on veth the server's receive path
+    /// runs on the sending core).
+    #[serde(default)]
+    pub(crate) server_work: Option<f64>,
+    /// Length of the sampled window, seconds.
+    #[serde(default)]
+    pub(crate) window_secs: f64,
+    /// Which window was sampled: `measured` (the generator's own measured window, to
+    /// within 0.1 s) or `child run` (the whole generator run, connect and warm-up
+    /// included).
+    #[serde(default)]
+    pub(crate) window: String,
+}
+
 /// Requests per second at one concurrency.
 #[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq)]
 pub(crate) struct Rps {
@@ -155,6 +203,16 @@ pub(crate) struct Rps {
     pub(crate) pipeline: u64,
     pub(crate) out: Option<RpsOut>,
     pub(crate) error: Option<String>,
+    /// CPU use over the measured window.
+    #[serde(default)]
+    pub(crate) cpu: Option<Cpu>,
+    /// Requests per busy second of the server core: rps / server core busy fraction.
+    #[serde(default)]
+    pub(crate) per_core_second: Option<f64>,
+    /// Requests per second of the server's own work (estimate, see
+    /// [`Cpu::server_work`]).
+    #[serde(default)]
+    pub(crate) per_server_work_second: Option<f64>,
 }
 
 /// Connections per second.
@@ -165,6 +223,16 @@ pub(crate) struct Cps {
     pub(crate) concurrency: u64,
     pub(crate) out: Option<CpsOut>,
     pub(crate) error: Option<String>,
+    /// CPU use over the measured window.
+    #[serde(default)]
+    pub(crate) cpu: Option<Cpu>,
+    /// Connections per busy second of the server core: cps / server core busy fraction.
+    #[serde(default)]
+    pub(crate) per_core_second: Option<f64>,
+    /// Connections per second of the server's own work (estimate, see
+    /// [`Cpu::server_work`]).
+    #[serde(default)]
+    pub(crate) per_server_work_second: Option<f64>,
 }
 
 /// The machine the run was on.
@@ -263,12 +331,25 @@ pub(crate) struct Row {
     pub(crate) dataplane: Cell,
     pub(crate) kernel: Cell,
     pub(crate) decimals: usize,
+    /// Whether dataplane / kernel means something (not for a core's busy share).
+    pub(crate) relative: bool,
 }
 
 impl Row {
     pub(crate) fn ratio(&self) -> Option<f64> {
+        if !self.relative {
+            return None;
+        }
         ratio(self.dataplane.value(), self.kernel.value())
     }
+}
+
+fn server_busy(c: Option<&Cpu>) -> Option<f64> {
+    Some(c?.server_core.as_ref()?.busy)
+}
+
+fn gen_busy(c: Option<&Cpu>) -> Option<f64> {
+    Some(c?.generator_core.as_ref()?.busy)
 }
 
 fn cell<T>(found: Option<&T>, failed: impl Fn(&T) -> bool, v: impl Fn(&T) -> Option<f64>) -> Cell {
@@ -326,6 +407,7 @@ pub(crate) fn rows(r: &Report) -> Vec<Row> {
                 dataplane: cell(d, failed, f),
                 kernel: cell(k, failed, f),
                 decimals,
+                relative: true,
             });
         };
         row(
@@ -357,18 +439,42 @@ pub(crate) fn rows(r: &Report) -> Vec<Row> {
                 continue;
             }
             let failed = |x: &Rps| x.out.is_none();
-            let mut row = |name: &str, f: &dyn Fn(&RpsOut) -> f64, decimals| {
-                let get = |x: &Rps| x.out.as_ref().map(f);
+            let mut row = |name: &str, f: &dyn Fn(&Rps) -> Option<f64>, decimals, relative| {
                 rows.push(Row {
                     scenario: format!("{proto} c={c}: {name}{suffix}"),
-                    dataplane: cell(d, failed, get),
-                    kernel: cell(k, failed, get),
+                    dataplane: cell(d, failed, f),
+                    kernel: cell(k, failed, f),
                     decimals,
+                    relative,
                 });
             };
-            row("requests/s", &|o| o.rps, 0);
-            row("p50 µs", &|o| o.p50_us, 1);
-            row("p99 µs", &|o| o.p99_us, 1);
+            row("requests/s", &|x| x.out.as_ref().map(|o| o.rps), 0, true);
+            row("p50 µs", &|x| x.out.as_ref().map(|o| o.p50_us), 1, true);
+            row("p99 µs", &|x| x.out.as_ref().map(|o| o.p99_us), 1, true);
+            row(
+                "requests per server-core second",
+                &|x| x.per_core_second,
+                0,
+                true,
+            );
+            row(
+                "requests per server-work second (est.)",
+                &|x| x.per_server_work_second,
+                0,
+                true,
+            );
+            row(
+                "server core busy % (rps)",
+                &|x| server_busy(x.cpu.as_ref()),
+                1,
+                false,
+            );
+            row(
+                "generator core busy % (rps)",
+                &|x| gen_busy(x.cpu.as_ref()),
+                1,
+                false,
+            );
         }
         for (proto, c) in distinct(r.cps.iter().map(|x| (x.proto.clone(), x.concurrency))) {
             let (d, k) = (
@@ -379,20 +485,194 @@ pub(crate) fn rows(r: &Report) -> Vec<Row> {
                 continue;
             }
             let failed = |x: &Cps| x.out.is_none();
-            let mut row = |name: &str, f: &dyn Fn(&CpsOut) -> f64, decimals| {
-                let get = |x: &Cps| x.out.as_ref().map(f);
+            let mut row = |name: &str, f: &dyn Fn(&Cps) -> Option<f64>, decimals, relative| {
                 rows.push(Row {
                     scenario: format!("{proto} c={c}: {name}{suffix}"),
-                    dataplane: cell(d, failed, get),
-                    kernel: cell(k, failed, get),
+                    dataplane: cell(d, failed, f),
+                    kernel: cell(k, failed, f),
                     decimals,
+                    relative,
                 });
             };
-            row("connections/s", &|o| o.cps, 0);
-            row("connect p99 µs", &|o| o.p99_us, 1);
+            row("connections/s", &|x| x.out.as_ref().map(|o| o.cps), 0, true);
+            row(
+                "connect p99 µs",
+                &|x| x.out.as_ref().map(|o| o.p99_us),
+                1,
+                true,
+            );
+            row(
+                "connections per server-core second",
+                &|x| x.per_core_second,
+                0,
+                true,
+            );
+            row(
+                "connections per server-work second (est.)",
+                &|x| x.per_server_work_second,
+                0,
+                true,
+            );
+            row(
+                "server core busy % (cps)",
+                &|x| server_busy(x.cpu.as_ref()),
+                1,
+                false,
+            );
+            row(
+                "generator core busy % (cps)",
+                &|x| gen_busy(x.cpu.as_ref()),
+                1,
+                false,
+            );
         }
     }
     rows
+}
+
+/// One rps or cps run with its CPU figures, for the CPU table and notes.
+pub(crate) struct CpuRun<'a> {
+    pub(crate) server: Option<Server>,
+    /// `rps http c=100`, `cps http c=100`.
+    pub(crate) run: String,
+    pub(crate) rate: Option<f64>,
+    pub(crate) cpu: Option<&'a Cpu>,
+    pub(crate) per_core_second: Option<f64>,
+    pub(crate) per_server_work_second: Option<f64>,
+}
+
+pub(crate) fn cpu_runs(r: &Report) -> Vec<CpuRun<'_>> {
+    let rps = r.rps.iter().map(|x| CpuRun {
+        server: x.server,
+        run: format!("rps {} c={}", x.proto, x.conns),
+        rate: x.out.as_ref().map(|o| o.rps),
+        cpu: x.cpu.as_ref(),
+        per_core_second: x.per_core_second,
+        per_server_work_second: x.per_server_work_second,
+    });
+    let cps = r.cps.iter().map(|x| CpuRun {
+        server: x.server,
+        run: format!("cps {} c={}", x.proto, x.concurrency),
+        rate: x.out.as_ref().map(|o| o.cps),
+        cpu: x.cpu.as_ref(),
+        per_core_second: x.per_core_second,
+        per_server_work_second: x.per_server_work_second,
+    });
+    rps.chain(cps).collect()
+}
+
+/// The notes on CPU use: how it was measured, what the cores carry on veth, and what
+/// bounds each run. Empty when no run has CPU figures.
+pub(crate) fn cpu_notes(r: &Report, server_core: usize, gen_core: usize) -> Vec<String> {
+    let runs: Vec<CpuRun> = cpu_runs(r)
+        .into_iter()
+        .filter(|x| x.cpu.is_some())
+        .collect();
+    if runs.is_empty() {
+        return Vec::new();
+    }
+    let mut notes = vec![format!(
+        "CPU use: /proc/stat of the server core (cpu{server_core}) and the generator core \
+         (cpu{gen_core}) sampled as the generator's measured window opened and closed (it \
+         prints a phase line on stderr; compare reads it within 0.1 s), so connection set-up \
+         and warm-up are excluded; busy = 1 − (idle + iowait) / total. Server process CPU = \
+         utime + stime of the server process and its children over the same window. Held \
+         connections are not sampled."
+    )];
+    notes.push(
+        "On veth the receive work of a frame runs on the core that sent it: the generator's \
+         requests and SYNs are taken in (veth transmit → XDP → the AF_XDP copy for the \
+         dataplane; the kernel's TCP input in softirq for the kernel) on the generator core, \
+         and the servers' responses reach the generator's AF_XDP socket on the server core. \
+         So neither core carries only its own side, and a rate can be bound by either."
+            .into(),
+    );
+    notes.push(
+        "Server work (est.) = the server core's user + system + irq share plus the generator \
+         core's softirq share: the server process and its transmit path, and its receive path \
+         that runs on the generator's core, less the generator's receive path on the server \
+         core. Requests (connections) per server-work second divide the rate by it: the \
+         fairest of these figures when both cores are busy, but an estimate (timer softirqs \
+         and a few frames go to the wrong side). This kernel accounts CPU time by ticks, so \
+         softirq work that ran while the server process was on its core is in the server \
+         process's CPU seconds too."
+            .into(),
+    );
+    notes.push(
+        "The dataplane's adaptive idle policy spins up to 256 empty loop rounds before it \
+         sleeps, so its core's busy share includes some spinning and its requests (or \
+         connections) per server-core second understate what it does per second of work. \
+         The generator has the same policy and sleeps only when nothing is due for 1 ms, \
+         so its core shows near 100% busy even while it waits on the server: it reports the share of \
+         the window its loop found nothing to do (generator loop idle), and its core counts \
+         as saturated only when that is under 5%."
+            .into(),
+    );
+    let mut bounds = Vec::new();
+    let mut generator_bound = false;
+    for x in &runs {
+        let Some(c) = x.cpu else { continue };
+        let b = super::cpu::bound(c);
+        generator_bound |= b == "generator core";
+        let busy = |u: Option<&CoreUse>| u.map_or("?".to_owned(), |u| format!("{:.0}%", u.busy));
+        let idle = c
+            .generator_idle
+            .map_or(String::new(), |i| format!(", its loop idle {i:.0}%"));
+        bounds.push(format!(
+            "{} {}: {b} (server core {}, generator core {}{idle})",
+            x.server.map_or("?", Server::name),
+            x.run,
+            busy(c.server_core.as_ref()),
+            busy(c.generator_core.as_ref())
+        ));
+    }
+    let mut text = format!(
+        "What bounds each run (a core ≥ 95% busy is saturated): {}.",
+        bounds.join("; ")
+    );
+    if generator_bound {
+        text.push_str(
+            " A generator-bound run (generator core ≥ 95% busy with its loop idle under 5%, \
+             server core not) measures the \
+             generator: the server had capacity left, so its rate and the dataplane / kernel \
+             ratio understate the server's capacity; requests per server-core second is the \
+             fairer comparison there.",
+        );
+    }
+    notes.push(text);
+    let shared: Vec<String> = runs
+        .iter()
+        .filter_map(|x| {
+            let share = super::cpu::process_share(x.cpu?)?;
+            (share < super::cpu::SHARED).then(|| {
+                format!(
+                    "{} {} ({share:.0}%)",
+                    x.server.map_or("?", Server::name),
+                    x.run
+                )
+            })
+        })
+        .collect();
+    if !shared.is_empty() {
+        notes.push(format!(
+            "The server process had under {:.0}% of its core's busy time in: {}. Other work \
+             shared the core (the machine was not quiet), so these runs' rates and CPU \
+             figures are not the server's alone; run again on a quiet machine.",
+            super::cpu::SHARED,
+            shared.join(", ")
+        ));
+    }
+    if runs
+        .iter()
+        .any(|x| x.cpu.is_some_and(|c| c.window != "measured"))
+    {
+        notes.push(
+            "Some runs printed no phase lines: their CPU figures cover the whole generator run, \
+             connection set-up and warm-up included (window \"child run\")."
+                .into(),
+        );
+    }
+    notes
 }
 
 fn times(x: f64) -> String {

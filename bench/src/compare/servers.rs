@@ -2,7 +2,9 @@
 //! the `rps` and `cps` scenarios against each.
 
 use super::held::refusals;
+use super::report::{CoreUse, Cpu};
 use super::*;
+use crate::measure::{PHASE_MEASURED, PHASE_MEASURING};
 
 impl Run<'_> {
     // ---- the dataplane -------------------------------------------------------------
@@ -91,6 +93,9 @@ impl Run<'_> {
                     pipeline: u64::from(a.pipeline),
                     out: None,
                     error: Some(why.into()),
+                    cpu: None,
+                    per_core_second: None,
+                    per_server_work_second: None,
                 });
             }
         }
@@ -102,6 +107,9 @@ impl Run<'_> {
                     concurrency: u64::from(c),
                     out: None,
                     error: Some(why.into()),
+                    cpu: None,
+                    per_core_second: None,
+                    per_server_work_second: None,
                 });
             }
         }
@@ -125,6 +133,9 @@ impl Run<'_> {
                     pipeline: u64::from(a.pipeline),
                     out: None,
                     error: None,
+                    cpu: None,
+                    per_core_second: None,
+                    per_server_work_second: None,
                 };
                 if !proc.alive() {
                     x.error = Some(format!("the {} server exited", server.name()));
@@ -147,8 +158,17 @@ impl Run<'_> {
                     ];
                     let secs = a.rps_secs + a.warmup;
                     let name = format!("rps-{}-{c}", server.name());
-                    match self.timed::<RpsOut>("rps", &name, &args, secs) {
-                        Ok(o) => x.out = Some(o),
+                    match self.timed::<RpsOut>("rps", &name, &args, secs, proc.pid()) {
+                        Ok((o, c)) => {
+                            x.per_core_second = server_core_rate(o.rps, &c);
+                            x.per_server_work_second =
+                                c.server_work.and_then(|w| cpu::per_core_second(o.rps, w));
+                            x.cpu = Some(Cpu {
+                                generator_idle: o.idle_pct,
+                                ..c
+                            });
+                            x.out = Some(o);
+                        }
                         Err(e) => x.error = Some(format!("{e:#}")),
                     }
                 }
@@ -157,10 +177,11 @@ impl Run<'_> {
                     server.name(),
                     match (&x.out, &x.error) {
                         (Some(o), _) => format!(
-                            "{} requests/s, p50 {:.1} µs, p99 {:.1} µs",
+                            "{} requests/s, p50 {:.1} µs, p99 {:.1} µs{}",
                             report::group(o.rps, 0),
                             o.p50_us,
-                            o.p99_us
+                            o.p99_us,
+                            busy_text(x.cpu.as_ref())
                         ),
                         (None, e) => format!("failed: {}", e.as_deref().unwrap_or("?")),
                     }
@@ -179,6 +200,9 @@ impl Run<'_> {
                     concurrency: u64::from(c),
                     out: None,
                     error: None,
+                    cpu: None,
+                    per_core_second: None,
+                    per_server_work_second: None,
                 };
                 if !proc.alive() {
                     x.error = Some(format!("the {} server exited", server.name()));
@@ -196,8 +220,17 @@ impl Run<'_> {
                         a.cps_secs.to_string(),
                     ];
                     let name = format!("cps-{}-{c}", server.name());
-                    match self.timed::<CpsOut>("cps", &name, &args, a.cps_secs) {
-                        Ok(o) => x.out = Some(o),
+                    match self.timed::<CpsOut>("cps", &name, &args, a.cps_secs, proc.pid()) {
+                        Ok((o, c)) => {
+                            x.per_core_second = server_core_rate(o.cps, &c);
+                            x.per_server_work_second =
+                                c.server_work.and_then(|w| cpu::per_core_second(o.cps, w));
+                            x.cpu = Some(Cpu {
+                                generator_idle: o.idle_pct,
+                                ..c
+                            });
+                            x.out = Some(o);
+                        }
                         Err(e) => x.error = Some(format!("{e:#}")),
                     }
                 }
@@ -206,9 +239,10 @@ impl Run<'_> {
                     server.name(),
                     match (&x.out, &x.error) {
                         (Some(o), _) => format!(
-                            "{} connections/s, p99 {:.1} µs",
+                            "{} connections/s, p99 {:.1} µs{}",
                             report::group(o.cps, 0),
-                            o.p99_us
+                            o.p99_us,
+                            busy_text(x.cpu.as_ref())
                         ),
                         (None, e) => format!("failed: {}", e.as_deref().unwrap_or("?")),
                     }
@@ -218,24 +252,54 @@ impl Run<'_> {
         }
     }
 
-    /// Runs generator `sub` for about `secs` with a time bar; parses its JSON.
+    /// Runs generator `sub` for about `secs` with a time bar; parses its JSON. Samples
+    /// CPU use (both cores, and `server_pid` with its children) over the generator's
+    /// measured window: the generator prints [`PHASE_MEASURING`] and
+    /// [`PHASE_MEASURED`] on stderr (its log, read every 100 ms) as the window opens and
+    /// closes. Without them the whole child run is sampled, and the result says so.
     fn timed<T: serde::de::DeserializeOwned>(
         &self,
         sub: &str,
         name: &str,
         args: &[String],
         secs: f64,
-    ) -> anyhow::Result<T> {
+        server_pid: u32,
+    ) -> anyhow::Result<(T, Cpu)> {
         let pb = bar(secs.ceil() as u64, name.to_owned(), false);
+        let log = self.logs.join(format!("{name}.log"));
+        let pids = cpu::tree(server_pid);
+        let spawned = cpu::Sample::take(&pids);
+        let (mut open, mut close) = (None, None);
         let out = proc::run(
             self.gen_cmd(sub, args),
-            &self.logs.join(format!("{name}.log")),
+            &log,
             Duration::from_secs_f64(secs + 30.0),
             &self.stop,
-            |t| pb.set_position(t.as_secs()),
+            |t| {
+                pb.set_position(t.as_secs());
+                if close.is_some() {
+                    return;
+                }
+                let text = std::fs::read_to_string(&log).unwrap_or_default();
+                if open.is_none() && text.contains(PHASE_MEASURING) {
+                    open = Some(cpu::Sample::take(&pids));
+                }
+                if open.is_some() && text.contains(PHASE_MEASURED) {
+                    close = Some(cpu::Sample::take(&pids));
+                }
+            },
         );
+        // A generator that exits within 100 ms of closing its window is sampled here.
+        let exited = cpu::Sample::take(&pids);
         pb.finish_and_clear();
-        proc::parse_json(&out?)
+        let out: T = proc::parse_json(&out?)?;
+        let (a, window) = match &open {
+            Some(a) => (a, "measured"),
+            None => (&spawned, "child run"),
+        };
+        let b = close.as_ref().unwrap_or(&exited);
+        let c = cpu::between(a, b, self.args.server_core, self.args.gen_core, window);
+        Ok((out, c))
     }
 
     // ---- the kernel ----------------------------------------------------------------
@@ -340,6 +404,25 @@ impl Run<'_> {
         ));
         Ok(std::fs::canonicalize(&dir)?)
     }
+}
+
+/// `rate` per busy second of the server core.
+fn server_core_rate(rate: f64, c: &Cpu) -> Option<f64> {
+    cpu::per_core_second(rate, c.server_core.as_ref()?.busy)
+}
+
+/// `, server core 97% busy, generator core 100%` for the progress lines.
+fn busy_text(c: Option<&Cpu>) -> String {
+    let busy = |u: Option<&CoreUse>| u.map_or("?".to_owned(), |u| format!("{:.0}%", u.busy));
+    c.map_or(String::new(), |c| {
+        format!(
+            ", server core {} busy, generator core {} (its loop idle {})",
+            busy(c.server_core.as_ref()),
+            busy(c.generator_core.as_ref()),
+            c.generator_idle
+                .map_or("?".to_owned(), |i| format!("{i:.0}%"))
+        )
+    })
 }
 
 fn dp_target(p: Proto) -> String {

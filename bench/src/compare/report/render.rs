@@ -254,6 +254,7 @@ pub(crate) fn markdown(r: &Report) -> String {
             md_escape(x.error.as_deref().unwrap_or("")),
         );
     }
+    cpu_section(&mut s, r);
     if !r.plots.is_empty() {
         let _ = writeln!(s, "\n## Plots\n");
         for p in &r.plots {
@@ -261,4 +262,56 @@ pub(crate) fn markdown(r: &Report) -> String {
         }
     }
     s
+}
+
+/// The CPU table: both cores and the server processes over each measured window.
+fn cpu_section(s: &mut String, r: &Report) {
+    let runs = cpu_runs(r);
+    if runs.iter().all(|x| x.cpu.is_none()) {
+        return;
+    }
+    let _ = writeln!(s, "\n## CPU use\n");
+    let _ = writeln!(
+        s,
+        "Percent of each core over the measured window (`/proc/stat`; busy = 1 − (idle + \
+         iowait) / total; user includes nice). Per server-core second = rate / server core \
+         busy fraction. Generator loop idle: percent of the window in which the generator's loop \
+         found nothing to do. See the notes for what the cores carry on veth.\n"
+    );
+    let _ = writeln!(
+        s,
+        "| server | run | rate | window s | server core busy | user | system | softirq | generator core busy | user | system | softirq | generator loop idle | server process CPU s | per server-core second | server work (est.) | per server-work second | bound by |\n|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
+    );
+    for x in runs {
+        let Some(c) = x.cpu else { continue };
+        let (sc, gc) = (c.server_core.as_ref(), c.generator_core.as_ref());
+        let p = |u: Option<&CoreUse>, f: fn(&CoreUse) -> f64| opt(u.map(f), 1);
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {:.2}{} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            x.server.map_or("?", Server::name),
+            x.run,
+            opt(x.rate, 0),
+            c.window_secs,
+            if c.window == "measured" {
+                ""
+            } else {
+                " (whole child run)"
+            },
+            p(sc, |u| u.busy),
+            p(sc, |u| u.user),
+            p(sc, |u| u.system),
+            p(sc, |u| u.softirq),
+            p(gc, |u| u.busy),
+            p(gc, |u| u.user),
+            p(gc, |u| u.system),
+            p(gc, |u| u.softirq),
+            opt(c.generator_idle, 1),
+            opt(c.server_process_cpu_secs, 2),
+            opt(x.per_core_second, 0),
+            opt(c.server_work, 1),
+            opt(x.per_server_work_second, 0),
+            super::super::cpu::bound(c),
+        );
+    }
 }

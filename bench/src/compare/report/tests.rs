@@ -13,6 +13,9 @@ fn rps(server: Server, conns: u64, rps: f64, p50: f64, p99: f64) -> Rps {
             ..RpsOut::default()
         }),
         error: None,
+        cpu: None,
+        per_core_second: None,
+        per_server_work_second: None,
     }
 }
 
@@ -26,6 +29,9 @@ fn cps(server: Server, cps: f64) -> Cps {
             ..CpsOut::default()
         }),
         error: None,
+        cpu: None,
+        per_core_second: None,
+        per_server_work_second: None,
     }
 }
 
@@ -213,4 +219,138 @@ fn nginx_rows_follow_the_kernel_rows_when_it_ran() {
             .iter()
             .any(|x| x.scenario == "http c=100: requests/s vs nginx")
     );
+}
+
+fn with_cpu(server: f64, generator: f64) -> Cpu {
+    let core = |busy: f64| CoreUse {
+        busy,
+        user: busy / 2.0,
+        system: busy / 4.0,
+        irq: 0.0,
+        softirq: busy / 4.0,
+    };
+    Cpu {
+        server_core: Some(core(server)),
+        generator_core: Some(core(generator)),
+        server_process_cpu_secs: Some(server / 100.0 * 5.0),
+        generator_idle: None,
+        server_work: Some(server * 0.9),
+        window_secs: 5.0,
+        window: "measured".into(),
+    }
+}
+
+#[test]
+fn cpu_rows_and_the_efficiency_ratio() {
+    let mut r = sample();
+    // Dataplane 300k at 50% of its core, kernel 100k at 100%: 600k vs 100k per busy second.
+    r.rps[0].cpu = Some(with_cpu(50.0, 99.0));
+    r.rps[0].per_core_second = Some(600_000.0);
+    r.rps[1].cpu = Some(with_cpu(100.0, 60.0));
+    r.rps[1].per_core_second = Some(100_000.0);
+    r.rps[0].per_server_work_second = Some(400_000.0);
+    r.rps[1].per_server_work_second = Some(200_000.0);
+    let rows = rows(&r);
+    let work = rows
+        .iter()
+        .find(|x| x.scenario == "http c=10: requests per server-work second (est.)")
+        .unwrap();
+    assert_eq!(work.ratio(), Some(2.0));
+    let per = rows
+        .iter()
+        .find(|x| x.scenario == "http c=10: requests per server-core second")
+        .unwrap();
+    assert_eq!(per.ratio(), Some(6.0));
+    let busy = rows
+        .iter()
+        .find(|x| x.scenario == "http c=10: server core busy % (rps)")
+        .unwrap();
+    assert_eq!(busy.dataplane, Cell::Value(50.0));
+    assert_eq!(busy.ratio(), None, "no ratio of busy shares");
+    let gen_busy = rows
+        .iter()
+        .find(|x| x.scenario == "http c=10: generator core busy % (rps)")
+        .unwrap();
+    assert_eq!(gen_busy.kernel, Cell::Value(60.0));
+    // No CPU figures at c=100: missing, not failed.
+    let per100 = rows
+        .iter()
+        .find(|x| x.scenario == "http c=100: requests per server-core second")
+        .unwrap();
+    assert_eq!(per100.dataplane, Cell::Missing);
+    assert!(
+        rows.iter()
+            .any(|x| x.scenario == "http c=100: connections per server-core second")
+    );
+    // The existing rows keep their names and order.
+    let names: Vec<&str> = rows.iter().map(|x| x.scenario.as_str()).collect();
+    let i = names
+        .iter()
+        .position(|n| *n == "http c=10: requests/s")
+        .unwrap();
+    assert_eq!(names[i + 1], "http c=10: p50 µs");
+    assert_eq!(names[i + 2], "http c=10: p99 µs");
+}
+
+#[test]
+fn cpu_notes_name_what_bounds_each_run() {
+    let mut r = sample();
+    assert!(cpu_notes(&r, 1, 0).is_empty(), "no CPU figures, no notes");
+    r.rps[0].cpu = Some(with_cpu(50.0, 99.0));
+    r.rps[1].cpu = Some(with_cpu(100.0, 60.0));
+    let notes = cpu_notes(&r, 1, 0).join("\n");
+    for want in [
+        "dataplane rps http c=10: generator core (server core 50%, generator core 99%)",
+        "kernel rps http c=10: server core (server core 100%, generator core 60%)",
+        "understate the server's capacity",
+        "256 empty loop rounds",
+        "Server work (est.)",
+        "cpu1",
+    ] {
+        assert!(notes.contains(want), "missing {want:?} in\n{notes}");
+    }
+    assert!(!notes.contains("not quiet"), "{notes}");
+    // Another process took half the server core: the notes say so.
+    let mut busy_neighbour = with_cpu(100.0, 100.0);
+    busy_neighbour.server_process_cpu_secs = Some(2.5);
+    r.rps[2].cpu = Some(busy_neighbour);
+    let notes = cpu_notes(&r, 1, 0).join("\n");
+    assert!(
+        notes.contains("in: dataplane rps http c=100 (50%)") && notes.contains("not quiet"),
+        "{notes}"
+    );
+    r.notes = cpu_notes(&r, 1, 0);
+    let md = markdown(&r);
+    assert!(md.contains("## CPU use"), "{md}");
+    assert!(
+        md.contains(
+            "| dataplane | rps http c=10 | 300,000 | 5.00 | 50.0 | 25.0 | 12.5 | 12.5 | 99.0 |"
+        ),
+        "{md}"
+    );
+    assert!(table(&r).contains("requests per server-core second"));
+}
+
+#[test]
+fn cpu_figures_round_trip_with_their_json_names() {
+    let mut r = sample();
+    r.cps[0].cpu = Some(with_cpu(80.0, 100.0));
+    r.cps[0].per_core_second = Some(125_000.0);
+    let v = serde_json::to_value(&r).unwrap();
+    let c = &v["cps"][0];
+    assert_eq!(c["per_core_second"], 125_000.0);
+    assert_eq!(c["cpu"]["server_core"]["busy"], 80.0);
+    for f in ["busy", "user", "system", "softirq"] {
+        assert!(c["cpu"]["generator_core"][f].is_number(), "{f}: {c}");
+    }
+    assert_eq!(c["cpu"]["server_process_cpu_secs"], 4.0);
+    // Reports written before CPU figures still parse.
+    let mut old = v.clone();
+    old["cps"][0].as_object_mut().unwrap().remove("cpu");
+    old["cps"][0]
+        .as_object_mut()
+        .unwrap()
+        .remove("per_core_second");
+    let back: Report = serde_json::from_value(old).unwrap();
+    assert_eq!(back.cps[0].cpu, None);
 }
