@@ -143,7 +143,7 @@ pub(crate) struct Args {
     /// The core the generator is pinned to.
     #[arg(long, default_value_t = 0)]
     gen_core: usize,
-    /// Directory for the report (default results/<UTC timestamp>).
+    /// Directory for the report (default `results/<UTC timestamp>`).
     #[arg(long)]
     out: Option<PathBuf>,
     /// Print the report's JSON object instead of the table.

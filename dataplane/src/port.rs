@@ -63,7 +63,8 @@ pub struct FrameReport {
     pub held_at_close: u32,
 }
 
-/// One queue's socket, memory and book. See the [module docs](self).
+/// One queue's socket, memory and book: the stack's device (rx frames read in place, tx
+/// frames built in place, no frame leaks; the `port` module's docs in the source say how).
 ///
 /// Public for raw-rate tools (`c10m-bench xsk`): [`Port::open`], then `receive` and
 /// `refill` to receive, `tx` (a [`TxQueue`]), `flush` and `reap` to transmit. Not `Send`:

@@ -176,7 +176,8 @@ impl Rss {
     }
 }
 
-/// Picks local ports whose replies hash to one queue. See the [module docs](self).
+/// Picks local ports whose replies hash to one queue (the `rss` module's docs in the source
+/// explain the Toeplitz hash and the veth fallback).
 #[derive(Debug, Clone)]
 pub struct RssPorts {
     rss: Arc<Rss>,

@@ -17,7 +17,10 @@ pub(crate) struct Args {
     /// Print the daemon's JSON answer instead of a table.
     #[arg(long)]
     json: bool,
-    /// stats | connections [LIMIT] | services | log-level [FILTER] | drain | shutdown [GRACE_SECS] | publish TOPIC MESSAGE
+    /// The command (its list is the help text below).
+    #[arg(
+        help = "stats | connections [LIMIT] | services | log-level [FILTER] | drain | shutdown [GRACE_SECS] | publish TOPIC MESSAGE"
+    )]
     command: String,
     /// The command's argument.
     arg: Option<String>,
