@@ -62,6 +62,18 @@ pub(crate) trait Handler {
     fn work(&mut self, stack: &mut Stack, now: Instant);
 }
 
+/// What the `rps` and `cps` reports end with: where the client ran and how it went.
+/// Flattened into both, so its fields are theirs in the JSON.
+#[derive(Debug, Default, serde::Serialize)]
+pub(crate) struct Run {
+    pub(crate) src: String,
+    pub(crate) xdp_mode: String,
+    pub(crate) interrupted: bool,
+    /// Percent of the measured window in which the client's loop found nothing to do.
+    pub(crate) idle_pct: f64,
+    pub(crate) client: Stats,
+}
+
 /// The client side's own counts, in the reports: where frames were lost, if any.
 #[derive(Debug, Clone, Copy, Default, serde::Serialize)]
 pub(crate) struct Stats {
@@ -409,6 +421,24 @@ impl Client {
             xsk_rx_dropped: k.rx_dropped + k.rx_ring_full,
             resets_received: c.resets_received,
         }
+    }
+
+    /// A report's [`Run`] as it starts: the client's address and XDP mode.
+    pub(crate) fn run(&self, common: &Common) -> Run {
+        Run {
+            src: common.src.clone(),
+            xdp_mode: self.xdp_mode().to_string(),
+            ..Run::default()
+        }
+    }
+
+    /// Lets the last resets out (for half a second at most, until no connection is
+    /// left), then closes the client; its counts.
+    pub(crate) fn finish(mut self, h: &mut impl Handler) -> Stats {
+        self.settle(h, Duration::from_millis(500), |s| s.connections() == 0);
+        let stats = self.stats();
+        self.close();
+        stats
     }
 
     /// Leaves the XSK map and closes the socket (finishing transmissions briefly).

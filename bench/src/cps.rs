@@ -28,7 +28,7 @@ use anyhow::bail;
 use c10m_stack::{ConnError, ConnId, ConnectError, ConnectOptions, Event, Instant, Stack};
 use serde::Serialize;
 
-use crate::client::{Client, Common, Handler};
+use crate::client::{Client, Common, Handler, Run};
 use crate::measure::{
     Latency, PHASE_MEASURED, PHASE_MEASURING, Progress, Summary, idle_pct, stop_flag, stopped,
 };
@@ -66,12 +66,8 @@ struct Report {
     bad_responses: u64,
     /// Connects the client's own stack could not start (no free port or slot).
     local_busy: u64,
-    src: String,
-    xdp_mode: String,
-    interrupted: bool,
-    /// Percent of the measured `--secs` in which the client's loop found nothing to do.
-    idle_pct: f64,
-    client: crate::client::Stats,
+    #[serde(flatten)]
+    run: Run,
 }
 
 #[derive(Debug)]
@@ -218,8 +214,7 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<()> {
             target: a.target.to_string(),
             proto: a.proto.to_string(),
             concurrency: args.concurrency,
-            src: a.src.clone(),
-            xdp_mode: client.xdp_mode().to_string(),
+            run: client.run(a),
             ..Report::default()
         },
     };
@@ -230,14 +225,10 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<()> {
     churn.closing = true;
     let left: Vec<ConnId> = churn.inflight.keys().copied().collect();
     for id in left {
-        churn.r.timed_out += u64::from(!churn.r.interrupted);
+        churn.r.timed_out += u64::from(!churn.r.run.interrupted);
         churn.fail(&mut client.stack, id);
     }
-    client.settle(&mut churn, Duration::from_millis(500), |s| {
-        s.connections() == 0
-    });
-    churn.r.client = client.stats();
-    client.close();
+    churn.r.run.client = client.finish(&mut churn);
 
     let r = &mut churn.r;
     r.latency = churn.lat.summary();
@@ -247,7 +238,7 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<()> {
     } else {
         0.0
     };
-    if r.completed == 0 && !r.interrupted {
+    if r.completed == 0 && !r.run.interrupted {
         bail!(
             "no connection to {} completed ({} attempted, {} refused, {} timed out): is the \
              server running and the test bed up? (c10m run … --service {}:{} in c10m-dut)",
@@ -284,11 +275,11 @@ fn drive(args: &Args, client: &mut Client, churn: &mut Churn, stop: &AtomicBool,
         client.turn(churn);
         let now = client.now();
         if stopped(stop) {
-            churn.r.interrupted = true;
+            churn.r.run.interrupted = true;
             break;
         }
         if now >= end && drain_until.is_none() {
-            churn.r.idle_pct = idle_pct(client.idle_micros() - idle_from, now - start);
+            churn.r.run.idle_pct = idle_pct(client.idle_micros() - idle_from, now - start);
             if a.json {
                 bar.note(&format!("c10m-bench cps: {PHASE_MEASURED}"));
             }
@@ -320,7 +311,7 @@ fn drive(args: &Args, client: &mut Client, churn: &mut Churn, stop: &AtomicBool,
         }
     }
     bar.finish();
-    if churn.r.interrupted {
+    if churn.r.run.interrupted {
         eprintln!("c10m-bench cps: interrupted; reporting what was measured");
     }
 }
@@ -328,7 +319,7 @@ fn drive(args: &Args, client: &mut Client, churn: &mut Churn, stop: &AtomicBool,
 fn print_summary(r: &Report) {
     println!(
         "cps  {} {}  concurrency {}  {:.2} s (xdp {})",
-        r.target, r.proto, r.concurrency, r.secs, r.xdp_mode
+        r.target, r.proto, r.concurrency, r.secs, r.run.xdp_mode
     );
     println!("{:<24} {:>12}", "attempted", r.attempted);
     println!("{:<24} {:>12}", "completed", r.completed);
@@ -343,7 +334,24 @@ fn print_summary(r: &Report) {
     println!("{:<24} (refused or reset / timed out / bad responses)", "");
     println!("{:<24} {:>12.0}", "connections/s", r.cps);
     println!("connect to response, us {}", r.latency.line());
-    if r.interrupted {
+    if r.run.interrupted {
         println!("(interrupted)");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `compare` and the tests read these names, in this order.
+    #[test]
+    fn the_json_report_keeps_its_fields_in_order() {
+        let mut r = Report::default();
+        r.run.interrupted = true;
+        r.run.src = "198.18.0.100/24".into();
+        assert_eq!(
+            serde_json::to_string(&r).unwrap(),
+            r#"{"target":"","proto":"","concurrency":0,"secs":0.0,"attempted":0,"completed":0,"failed":0,"cps":0.0,"p50_us":0,"p99_us":0,"p999_us":0,"max_us":0,"mean_us":0.0,"refused":0,"timed_out":0,"bad_responses":0,"local_busy":0,"src":"198.18.0.100/24","xdp_mode":"","interrupted":true,"idle_pct":0.0,"client":{"rx_frames":0,"tx_frames":0,"rx_dropped":0,"xsk_rx_dropped":0,"resets_received":0}}"#
+        );
     }
 }

@@ -20,7 +20,7 @@ use anyhow::bail;
 use c10m_stack::{ConnError, ConnId, ConnectOptions, Event, Instant, SocketOptions, Stack};
 use serde::Serialize;
 
-use crate::client::{Client, Common, Handler};
+use crate::client::{Client, Common, Handler, Run};
 use crate::measure::{
     Latency, PHASE_MEASURED, PHASE_MEASURING, Progress, Summary, idle_pct, stop_flag, stopped,
 };
@@ -67,12 +67,8 @@ struct Report {
     connect_failed: u64,
     closed_by_peer: u64,
     bad_responses: u64,
-    src: String,
-    xdp_mode: String,
-    interrupted: bool,
-    /// Percent of the measured window in which the client's loop found nothing to do.
-    idle_pct: f64,
-    client: crate::client::Stats,
+    #[serde(flatten)]
+    run: Run,
 }
 
 /// One connection's requests in flight.
@@ -311,8 +307,7 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<()> {
             conns: args.conns,
             pipeline: args.pipeline,
             warmup: args.warmup,
-            src: a.src.clone(),
-            xdp_mode: client.xdp_mode().to_string(),
+            run: client.run(a),
             ..Report::default()
         },
     };
@@ -323,11 +318,7 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<()> {
         let _ = client.stack.abort(*id);
     }
     load.conns.clear();
-    client.settle(&mut load, Duration::from_millis(500), |s| {
-        s.connections() == 0
-    });
-    load.r.client = client.stats();
-    client.close();
+    load.r.run.client = client.finish(&mut load);
     result?;
 
     let r = &mut load.r;
@@ -423,12 +414,12 @@ fn drive(
         }
         if now >= end || stopped(stop) {
             if let Some((from, idle)) = measuring {
-                load.r.idle_pct = idle_pct(client.idle_micros() - idle, now - from);
+                load.r.run.idle_pct = idle_pct(client.idle_micros() - idle, now - from);
                 if a.json {
                     bar.note(&format!("c10m-bench rps: {PHASE_MEASURED}"));
                 }
             }
-            load.r.interrupted = now < end;
+            load.r.run.interrupted = now < end;
             load.r.secs = if now > warm {
                 (now.min(end) - warm).total_micros() as f64 / 1e6
             } else {
@@ -447,7 +438,7 @@ fn drive(
         });
     }
     bar.finish();
-    if load.r.interrupted {
+    if load.r.run.interrupted {
         eprintln!("c10m-bench rps: interrupted; reporting what was measured");
     }
     Ok(())
@@ -456,7 +447,7 @@ fn drive(
 fn print_summary(r: &Report) {
     println!(
         "rps  {} {}  {} conns x pipeline {}  {:.2} s measured (xdp {})",
-        r.target, r.proto, r.conns, r.pipeline, r.secs, r.xdp_mode
+        r.target, r.proto, r.conns, r.pipeline, r.secs, r.run.xdp_mode
     );
     println!("{:<24} {:>12}", "connected", r.connected);
     println!("{:<24} {:>12}", "requests", r.requests);
@@ -474,7 +465,11 @@ fn print_summary(r: &Report) {
         ""
     );
     println!("{:<24} {}", "latency, us", r.latency.line());
-    if r.interrupted {
+    if r.run.interrupted {
         println!("(interrupted)");
     }
 }
+
+#[cfg(test)]
+#[path = "rps/tests.rs"]
+mod tests;

@@ -25,31 +25,21 @@ impl Run<'_> {
         let base = mgmt_stats(&self.sock).map(|s| s.0).unwrap_or(0);
         let args = self.conns_args(DP_ADDR, n, true);
         let pb = bar(u64::from(n), format!("dataplane: hold {n}"), true);
-        let (mut peak, mut rss_peak, mut last_poll) = (0u64, rss0, Instant::now());
+        let (mut peak, mut rss_peak) = (0u64, rss0);
         let mut stats = None;
-        let result = proc::run(
-            self.gen_cmd("conns", &args),
-            &self.logs.join(format!("conns-dataplane-{n}.log")),
-            self.conns_limit(n),
-            &self.stop,
-            |_| {
-                if last_poll.elapsed() < Duration::from_millis(200) {
-                    return;
+        let result = self.run_conns(Server::Dataplane, n, &args, || {
+            if let Ok(s) = mgmt_stats(&self.sock) {
+                let est = s.0.saturating_sub(base);
+                pb.set_position(est);
+                if est >= peak {
+                    peak = est;
+                    rss_peak = rss_peak.max(host::rss_bytes(pid).unwrap_or(0));
+                    stats = Some(s);
                 }
-                last_poll = Instant::now();
-                if let Ok(s) = mgmt_stats(&self.sock) {
-                    let est = s.0.saturating_sub(base);
-                    pb.set_position(est);
-                    if est >= peak {
-                        peak = est;
-                        rss_peak = rss_peak.max(host::rss_bytes(pid).unwrap_or(0));
-                        stats = Some(s);
-                    }
-                }
-            },
-        );
+            }
+        });
         pb.finish_and_clear();
-        match result.and_then(|out| proc::parse_json::<ConnsOut>(&out)) {
+        match result {
             Ok(c) => {
                 let held = c.server_established.unwrap_or(peak).max(peak);
                 h.held = Some(held);
@@ -90,6 +80,32 @@ impl Run<'_> {
             v.push(self.sock.display().to_string());
         }
         v
+    }
+
+    /// Runs `c10m-bench conns` with `args`, holding `n` connections to `server`, and
+    /// calls `poll` every 200 ms or so while it runs; parses its report.
+    fn run_conns(
+        &self,
+        server: Server,
+        n: u32,
+        args: &[String],
+        mut poll: impl FnMut(),
+    ) -> anyhow::Result<ConnsOut> {
+        let mut last_poll = Instant::now();
+        let out = proc::run(
+            self.gen_cmd("conns", args),
+            &self.logs.join(format!("conns-{}-{n}.log", server.name())),
+            self.conns_limit(n),
+            &self.stop,
+            |_| {
+                if last_poll.elapsed() < Duration::from_millis(200) {
+                    return;
+                }
+                last_poll = Instant::now();
+                poll();
+            },
+        );
+        proc::parse_json(&out?)
     }
 
     fn conns_secs(&self, n: u32) -> f64 {
@@ -148,30 +164,19 @@ impl Run<'_> {
             true,
         );
         let mut peak: Option<KernelSample> = None;
-        let mut last_poll = Instant::now();
-        let result = proc::run(
-            self.gen_cmd("conns", &args),
-            &self.logs.join(format!("conns-kernel-{n}.log")),
-            self.conns_limit(n),
-            &self.stop,
-            |_| {
-                if last_poll.elapsed() < Duration::from_millis(200) {
-                    return;
+        let result = self.run_conns(Server::Kernel, n, &args, || {
+            if let Ok(s) = KernelSample::read(&pids) {
+                pb.set_position(s.inuse.saturating_sub(base.inuse));
+                if peak.as_ref().is_none_or(|p| s.inuse >= p.inuse) {
+                    peak = Some(s);
                 }
-                last_poll = Instant::now();
-                if let Ok(s) = KernelSample::read(&pids) {
-                    pb.set_position(s.inuse.saturating_sub(base.inuse));
-                    if peak.as_ref().is_none_or(|p| s.inuse >= p.inuse) {
-                        peak = Some(s);
-                    }
-                }
-            },
-        );
+            }
+        });
         pb.finish_and_clear();
         for (i, s) in extra.into_iter().enumerate() {
             self.stop_server(s, &format!("kernel-{}", i + 1));
         }
-        match result.and_then(|out| proc::parse_json::<ConnsOut>(&out)) {
+        match result {
             Ok(c) => {
                 h.note = shortfall(&c, n);
                 h.client = Some(c);

@@ -131,7 +131,7 @@ pub(crate) fn write_all(r: &Report, dir: &Path) -> anyhow::Result<Vec<String>> {
             r.rps
                 .iter()
                 .filter(|x| x.server == Some(s) && x.proto == proto)
-                .filter_map(|x| Some((x.conns as f64, f(x.out.as_ref()?))))
+                .filter_map(|x| Some((x.conns as f64, f(x.measured.out.as_ref()?))))
                 .collect(),
         )
     };
@@ -220,7 +220,7 @@ pub(crate) fn write_all(r: &Report, dir: &Path) -> anyhow::Result<Vec<String>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::compare::report::{Held, Rps, RpsOut};
+    use crate::compare::report::{Held, Measured, Rps, RpsOut};
 
     #[test]
     fn plots_are_svg_with_and_without_data() {
@@ -244,16 +244,18 @@ mod tests {
                 proto: "http".into(),
                 conns: c,
                 pipeline: 1,
-                out: Some(RpsOut {
-                    rps: v,
-                    p50_us: 10.0,
-                    p99_us: 30.0,
-                    ..RpsOut::default()
-                }),
-                error: None,
-                cpu: None,
-                per_core_second: None,
-                per_server_work_second: None,
+                measured: Measured {
+                    out: Some(RpsOut {
+                        rps: v,
+                        p50_us: 10.0,
+                        p99_us: 30.0,
+                        ..RpsOut::default()
+                    }),
+                    error: None,
+                    cpu: None,
+                    per_core_second: None,
+                    per_server_work_second: None,
+                },
             });
         }
         r.held.push(Held {

@@ -5,8 +5,10 @@
 
 use serde::{Deserialize, Serialize};
 
+mod load;
 mod render;
 
+pub(crate) use load::{Cps, CpsOut, Load, Measured, Output, Rps, RpsOut};
 pub(crate) use render::{group, markdown, table};
 
 /// The servers compared.
@@ -29,72 +31,6 @@ impl Server {
             Server::Nginx => "nginx",
         }
     }
-}
-
-/// `c10m-bench rps --json`. Numbers are read as `f64` whatever their JSON type.
-#[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq)]
-pub(crate) struct RpsOut {
-    #[serde(default)]
-    pub(crate) target: String,
-    #[serde(default)]
-    pub(crate) proto: String,
-    #[serde(default)]
-    pub(crate) conns: f64,
-    #[serde(default)]
-    pub(crate) pipeline: f64,
-    #[serde(default)]
-    pub(crate) secs: f64,
-    #[serde(default)]
-    pub(crate) connected: f64,
-    #[serde(default)]
-    pub(crate) requests: f64,
-    pub(crate) rps: f64,
-    #[serde(default)]
-    pub(crate) errors: f64,
-    pub(crate) p50_us: f64,
-    pub(crate) p99_us: f64,
-    #[serde(default)]
-    pub(crate) p999_us: f64,
-    #[serde(default)]
-    pub(crate) max_us: f64,
-    /// Percent of the measured window in which the generator's loop found nothing to
-    /// do (absent from older generators).
-    #[serde(default)]
-    pub(crate) idle_pct: Option<f64>,
-    #[serde(default)]
-    pub(crate) mean_us: f64,
-}
-
-/// `c10m-bench cps --json`.
-#[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq)]
-pub(crate) struct CpsOut {
-    #[serde(default)]
-    pub(crate) target: String,
-    #[serde(default)]
-    pub(crate) proto: String,
-    #[serde(default)]
-    pub(crate) concurrency: f64,
-    #[serde(default)]
-    pub(crate) secs: f64,
-    #[serde(default)]
-    pub(crate) attempted: f64,
-    #[serde(default)]
-    pub(crate) completed: f64,
-    #[serde(default)]
-    pub(crate) failed: f64,
-    pub(crate) cps: f64,
-    #[serde(default)]
-    pub(crate) p50_us: f64,
-    #[serde(default)]
-    pub(crate) p99_us: f64,
-    #[serde(default)]
-    pub(crate) p999_us: f64,
-    #[serde(default)]
-    pub(crate) max_us: f64,
-    /// Percent of the measured window in which the generator's loop found nothing to
-    /// do (absent from older generators).
-    #[serde(default)]
-    pub(crate) idle_pct: Option<f64>,
 }
 
 /// The fields of `c10m-bench conns --json` the report keeps.
@@ -192,47 +128,6 @@ pub(crate) struct Cpu {
     /// included).
     #[serde(default)]
     pub(crate) window: String,
-}
-
-/// Requests per second at one concurrency.
-#[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq)]
-pub(crate) struct Rps {
-    pub(crate) server: Option<Server>,
-    pub(crate) proto: String,
-    pub(crate) conns: u64,
-    pub(crate) pipeline: u64,
-    pub(crate) out: Option<RpsOut>,
-    pub(crate) error: Option<String>,
-    /// CPU use over the measured window.
-    #[serde(default)]
-    pub(crate) cpu: Option<Cpu>,
-    /// Requests per busy second of the server core: rps / server core busy fraction.
-    #[serde(default)]
-    pub(crate) per_core_second: Option<f64>,
-    /// Requests per second of the server's own work (estimate, see
-    /// [`Cpu::server_work`]).
-    #[serde(default)]
-    pub(crate) per_server_work_second: Option<f64>,
-}
-
-/// Connections per second.
-#[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq)]
-pub(crate) struct Cps {
-    pub(crate) server: Option<Server>,
-    pub(crate) proto: String,
-    pub(crate) concurrency: u64,
-    pub(crate) out: Option<CpsOut>,
-    pub(crate) error: Option<String>,
-    /// CPU use over the measured window.
-    #[serde(default)]
-    pub(crate) cpu: Option<Cpu>,
-    /// Connections per busy second of the server core: cps / server core busy fraction.
-    #[serde(default)]
-    pub(crate) per_core_second: Option<f64>,
-    /// Connections per second of the server's own work (estimate, see
-    /// [`Cpu::server_work`]).
-    #[serde(default)]
-    pub(crate) per_server_work_second: Option<f64>,
 }
 
 /// The machine the run was on.
@@ -366,18 +261,6 @@ fn find_held(r: &Report, s: Server, n: u64) -> Option<&Held> {
         .find(|h| h.server == Some(s) && h.requested == n)
 }
 
-fn find_rps<'a>(r: &'a Report, s: Server, proto: &str, c: u64) -> Option<&'a Rps> {
-    r.rps
-        .iter()
-        .find(|x| x.server == Some(s) && x.proto == proto && x.conns == c)
-}
-
-fn find_cps<'a>(r: &'a Report, s: Server, proto: &str, c: u64) -> Option<&'a Cps> {
-    r.cps
-        .iter()
-        .find(|x| x.server == Some(s) && x.proto == proto && x.concurrency == c)
-}
-
 fn distinct<T: PartialEq + Clone>(items: impl Iterator<Item = T>) -> Vec<T> {
     let mut out: Vec<T> = Vec::new();
     for i in items {
@@ -429,103 +312,8 @@ pub(crate) fn rows(r: &Report) -> Vec<Row> {
         baselines.push((Server::Nginx, " vs nginx"));
     }
     for (base, suffix) in baselines {
-        let levels = distinct(r.rps.iter().map(|x| (x.proto.clone(), x.conns)));
-        for (proto, c) in levels {
-            let (d, k) = (
-                find_rps(r, Server::Dataplane, &proto, c),
-                find_rps(r, base, &proto, c),
-            );
-            if k.is_none() && base == Server::Nginx {
-                continue;
-            }
-            let failed = |x: &Rps| x.out.is_none();
-            let mut row = |name: &str, f: &dyn Fn(&Rps) -> Option<f64>, decimals, relative| {
-                rows.push(Row {
-                    scenario: format!("{proto} c={c}: {name}{suffix}"),
-                    dataplane: cell(d, failed, f),
-                    kernel: cell(k, failed, f),
-                    decimals,
-                    relative,
-                });
-            };
-            row("requests/s", &|x| x.out.as_ref().map(|o| o.rps), 0, true);
-            row("p50 µs", &|x| x.out.as_ref().map(|o| o.p50_us), 1, true);
-            row("p99 µs", &|x| x.out.as_ref().map(|o| o.p99_us), 1, true);
-            row(
-                "requests per server-core second",
-                &|x| x.per_core_second,
-                0,
-                true,
-            );
-            row(
-                "requests per server-work second (est.)",
-                &|x| x.per_server_work_second,
-                0,
-                true,
-            );
-            row(
-                "server core busy % (rps)",
-                &|x| server_busy(x.cpu.as_ref()),
-                1,
-                false,
-            );
-            row(
-                "generator core busy % (rps)",
-                &|x| gen_busy(x.cpu.as_ref()),
-                1,
-                false,
-            );
-        }
-        for (proto, c) in distinct(r.cps.iter().map(|x| (x.proto.clone(), x.concurrency))) {
-            let (d, k) = (
-                find_cps(r, Server::Dataplane, &proto, c),
-                find_cps(r, base, &proto, c),
-            );
-            if k.is_none() && base == Server::Nginx {
-                continue;
-            }
-            let failed = |x: &Cps| x.out.is_none();
-            let mut row = |name: &str, f: &dyn Fn(&Cps) -> Option<f64>, decimals, relative| {
-                rows.push(Row {
-                    scenario: format!("{proto} c={c}: {name}{suffix}"),
-                    dataplane: cell(d, failed, f),
-                    kernel: cell(k, failed, f),
-                    decimals,
-                    relative,
-                });
-            };
-            row("connections/s", &|x| x.out.as_ref().map(|o| o.cps), 0, true);
-            row(
-                "connect p99 µs",
-                &|x| x.out.as_ref().map(|o| o.p99_us),
-                1,
-                true,
-            );
-            row(
-                "connections per server-core second",
-                &|x| x.per_core_second,
-                0,
-                true,
-            );
-            row(
-                "connections per server-work second (est.)",
-                &|x| x.per_server_work_second,
-                0,
-                true,
-            );
-            row(
-                "server core busy % (cps)",
-                &|x| server_busy(x.cpu.as_ref()),
-                1,
-                false,
-            );
-            row(
-                "generator core busy % (cps)",
-                &|x| gen_busy(x.cpu.as_ref()),
-                1,
-                false,
-            );
-        }
+        load::load_rows(&mut rows, &r.rps, base, suffix);
+        load::load_rows(&mut rows, &r.cps, base, suffix);
     }
     rows
 }
@@ -542,23 +330,9 @@ pub(crate) struct CpuRun<'a> {
 }
 
 pub(crate) fn cpu_runs(r: &Report) -> Vec<CpuRun<'_>> {
-    let rps = r.rps.iter().map(|x| CpuRun {
-        server: x.server,
-        run: format!("rps {} c={}", x.proto, x.conns),
-        rate: x.out.as_ref().map(|o| o.rps),
-        cpu: x.cpu.as_ref(),
-        per_core_second: x.per_core_second,
-        per_server_work_second: x.per_server_work_second,
-    });
-    let cps = r.cps.iter().map(|x| CpuRun {
-        server: x.server,
-        run: format!("cps {} c={}", x.proto, x.concurrency),
-        rate: x.out.as_ref().map(|o| o.cps),
-        cpu: x.cpu.as_ref(),
-        per_core_second: x.per_core_second,
-        per_server_work_second: x.per_server_work_second,
-    });
-    rps.chain(cps).collect()
+    load::cpu_runs_of(&r.rps)
+        .chain(load::cpu_runs_of(&r.cps))
+        .collect()
 }
 
 /// The notes on CPU use: how it was measured, what the cores carry on veth, and what
@@ -684,15 +458,15 @@ pub(crate) fn goals(r: &Report) -> Vec<Goal> {
     let mut goals = Vec::new();
 
     // RPS and p99 at equal concurrency, every level measured on both.
-    let pairs: Vec<(u64, &RpsOut, &RpsOut)> =
-        distinct(r.rps.iter().map(|x| (x.proto.clone(), x.conns)))
-            .into_iter()
-            .filter_map(|(proto, c)| {
-                let d = find_rps(r, Server::Dataplane, &proto, c)?.out.as_ref()?;
-                let k = find_rps(r, Server::Kernel, &proto, c)?.out.as_ref()?;
-                Some((c, d, k))
-            })
-            .collect();
+    let pairs: Vec<(u64, &RpsOut, &RpsOut)> = load::levels(&r.rps)
+        .into_iter()
+        .filter_map(|(proto, c)| {
+            let d = load::find(&r.rps, Server::Dataplane, &proto, c)?;
+            let k = load::find(&r.rps, Server::Kernel, &proto, c)?;
+            let (d, k) = (d.measured.out.as_ref()?, k.measured.out.as_ref()?);
+            Some((c, d, k))
+        })
+        .collect();
     let (mut rps_text, mut rps_met) = (Vec::new(), None);
     let (mut lat_text, mut lat_met) = (Vec::new(), None);
     for &(c, d, k) in &pairs {
@@ -719,10 +493,10 @@ pub(crate) fn goals(r: &Report) -> Vec<Goal> {
     });
 
     let (mut cps_text, mut cps_met) = (Vec::new(), None);
-    for (proto, c) in distinct(r.cps.iter().map(|x| (x.proto.clone(), x.concurrency))) {
-        let d = find_cps(r, Server::Dataplane, &proto, c).and_then(|x| x.out.as_ref());
-        let k = find_cps(r, Server::Kernel, &proto, c).and_then(|x| x.out.as_ref());
-        if let Some(x) = ratio(d.map(|o| o.cps), k.map(|o| o.cps)) {
+    for (proto, c) in load::levels(&r.cps) {
+        let d = load::find(&r.cps, Server::Dataplane, &proto, c).and_then(|x| x.measured.rate());
+        let k = load::find(&r.cps, Server::Kernel, &proto, c).and_then(|x| x.measured.rate());
+        if let Some(x) = ratio(d, k) {
             cps_text.push(format!("{proto} c={c}: {}", times(x)));
             cps_met = Some(cps_met.unwrap_or(true) && x >= 10.0);
         }

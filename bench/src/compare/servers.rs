@@ -2,7 +2,7 @@
 //! the `rps` and `cps` scenarios against each.
 
 use super::held::refusals;
-use super::report::{CoreUse, Cpu};
+use super::report::{CoreUse, Cpu, Measured, Output};
 use super::*;
 use crate::measure::{PHASE_MEASURED, PHASE_MEASURING};
 
@@ -86,32 +86,34 @@ impl Run<'_> {
         }
         if self.has(Scenario::Rps) {
             for &c in &a.rps_conns {
-                self.report.rps.push(Rps {
-                    server: Some(server),
-                    proto: a.proto.name().into(),
-                    conns: u64::from(c),
-                    pipeline: u64::from(a.pipeline),
-                    out: None,
-                    error: Some(why.into()),
-                    cpu: None,
-                    per_core_second: None,
-                    per_server_work_second: None,
-                });
+                let x = self.rps(server, c, Measured::failed(why));
+                self.report.rps.push(x);
             }
         }
         if self.has(Scenario::Cps) {
             for &c in &a.cps_concurrency {
-                self.report.cps.push(Cps {
-                    server: Some(server),
-                    proto: a.proto.name().into(),
-                    concurrency: u64::from(c),
-                    out: None,
-                    error: Some(why.into()),
-                    cpu: None,
-                    per_core_second: None,
-                    per_server_work_second: None,
-                });
+                let x = self.cps(server, c, Measured::failed(why));
+                self.report.cps.push(x);
             }
+        }
+    }
+
+    fn rps(&self, server: Server, conns: u32, measured: Measured<RpsOut>) -> Rps {
+        Rps {
+            server: Some(server),
+            proto: self.args.proto.name().into(),
+            conns: u64::from(conns),
+            pipeline: u64::from(self.args.pipeline),
+            measured,
+        }
+    }
+
+    fn cps(&self, server: Server, concurrency: u32, measured: Measured<CpsOut>) -> Cps {
+        Cps {
+            server: Some(server),
+            proto: self.args.proto.name().into(),
+            concurrency: u64::from(concurrency),
+            measured,
         }
     }
 
@@ -120,72 +122,19 @@ impl Run<'_> {
     /// Runs rps and cps against `target` (ADDR:PORT) of `server`.
     fn load(&mut self, server: Server, target: &str, proc: &mut proc::Server) {
         let a = self.args;
-        let target = target.to_owned();
         if self.has(Scenario::Rps) {
             for &c in &a.rps_conns {
                 if self.interrupted() {
                     break;
                 }
-                let mut x = Rps {
-                    server: Some(server),
-                    proto: a.proto.name().into(),
-                    conns: u64::from(c),
-                    pipeline: u64::from(a.pipeline),
-                    out: None,
-                    error: None,
-                    cpu: None,
-                    per_core_second: None,
-                    per_server_work_second: None,
-                };
-                if !proc.alive() {
-                    x.error = Some(format!("the {} server exited", server.name()));
-                } else {
-                    let args: Vec<String> = vec![
-                        "--iface".into(),
-                        "gen0".into(),
-                        "--target".into(),
-                        target.clone(),
-                        "--proto".into(),
-                        a.proto.name().into(),
-                        "--conns".into(),
-                        c.to_string(),
-                        "--pipeline".into(),
-                        a.pipeline.to_string(),
-                        "--secs".into(),
-                        a.rps_secs.to_string(),
-                        "--warmup".into(),
-                        a.warmup.to_string(),
-                    ];
-                    let secs = a.rps_secs + a.warmup;
-                    let name = format!("rps-{}-{c}", server.name());
-                    match self.timed::<RpsOut>("rps", &name, &args, secs, proc.pid()) {
-                        Ok((o, c)) => {
-                            x.per_core_second = server_core_rate(o.rps, &c);
-                            x.per_server_work_second =
-                                c.server_work.and_then(|w| cpu::per_core_second(o.rps, w));
-                            x.cpu = Some(Cpu {
-                                generator_idle: o.idle_pct,
-                                ..c
-                            });
-                            x.out = Some(o);
-                        }
-                        Err(e) => x.error = Some(format!("{e:#}")),
-                    }
-                }
-                eprintln!(
-                    "  {} rps c={c}: {}",
-                    server.name(),
-                    match (&x.out, &x.error) {
-                        (Some(o), _) => format!(
-                            "{} requests/s, p50 {:.1} µs, p99 {:.1} µs{}",
-                            report::group(o.rps, 0),
-                            o.p50_us,
-                            o.p99_us,
-                            busy_text(x.cpu.as_ref())
-                        ),
-                        (None, e) => format!("failed: {}", e.as_deref().unwrap_or("?")),
-                    }
-                );
+                let args = [
+                    ("--conns", c.to_string()),
+                    ("--pipeline", a.pipeline.to_string()),
+                    ("--secs", a.rps_secs.to_string()),
+                    ("--warmup", a.warmup.to_string()),
+                ];
+                let m = self.measure(server, target, proc, c, &args, a.rps_secs + a.warmup);
+                let x = self.rps(server, c, m);
                 self.report.rps.push(x);
             }
         }
@@ -194,62 +143,67 @@ impl Run<'_> {
                 if self.interrupted() {
                     break;
                 }
-                let mut x = Cps {
-                    server: Some(server),
-                    proto: a.proto.name().into(),
-                    concurrency: u64::from(c),
-                    out: None,
-                    error: None,
-                    cpu: None,
-                    per_core_second: None,
-                    per_server_work_second: None,
-                };
-                if !proc.alive() {
-                    x.error = Some(format!("the {} server exited", server.name()));
-                } else {
-                    let args: Vec<String> = vec![
-                        "--iface".into(),
-                        "gen0".into(),
-                        "--target".into(),
-                        target.clone(),
-                        "--proto".into(),
-                        a.proto.name().into(),
-                        "--concurrency".into(),
-                        c.to_string(),
-                        "--secs".into(),
-                        a.cps_secs.to_string(),
-                    ];
-                    let name = format!("cps-{}-{c}", server.name());
-                    match self.timed::<CpsOut>("cps", &name, &args, a.cps_secs, proc.pid()) {
-                        Ok((o, c)) => {
-                            x.per_core_second = server_core_rate(o.cps, &c);
-                            x.per_server_work_second =
-                                c.server_work.and_then(|w| cpu::per_core_second(o.cps, w));
-                            x.cpu = Some(Cpu {
-                                generator_idle: o.idle_pct,
-                                ..c
-                            });
-                            x.out = Some(o);
-                        }
-                        Err(e) => x.error = Some(format!("{e:#}")),
-                    }
-                }
-                eprintln!(
-                    "  {} cps c={c}: {}",
-                    server.name(),
-                    match (&x.out, &x.error) {
-                        (Some(o), _) => format!(
-                            "{} connections/s, p99 {:.1} µs{}",
-                            report::group(o.cps, 0),
-                            o.p99_us,
-                            busy_text(x.cpu.as_ref())
-                        ),
-                        (None, e) => format!("failed: {}", e.as_deref().unwrap_or("?")),
-                    }
-                );
+                let args = [
+                    ("--concurrency", c.to_string()),
+                    ("--secs", a.cps_secs.to_string()),
+                ];
+                let m = self.measure(server, target, proc, c, &args, a.cps_secs);
+                let x = self.cps(server, c, m);
                 self.report.cps.push(x);
             }
         }
+    }
+
+    /// One run of generator `O` (`rps`, `cps`) against `target` of `server` at level
+    /// `c`, with `args` after the target and protocol, for about `secs`: its figures or
+    /// why it failed, the CPU use and the rates per busy second; a progress line.
+    fn measure<O: Output>(
+        &self,
+        server: Server,
+        target: &str,
+        proc: &mut proc::Server,
+        c: u32,
+        args: &[(&str, String)],
+        secs: f64,
+    ) -> Measured<O> {
+        let mut m = Measured::failed(&format!("the {} server exited", server.name()));
+        if proc.alive() {
+            let args: Vec<String> = [
+                ("--iface", "gen0".to_owned()),
+                ("--target", target.to_owned()),
+                ("--proto", self.args.proto.name().to_owned()),
+            ]
+            .iter()
+            .chain(args)
+            .flat_map(|(k, v)| [(*k).to_owned(), v.clone()])
+            .collect();
+            let name = format!("{}-{}-{c}", O::NAME, server.name());
+            match self.timed::<O>(O::NAME, &name, &args, secs, proc.pid()) {
+                Ok((o, cpu)) => {
+                    m.error = None;
+                    m.per_core_second = server_core_rate(o.rate(), &cpu);
+                    m.per_server_work_second = cpu
+                        .server_work
+                        .and_then(|w| cpu::per_core_second(o.rate(), w));
+                    m.cpu = Some(Cpu {
+                        generator_idle: o.idle_pct(),
+                        ..cpu
+                    });
+                    m.out = Some(o);
+                }
+                Err(e) => m.error = Some(format!("{e:#}")),
+            }
+        }
+        eprintln!(
+            "  {} {} c={c}: {}",
+            server.name(),
+            O::NAME,
+            match (&m.out, &m.error) {
+                (Some(o), _) => format!("{}{}", o.summary(), busy_text(m.cpu.as_ref())),
+                (None, e) => format!("failed: {}", e.as_deref().unwrap_or("?")),
+            }
+        );
+        m
     }
 
     /// Runs generator `sub` for about `secs` with a time bar; parses its JSON. Samples

@@ -207,53 +207,41 @@ pub(crate) fn markdown(r: &Report) -> String {
         }
     }
 
-    let _ = writeln!(s, "\n## Requests per second\n");
-    let _ = writeln!(
-        s,
-        "| server | proto | conns | pipeline | connected | requests/s | errors | p50 µs | p99 µs | p99.9 µs | max µs | error |\n|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
+    runs_table(
+        &mut s,
+        "Requests per second",
+        "| server | proto | conns | pipeline | connected | requests/s | errors | p50 µs | p99 µs | p99.9 µs | max µs | error |\n|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+        &r.rps,
+        |x, f| {
+            vec![
+                x.conns.to_string(),
+                x.pipeline.to_string(),
+                f(|o| o.connected, 0),
+                f(|o| o.rps, 0),
+                f(|o| o.errors, 0),
+                f(|o| o.p50_us, 1),
+                f(|o| o.p99_us, 1),
+                f(|o| o.p999_us, 1),
+                f(|o| o.max_us, 1),
+            ]
+        },
     );
-    for x in &r.rps {
-        let o = x.out.as_ref();
-        let f = |g: fn(&RpsOut) -> f64, d| opt(o.map(g), d);
-        let _ = writeln!(
-            s,
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
-            x.server.map_or("?", Server::name),
-            x.proto,
-            x.conns,
-            x.pipeline,
-            f(|o| o.connected, 0),
-            f(|o| o.rps, 0),
-            f(|o| o.errors, 0),
-            f(|o| o.p50_us, 1),
-            f(|o| o.p99_us, 1),
-            f(|o| o.p999_us, 1),
-            f(|o| o.max_us, 1),
-            md_escape(x.error.as_deref().unwrap_or("")),
-        );
-    }
-    let _ = writeln!(s, "\n## Connections per second\n");
-    let _ = writeln!(
-        s,
-        "| server | proto | concurrency | completed | failed | connections/s | p50 µs | p99 µs | error |\n|---|---|---:|---:|---:|---:|---:|---:|---|"
+    runs_table(
+        &mut s,
+        "Connections per second",
+        "| server | proto | concurrency | completed | failed | connections/s | p50 µs | p99 µs | error |\n|---|---|---:|---:|---:|---:|---:|---:|---|",
+        &r.cps,
+        |x, f| {
+            vec![
+                x.concurrency.to_string(),
+                f(|o| o.completed, 0),
+                f(|o| o.failed, 0),
+                f(|o| o.cps, 0),
+                f(|o| o.p50_us, 1),
+                f(|o| o.p99_us, 1),
+            ]
+        },
     );
-    for x in &r.cps {
-        let o = x.out.as_ref();
-        let f = |g: fn(&CpsOut) -> f64, d| opt(o.map(g), d);
-        let _ = writeln!(
-            s,
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
-            x.server.map_or("?", Server::name),
-            x.proto,
-            x.concurrency,
-            f(|o| o.completed, 0),
-            f(|o| o.failed, 0),
-            f(|o| o.cps, 0),
-            f(|o| o.p50_us, 1),
-            f(|o| o.p99_us, 1),
-            md_escape(x.error.as_deref().unwrap_or("")),
-        );
-    }
     cpu_section(&mut s, r);
     if !r.plots.is_empty() {
         let _ = writeln!(s, "\n## Plots\n");
@@ -262,6 +250,30 @@ pub(crate) fn markdown(r: &Report) -> String {
         }
     }
     s
+}
+
+/// A section with the table of rps or cps runs: server, proto, the run's own `cells`
+/// (given a figure of the generator's output and its decimals, `-` where it failed), error.
+fn runs_table<L: Load>(
+    s: &mut String,
+    heading: &str,
+    header: &str,
+    xs: &[L],
+    cells: impl Fn(&L, &dyn Fn(fn(&L::Out) -> f64, usize) -> String) -> Vec<String>,
+) {
+    let _ = writeln!(s, "\n## {heading}\n");
+    let _ = writeln!(s, "{header}");
+    for x in xs {
+        let m = x.measured();
+        let f = |g: fn(&L::Out) -> f64, d| opt(m.out.as_ref().map(g), d);
+        let mut row = vec![
+            x.server().map_or("?", Server::name).to_owned(),
+            x.proto().to_owned(),
+        ];
+        row.extend(cells(x, &f));
+        row.push(md_escape(m.error.as_deref().unwrap_or("")));
+        let _ = writeln!(s, "| {} |", row.join(" | "));
+    }
 }
 
 /// The CPU table: both cores and the server processes over each measured window.

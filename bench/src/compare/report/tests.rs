@@ -6,16 +6,18 @@ fn rps(server: Server, conns: u64, rps: f64, p50: f64, p99: f64) -> Rps {
         proto: "http".into(),
         conns,
         pipeline: 1,
-        out: Some(RpsOut {
-            rps,
-            p50_us: p50,
-            p99_us: p99,
-            ..RpsOut::default()
-        }),
-        error: None,
-        cpu: None,
-        per_core_second: None,
-        per_server_work_second: None,
+        measured: Measured {
+            out: Some(RpsOut {
+                rps,
+                p50_us: p50,
+                p99_us: p99,
+                ..RpsOut::default()
+            }),
+            error: None,
+            cpu: None,
+            per_core_second: None,
+            per_server_work_second: None,
+        },
     }
 }
 
@@ -24,14 +26,16 @@ fn cps(server: Server, cps: f64) -> Cps {
         server: Some(server),
         proto: "http".into(),
         concurrency: 100,
-        out: Some(CpsOut {
-            cps,
-            ..CpsOut::default()
-        }),
-        error: None,
-        cpu: None,
-        per_core_second: None,
-        per_server_work_second: None,
+        measured: Measured {
+            out: Some(CpsOut {
+                cps,
+                ..CpsOut::default()
+            }),
+            error: None,
+            cpu: None,
+            per_core_second: None,
+            per_server_work_second: None,
+        },
     }
 }
 
@@ -113,8 +117,8 @@ fn rows_pair_the_servers_by_scenario() {
 #[test]
 fn a_failed_scenario_shows_as_failed() {
     let mut r = sample();
-    r.rps[1].out = None;
-    r.rps[1].error = Some("exit status 1: no such subcommand".into());
+    r.rps[1].measured.out = None;
+    r.rps[1].measured.error = Some("exit status 1: no such subcommand".into());
     let rows = rows(&r);
     let x = rows
         .iter()
@@ -244,12 +248,12 @@ fn with_cpu(server: f64, generator: f64) -> Cpu {
 fn cpu_rows_and_the_efficiency_ratio() {
     let mut r = sample();
     // Dataplane 300k at 50% of its core, kernel 100k at 100%: 600k vs 100k per busy second.
-    r.rps[0].cpu = Some(with_cpu(50.0, 99.0));
-    r.rps[0].per_core_second = Some(600_000.0);
-    r.rps[1].cpu = Some(with_cpu(100.0, 60.0));
-    r.rps[1].per_core_second = Some(100_000.0);
-    r.rps[0].per_server_work_second = Some(400_000.0);
-    r.rps[1].per_server_work_second = Some(200_000.0);
+    r.rps[0].measured.cpu = Some(with_cpu(50.0, 99.0));
+    r.rps[0].measured.per_core_second = Some(600_000.0);
+    r.rps[1].measured.cpu = Some(with_cpu(100.0, 60.0));
+    r.rps[1].measured.per_core_second = Some(100_000.0);
+    r.rps[0].measured.per_server_work_second = Some(400_000.0);
+    r.rps[1].measured.per_server_work_second = Some(200_000.0);
     let rows = rows(&r);
     let work = rows
         .iter()
@@ -296,8 +300,8 @@ fn cpu_rows_and_the_efficiency_ratio() {
 fn cpu_notes_name_what_bounds_each_run() {
     let mut r = sample();
     assert!(cpu_notes(&r, 1, 0).is_empty(), "no CPU figures, no notes");
-    r.rps[0].cpu = Some(with_cpu(50.0, 99.0));
-    r.rps[1].cpu = Some(with_cpu(100.0, 60.0));
+    r.rps[0].measured.cpu = Some(with_cpu(50.0, 99.0));
+    r.rps[1].measured.cpu = Some(with_cpu(100.0, 60.0));
     let notes = cpu_notes(&r, 1, 0).join("\n");
     for want in [
         "dataplane rps http c=10: generator core (server core 50%, generator core 99%)",
@@ -313,7 +317,7 @@ fn cpu_notes_name_what_bounds_each_run() {
     // Another process took half the server core: the notes say so.
     let mut busy_neighbour = with_cpu(100.0, 100.0);
     busy_neighbour.server_process_cpu_secs = Some(2.5);
-    r.rps[2].cpu = Some(busy_neighbour);
+    r.rps[2].measured.cpu = Some(busy_neighbour);
     let notes = cpu_notes(&r, 1, 0).join("\n");
     assert!(
         notes.contains("in: dataplane rps http c=100 (50%)") && notes.contains("not quiet"),
@@ -334,8 +338,8 @@ fn cpu_notes_name_what_bounds_each_run() {
 #[test]
 fn cpu_figures_round_trip_with_their_json_names() {
     let mut r = sample();
-    r.cps[0].cpu = Some(with_cpu(80.0, 100.0));
-    r.cps[0].per_core_second = Some(125_000.0);
+    r.cps[0].measured.cpu = Some(with_cpu(80.0, 100.0));
+    r.cps[0].measured.per_core_second = Some(125_000.0);
     let v = serde_json::to_value(&r).unwrap();
     let c = &v["cps"][0];
     assert_eq!(c["per_core_second"], 125_000.0);
@@ -352,5 +356,33 @@ fn cpu_figures_round_trip_with_their_json_names() {
         .unwrap()
         .remove("per_core_second");
     let back: Report = serde_json::from_value(old).unwrap();
-    assert_eq!(back.cps[0].cpu, None);
+    assert_eq!(back.cps[0].measured.cpu, None);
+}
+
+#[test]
+fn markdown_tables_the_rps_and_cps_runs() {
+    let mut r = sample();
+    r.rps[1].measured.out = None;
+    r.rps[1].measured.error = Some("exit | 1".into());
+    let md = markdown(&r);
+    for line in [
+        "| dataplane | http | 10 | 1 | 0 | 300,000 | 0 | 20.0 | 40.0 | 0.0 | 0.0 |  |",
+        "| kernel | http | 10 | 1 | - | - | - | - | - | - | - | exit \\| 1 |",
+        "| dataplane | http | 100 | 0 | 0 | 100,000 | 0.0 | 0.0 |  |",
+    ] {
+        assert!(md.lines().any(|l| l == line), "{line}\n{md}");
+    }
+}
+
+#[test]
+fn the_progress_summaries_give_the_rate_and_latencies() {
+    let r = sample();
+    let o = r.rps[0].measured.out.as_ref().unwrap();
+    assert_eq!(o.summary(), "300,000 requests/s, p50 20.0 µs, p99 40.0 µs");
+    let c = CpsOut {
+        cps: 12_345.0,
+        p99_us: 7.25,
+        ..CpsOut::default()
+    };
+    assert_eq!(c.summary(), "12,345 connections/s, p99 7.2 µs");
 }
