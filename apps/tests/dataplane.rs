@@ -11,20 +11,19 @@
 //! dataplane crate's privileged tests, it holds an exclusive `flock` on
 //! `/tmp/c10m-testbed.lock` for as long as it uses the bed.
 
-use std::fs::File;
+#[path = "../../dataplane/tests/common/harness.rs"]
+mod harness;
+
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpStream};
-use std::os::fd::AsRawFd;
+use std::net::{SocketAddr, TcpStream};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc::{self, Receiver};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-const SERVICE: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 10);
+use harness::{Bed, DUT_NS, GEN_NS, Process, SERVICE, in_netns, privileged};
+
 const PORT: u16 = 7000;
-const GEN_NS: &str = "c10m-gen";
-const DUT_NS: &str = "c10m-dut";
 const SOCK: &str = "/tmp/c10m-test-kv/kv.sock";
 const TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -37,17 +36,6 @@ fn cannot_run(why: &str) {
     eprintln!("skipped: {why}");
 }
 
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("Uid:"))
-                .and_then(|ids| ids.split_whitespace().nth(1).map(|u| u == "0"))
-        })
-        .unwrap_or(false)
-}
-
 /// `target/<profile>/examples/kv`: this test runs from `target/<profile>/deps/`.
 fn example() -> Option<PathBuf> {
     let exe = std::env::current_exe().ok()?;
@@ -55,94 +43,19 @@ fn example() -> Option<PathBuf> {
     path.is_file().then_some(path)
 }
 
-fn testbed(args: &[&str]) -> Result<(), String> {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/testbed");
-    let out = Command::new(script)
-        .args(args)
-        .output()
-        .map_err(|e| format!("scripts/testbed: {e}"))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "scripts/testbed {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        ))
-    }
-}
-
-/// The test bed with one queue, up (and the lock held) while this lives.
-struct Bed {
-    _lock: File,
-}
-
-impl Bed {
-    fn up() -> Bed {
-        let lock = File::create("/tmp/c10m-testbed.lock").expect("creating the lock file");
-        // SAFETY: flock on a descriptor we own, which stays open as long as the guard.
-        let r = unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) };
-        assert_eq!(r, 0, "locking the test bed");
-        let bed = Bed { _lock: lock };
-        // Down first: a bed left by someone else may have another queue count.
-        let _ = testbed(&["down"]);
-        testbed(&["up", "--queues", "1"]).unwrap();
-        bed
-    }
-}
-
-impl Drop for Bed {
-    fn drop(&mut self) {
-        if let Err(e) = testbed(&["down"]) {
-            eprintln!("{e}");
-        }
-    }
-}
-
-/// Runs `f` on a thread inside network namespace `ns` (sockets it opens live there).
-fn in_netns<T: Send>(ns: &str, f: impl FnOnce() -> T + Send) -> T {
-    std::thread::scope(|s| {
-        s.spawn(|| {
-            let file = File::open(format!("/var/run/netns/{ns}")).expect("netns file");
-            // SAFETY: setns with a valid namespace descriptor; it changes only the calling
-            // thread's network namespace, which is this scoped thread's alone.
-            let r = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
-            assert_eq!(r, 0, "setns {ns}: {}", std::io::Error::last_os_error());
-            f()
-        })
-        .join()
-        .unwrap_or_else(|p| std::panic::resume_unwind(p))
-    })
-}
-
 /// The example on the dataplane in c10m-dut; killed on drop.
-struct Kv {
-    child: Child,
-    lines: Receiver<String>,
-}
+struct Kv(Process);
 
 impl Kv {
     fn start(exe: &Path) -> Kv {
         let port = PORT.to_string();
-        let mut child = Command::new("ip")
-            .args(["netns", "exec", DUT_NS])
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", DUT_NS])
             .arg(exe)
             .args([&port, "--dataplane", "dut0", "--addr", "198.18.0.10/24"])
-            .args(["--mgmt", SOCK])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("starting the kv example");
-        let (tx, lines) = mpsc::channel();
-        let stdout = child.stdout.take().unwrap();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let kv = Kv { child, lines };
-        let first = kv.lines.recv_timeout(Duration::from_secs(15));
+            .args(["--mgmt", SOCK]);
+        let kv = Kv(Process::spawn(cmd, "the kv example"));
+        let first = kv.0.lines.recv_timeout(Duration::from_secs(15));
         let want = format!("kv on {SERVICE}:{PORT} (AF_XDP, dut0)");
         assert_eq!(
             first.as_deref(),
@@ -153,32 +66,8 @@ impl Kv {
     }
 
     /// SIGTERM, wait for exit 0, and return the final report.
-    fn stop(mut self) -> serde_json::Value {
-        // SAFETY: kill(2) on our own child's pid, which has not been reaped yet.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        let deadline = Instant::now() + TIMEOUT;
-        let status = loop {
-            if let Ok(Some(s)) = self.child.try_wait() {
-                break s;
-            }
-            assert!(Instant::now() < deadline, "kv did not stop after SIGTERM");
-            std::thread::sleep(Duration::from_millis(20));
-        };
-        assert!(status.success(), "kv exit: {status:?}");
-        let report = self
-            .lines
-            .recv_timeout(TIMEOUT)
-            .expect("a JSON report on stdout");
-        serde_json::from_str(&report).expect("the report is JSON")
-    }
-}
-
-impl Drop for Kv {
-    fn drop(&mut self) {
-        if matches!(self.child.try_wait(), Ok(None)) {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
+    fn stop(self) -> serde_json::Value {
+        self.0.stop()
     }
 }
 
@@ -227,8 +116,8 @@ fn mgmt(request: &str) -> serde_json::Value {
 
 #[test]
 fn the_kv_example_serves_kernel_clients_on_the_dataplane() {
-    if !is_root() {
-        return cannot_run("needs root");
+    if !privileged() {
+        return;
     }
     let Some(exe) = example() else {
         return cannot_run(
@@ -236,7 +125,7 @@ fn the_kv_example_serves_kernel_clients_on_the_dataplane() {
              the examples",
         );
     };
-    let _bed = Bed::up();
+    let Some(_bed) = Bed::up(1) else { return };
     let _ = std::fs::create_dir_all("/tmp/c10m-test-kv");
     let kv = Kv::start(&exe);
 

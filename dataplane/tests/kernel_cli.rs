@@ -4,30 +4,26 @@
 
 mod common;
 
+use common::Process;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 const TIMEOUT: Duration = Duration::from_secs(10);
 
 struct Server {
-    child: Child,
-    lines: mpsc::Receiver<String>,
+    process: Process,
     addrs: Vec<(String, SocketAddr)>,
 }
 
 impl Server {
     fn start(args: &[&str]) -> Server {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_c10m"))
-            .arg("kernel")
-            .args(args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("starting c10m kernel");
-        let lines = common::lines_of(child.stdout.take().unwrap());
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_c10m"));
+        cmd.arg("kernel").args(args);
+        let process = Process::spawn(cmd, "c10m kernel");
+        let lines = &process.lines;
         let mut addrs = Vec::new();
         loop {
             let line = lines
@@ -42,11 +38,7 @@ impl Server {
                 addrs.push((name, w.next().unwrap().parse().unwrap()));
             }
         }
-        Server {
-            child,
-            lines,
-            addrs,
-        }
+        Server { process, addrs }
     }
 
     fn addr(&self, name: &str) -> SocketAddr {
@@ -55,29 +47,7 @@ impl Server {
 
     /// Waits for exit 0 and returns the JSON line.
     fn wait(mut self, limit: Duration) -> serde_json::Value {
-        let deadline = Instant::now() + limit;
-        let status = loop {
-            if let Some(s) = self.child.try_wait().unwrap() {
-                break s;
-            }
-            assert!(Instant::now() < deadline, "c10m kernel did not stop");
-            std::thread::sleep(Duration::from_millis(20));
-        };
-        assert!(status.success(), "exit: {status:?}");
-        let json = self
-            .lines
-            .recv_timeout(TIMEOUT)
-            .expect("a JSON report on stdout");
-        serde_json::from_str(&json).expect("the report is JSON")
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        if matches!(self.child.try_wait(), Ok(None)) {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
+        self.process.report(limit)
     }
 }
 
@@ -149,9 +119,7 @@ fn kernel_backend_serves_curl_echo_and_push_until_sigterm() {
     assert_eq!(line, "PONG\n");
     drop(push);
 
-    // SAFETY: kill(2) on our own child's pid, which has not been reaped yet.
-    unsafe { libc::kill(server.child.id() as i32, libc::SIGTERM) };
-    let report = server.wait(TIMEOUT);
+    let report = server.process.stop();
     assert_eq!(report["accepted"], 4, "curl twice, echo, push: {report}");
 }
 

@@ -7,13 +7,9 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Write};
-use std::net::{SocketAddr, TcpStream};
-use std::time::Duration;
 
-use common::{Bed, Daemon, GEN_NS, SERVICE, assert_clean, in_netns};
+use common::{Bed, Daemon, GEN_NS, PushClient, SERVICE, assert_clean, in_netns};
 
-const TIMEOUT: Duration = Duration::from_secs(10);
 const SOCK: &str = "/tmp/c10m-test-publish/c10m.sock";
 const PUSH_PORT: u16 = 5222;
 const QUEUES: u32 = 2;
@@ -27,47 +23,6 @@ fn ctl_json(args: &[&str]) -> serde_json::Value {
     let (ok, out) = common::ctl(SOCK, &all);
     assert!(ok, "ctl {args:?}: {out}");
     serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("ctl {args:?}: {e}: {out}"))
-}
-
-/// A push client: a connection and a line reader over it.
-struct PushClient {
-    reader: BufReader<TcpStream>,
-}
-
-impl PushClient {
-    /// Connects from the calling thread's namespace; each gets its own ephemeral port.
-    fn connect() -> PushClient {
-        let addr = SocketAddr::from((SERVICE, PUSH_PORT));
-        let s = TcpStream::connect_timeout(&addr, TIMEOUT).expect("connecting to push");
-        s.set_read_timeout(Some(TIMEOUT)).unwrap();
-        PushClient {
-            reader: BufReader::new(s),
-        }
-    }
-
-    fn local(&self) -> SocketAddr {
-        self.reader.get_ref().local_addr().unwrap()
-    }
-
-    fn send(&mut self, line: &str) {
-        self.reader
-            .get_mut()
-            .write_all(format!("{line}\n").as_bytes())
-            .unwrap();
-    }
-
-    fn line(&mut self) -> String {
-        let mut l = String::new();
-        self.reader.read_line(&mut l).expect("a line from push");
-        l
-    }
-
-    /// PING → PONG: also proves every earlier line was handled, and that nothing else
-    /// arrived before the PONG.
-    fn ping(&mut self) {
-        self.send("PING");
-        assert_eq!(self.line(), "PONG\n", "subscriber {}", self.local());
-    }
 }
 
 /// Which worker holds each push connection, from `ctl connections` (each worker lists

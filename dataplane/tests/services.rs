@@ -5,13 +5,10 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpStream};
-use std::time::Duration;
+use std::io::Read;
 
-use common::{Bed, Daemon, GEN_NS, SERVICE, assert_clean, in_netns, ns_run};
+use common::{Bed, Daemon, GEN_NS, PushClient, SERVICE, assert_clean, in_netns, ns_run};
 
-const TIMEOUT: Duration = Duration::from_secs(10);
 const SOCK: &str = "/tmp/c10m-test-services/c10m.sock";
 const BODY: usize = 1000;
 
@@ -21,41 +18,6 @@ fn url() -> String {
 
 fn ctl(args: &[&str]) -> (bool, String) {
     common::ctl(SOCK, args)
-}
-
-/// A push client: a connection and a line reader over it.
-struct PushClient {
-    reader: BufReader<TcpStream>,
-}
-
-impl PushClient {
-    fn connect() -> PushClient {
-        let addr = SocketAddr::from((SERVICE, 5222));
-        let s = TcpStream::connect_timeout(&addr, TIMEOUT).expect("connecting to push");
-        s.set_read_timeout(Some(TIMEOUT)).unwrap();
-        PushClient {
-            reader: BufReader::new(s),
-        }
-    }
-
-    fn send(&mut self, line: &str) {
-        self.reader
-            .get_mut()
-            .write_all(format!("{line}\n").as_bytes())
-            .unwrap();
-    }
-
-    fn line(&mut self) -> String {
-        let mut l = String::new();
-        self.reader.read_line(&mut l).expect("a line from push");
-        l
-    }
-
-    /// PING → PONG: also proves every earlier line was handled, in order.
-    fn ping(&mut self) {
-        self.send("PING");
-        assert_eq!(self.line(), "PONG\n");
-    }
 }
 
 #[test]
@@ -150,7 +112,7 @@ fn http_and_push_on_the_dataplane_answer_kernel_clients() {
 
     // Shutdown closes the connections still open with a FIN.
     drop(subs);
-    let mut held = other.reader.into_inner();
+    let mut held = other.into_stream();
     let reader = std::thread::spawn(move || {
         let mut rest = Vec::new();
         let r = held.read_to_end(&mut rest);
