@@ -19,7 +19,7 @@ fn compare_writes_a_report_with_both_servers_and_plots() {
         return;
     }
     c10m_binary();
-    let _bed = Bed::up();
+    let Some(_bed) = Bed::up(1) else { return };
     let out_dir = std::env::temp_dir().join(format!("c10m-compare-test-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&out_dir);
 

@@ -111,7 +111,7 @@ fn rps_and_cps_against_the_dataplane() {
     if !privileged() {
         return;
     }
-    let _bed = Bed::up();
+    let Some(_bed) = Bed::up(1) else { return };
     let server = Server::start(
         &[
             "run",
@@ -162,7 +162,7 @@ fn rps_and_cps_against_the_kernel() {
     if !privileged() {
         return;
     }
-    let _bed = Bed::up();
+    let Some(_bed) = Bed::up(1) else { return };
     let server = Server::start(
         &[
             "kernel",

@@ -196,11 +196,16 @@ impl Process {
         serde_json::from_str(&report).expect("the report is JSON")
     }
 
-    /// SIGTERM, wait for exit 0, and return the final report.
-    pub fn stop(mut self) -> serde_json::Value {
+    /// SIGTERM, wait (10 s at most) for exit 0, and return the final report.
+    pub fn stop(self) -> serde_json::Value {
+        self.stop_within(Duration::from_secs(10))
+    }
+
+    /// [`stop`](Self::stop), waiting at most `limit`.
+    pub fn stop_within(mut self, limit: Duration) -> serde_json::Value {
         // SAFETY: kill(2) on our own child's pid, which has not been reaped yet.
         unsafe { libc::kill(self.pid(), libc::SIGTERM) };
-        self.report(Duration::from_secs(10))
+        self.report(limit)
     }
 
     /// SIGKILL and reap.
