@@ -37,6 +37,30 @@ struct Pending {
     publish: Option<(u64, Instant)>,
 }
 
+impl Pending {
+    /// Sends `cmd(id)` to every worker under a fresh id; a worker whose ring is full is
+    /// not asked and counts as unreached.
+    fn ask(
+        dp: &mut dyn Dataplane,
+        next_id: &mut u64,
+        now: Instant,
+        mut cmd: impl FnMut(u64) -> Command,
+    ) -> Pending {
+        let id = *next_id;
+        *next_id += 1;
+        let asked = (0..dp.workers()).filter(|&w| dp.send(w, cmd(id))).count();
+        Pending {
+            id,
+            waiting: asked,
+            unreached: dp.workers() - asked,
+            sample: Vec::new(),
+            limit: 0,
+            deadline: now + SAMPLE_WAIT,
+            publish: None,
+        }
+    }
+}
+
 struct Client {
     stream: Box<dyn Stream>,
     http: bool,
@@ -267,44 +291,20 @@ impl Client {
             match proto::handle(line, dp) {
                 Outcome::Reply(v) => self.respond(&v),
                 Outcome::Sample { limit } => {
-                    let id = *next_id;
-                    *next_id += 1;
-                    let asked = (0..dp.workers())
-                        .filter(|&w| dp.send(w, Command::Sample { id, limit }))
-                        .count();
-                    self.pending = Some(Pending {
-                        id,
-                        waiting: asked,
-                        unreached: dp.workers() - asked,
-                        sample: Vec::new(),
-                        limit,
-                        deadline: now + SAMPLE_WAIT,
-                        publish: None,
-                    });
+                    let p = Pending::ask(dp, next_id, now, |id| Command::Sample { id, limit });
+                    self.pending = Some(Pending { limit, ..p });
                 }
                 Outcome::Publish { topic, message } => {
-                    let id = *next_id;
-                    *next_id += 1;
                     let (topic, payload): (Arc<str>, Arc<[u8]>) =
                         (topic.into(), message.into_bytes().into());
-                    let asked = (0..dp.workers())
-                        .filter(|&w| {
-                            let cmd = Command::Publish {
-                                id,
-                                topic: topic.clone(),
-                                payload: payload.clone(),
-                            };
-                            dp.send(w, cmd)
-                        })
-                        .count();
-                    self.pending = Some(Pending {
+                    let p = Pending::ask(dp, next_id, now, |id| Command::Publish {
                         id,
-                        waiting: asked,
-                        unreached: dp.workers() - asked,
-                        sample: Vec::new(),
-                        limit: 0,
-                        deadline: now + SAMPLE_WAIT,
+                        topic: topic.clone(),
+                        payload: payload.clone(),
+                    });
+                    self.pending = Some(Pending {
                         publish: Some((0, now)),
+                        ..p
                     });
                 }
             }
