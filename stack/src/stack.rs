@@ -52,11 +52,11 @@ const NO_SLOT: u32 = u32::MAX;
 /// first poll, so the entry is there before the first client arrives.
 pub(crate) const GATEWAY_PROBE: Duration = Duration::from_secs(20);
 
-/// One chunk of [`Stack::ingress_batch`]'s pipeline: each frame's class and demux bucket,
+/// One chunk of [`Stack::ingress_batch`]'s pipeline: each frame's class and demux hash,
 /// and the slot its bucket names (a guess, confirmed when the frame is processed).
 #[derive(Clone, Copy)]
 struct Prepared {
-    seen: [(Result<Class, parse::Drop>, usize); BATCH],
+    seen: [(Result<Class, parse::Drop>, u32); BATCH],
     slots: [u32; BATCH],
     len: usize,
 }
@@ -219,7 +219,7 @@ impl Stack {
             crate::config::mix(config.seed, 1),
             crate::config::mix(config.seed, 2),
         );
-        let table = Table::new(n, keys, config.hugepages).ok_or(oom("demux table", n * 8))?;
+        let table = Table::new(n, keys, config.hugepages).ok_or(oom("demux table", n * 32))?;
         let wheel = Wheel::new(n, ms(now));
         Ok(Stack {
             iface,
@@ -264,11 +264,11 @@ impl Stack {
     /// echo, RST) go to `tx`; everything else is sent by the next [`poll`](Self::poll).
     pub fn ingress<T: TxQueue>(&mut self, now: Instant, frame: &[u8], tx: &mut T) {
         let class = self.classify(frame);
-        let home = match class {
-            Ok(Class::Tcp { key, .. }) => self.table.home(&key),
+        let hash = match class {
+            Ok(Class::Tcp { key, .. }) => self.table.hash(&key),
             _ => 0,
         };
-        self.ingress_classified(now, frame, class, home, tx);
+        self.ingress_classified(now, frame, class, hash, tx);
     }
 
     /// Takes a batch of received frames: the same as [`ingress`](Self::ingress) for each
@@ -318,8 +318,8 @@ impl Stack {
                     self.prefetch_buffers(slot);
                 }
             }
-            for (frame, &(class, home)) in chunk(i).iter().zip(&prep.seen) {
-                self.ingress_classified(now, frame.as_ref(), class, home, tx);
+            for (frame, &(class, hash)) in chunk(i).iter().zip(&prep.seen) {
+                self.ingress_classified(now, frame.as_ref(), class, hash, tx);
             }
         }
     }
@@ -329,20 +329,20 @@ impl Stack {
         prep.len = frames.len();
         for (frame, seen) in frames.iter().zip(&mut prep.seen) {
             let class = self.classify(frame.as_ref());
-            let home = match class {
-                Ok(Class::Tcp { key, .. }) => self.table.home(&key),
+            let hash = match class {
+                Ok(Class::Tcp { key, .. }) => self.table.hash(&key),
                 _ => 0,
             };
-            self.table.prefetch(home);
-            *seen = (class, home);
+            self.table.prefetch(hash);
+            *seen = (class, hash);
         }
     }
 
     /// Pipeline stage 2: read the buckets, prefetch the slots they name.
     fn prefetch_chunk_slots(&self, prep: &mut Prepared) {
-        for (&(class, home), slot) in prep.seen[..prep.len].iter().zip(&mut prep.slots) {
+        for (&(class, hash), slot) in prep.seen[..prep.len].iter().zip(&mut prep.slots) {
             *slot = NO_SLOT;
-            if let (Ok(Class::Tcp { .. }), Some(s)) = (class, self.table.first(home)) {
+            if let (Ok(Class::Tcp { .. }), Some(s)) = (class, self.table.guess(hash)) {
                 self.prefetch_slot(s);
                 *slot = s;
             }
@@ -404,7 +404,7 @@ impl Stack {
         now: Instant,
         frame: &[u8],
         class: Result<Class, parse::Drop>,
-        home: usize,
+        hash: u32,
         tx: &mut T,
     ) {
         match class {
@@ -418,7 +418,7 @@ impl Stack {
                     self.counters.resets_received += 1;
                 }
                 let slab = &self.slab;
-                if let Some(slot) = self.table.find_from(home, &key, |s| slab.key(s)) {
+                if let Some(slot) = self.table.find_hashed(hash, &key, |s| slab.key(s)) {
                     self.ingress_slot(now, slot, frame, tx);
                 } else if flags.syn && !flags.ack && !flags.rst {
                     self.ingress_syn(now, key, frame, tx);

@@ -1,11 +1,18 @@
 //! The demux table: 4-tuple → connection slot, in O(1) before smoltcp sees a frame.
 //!
-//! Open addressing with linear probing over a power-of-two array of `u32` slot indices,
-//! at most half full (so a hit costs about 1.5 probes), with backward-shift deletion (no
-//! tombstones, so long-running churn does not degrade it). Keys are not stored in the
-//! table: each bucket holds only a slot index, and the caller supplies the slot's 4-tuple
-//! for comparison, so the table costs 4 bytes per bucket — about 8 to 16 bytes per
-//! connection.
+//! Open addressing with linear probing over a power-of-two array of buckets, at most half
+//! full (so a hit costs about 1.5 probes), with backward-shift deletion (no tombstones, so
+//! long-running churn does not degrade it). Keys are not stored in the table: the caller
+//! supplies a slot's 4-tuple for comparison. Each 8-byte bucket holds the slot index and
+//! the low 32 bits of the key's hash, so that
+//! - a probe compares hashes first and reads a slot's 4-tuple (a cache miss among
+//!   millions of connections) only for the one bucket that matches, not for the half a
+//!   bucket a probe passes on average;
+//! - [`guess`](Table::guess) can name the right slot to prefetch from the bucket line
+//!   alone;
+//! - backward-shift deletion finds a moved entry's home without reading its slot.
+//!
+//! That costs 16 to 32 bytes per connection.
 //!
 //! Remote peers choose the 4-tuples, so buckets are chosen by SipHash-1-3 under a secret
 //! 128-bit key (from the stack's [`Config::seed`](crate::Config)): an attacker cannot make
@@ -30,60 +37,103 @@ pub struct FourTuple {
     pub local_port: u16,
 }
 
+/// A bucket: the key's hash (low 32 bits) above the slot index. Empty when the slot
+/// index is [`EMPTY`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Bucket(u64);
+
 const EMPTY: u32 = u32::MAX;
+
+impl Bucket {
+    const EMPTY: Bucket = Bucket(EMPTY as u64);
+
+    fn new(hash: u32, slot: u32) -> Bucket {
+        Bucket((u64::from(hash) << 32) | u64::from(slot))
+    }
+
+    fn slot(self) -> Option<u32> {
+        let slot = self.0 as u32;
+        (slot != EMPTY).then_some(slot)
+    }
+
+    fn hash(self) -> u32 {
+        (self.0 >> 32) as u32
+    }
+}
 
 /// The 4-tuple → slot index map.
 #[derive(Debug)]
 pub struct Table {
-    buckets: Region<u32>,
+    buckets: Region<Bucket>,
     mask: usize,
     len: usize,
     keys: (u64, u64),
 }
 
+/// Probes [`Table::guess`] looks at before giving up (a hint may be wrong, never slow).
+const GUESS_PROBES: usize = 8;
+
 impl Table {
-    /// A table for up to `capacity` entries, hashed under the secret `keys`.
+    /// A table for up to `capacity` entries, hashed under the secret `keys`. `None` when
+    /// the memory cannot be had or `capacity` exceeds 2^31.
     pub fn new(capacity: usize, keys: (u64, u64), hugepages: HugePages) -> Option<Self> {
         let buckets = capacity
             .max(4)
             .checked_mul(2)?
             .checked_next_power_of_two()?;
+        // A bucket keeps 32 bits of the hash, from which removal recovers the home.
+        if buckets > 1 << 32 {
+            return None;
+        }
         Some(Table {
-            buckets: Region::new(buckets, hugepages, |_| EMPTY)?,
+            buckets: Region::new(buckets, hugepages, |_| Bucket::EMPTY)?,
             mask: buckets - 1,
             len: 0,
             keys,
         })
     }
 
-    /// The bucket where the probe for `key` starts.
-    pub(crate) fn home(&self, key: &FourTuple) -> usize {
+    /// The hash of `key` under the table's secret keys (the 32 bits a bucket keeps).
+    pub(crate) fn hash(&self, key: &FourTuple) -> u32 {
         let mut h = SipHasher13::new_with_keys(self.keys.0, self.keys.1);
         h.write_u64((u64::from(key.remote_addr) << 32) | u64::from(key.local_addr));
         h.write_u32((u32::from(key.remote_port) << 16) | u32::from(key.local_port));
-        h.finish() as usize & self.mask
+        h.finish() as u32
+    }
+
+    fn home(&self, hash: u32) -> usize {
+        hash as usize & self.mask
     }
 
     /// The slot holding `key`; `key_of(slot)` gives the 4-tuple of a stored slot.
     pub fn find(&self, key: &FourTuple, key_of: impl Fn(u32) -> FourTuple) -> Option<u32> {
-        self.find_from(self.home(key), key, key_of)
+        self.find_hashed(self.hash(key), key, key_of)
     }
 
-    /// [`find`](Self::find) with the home bucket already computed.
-    pub(crate) fn find_from(
+    /// [`find`](Self::find) with the hash already computed.
+    pub(crate) fn find_hashed(
         &self,
-        home: usize,
+        hash: u32,
         key: &FourTuple,
         key_of: impl Fn(u32) -> FourTuple,
     ) -> Option<u32> {
-        let mut i = home & self.mask;
+        self.position(hash, key, key_of)
+            .and_then(|i| self.buckets[i].slot())
+    }
+
+    /// The bucket index holding `key`.
+    fn position(
+        &self,
+        hash: u32,
+        key: &FourTuple,
+        key_of: impl Fn(u32) -> FourTuple,
+    ) -> Option<usize> {
+        let mut i = self.home(hash);
         loop {
-            let slot = self.buckets[i];
-            if slot == EMPTY {
-                return None;
-            }
-            if key_of(slot) == *key {
-                return Some(slot);
+            let b = self.buckets[i];
+            let slot = b.slot()?;
+            if b.hash() == hash && key_of(slot) == *key {
+                return Some(i);
             }
             i = (i + 1) & self.mask;
         }
@@ -96,11 +146,12 @@ impl Table {
         if self.len >= self.buckets.len() / 2 {
             return false;
         }
-        let mut i = self.home(key);
-        while self.buckets[i] != EMPTY {
+        let hash = self.hash(key);
+        let mut i = self.home(hash);
+        while self.buckets[i].slot().is_some() {
             i = (i + 1) & self.mask;
         }
-        self.buckets[i] = slot;
+        self.buckets[i] = Bucket::new(hash, slot);
         self.len += 1;
         true
     }
@@ -108,51 +159,51 @@ impl Table {
     /// Removes `key`; returns its slot. Later entries of the probe run shift back so that
     /// no tombstone is left.
     pub fn remove(&mut self, key: &FourTuple, key_of: impl Fn(u32) -> FourTuple) -> Option<u32> {
-        let mut hole = self.home(key);
-        loop {
-            let slot = self.buckets[hole];
-            if slot == EMPTY {
-                return None;
-            }
-            if key_of(slot) == *key {
-                break;
-            }
-            hole = (hole + 1) & self.mask;
-        }
-        let removed = self.buckets[hole];
+        let mut hole = self.position(self.hash(key), key, key_of)?;
+        let removed = self.buckets[hole].slot();
         let mut j = hole;
         loop {
             j = (j + 1) & self.mask;
-            let slot = self.buckets[j];
-            if slot == EMPTY {
+            let b = self.buckets[j];
+            if b.slot().is_none() {
                 break;
             }
-            let home = self.home(&key_of(slot));
-            // Move `slot` into the hole unless its home lies cyclically in (hole, j].
+            let home = self.home(b.hash());
+            // Move the entry into the hole unless its home lies cyclically in (hole, j].
             let stays = if hole <= j {
                 hole < home && home <= j
             } else {
                 hole < home || home <= j
             };
             if !stays {
-                self.buckets[hole] = slot;
+                self.buckets[hole] = b;
                 hole = j;
             }
         }
-        self.buckets[hole] = EMPTY;
+        self.buckets[hole] = Bucket::EMPTY;
         self.len -= 1;
-        Some(removed)
+        removed
     }
 
-    /// Starts loading bucket `home` into the cache.
-    pub(crate) fn prefetch(&self, home: usize) {
-        crate::mem::prefetch(&self.buckets[home & self.mask]);
+    /// Starts loading the home bucket of `hash` into the cache.
+    pub(crate) fn prefetch(&self, hash: u32) {
+        crate::mem::prefetch(&self.buckets[self.home(hash)]);
     }
 
-    /// The slot in bucket `home` (the likely match), if any.
-    pub(crate) fn first(&self, home: usize) -> Option<u32> {
-        let slot = self.buckets[home & self.mask];
-        (slot != EMPTY).then_some(slot)
+    /// The slot of the first bucket in `hash`'s probe run whose hash matches: the slot
+    /// that [`find_hashed`](Self::find_hashed) will most likely return, named without
+    /// reading any slot (so that the caller can prefetch it).
+    pub(crate) fn guess(&self, hash: u32) -> Option<u32> {
+        let mut i = self.home(hash);
+        for _ in 0..GUESS_PROBES {
+            let b = self.buckets[i];
+            let slot = b.slot()?;
+            if b.hash() == hash {
+                return Some(slot);
+            }
+            i = (i + 1) & self.mask;
+        }
+        None
     }
 
     /// Entries stored.
@@ -210,6 +261,17 @@ mod tests {
                 for n in 0..48 {
                     let k = tuple(n);
                     prop_assert_eq!(table.find(&k, key_of), model.get(&k).copied());
+                    // A guess names a slot whose key hashes alike, and is right for keys
+                    // near their home bucket.
+                    let h = table.hash(&k);
+                    if let Some(g) = table.guess(h) {
+                        prop_assert_eq!(table.hash(&key_of(g)), h);
+                    }
+                    if let Some(&slot) = model.get(&k)
+                        && table.buckets[table.home(h)].slot() == Some(slot)
+                    {
+                        prop_assert_eq!(table.guess(h), Some(slot));
+                    }
                 }
             }
         }
