@@ -81,11 +81,13 @@ pub struct ConnectOptions {
 /// connection count.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Memory {
-    /// Connection slots: smoltcp socket storage plus the stack's 32-byte record each.
+    /// Connection slots: smoltcp socket storage plus the stack's 48-byte record each
+    /// (with the connection's timer node).
     pub slab: usize,
     /// The demux table.
     pub table: usize,
-    /// The timing wheel.
+    /// The timing wheel's list heads and bitmaps (its per-connection nodes are in the
+    /// slots, counted in `slab`).
     pub wheel: usize,
     /// Socket buffer pools (reserved, whether used or not).
     pub buffers: usize,
@@ -273,8 +275,11 @@ impl Stack {
     /// Queues `data` for sending; returns how much fit. A short count arms a
     /// [`Event::Writable`] for when space frees up.
     pub fn send(&mut self, id: ConnId, data: &[u8]) -> Result<usize, ConnError> {
-        let r = self.with_socket(id, |s| s.send_slice(data))?;
-        self.after_send(id, r.as_ref().is_ok_and(|&n| n < data.len()));
+        let (r, queued) = self.with_socket(id, |s| {
+            let q0 = s.send_queue();
+            (s.send_slice(data), (q0, s.send_queue()))
+        })?;
+        self.after_send(id, r.as_ref().is_ok_and(|&n| n < data.len()), queued);
         r.map_err(|_| ConnError::InvalidState)
     }
 
@@ -287,18 +292,27 @@ impl Stack {
         want: usize,
         f: impl FnOnce(&mut [u8]) -> (usize, R),
     ) -> Result<R, ConnError> {
-        let (r, short) = self.with_socket(id, |s| {
-            let room = s.send_capacity() - s.send_queue();
-            (s.send(f), room < want)
+        let (r, short, queued) = self.with_socket(id, |s| {
+            let q0 = s.send_queue();
+            let room = s.send_capacity() - q0;
+            (s.send(f), room < want, (q0, s.send_queue()))
         })?;
-        self.after_send(id, short);
+        self.after_send(id, short, queued);
         r.map_err(|_| ConnError::InvalidState)
     }
 
-    fn after_send(&mut self, id: ConnId, short: bool) {
+    /// `queued`: the transmit queue's length before and after the write.
+    fn after_send(&mut self, id: ConnId, short: bool, queued: (usize, usize)) {
+        let m = &mut self.slab.slots[id.slot as usize].meta;
         if short {
-            self.slab.slots[id.slot as usize].meta.flags |= flag::WANT_WRITE;
+            m.flags |= flag::WANT_WRITE;
         }
+        // The write position hint (see `Meta::tx_at`): smoltcp rewinds an empty ring
+        // before writing into it.
+        let (q0, q1) = queued;
+        let cap = self.profiles[usize::from(m.profile)].opts.tx_buf;
+        let from = if q0 == 0 { 0 } else { m.tx_at };
+        m.tx_at = crate::stack::ring_add(from, q1.saturating_sub(q0), cap);
         self.mark_dirty(id.slot);
     }
 
@@ -347,7 +361,7 @@ impl Stack {
     pub fn memory(&self) -> Memory {
         let slab = self.slab.bytes();
         let table = self.table.bytes();
-        let wheel = self.wheel.memory_bytes();
+        let wheel = size_of_val(&self.wheel);
         let buffers = self.pools.iter().map(|p| p.bytes()).sum();
         let buffers_in_use = self.pools.iter().map(|p| p.in_use() * p.chunk_size()).sum();
         let queues: usize = self.listeners.iter().map(|l| l.queue.capacity() * 8).sum();

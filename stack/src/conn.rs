@@ -13,6 +13,7 @@ use smoltcp::iface::SocketStorage;
 
 use crate::mem::{HugePages, Region};
 use crate::table::FourTuple;
+use crate::wheel::{Node, Nodes};
 
 /// A handle to one connection of a [`Stack`](crate::Stack).
 ///
@@ -60,7 +61,7 @@ pub(crate) mod flag {
     pub(crate) const READ_PENDING: u8 = 128;
 }
 
-/// The small record kept beside each socket: 32 bytes.
+/// The small record kept beside each socket: 48 bytes.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Meta {
     /// The connection's 4-tuple (the demux key).
@@ -73,12 +74,22 @@ pub(crate) struct Meta {
     pub(crate) last_rx: u32,
     /// Index of the option profile it was opened with (its listener's, or a connect's).
     pub(crate) profile: u16,
-    /// Which buffer pool `link` indexes.
-    pub(crate) pool: u8,
+    /// Where the next received byte lands in the receive ring, and where the next sent
+    /// byte lands in the transmit ring (0 when it was last seen empty: smoltcp rewinds an
+    /// empty ring on the next write), as offsets into the buffers. Mirrored from the queue
+    /// lengths the stack sees, never read back from smoltcp: they are prefetch hints, so
+    /// that a segment's arrival loads the one or two cache lines of its connection's
+    /// buffers that it and the application's answer will touch instead of all of them.
+    /// Kept modulo 2^16 (exact for buffers up to 64 KiB).
+    pub(crate) rx_at: u16,
+    pub(crate) tx_at: u16,
     /// [`flag`] bits.
     pub(crate) flags: u8,
     /// The TCP state last observed ([`state_index`](crate::counters::state_index)).
     pub(crate) state: u8,
+    /// The slot's timer on the stack's wheel. Never reset when the slot is reused: a
+    /// cancelled node may still be linked on a wheel list, which only the wheel unlinks.
+    pub(crate) timer: Node,
 }
 
 impl Meta {
@@ -93,9 +104,11 @@ impl Meta {
         link: NIL,
         last_rx: 0,
         profile: 0,
-        pool: 0,
+        rx_at: 0,
+        tx_at: 0,
         flags: 0,
         state: 0,
+        timer: Node::IDLE,
     };
 
     pub(crate) fn has(&self, f: u8) -> bool {
@@ -103,9 +116,11 @@ impl Meta {
     }
 }
 
-/// One connection slot: smoltcp's socket storage and the stack's record side by side, so
-/// that reaching a connection touches one run of memory (464 bytes) rather than two
-/// arrays: with millions of connections each distinct page touched is a likely TLB miss.
+/// One connection slot: smoltcp's socket storage and the stack's record (with the
+/// connection's timer node) side by side, so that reaching a connection touches one run of
+/// memory (480 bytes, always 8 cache lines) rather than three arrays: with millions of
+/// connections each distinct line is a cache miss and each distinct page a likely TLB
+/// miss.
 pub(crate) struct Slot {
     pub(crate) storage: SocketStorage<'static>,
     pub(crate) meta: Meta,
@@ -197,13 +212,26 @@ impl Slab {
     }
 }
 
+/// The stack's timer nodes live in the slots (see [`Meta::timer`]).
+impl Nodes for Slab {
+    fn node(&self, key: u32) -> Option<&Node> {
+        self.slots.get(key as usize).map(|s| &s.meta.timer)
+    }
+
+    fn node_mut(&mut self, key: u32) -> Option<&mut Node> {
+        self.slots.get_mut(key as usize).map(|s| &mut s.meta.timer)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn meta_is_32_bytes() {
-        assert_eq!(size_of::<Meta>(), 32);
+    fn slot_is_480_bytes() {
+        assert_eq!(size_of::<Meta>(), 48);
+        // 480 = 7.5 lines: a slot starts at offset 0 or 32 of a line and spans 8 lines.
+        assert_eq!(size_of::<Slot>(), 480);
     }
 
     #[test]

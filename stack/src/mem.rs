@@ -283,13 +283,23 @@ impl BufferPool {
         self.in_use -= 1;
     }
 
-    /// Starts loading chunk `idx` (its first `lines` cache lines) into the cache.
-    pub(crate) fn prefetch(&self, idx: u32, lines: usize) {
-        let at = idx as usize * self.chunk;
+    /// Starts loading bytes `offset..offset + len` of chunk `idx` (clipped to the chunk)
+    /// into the cache.
+    pub(crate) fn prefetch(&self, idx: u32, offset: usize, len: usize) {
+        let chunk = idx as usize * self.chunk;
         let base = self.region.ptr.as_ptr().cast_const();
-        for line in 0..lines.min(self.chunk.div_ceil(64)) {
-            prefetch(base.wrapping_add(at + line * 64));
+        let end = (offset + len).min(self.chunk);
+        let mut at = offset & !63;
+        while at < end {
+            prefetch(base.wrapping_add(chunk + at));
+            at += 64;
         }
+    }
+
+    /// The address of chunk `idx` (tests compare smoltcp's ring positions with it).
+    #[cfg(test)]
+    pub(crate) fn chunk_addr(&self, idx: u32) -> usize {
+        self.region.ptr.as_ptr() as usize + idx as usize * self.chunk
     }
 
     /// The free-list link stored in free chunk `idx`.

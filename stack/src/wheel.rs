@@ -61,11 +61,14 @@
 //!
 //! # Memory
 //!
-//! 16 bytes per key, allocated once in [`Wheel::new`]: the links `next`/`prev` as `u32`,
-//! and one `u64` packing the wanted deadline modulo `2^36` (every deadline lies within
-//! `2^36` ms of `now`, which restores it), a scheduled flag and the index of the list the
-//! node is linked on. The wheel itself adds about 1.6 KiB for the list heads and bitmaps.
-//! Nothing is allocated afterwards except the growth of the caller's output vector.
+//! 16 bytes per key (a [`Node`]): the links `next`/`prev` as `u32`, and one `u64` packing
+//! the wanted deadline modulo `2^36` (every deadline lies within `2^36` ms of `now`, which
+//! restores it), a scheduled flag and the index of the list the node is linked on. The
+//! nodes live where the caller wants them ([`Nodes`]): [`Wheel`] allocates an array of them
+//! once, in [`Wheel::new`]; the stack keeps each in its connection's slot record, beside
+//! the rest of what a segment touches. The wheel itself ([`Timers`]) adds about 1.6 KiB for
+//! the list heads and bitmaps. Nothing is allocated afterwards except the growth of the
+//! caller's output vector.
 //!
 //! # Example
 //!
@@ -90,6 +93,8 @@
 //! ```
 
 use std::{fmt, mem};
+
+use crate::mem::{HugePages, Region};
 
 /// Bits of the deadline that one level resolves.
 const BITS: u32 = 6;
@@ -119,14 +124,14 @@ const IDLE: u64 = (UNLINKED as u64) << LIST_SHIFT;
 // `2^WANT_BITS` residues, so `now` restores it; and the list indices fit in 16 bits.
 const _: () = assert!(MAX_DELAY < WANT_MASK && DUE < UNLINKED);
 
-/// One key's links and timer state.
+/// One key's links and timer state: 16 bytes, kept by a [`Nodes`] store.
 ///
 /// `state` packs the deadline the key *wants* (modulo `2^36`, bits 0..36), whether it is
 /// scheduled (bit 36) and the list the node is *linked* on (bits 48..64): [`DUE`], a slot,
 /// or [`UNLINKED`]. The two are independent: a cancelled or postponed key may stay on a
 /// list that comes due earlier than it wants.
-#[derive(Clone, Copy)]
-struct Node {
+#[derive(Clone, Copy, Debug)]
+pub struct Node {
     next: u32,
     prev: u32,
     state: u64,
@@ -135,6 +140,13 @@ struct Node {
 const _: () = assert!(size_of::<Node>() == 16);
 
 impl Node {
+    /// A node on no list, not scheduled: what every key's node starts as.
+    pub const IDLE: Node = Node {
+        next: NIL,
+        prev: NIL,
+        state: IDLE,
+    };
+
     fn state(list: usize, scheduled: bool, wanted: u64) -> u64 {
         (list as u64) << LIST_SHIFT | u64::from(scheduled) << WANT_BITS | wanted & WANT_MASK
     }
@@ -148,11 +160,33 @@ impl Node {
     }
 }
 
-/// Hierarchical timing wheel with 1 ms ticks. Keys are dense indices `0..capacity`.
-///
-/// See the [module documentation](self) for the algorithm, its range and its costs.
-pub struct Wheel {
-    nodes: Box<[Node]>,
+/// Where [`Timers`] keep their nodes: one [`Node`] per key, starting as [`Node::IDLE`],
+/// owned by the caller and changed by nobody else. The stack keeps each connection's node
+/// in its slot record, so that a segment's timer work touches memory the segment touches
+/// anyway; [`Wheel`] keeps them in an array of its own.
+pub trait Nodes {
+    /// The node of `key`; `None` outside the store's keys.
+    fn node(&self, key: u32) -> Option<&Node>;
+    /// The node of `key`, to change; `None` outside the store's keys.
+    fn node_mut(&mut self, key: u32) -> Option<&mut Node>;
+}
+
+impl Nodes for [Node] {
+    fn node(&self, key: u32) -> Option<&Node> {
+        self.get(key as usize)
+    }
+
+    fn node_mut(&mut self, key: u32) -> Option<&mut Node> {
+        self.get_mut(key as usize)
+    }
+}
+
+/// The wheel without its nodes: list heads, bitmaps and the clock. Every call that
+/// touches nodes takes the store, which must be the same one each time (see [`Nodes`]).
+/// [`Wheel`] pairs the two for callers with no store of their own, and documents each
+/// operation.
+#[derive(Clone)]
+pub struct Timers {
     /// The heads of the slot lists, level by level, then of the due list.
     heads: [u32; DUE + 1],
     occupied: [u64; LEVELS],
@@ -161,25 +195,10 @@ pub struct Wheel {
     len: usize,
 }
 
-impl Wheel {
-    /// A wheel for keys `0..capacity` whose current tick is `now_ms`. All of the wheel's
-    /// memory is allocated here.
-    ///
-    /// # Panics
-    ///
-    /// If `capacity` exceeds `u32::MAX`.
-    pub fn new(capacity: usize, now_ms: u64) -> Wheel {
-        assert!(
-            capacity <= NIL as usize,
-            "wheel capacity {capacity} exceeds u32 keys"
-        );
-        let idle = Node {
-            next: NIL,
-            prev: NIL,
-            state: IDLE,
-        };
-        Wheel {
-            nodes: vec![idle; capacity].into_boxed_slice(),
+impl Timers {
+    /// Timers whose current tick is `now_ms`, with no key scheduled.
+    pub fn new(now_ms: u64) -> Timers {
+        Timers {
             heads: [NIL; DUE + 1],
             occupied: [0; LEVELS],
             now: now_ms,
@@ -187,38 +206,24 @@ impl Wheel {
         }
     }
 
-    /// The number of keys, valid ones being `0..capacity`.
-    pub fn capacity(&self) -> usize {
-        self.nodes.len()
-    }
-
-    /// The number of keys currently scheduled.
+    /// See [`Wheel::len`].
     pub fn len(&self) -> usize {
         self.len
     }
 
-    /// Whether no key is scheduled.
+    /// See [`Wheel::is_empty`].
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }
 
-    /// The wheel's current tick in ms: the latest time passed to [`expire`](Self::expire)
-    /// (or to [`new`](Self::new)).
+    /// See [`Wheel::now`].
     pub fn now(&self) -> u64 {
         self.now
     }
 
-    /// Schedules `key` to fire at `deadline_ms`, moving it if it is already scheduled. O(1).
-    ///
-    /// A deadline at or before [`now`](Self::now) becomes `now` and fires at the next
-    /// [`expire`](Self::expire); one more than `63 × 2^30` ms (about 2.1 years) ahead is
-    /// clamped to `now + 63 × 2^30`, the farthest tick the wheel holds. A `key` outside
-    /// `0..capacity` is ignored.
-    ///
-    /// If the key's node is still on a list that comes due no later than `deadline_ms`
-    /// (a postponement, or a key cancelled and scheduled again), only the node changes.
-    pub fn schedule(&mut self, key: u32, deadline_ms: u64) {
-        let Some(&node) = self.nodes.get(key as usize) else {
+    /// See [`Wheel::schedule`].
+    pub fn schedule<N: Nodes + ?Sized>(&mut self, nodes: &mut N, key: u32, deadline_ms: u64) {
+        let Some(&node) = nodes.node(key) else {
             return;
         };
         let deadline = deadline_ms.clamp(self.now, self.now.saturating_add(MAX_DELAY));
@@ -229,18 +234,19 @@ impl Wheel {
         if list != UNLINKED {
             if self.visit(list) <= deadline {
                 // Lazy: when its list comes due, the key fires or is relinked at `deadline`.
-                self.nodes[key as usize].state = Node::state(list, true, deadline);
+                if let Some(n) = nodes.node_mut(key) {
+                    n.state = Node::state(list, true, deadline);
+                }
                 return;
             }
-            self.unlink(node);
+            self.unlink(nodes, node);
         }
-        self.link(key, deadline);
+        self.link(nodes, key, deadline);
     }
 
-    /// Unschedules `key`. O(1), touching only the key's node: it stays on its list until
-    /// that comes due. `false` if it was not scheduled (or is out of range).
-    pub fn cancel(&mut self, key: u32) -> bool {
-        match self.nodes.get_mut(key as usize) {
+    /// See [`Wheel::cancel`].
+    pub fn cancel<N: Nodes + ?Sized>(&mut self, nodes: &mut N, key: u32) -> bool {
+        match nodes.node_mut(key) {
             Some(node) if node.scheduled() => {
                 node.state &= !SCHEDULED;
                 self.len -= 1;
@@ -250,39 +256,30 @@ impl Wheel {
         }
     }
 
-    /// The deadline of `key` as stored (that is, clamped), or `None` if not scheduled.
-    pub fn deadline(&self, key: u32) -> Option<u64> {
-        let &node = self.nodes.get(key as usize)?;
+    /// See [`Wheel::deadline`].
+    pub fn deadline<N: Nodes + ?Sized>(&self, nodes: &N, key: u32) -> Option<u64> {
+        let &node = nodes.node(key)?;
         node.scheduled().then(|| self.wanted(node))
     }
 
-    /// Advances the wheel to `now_ms` and appends to `out` every key whose deadline is at or
-    /// before `now_ms`, in non-decreasing deadline order; those keys are no longer
-    /// scheduled. Time never goes backwards: an earlier `now_ms` does nothing.
-    ///
-    /// The cost is proportional to the nodes on the lists that come due (keys that fire,
-    /// cascade or were postponed, and cancelled nodes), not to the time elapsed or the keys
-    /// scheduled.
-    pub fn expire(&mut self, now_ms: u64, out: &mut Vec<u32>) {
+    /// See [`Wheel::expire`].
+    pub fn expire<N: Nodes + ?Sized>(&mut self, nodes: &mut N, now_ms: u64, out: &mut Vec<u32>) {
         if now_ms < self.now {
             return;
         }
-        self.drain(DUE, out);
+        self.drain(nodes, DUE, out);
         while let Some((level, slot, start)) = self.next_slot() {
             if start > now_ms {
                 break;
             }
             self.now = start;
             self.occupied[level] &= !(1 << slot);
-            self.drain(level * SLOTS + slot, out);
+            self.drain(nodes, level * SLOTS + slot, out);
         }
         self.now = now_ms;
     }
 
-    /// A lower bound on the earliest deadline, `None` when nothing is scheduled: `now` if
-    /// the due list holds a node, else the first tick of the next occupied slot. It is early
-    /// when that slot holds only cascading, postponed or cancelled nodes. A poller may sleep
-    /// until then and call [`expire`](Self::expire), which also sharpens the next answer.
+    /// See [`Wheel::next_expiry`].
     pub fn next_expiry(&self) -> Option<u64> {
         if self.len == 0 {
             return None;
@@ -291,24 +288,6 @@ impl Wheel {
             return Some(self.now);
         }
         self.next_slot().map(|(_, _, start)| start)
-    }
-
-    /// The bytes this wheel occupies: its node array (16 bytes per key) plus the wheel
-    /// itself (slot heads and bitmaps).
-    pub fn memory_bytes(&self) -> usize {
-        self.memory()
-    }
-
-    /// Starts loading `key`'s node into the cache (a hint; out-of-range keys are ignored),
-    /// for callers that know which keys they will touch next.
-    pub fn prefetch(&self, key: u32) {
-        if let Some(node) = self.nodes.get(key as usize) {
-            crate::mem::prefetch(node);
-        }
-    }
-
-    fn memory(&self) -> usize {
-        size_of::<Self>() + size_of_val::<[Node]>(&self.nodes)
     }
 
     /// The wanted deadline of a scheduled node: the one value congruent to its stored bits
@@ -354,48 +333,55 @@ impl Wheel {
     /// Empties a list that has come due at `now`, whose head the caller no longer counts
     /// as occupied: fires the keys that want `now`, relinks the ones that want later (a
     /// cascade or a postponement) and unlinks the cancelled ones.
-    fn drain(&mut self, list: usize, out: &mut Vec<u32>) {
+    fn drain<N: Nodes + ?Sized>(&mut self, nodes: &mut N, list: usize, out: &mut Vec<u32>) {
         let mut key = mem::replace(&mut self.heads[list], NIL);
         while key != NIL {
-            let node = self.nodes[key as usize];
+            let Some(&node) = nodes.node(key) else {
+                // Not a key of this store: the caller broke the one-store rule. Drop the
+                // rest of the list rather than loop on garbage.
+                debug_assert!(false, "wheel list names key {key} outside the store");
+                return;
+            };
             if !node.scheduled() {
-                self.nodes[key as usize].state = IDLE;
+                set_state(nodes, key, IDLE);
             } else if self.wanted(node) == self.now {
-                self.nodes[key as usize].state = IDLE;
+                set_state(nodes, key, IDLE);
                 out.push(key);
                 self.len -= 1;
             } else {
-                self.link(key, self.wanted(node));
+                self.link(nodes, key, self.wanted(node));
             }
             key = node.next;
         }
     }
 
     /// Pushes `key` (on no list) onto the list of `deadline`, scheduled to fire then.
-    fn link(&mut self, key: u32, deadline: u64) {
+    fn link<N: Nodes + ?Sized>(&mut self, nodes: &mut N, key: u32, deadline: u64) {
         let list = self.place(deadline);
         let next = mem::replace(&mut self.heads[list], key);
         if list != DUE {
             self.occupied[list / SLOTS] |= 1 << (list % SLOTS);
         }
-        if next != NIL {
-            self.nodes[next as usize].prev = key;
+        if let Some(n) = nodes.node_mut(next) {
+            n.prev = key;
         }
-        self.nodes[key as usize] = Node {
-            next,
-            prev: NIL,
-            state: Node::state(list, true, deadline),
-        };
+        if let Some(n) = nodes.node_mut(key) {
+            *n = Node {
+                next,
+                prev: NIL,
+                state: Node::state(list, true, deadline),
+            };
+        }
     }
 
     /// Takes a linked node off its list, leaving the node itself stale for `link`.
-    fn unlink(&mut self, node: Node) {
+    fn unlink<N: Nodes + ?Sized>(&mut self, nodes: &mut N, node: Node) {
         let Node { next, prev, .. } = node;
-        if next != NIL {
-            self.nodes[next as usize].prev = prev;
+        if let Some(n) = nodes.node_mut(next) {
+            n.prev = prev;
         }
-        if prev != NIL {
-            self.nodes[prev as usize].next = next;
+        if let Some(n) = nodes.node_mut(prev) {
+            n.next = next;
         } else {
             let list = node.list();
             self.heads[list] = next;
@@ -406,10 +392,123 @@ impl Wheel {
     }
 }
 
+fn set_state<N: Nodes + ?Sized>(nodes: &mut N, key: u32, state: u64) {
+    if let Some(n) = nodes.node_mut(key) {
+        n.state = state;
+    }
+}
+
+/// Hierarchical timing wheel with 1 ms ticks. Keys are dense indices `0..capacity`.
+///
+/// See the [module documentation](self) for the algorithm, its range and its costs.
+pub struct Wheel {
+    timers: Timers,
+    nodes: Region<Node>,
+}
+
+impl Wheel {
+    /// A wheel for keys `0..capacity` whose current tick is `now_ms`. All of the wheel's
+    /// memory is allocated here (anonymous pages advised for transparent hugepages).
+    ///
+    /// # Panics
+    ///
+    /// If `capacity` exceeds `u32::MAX` or the memory cannot be mapped.
+    pub fn new(capacity: usize, now_ms: u64) -> Wheel {
+        assert!(
+            capacity <= NIL as usize,
+            "wheel capacity {capacity} exceeds u32 keys"
+        );
+        let nodes = Region::new(capacity, HugePages::Off, |_| Node::IDLE)
+            .unwrap_or_else(|| panic!("cannot map a wheel for {capacity} keys"));
+        Wheel {
+            timers: Timers::new(now_ms),
+            nodes,
+        }
+    }
+
+    /// The number of keys, valid ones being `0..capacity`.
+    pub fn capacity(&self) -> usize {
+        self.nodes.len()
+    }
+
+    /// The number of keys currently scheduled.
+    pub fn len(&self) -> usize {
+        self.timers.len()
+    }
+
+    /// Whether no key is scheduled.
+    pub fn is_empty(&self) -> bool {
+        self.timers.is_empty()
+    }
+
+    /// The wheel's current tick in ms: the latest time passed to [`expire`](Self::expire)
+    /// (or to [`new`](Self::new)).
+    pub fn now(&self) -> u64 {
+        self.timers.now()
+    }
+
+    /// Schedules `key` to fire at `deadline_ms`, moving it if it is already scheduled. O(1).
+    ///
+    /// A deadline at or before [`now`](Self::now) becomes `now` and fires at the next
+    /// [`expire`](Self::expire); one more than `63 × 2^30` ms (about 2.1 years) ahead is
+    /// clamped to `now + 63 × 2^30`, the farthest tick the wheel holds. A `key` outside
+    /// `0..capacity` is ignored.
+    ///
+    /// If the key's node is still on a list that comes due no later than `deadline_ms`
+    /// (a postponement, or a key cancelled and scheduled again), only the node changes.
+    pub fn schedule(&mut self, key: u32, deadline_ms: u64) {
+        self.timers.schedule(&mut *self.nodes, key, deadline_ms);
+    }
+
+    /// Unschedules `key`. O(1), touching only the key's node: it stays on its list until
+    /// that comes due. `false` if it was not scheduled (or is out of range).
+    pub fn cancel(&mut self, key: u32) -> bool {
+        self.timers.cancel(&mut *self.nodes, key)
+    }
+
+    /// The deadline of `key` as stored (that is, clamped), or `None` if not scheduled.
+    pub fn deadline(&self, key: u32) -> Option<u64> {
+        self.timers.deadline(&*self.nodes, key)
+    }
+
+    /// Advances the wheel to `now_ms` and appends to `out` every key whose deadline is at or
+    /// before `now_ms`, in non-decreasing deadline order; those keys are no longer
+    /// scheduled. Time never goes backwards: an earlier `now_ms` does nothing.
+    ///
+    /// The cost is proportional to the nodes on the lists that come due (keys that fire,
+    /// cascade or were postponed, and cancelled nodes), not to the time elapsed or the keys
+    /// scheduled.
+    pub fn expire(&mut self, now_ms: u64, out: &mut Vec<u32>) {
+        self.timers.expire(&mut *self.nodes, now_ms, out);
+    }
+
+    /// A lower bound on the earliest deadline, `None` when nothing is scheduled: `now` if
+    /// the due list holds a node, else the first tick of the next occupied slot. It is early
+    /// when that slot holds only cascading, postponed or cancelled nodes. A poller may sleep
+    /// until then and call [`expire`](Self::expire), which also sharpens the next answer.
+    pub fn next_expiry(&self) -> Option<u64> {
+        self.timers.next_expiry()
+    }
+
+    /// The bytes this wheel occupies: its node array (16 bytes per key) plus the wheel
+    /// itself (slot heads and bitmaps).
+    pub fn memory_bytes(&self) -> usize {
+        size_of::<Self>() + self.nodes.bytes()
+    }
+}
+
 impl fmt::Debug for Wheel {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Wheel")
             .field("capacity", &self.capacity())
+            .field("timers", &self.timers)
+            .finish()
+    }
+}
+
+impl fmt::Debug for Timers {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Timers")
             .field("len", &self.len)
             .field("now", &self.now)
             .field("next_expiry", &self.next_expiry())
