@@ -71,8 +71,12 @@ impl Drop {
 /// What a valid frame is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Class {
-    /// A TCP segment, with its 4-tuple and flags.
-    Tcp { key: FourTuple, flags: Flags },
+    /// A TCP segment, with its 4-tuple, flags and payload length.
+    Tcp {
+        key: FourTuple,
+        flags: Flags,
+        payload: u16,
+    },
     /// ARP or ICMP: for smoltcp's interface, with no socket.
     Control,
 }
@@ -167,5 +171,6 @@ pub(crate) fn classify(frame: &[u8], local: &Local<'_>) -> Result<Class, Drop> {
             ack: tcp.ack(),
             rst: tcp.rst(),
         },
+        payload: u16::try_from(tcp.payload().len()).unwrap_or(u16::MAX),
     })
 }

@@ -39,8 +39,9 @@ const SEGMENTS_PER_ROUND: usize = 64;
 /// Frames whose memory [`Stack::ingress_batch`] prefetches together.
 pub const BATCH: usize = 16;
 
-/// Bytes of each ring to prefetch from its hinted position ([`Meta::rx_at`](crate::conn::Meta)):
-/// one line, or two when the position is in the second half of a line.
+/// Bytes of the transmit ring to prefetch from its hinted position
+/// ([`Meta::tx_at`](crate::conn::Meta)) for an answer: one line, or two when the position
+/// is in the second half of a line.
 const HINT_BYTES: usize = 32;
 
 const NO_SLOT: u32 = u32::MAX;
@@ -315,9 +316,14 @@ impl Stack {
                 self.prefetch_chunk_slots(&mut preps[(i + 1) % 3]);
             }
             let prep = preps[i % 3];
-            for &slot in &prep.slots[..prep.len] {
-                if slot != NO_SLOT {
-                    self.prefetch_buffers(slot);
+            for (&slot, &(class, _)) in prep.slots[..prep.len].iter().zip(&prep.seen) {
+                // Where the payload lands, and where an answer would go; for a bare ACK,
+                // nothing.
+                if let Ok(Class::Tcp { payload, .. }) = class
+                    && slot != NO_SLOT
+                {
+                    let payload = usize::from(payload);
+                    self.prefetch_buffers(slot, payload, payload > 0);
                 }
             }
             for (frame, &(class, hash)) in chunk(i).iter().zip(&prep.seen) {
@@ -364,7 +370,7 @@ impl Stack {
         }
         for c in conns {
             if self.slab.check(*c).is_some() {
-                self.prefetch_buffers(c.slot);
+                self.prefetch_buffers(c.slot, 0, true);
             }
         }
     }
@@ -380,11 +386,11 @@ impl Stack {
     }
 
     /// Reads the slot record (prefetched before) to find the buffer chunk, then prefetches
-    /// the lines of it that the next segment and the answer to it most likely touch: where
-    /// received bytes land in the receive ring and where the next send lands in the
+    /// the lines of it that are about to be touched: `rx` bytes where received bytes land
+    /// in the receive ring, and (if `tx`) the line where the next send lands in the
     /// transmit ring. (A whole 512-byte chunk is 8 lines; among millions of connections
     /// every line is a miss, and the core can have only about ten in flight.)
-    fn prefetch_buffers(&self, slot: u32) {
+    fn prefetch_buffers(&self, slot: u32, rx: usize, tx: bool) {
         let m = &self.slab.slots[slot as usize].meta;
         if !m.has(flag::LIVE) {
             return;
@@ -392,8 +398,12 @@ impl Stack {
         if let Some(p) = self.profiles.get(usize::from(m.profile))
             && let Some(pool) = self.pools.get(usize::from(p.pool))
         {
-            pool.prefetch(m.link, usize::from(m.rx_at), HINT_BYTES);
-            pool.prefetch(m.link, p.opts.rx_buf + usize::from(m.tx_at), HINT_BYTES);
+            if rx > 0 {
+                pool.prefetch(m.link, usize::from(m.rx_at), rx.min(p.opts.rx_buf));
+            }
+            if tx {
+                pool.prefetch(m.link, p.opts.rx_buf + usize::from(m.tx_at), HINT_BYTES);
+            }
         }
     }
 
@@ -421,7 +431,7 @@ impl Stack {
                 self.counters.drop(why);
             }
             Ok(Class::Control) => self.ingress_unowned(now, frame, tx),
-            Ok(Class::Tcp { key, flags }) => {
+            Ok(Class::Tcp { key, flags, .. }) => {
                 if flags.rst {
                     self.counters.resets_received += 1;
                 }
