@@ -124,12 +124,13 @@ const IDLE: u64 = (UNLINKED as u64) << LIST_SHIFT;
 // `2^WANT_BITS` residues, so `now` restores it; and the list indices fit in 16 bits.
 const _: () = assert!(MAX_DELAY < WANT_MASK && DUE < UNLINKED);
 
-/// One key's links and timer state: 16 bytes, kept by a [`Nodes`] store.
-///
-/// `state` packs the deadline the key *wants* (modulo `2^36`, bits 0..36), whether it is
-/// scheduled (bit 36) and the list the node is *linked* on (bits 48..64): [`DUE`], a slot,
-/// or [`UNLINKED`]. The two are independent: a cancelled or postponed key may stay on a
-/// list that comes due earlier than it wants.
+/// One key's links and timer state: 16 bytes, kept by a [`Nodes`] store. Opaque: only the
+/// wheel reads or changes it; a store starts every node as [`Node::IDLE`].
+//
+// `state` packs the deadline the key *wants* (modulo `2^36`, bits 0..36), whether it is
+// scheduled (bit 36) and the list the node is *linked* on (bits 48..64): `DUE`, a slot, or
+// `UNLINKED`. The two are independent: a cancelled or postponed key may stay on a list that
+// comes due earlier than it wants.
 #[derive(Clone, Copy, Debug)]
 pub struct Node {
     next: u32,
