@@ -55,9 +55,10 @@
 //!
 //! # Memory
 //!
-//! Per connection: smoltcp's `SocketStorage` (432 bytes in smoltcp 0.14), a 32-byte slot
-//! record, the rx and tx buffers, 8 to 16 bytes of demux table and 16 bytes of timer node.
-//! With 256-byte buffers that is just under 1 KiB. Big allocations come from 2 MiB
+//! Per connection: smoltcp's `SocketStorage` (432 bytes in smoltcp 0.14), a 48-byte slot
+//! record holding the timer node (480 bytes together, 8 cache lines), the rx and tx
+//! buffers, and 16 to 32 bytes of demux table. With 256-byte buffers that is just under
+//! 1 KiB. Big allocations come from 2 MiB
 //! hugepages when reserved (see [`HugePages`]).
 //!
 //! # Not supported
