@@ -13,7 +13,7 @@ use crate::conn::{ConnId, flag};
 use crate::counters::Refusal;
 use crate::listener::{ListenError, ListenOptions, Listener, ListenerId, SocketOptions};
 use crate::mem;
-use crate::stack::{Event, Stack};
+use crate::stack::{Event, Seen, Stack, seen};
 use crate::table::FourTuple;
 
 /// Why an operation on a connection failed.
@@ -240,9 +240,9 @@ impl Stack {
         Ok(f(set.get_mut::<tcp::Socket>(SocketHandle::default())))
     }
 
-    fn socket_seen(&mut self, slot: u32) -> crate::stack::Seen {
+    fn socket_seen(&mut self, slot: u32) -> Seen {
         let set = mem::one_slot(&mut self.slab.slots[slot as usize].storage);
-        crate::stack::seen(set.get::<tcp::Socket>(SocketHandle::default()))
+        seen(set.get::<tcp::Socket>(SocketHandle::default()))
     }
 
     /// Copies received bytes into `buf`; `Ok(0)` when none are waiting,
@@ -275,11 +275,11 @@ impl Stack {
     /// Queues `data` for sending; returns how much fit. A short count arms a
     /// [`Event::Writable`] for when space frees up.
     pub fn send(&mut self, id: ConnId, data: &[u8]) -> Result<usize, ConnError> {
-        let (r, queued) = self.with_socket(id, |s| {
-            let q0 = s.send_queue();
-            (s.send_slice(data), (q0, s.send_queue()))
+        let (r, before, after) = self.with_socket(id, |s| {
+            let before = seen(s);
+            (s.send_slice(data), before, seen(s))
         })?;
-        self.after_send(id, r.as_ref().is_ok_and(|&n| n < data.len()), queued);
+        self.after_send(id, r.as_ref().is_ok_and(|&n| n < data.len()), before, after);
         r.map_err(|_| ConnError::InvalidState)
     }
 
@@ -292,27 +292,20 @@ impl Stack {
         want: usize,
         f: impl FnOnce(&mut [u8]) -> (usize, R),
     ) -> Result<R, ConnError> {
-        let (r, short, queued) = self.with_socket(id, |s| {
-            let q0 = s.send_queue();
-            let room = s.send_capacity() - q0;
-            (s.send(f), room < want, (q0, s.send_queue()))
+        let (r, before, after) = self.with_socket(id, |s| {
+            let before = seen(s);
+            (s.send(f), before, seen(s))
         })?;
-        self.after_send(id, short, queued);
+        self.after_send(id, before.send_room < want, before, after);
         r.map_err(|_| ConnError::InvalidState)
     }
 
-    /// `queued`: the transmit queue's length before and after the write.
-    fn after_send(&mut self, id: ConnId, short: bool, queued: (usize, usize)) {
-        let m = &mut self.slab.slots[id.slot as usize].meta;
+    /// `before`, `after`: the socket around the write.
+    fn after_send(&mut self, id: ConnId, short: bool, before: Seen, after: Seen) {
         if short {
-            m.flags |= flag::WANT_WRITE;
+            self.slab.slots[id.slot as usize].meta.flags |= flag::WANT_WRITE;
         }
-        // The write position hint (see `Meta::tx_at`): smoltcp rewinds an empty ring
-        // before writing into it.
-        let (q0, q1) = queued;
-        let cap = self.profiles[usize::from(m.profile)].opts.tx_buf;
-        let from = if q0 == 0 { 0 } else { m.tx_at };
-        m.tx_at = crate::stack::ring_add(from, q1.saturating_sub(q0), cap);
+        self.track_rings(id.slot, before, after);
         self.mark_dirty(id.slot);
     }
 

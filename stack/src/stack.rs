@@ -688,14 +688,19 @@ impl Stack {
         true
     }
 
-    /// Moves `slot`'s ring position hints past what a poll enqueued and acknowledged:
-    /// received bytes advance the receive position; a transmit queue seen empty will be
-    /// written from its start.
-    fn track_rings(&mut self, slot: u32, before: Seen, after: Seen) {
+    /// Moves `slot`'s ring position hints (`Meta::rx_at`, `tx_at`) past what a poll or a
+    /// send did between `before` and `after`: received bytes advance the receive
+    /// position, written bytes the transmit position. A transmit ring left empty by a poll
+    /// (acknowledged, the only way it empties) is written from its start next, as smoltcp
+    /// rewinds an empty ring before writing, so the hint goes to 0 then.
+    pub(crate) fn track_rings(&mut self, slot: u32, before: Seen, after: Seen) {
         let m = &mut self.slab.slots[slot as usize].meta;
         let opts = &self.profiles[usize::from(m.profile)].opts;
         if after.recv_queue > before.recv_queue {
             m.rx_at = ring_add(m.rx_at, after.recv_queue - before.recv_queue, opts.rx_buf);
+        }
+        if after.send_room < before.send_room {
+            m.tx_at = ring_add(m.tx_at, before.send_room - after.send_room, opts.tx_buf);
         }
         if after.send_room == opts.tx_buf {
             m.tx_at = 0;
@@ -865,7 +870,7 @@ impl Stack {
 }
 
 /// `at + n` in a ring of `cap` bytes, kept modulo 2^16 (see `Meta::rx_at`).
-pub(crate) fn ring_add(at: u16, n: usize, cap: usize) -> u16 {
+fn ring_add(at: u16, n: usize, cap: usize) -> u16 {
     if cap == 0 {
         return 0;
     }
