@@ -48,10 +48,8 @@ pub struct KernelOptions {
     pub services: Vec<services::Spec>,
     /// Workers, connection limits and buffers.
     pub config: kernel::Config,
-    /// Settings of the http service.
-    pub http: services::http::Config,
-    /// Settings of the push service.
-    pub push: services::push::Config,
+    /// Settings of the built-in services (timeouts, the http body).
+    pub settings: services::Settings,
     /// Stop after this long (`None`: until the stop flag is set).
     pub duration: Option<Duration>,
 }
@@ -66,10 +64,10 @@ pub fn start_kernel(
         .iter()
         .map(|s| SocketAddr::new(opts.addr, s.port))
         .collect();
-    let (http, push, specs) = (opts.http, opts.push, opts.services.clone());
+    let (settings, specs) = (opts.settings, opts.services.clone());
     kernel::Server::start(&opts.config, &addrs, move |_, bound| {
         let ports = bound.iter().zip(&specs).map(|(a, s)| (a.port(), s.kind));
-        services::Builtin::new(ports.collect(), http, push)
+        services::Builtin::new(ports.collect(), &settings)
     })
 }
 

@@ -69,6 +69,11 @@ impl<S: Service> Simulation<S> {
         &mut self.pair.a
     }
 
+    /// The server end: the stack the service runs on (its connections, counters, memory).
+    pub fn server(&mut self) -> &mut Stack {
+        &mut self.pair.b
+    }
+
     /// The runtime (service and stats).
     pub fn runtime(&mut self) -> &mut Runtime<S> {
         &mut self.rt

@@ -16,8 +16,7 @@ fn options(kinds: &[Kind], workers: usize) -> KernelOptions {
             max_connections: 2048,
             ..kernel::Config::default()
         },
-        http: Default::default(),
-        push: Default::default(),
+        settings: Default::default(),
         duration: None,
     }
 }

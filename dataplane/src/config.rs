@@ -50,8 +50,9 @@ pub struct Options {
     pub frame_size: u32,
     /// How long a stop lets open connections finish before resetting them.
     pub grace: std::time::Duration,
-    /// Response body bytes of the http service.
-    pub http_body: usize,
+    /// Settings of the built-in services: the http body, and the timeouts that close
+    /// slow and silent peers.
+    pub settings: c10m_apps::services::Settings,
     /// The management socket and metrics listener.
     pub management: crate::control::Settings,
 }
@@ -76,7 +77,7 @@ impl Default for Options {
             frames: 4096,
             frame_size: 2048,
             grace: std::time::Duration::from_secs(5),
-            http_body: 13,
+            settings: c10m_apps::services::Settings::default(),
             management: crate::control::Settings::default(),
         }
     }

@@ -34,6 +34,14 @@ pub struct FileConfig {
     pub metrics: Option<String>,
     pub log_level: Option<String>,
     pub http_body: Option<usize>,
+    /// Seconds; 0 for none.
+    pub http_header_timeout: Option<f64>,
+    /// Seconds; 0 for none.
+    pub http_idle_timeout: Option<f64>,
+    /// Seconds; 0 for none.
+    pub echo_idle_timeout: Option<f64>,
+    /// Seconds; 0 for none.
+    pub push_idle_timeout: Option<f64>,
 }
 
 /// Keys that a SIGHUP applies without a restart.
@@ -84,7 +92,38 @@ impl FileConfig {
             )*};
         }
         plain!(max_conns => max_conns, backlog => backlog, rx_buf => rx_buf, tx_buf => tx_buf,
-               umem_frames => frames, frame_size => frame_size, http_body => http_body);
+               umem_frames => frames, frame_size => frame_size);
+        let s = &mut o.settings;
+        if let Some(v) = self.http_body {
+            s.http.body_size = v;
+        }
+        let times = [
+            (
+                "http_header_timeout",
+                self.http_header_timeout,
+                &mut s.http.header_timeout,
+            ),
+            (
+                "http_idle_timeout",
+                self.http_idle_timeout,
+                &mut s.http.idle_timeout,
+            ),
+            (
+                "echo_idle_timeout",
+                self.echo_idle_timeout,
+                &mut s.echo.idle_timeout,
+            ),
+            (
+                "push_idle_timeout",
+                self.push_idle_timeout,
+                &mut s.push.idle_timeout,
+            ),
+        ];
+        for (key, secs, to) in times {
+            if let Some(secs) = secs {
+                *to = parse_timeout(secs).map_err(field(key))?;
+            }
+        }
         if let Some(g) = self.grace {
             o.grace = parse_grace(g).map_err(field("grace"))?;
         }
@@ -138,6 +177,17 @@ pub fn parse_grace(secs: f64) -> Result<Duration, String> {
     }
 }
 
+/// A service timeout in seconds: 0 turns it off (`None`), at most a day.
+pub fn parse_timeout(secs: f64) -> Result<Option<Duration>, String> {
+    if (0.0..=86_400.0).contains(&secs) {
+        Ok((secs > 0.0).then(|| Duration::from_secs_f64(secs)))
+    } else {
+        Err(format!(
+            "timeout {secs} s: expected 0 (none) to 86400 seconds"
+        ))
+    }
+}
+
 /// `auto`, `on` or `off`.
 pub fn parse_zero_copy(s: &str) -> Result<crate::ZeroCopy, String> {
     match s {
@@ -172,6 +222,29 @@ mod tests {
     }
 
     #[test]
+    fn sets_the_service_timeouts() {
+        let d = parse("").unwrap().settings;
+        assert_eq!(d.http.header_timeout, Some(Duration::from_secs(30)));
+        assert_eq!(d.http.idle_timeout, Some(Duration::from_secs(75)));
+        assert_eq!(d.echo.idle_timeout, Some(Duration::from_secs(300)));
+        assert_eq!(d.push.idle_timeout, Some(Duration::from_secs(60)));
+        let o = parse(
+            "http_header_timeout = 5\nhttp_idle_timeout = 0\necho_idle_timeout = 1.5\npush_idle_timeout = 90",
+        )
+        .unwrap()
+        .settings;
+        assert_eq!(o.http.header_timeout, Some(Duration::from_secs(5)));
+        assert_eq!(o.http.idle_timeout, None, "0 turns it off");
+        assert_eq!(o.echo.idle_timeout, Some(Duration::from_millis(1500)));
+        assert_eq!(o.push.idle_timeout, Some(Duration::from_secs(90)));
+        let e = parse("echo_idle_timeout = -1").unwrap_err();
+        assert!(
+            e.contains("`echo_idle_timeout`") && e.contains("0 (none)"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn errors_name_the_key() {
         let e = parse("queues = \"two\"").unwrap_err();
         assert!(e.contains("key `queues`"), "{e}");
@@ -190,8 +263,15 @@ mod tests {
 
     #[test]
     fn sets_the_http_body_size() {
-        assert_eq!(parse("").unwrap().http_body, 13, "the default");
-        assert_eq!(parse("http_body = 1000").unwrap().http_body, 1000);
+        assert_eq!(
+            parse("").unwrap().settings.http.body_size,
+            13,
+            "the default"
+        );
+        assert_eq!(
+            parse("http_body = 1000").unwrap().settings.http.body_size,
+            1000
+        );
         let e = parse("http_body = -1").unwrap_err();
         assert!(e.contains("key `http_body`"), "{e}");
     }

@@ -75,8 +75,8 @@ pub fn run_with(
         .iter()
         .map(|&(s, port)| (s.name().to_owned(), port))
         .collect();
-    let (services, body) = (opts.services.clone(), opts.http_body);
-    let make = move |_: usize, _: &[SocketAddr]| service::builtin(&services, body);
+    let (services, settings) = (opts.services.clone(), opts.settings);
+    let make = move |_: usize, _: &[SocketAddr]| service::builtin(&services, &settings);
     launch(opts, listen, stop, hooks, make, Extras::builtin(), on_ready)
 }
 

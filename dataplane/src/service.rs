@@ -18,7 +18,7 @@ use std::str::FromStr;
 use std::net::SocketAddrV4;
 
 use c10m_apps::Runtime;
-use c10m_apps::services::{Builtin, Kind, http, push};
+use c10m_apps::services::{Builtin, Kind, Settings, push};
 use c10m_stack::{Instant, ListenError, ListenOptions, ListenerId, Stack};
 
 use crate::control::ConnInfo;
@@ -173,14 +173,10 @@ fn builtin_stats(rt: &Runtime<Builtin>) -> EchoStats {
     }
 }
 
-/// The built-in services of `ports`, with an http body of `http_body` bytes.
-pub(crate) fn builtin(ports: &[(Service, u16)], http_body: usize) -> Builtin {
+/// The built-in services of `ports`, with these settings.
+pub(crate) fn builtin(ports: &[(Service, u16)], settings: &Settings) -> Builtin {
     let ports = ports.iter().map(|&(s, p)| (p, s.kind())).collect();
-    let http = http::Config {
-        body_size: http_body,
-        ..http::Config::default()
-    };
-    Builtin::new(ports, http, push::Config::default())
+    Builtin::new(ports, settings)
 }
 
 /// One worker's service, on its runtime.

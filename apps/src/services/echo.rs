@@ -1,6 +1,25 @@
-//! `echo`: sends every byte back (RFC 862), closing after the peer does.
+//! `echo`: sends every byte back (RFC 862), closing after the peer does. A connection
+//! silent for [`Config::idle_timeout`] (300 s by default) is closed, so peers that connect
+//! and never speak do not hold their slots forever.
+
+use std::time::Duration;
 
 use crate::{Conn, Error, Service};
+
+/// Settings of the echo service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Config {
+    /// Close a connection from which nothing arrived for this long; `None`: never.
+    pub idle_timeout: Option<Duration>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            idle_timeout: Some(Duration::from_secs(300)),
+        }
+    }
+}
 
 /// Most bytes moved per read: the service's one scratch buffer.
 const CHUNK: usize = 16 * 1024;
@@ -8,6 +27,7 @@ const CHUNK: usize = 16 * 1024;
 /// The echo service of one worker.
 #[derive(Debug)]
 pub struct Echo {
+    cfg: Config,
     buf: Box<[u8]>,
     /// Bytes echoed.
     pub bytes: u64,
@@ -15,14 +35,20 @@ pub struct Echo {
 
 impl Default for Echo {
     fn default() -> Self {
-        Echo {
-            buf: vec![0; CHUNK].into_boxed_slice(),
-            bytes: 0,
-        }
+        Echo::new(Config::default())
     }
 }
 
 impl Echo {
+    /// An echo service with these settings.
+    pub fn new(cfg: Config) -> Self {
+        Echo {
+            cfg,
+            buf: vec![0; CHUNK].into_boxed_slice(),
+            bytes: 0,
+        }
+    }
+
     /// Moves what fits from the receive side to the transmit side.
     fn pump(&mut self, conn: &mut Conn<'_>) {
         loop {
@@ -61,5 +87,9 @@ impl Service for Echo {
 
     fn on_writable(&mut self, conn: &mut Conn<'_>, _state: &mut ()) {
         self.pump(conn);
+    }
+
+    fn idle_timeout(&self) -> Option<Duration> {
+        self.cfg.idle_timeout
     }
 }

@@ -7,6 +7,15 @@
 //! Requests are parsed in place in the receive buffer; only a request split by the end of
 //! a read (or the buffer's wrap) is copied into a per-connection buffer, bounded by the
 //! header limit.
+//!
+//! Slow and silent peers are closed, as nginx closes them: a request head must arrive
+//! whole within [`Config::header_timeout`] (30 s; nginx's `client_header_timeout` is 60 s),
+//! counted from the accept for the first request and from its first byte for later ones —
+//! a client trickling a byte now and then cannot hold the connection — and a keep-alive
+//! connection with no request under way is closed after [`Config::idle_timeout`] of silence
+//! (75 s, nginx's `keepalive_timeout`).
+
+use std::time::Duration;
 
 use crate::{Conn, Error, Service};
 
@@ -19,6 +28,11 @@ pub struct Config {
     pub max_header: usize,
     /// Largest request body accepted (and discarded), bytes.
     pub max_body: u64,
+    /// Close a connection whose request head is not complete this long after the accept
+    /// (first request) or after its first byte (later ones); `None`: never.
+    pub header_timeout: Option<Duration>,
+    /// Close a connection from which nothing arrived for this long; `None`: never.
+    pub idle_timeout: Option<Duration>,
 }
 
 impl Default for Config {
@@ -27,6 +41,8 @@ impl Default for Config {
             body_size: 13,
             max_header: 8192,
             max_body: 1 << 20,
+            header_timeout: Some(Duration::from_secs(30)),
+            idle_timeout: Some(Duration::from_secs(75)),
         }
     }
 }
@@ -57,6 +73,8 @@ pub struct Stats {
     pub requests: u64,
     /// Requests refused (4xx, 5xx).
     pub errors: u64,
+    /// Connections closed because a request head did not arrive in time.
+    pub header_timeouts: u64,
 }
 
 /// A connection's parser state.
@@ -68,6 +86,8 @@ pub struct State {
     skip: u64,
     /// A response not yet fully queued: which, and how much is sent.
     out: Option<(Resp, usize)>,
+    /// The header timeout is armed: a request head is awaited or under way.
+    awaiting_head: bool,
 }
 
 /// The http service of one worker.
@@ -276,21 +296,57 @@ impl Http {
             }
         }
     }
+
+    /// Arms the header timeout while a request head is under way (bytes of it kept in
+    /// `partial`), disarms it when none is; an armed one keeps its start.
+    fn watch_head(&self, conn: &mut Conn<'_>, st: &mut State) {
+        let Some(limit) = self.cfg.header_timeout else {
+            return;
+        };
+        let under_way = !st.partial.is_empty();
+        if under_way && !st.awaiting_head {
+            conn.set_timer(limit);
+        } else if !under_way && st.awaiting_head {
+            conn.cancel_timer();
+        }
+        st.awaiting_head = under_way;
+    }
 }
 
 impl Service for Http {
     type State = State;
     type Command = ();
 
-    fn on_accept(&mut self, _conn: &mut Conn<'_>) -> State {
-        State::default()
+    fn on_accept(&mut self, conn: &mut Conn<'_>) -> State {
+        // The first request's head is awaited from the start.
+        if let Some(limit) = self.cfg.header_timeout {
+            conn.set_timer(limit);
+        }
+        State {
+            awaiting_head: self.cfg.header_timeout.is_some(),
+            ..State::default()
+        }
     }
 
     fn on_readable(&mut self, conn: &mut Conn<'_>, st: &mut State) {
         self.pump(conn, st);
+        self.watch_head(conn, st);
     }
 
     fn on_writable(&mut self, conn: &mut Conn<'_>, st: &mut State) {
         self.pump(conn, st);
+        self.watch_head(conn, st);
+    }
+
+    fn on_timer(&mut self, conn: &mut Conn<'_>, st: &mut State) {
+        if st.awaiting_head {
+            self.stats.header_timeouts += 1;
+            st.awaiting_head = false;
+            conn.close();
+        }
+    }
+
+    fn idle_timeout(&self) -> Option<Duration> {
+        self.cfg.idle_timeout
     }
 }

@@ -2,13 +2,12 @@
 //! (each on its own port), as `c10m kernel --service NAME:PORT` and
 //! `c10m run --service NAME:PORT` do.
 
-mod echo;
+pub mod echo;
 pub mod http;
 pub mod push;
 
 use std::fmt;
 use std::str::FromStr;
-use std::time::Duration;
 
 pub use echo::Echo;
 pub use http::Http;
@@ -87,6 +86,19 @@ impl FromStr for Spec {
     }
 }
 
+/// The settings of every built-in service, with their defaults: `echo` closes
+/// connections idle for 300 s; `http` waits 30 s for a request head and 75 s on an idle
+/// keep-alive connection; `push` closes subscribers silent for 60 s.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Settings {
+    /// The echo service's.
+    pub echo: echo::Config,
+    /// The http service's.
+    pub http: http::Config,
+    /// The push service's.
+    pub push: push::Config,
+}
+
 /// The built-in services of one worker, dispatched by the port a connection came in on.
 #[derive(Debug)]
 pub struct Builtin {
@@ -97,7 +109,6 @@ pub struct Builtin {
     pub http: Http,
     /// The push service.
     pub push: Push,
-    push_idle: Duration,
 }
 
 /// A connection's state in [`Builtin`].
@@ -113,13 +124,12 @@ pub enum State {
 
 impl Builtin {
     /// Services on ports: `ports` maps each listening port to its service.
-    pub fn new(ports: Vec<(u16, Kind)>, http: http::Config, push: push::Config) -> Self {
+    pub fn new(ports: Vec<(u16, Kind)>, settings: &Settings) -> Self {
         Builtin {
             ports,
-            echo: Echo::default(),
-            http: Http::new(http),
-            push: Push::new(push),
-            push_idle: push.idle_timeout,
+            echo: Echo::new(settings.echo),
+            http: Http::new(settings.http),
+            push: Push::new(settings.push),
         }
     }
 }
@@ -130,13 +140,21 @@ impl Service for Builtin {
 
     fn on_accept(&mut self, conn: &mut Conn<'_>) -> State {
         let port = conn.local_port();
+        // Each service's own idle timeout, per connection (this service has none).
         match self.ports.iter().find(|(p, _)| *p == port).map(|p| p.1) {
-            Some(Kind::Http) => State::Http(self.http.on_accept(conn)),
+            Some(Kind::Http) => {
+                conn.set_idle_timeout(self.http.idle_timeout());
+                State::Http(self.http.on_accept(conn))
+            }
             Some(Kind::Push) => {
-                conn.set_idle_timeout(Some(self.push_idle));
+                conn.set_idle_timeout(self.push.idle_timeout());
                 State::Push(self.push.on_accept(conn))
             }
-            _ => State::Echo,
+            _ => {
+                conn.set_idle_timeout(self.echo.idle_timeout());
+                self.echo.on_accept(conn);
+                State::Echo
+            }
         }
     }
 
@@ -153,6 +171,14 @@ impl Service for Builtin {
             State::Echo => self.echo.on_writable(conn, &mut ()),
             State::Http(s) => self.http.on_writable(conn, s),
             State::Push(s) => self.push.on_writable(conn, s),
+        }
+    }
+
+    fn on_timer(&mut self, conn: &mut Conn<'_>, state: &mut State) {
+        match state {
+            State::Echo => self.echo.on_timer(conn, &mut ()),
+            State::Http(s) => self.http.on_timer(conn, s),
+            State::Push(s) => self.push.on_timer(conn, s),
         }
     }
 

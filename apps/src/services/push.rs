@@ -21,8 +21,8 @@ use crate::{Conn, Conns, Error, Handle, Service};
 /// Settings of the push service.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Config {
-    /// Close connections silent for this long.
-    pub idle_timeout: Duration,
+    /// Close connections silent for this long; `None`: never.
+    pub idle_timeout: Option<Duration>,
     /// Longest command line, bytes; a longer one closes the connection.
     pub max_line: usize,
     /// Most topics one connection may subscribe to.
@@ -32,7 +32,7 @@ pub struct Config {
 impl Default for Config {
     fn default() -> Self {
         Config {
-            idle_timeout: Duration::from_secs(60),
+            idle_timeout: Some(Duration::from_secs(60)),
             max_line: 1024,
             max_topics: 64,
         }
@@ -260,6 +260,6 @@ impl Service for Push {
     }
 
     fn idle_timeout(&self) -> Option<Duration> {
-        Some(self.cfg.idle_timeout)
+        self.cfg.idle_timeout
     }
 }

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use c10m_apps::services::{Spec, http, push};
+use c10m_apps::services::{Settings, Spec};
 use c10m_apps::{KernelOptions, kernel};
 
 /// `c10m kernel --addr A --service NAME:PORT... --workers N`.
@@ -28,12 +28,8 @@ pub(crate) struct Args {
     /// Connections per worker.
     #[arg(long, default_value_t = 16384)]
     max_conns: usize,
-    /// Response body bytes of the http service.
-    #[arg(long, default_value_t = 13)]
-    http_body: usize,
-    /// Idle timeout of the push service, seconds.
-    #[arg(long, default_value_t = 60)]
-    push_idle: u64,
+    #[command(flatten)]
+    service: crate::settings::ServiceArgs,
     /// Stop after this many seconds (default: until SIGINT or SIGTERM).
     #[arg(long)]
     duration: Option<f64>,
@@ -56,6 +52,8 @@ pub(crate) fn main(a: &Args) -> ExitCode {
     if let Err(e) = c10m_dataplane::stop_on_signal(stop.clone()) {
         return fail(format!("cannot install signal handlers: {e}"));
     }
+    let mut settings = Settings::default();
+    a.service.apply(&mut settings);
     let opts = KernelOptions {
         addr: a.addr,
         services: a.services.clone(),
@@ -64,14 +62,7 @@ pub(crate) fn main(a: &Args) -> ExitCode {
             max_connections: a.max_conns,
             ..kernel::Config::default()
         },
-        http: http::Config {
-            body_size: a.http_body,
-            ..http::Config::default()
-        },
-        push: push::Config {
-            idle_timeout: Duration::from_secs(a.push_idle.max(1)),
-            ..push::Config::default()
-        },
+        settings,
         duration: None,
     };
     let server = match c10m_apps::start_kernel(&opts) {

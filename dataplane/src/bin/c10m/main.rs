@@ -12,6 +12,7 @@
 mod ctl;
 mod kernel;
 mod log;
+mod settings;
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::process::ExitCode;
@@ -111,9 +112,8 @@ struct RunArgs {
     /// Log filter, e.g. info or c10m_dataplane=debug (default: RUST_LOG, else info).
     #[arg(long)]
     log_level: Option<String>,
-    /// Response body bytes of the http service (default 13: `Hello, World!`).
-    #[arg(long)]
-    http_body: Option<usize>,
+    #[command(flatten)]
+    service: settings::ServiceArgs,
 }
 
 /// A core list as one value (clap would take a bare `Vec` as repeated values).
@@ -138,7 +138,8 @@ fn options(a: &RunArgs, file: Option<&FileConfig>) -> Result<Options, String> {
     flag!(iface <- a.iface, addr <- a.addr, queues <- a.queues, xdp_mode <- a.xdp_mode,
           zero_copy <- a.zero_copy, idle <- a.idle, max_conns <- a.max_conns, backlog <- a.backlog,
           rx_buf <- a.rx_buf, tx_buf <- a.tx_buf, frames <- a.umem_frames,
-          frame_size <- a.frame_size, grace <- a.grace, http_body <- a.http_body);
+          frame_size <- a.frame_size, grace <- a.grace);
+    a.service.apply(&mut o.settings);
     if a.gateway.is_some() {
         o.gateway = a.gateway;
     }
