@@ -20,6 +20,37 @@ const DP: RGBColor = RGBColor(0x1f, 0x77, 0xb4);
 const KERNEL: RGBColor = RGBColor(0xd6, 0x27, 0x28);
 const NGINX: RGBColor = RGBColor(0x2c, 0xa0, 0x2c);
 
+/// A tick label: 10k, 100k, 1.5M rather than "10000.0".
+fn human(v: f64) -> String {
+    let a = v.abs();
+    let (scaled, unit) = match a {
+        _ if a >= 1e9 => (v / 1e9, "G"),
+        _ if a >= 1e6 => (v / 1e6, "M"),
+        _ if a >= 1e3 => (v / 1e3, "k"),
+        _ => (v, ""),
+    };
+    let text = if scaled.fract().abs() < 1e-9 || scaled.abs() >= 10.0 {
+        format!("{scaled:.0}")
+    } else {
+        format!("{scaled:.1}")
+            .trim_end_matches('0')
+            .trim_end_matches('.')
+            .to_owned()
+    };
+    format!("{text}{unit}")
+}
+
+/// A tick label on a logarithmic axis: powers of ten only, so that the axis's many
+/// minor ticks do not print over each other.
+fn decade(v: f64) -> String {
+    let exp = v.log10();
+    if v > 0.0 && (exp - exp.round()).abs() < 1e-6 {
+        human(v)
+    } else {
+        String::new()
+    }
+}
+
 fn color(s: Server) -> RGBColor {
     match s {
         Server::Dataplane => DP,
@@ -63,10 +94,12 @@ fn draw(
         .x_label_area_size(45)
         .y_label_area_size(80);
     macro_rules! finish {
-        ($chart:expr) => {{
+        ($chart:expr, $y_label:expr) => {{
             let mut chart = $chart;
             chart
                 .configure_mesh()
+                .x_label_formatter(&|v| decade(*v))
+                .y_label_formatter(&|v| $y_label(*v))
                 .x_desc(x_desc)
                 .y_desc(y_desc)
                 .label_style(("sans-serif", 14))
@@ -106,12 +139,14 @@ fn draw(
         };
         finish!(
             b.build_cartesian_2d((x0..x1).log_scale(), (y0..y1).log_scale())
-                .map_err(|e| err(&e))?
+                .map_err(|e| err(&e))?,
+            decade
         );
     } else {
         finish!(
             b.build_cartesian_2d((x0..x1).log_scale(), 0.0..y1)
-                .map_err(|e| err(&e))?
+                .map_err(|e| err(&e))?,
+            human
         );
     }
     root.present().map_err(|e| err(&e))?;
@@ -188,19 +223,24 @@ pub(crate) fn write_all(r: &Report, dir: &Path) -> anyhow::Result<Vec<String>> {
         };
         let what = match s {
             Server::Dataplane => "reserved per slot",
-            _ => "slab + buffers",
+            _ => "slab + buffers + RSS growth",
         };
         mem.push(Series {
             name: format!("{} ({what})", s.name()),
             color: color(s),
             points: of(|h| h.bytes_per_conn),
         });
-        let c = color(s);
-        mem.push(Series {
-            name: format!("{} (process RSS growth)", s.name()),
-            color: RGBColor(c.0 / 2 + 120, c.1 / 2 + 120, c.2 / 2 + 120),
-            points: of(|h| h.rss_bytes_per_conn),
-        });
+        // The kernel's figure above already includes its processes' RSS growth (and
+        // their RSS hardly grows: socket memory is the kernel's), so only the dataplane
+        // gets a separate RSS line.
+        if s == Server::Dataplane {
+            let c = color(s);
+            mem.push(Series {
+                name: format!("{} (process RSS growth)", s.name()),
+                color: RGBColor(c.0 / 2 + 120, c.1 / 2 + 120, c.2 / 2 + 120),
+                points: of(|h| h.rss_bytes_per_conn),
+            });
+        }
     }
     draw(
         &dir.join("memory.svg"),
@@ -220,6 +260,20 @@ pub(crate) fn write_all(r: &Report, dir: &Path) -> anyhow::Result<Vec<String>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tick_labels_are_short() {
+        assert_eq!(human(10_000.0), "10k");
+        assert_eq!(human(100_000.0), "100k");
+        assert_eq!(human(1_000_000.0), "1M");
+        assert_eq!(human(1_500_000.0), "1.5M");
+        assert_eq!(human(250.0), "250");
+        assert_eq!(human(0.5), "0.5");
+        assert_eq!(human(12_345.0), "12k");
+        assert_eq!(decade(1000.0), "1k");
+        assert_eq!(decade(2000.0), "");
+        assert_eq!(decade(0.1), "0.1");
+    }
     use crate::compare::report::{Held, Measured, Rps, RpsOut};
 
     #[test]
@@ -271,6 +325,14 @@ mod tests {
             text.contains("dataplane") && text.contains("<polyline"),
             "{text}"
         );
+        // plotters writes each label's text on a line of its own.
+        assert!(text.contains("\n1k\n") && text.contains("\n5k\n"), "{text}");
+        assert!(
+            !text.contains("1000.0") && !text.contains("\n5000\n"),
+            "{text}"
+        );
+        let mem = std::fs::read_to_string(dir.join("memory.svg")).unwrap();
+        assert!(!mem.contains("kernel (process RSS growth)"), "{mem}");
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
