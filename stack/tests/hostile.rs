@@ -525,3 +525,69 @@ fn blind_rsts_and_syns_do_not_break_connections() {
     assert_eq!(s.connections(), 0);
     assert_eq!(server_app.closed, 1);
 }
+
+#[test]
+fn rcv_nxt_is_followed_through_reordering_duplicates_and_fin() {
+    let mut s = server(64, server_opts(4096), |_| {});
+    let mut tx = Queue::default();
+    let peer = (GATEWAY, 40_001);
+    let to = (Pair::SERVER, 80);
+    let t = Instant::from_millis(1);
+    let isn = 0xffff_ff00u32; // the sequence numbers wrap through 0
+    s.ingress(t, &syn(peer, isn), &mut tx);
+    s.poll(t, &mut tx);
+    let snd = drain(&mut tx)[0].1.wrapping_add(1);
+    let base = isn.wrapping_add(1);
+    let seg = |from: u32, to_: u32, ctl: TcpControl| {
+        let payload: Vec<u8> = (from..to_).map(|i| i as u8).collect();
+        frames::tcp(peer, to, ctl, base.wrapping_add(from), Some(snd), &payload)
+    };
+    s.ingress(t, &seg(0, 0, TcpControl::None), &mut tx); // the handshake's ACK
+    // 0..1000 in ten segments, delivered out of order, with duplicates and an overlap.
+    for &(a, b) in &[
+        (300, 400),
+        (0, 100),
+        (0, 100),
+        (500, 1000),
+        (100, 300),
+        (250, 450),
+        (400, 500),
+    ] {
+        s.ingress(t, &seg(a, b, TcpControl::Psh), &mut tx);
+    }
+    s.ingress(t, &seg(1000, 1000, TcpControl::Fin), &mut tx);
+    let mut app = EchoServer::default();
+    app.handle(&mut s);
+    s.poll(t, &mut tx);
+    let echoed: Vec<u8> = drain(&mut tx).into_iter().flat_map(|f| f.3).collect();
+    assert_eq!(echoed, (0..1000u32).map(|i| i as u8).collect::<Vec<_>>());
+    assert_eq!(s.connections(), 1);
+    // RCV.NXT is base + 1000 + 1 (the FIN): RSTs one either side are ignored.
+    let rcv_nxt = base.wrapping_add(1001);
+    for seq in [
+        rcv_nxt.wrapping_sub(1),
+        rcv_nxt.wrapping_add(1),
+        rcv_nxt.wrapping_add(1 << 16),
+    ] {
+        s.ingress(
+            t,
+            &frames::tcp(peer, to, TcpControl::Rst, seq, None, b""),
+            &mut tx,
+        );
+        assert_eq!(
+            s.connections(),
+            1,
+            "RST at {seq:#x} for RCV.NXT {rcv_nxt:#x}"
+        );
+    }
+    // The first two by the stack's test of the low 16 bits; the third matches those, and
+    // smoltcp dropped it as outside its window.
+    assert_eq!(s.counters().resets_ignored, 2);
+    s.ingress(
+        t,
+        &frames::tcp(peer, to, TcpControl::Rst, rcv_nxt, None, b""),
+        &mut tx,
+    );
+    app.handle(&mut s);
+    assert_eq!(s.connections(), 0, "the exact RST resets");
+}
