@@ -78,8 +78,8 @@ pub struct ListenOptions {
     /// SYN-ACK retransmissions before a half-open connection whose peer never answers is
     /// freed, silently (its SYN was likely spoofed). smoltcp retransmits the SYN-ACK after
     /// 1 s, then doubling, so `n` retries give up `2^(n+1) - 1` seconds after the SYN
-    /// arrived (3: 15 s; counted from the latest copy of the SYN, as a retransmitted SYN
-    /// restarts the exchange). At most [`MAX_SYNACK_RETRIES`].
+    /// arrived (3: 15 s; a repeated SYN does not extend it). At most
+    /// [`MAX_SYNACK_RETRIES`].
     pub synack_retries: u8,
     /// Live connections (half-open, queued or accepted) one source address may hold on
     /// this listener; the next SYN from it is dropped silently and counted

@@ -570,6 +570,7 @@ impl Stack {
         let after = seen(set.get::<tcp::Socket>(SocketHandle::default()));
         drop(set);
         let m = &mut self.slab.slots[i].meta;
+        let (half_open, arrived) = (m.has(flag::HALF_OPEN), m.last_rx);
         m.last_rx = ms(now) as u32;
         if after.send_room > before.send_room {
             m.progress = defense::tick(ms(now)); // the peer acknowledged data
@@ -577,6 +578,11 @@ impl Stack {
         let added = after.recv_queue.saturating_sub(before.recv_queue);
         self.track_rcv_nxt(slot, frame, before.state, after.state, added);
         if self.observe(slot, before, after) {
+            let m = &mut self.slab.slots[i].meta;
+            if half_open && m.has(flag::HALF_OPEN) {
+                // Still half-open (a repeated SYN, say): its expiry counts from the first.
+                m.last_rx = arrived;
+            }
             self.mark_dirty(slot);
         }
     }
