@@ -37,9 +37,20 @@ pub struct Options {
     pub idle: Idle,
     /// Connection slots per worker.
     pub max_conns: usize,
-    /// Connections that may wait on each listener (half-open plus not yet accepted); a SYN
-    /// beyond it is refused with RST and counted (`refused.backlog`).
+    /// Connections that may wait on each listener (half-open plus not yet accepted). When
+    /// it is full a SYN evicts the oldest half-open connection, or, with none half-open, is
+    /// dropped silently and counted (`refused.backlog`).
     pub backlog: u32,
+    /// SYN-ACK retransmissions before an unanswered half-open connection is freed
+    /// (0 to 15; 3 gives up 15 s after the SYN).
+    pub synack_retries: u8,
+    /// Abort a connection whose queued data went unacknowledged this long (`None`: never).
+    pub send_timeout: Option<std::time::Duration>,
+    /// Live connections one source address may hold per listener (`None`: no limit).
+    pub max_conns_per_source: Option<u32>,
+    /// RSTs per second (and per worker) for segments that match no connection; the excess
+    /// is dropped and counted (`resets_limited`).
+    pub rst_rate: u32,
     /// Receive buffer bytes per connection.
     pub rx_buf: usize,
     /// Transmit buffer bytes per connection.
@@ -72,6 +83,10 @@ impl Default for Options {
             idle: Idle::Adaptive,
             max_conns: 16384,
             backlog: 4096,
+            synack_retries: 3,
+            send_timeout: Some(std::time::Duration::from_secs(60)),
+            max_conns_per_source: None,
+            rst_rate: 1000,
             rx_buf: 2048,
             tx_buf: 2048,
             frames: 4096,
@@ -123,6 +138,32 @@ pub enum StartError {
         /// What failed.
         message: String,
     },
+}
+
+/// The send timeout from seconds: 0 for none, at most the stack's
+/// [`MAX_SEND_TIMEOUT`](c10m_stack::MAX_SEND_TIMEOUT).
+pub fn parse_send_timeout(secs: f64) -> Result<Option<std::time::Duration>, String> {
+    let max = c10m_stack::MAX_SEND_TIMEOUT.total_millis() / 1000;
+    if secs == 0.0 {
+        Ok(None)
+    } else if secs > 0.0 && secs <= max as f64 {
+        Ok(Some(std::time::Duration::from_secs_f64(secs)))
+    } else {
+        Err(format!(
+            "send timeout {secs} s: expected 0 (none) to {max} seconds"
+        ))
+    }
+}
+
+/// Checks a SYN-ACK retry count against the stack's
+/// [`MAX_SYNACK_RETRIES`](c10m_stack::MAX_SYNACK_RETRIES).
+pub fn check_synack_retries(n: u8) -> Result<u8, String> {
+    let max = c10m_stack::MAX_SYNACK_RETRIES;
+    if n <= max {
+        Ok(n)
+    } else {
+        Err(format!("synack retries {n}: expected 0 to {max}"))
+    }
 }
 
 /// Parses `A.B.C.D/PREFIX` (prefix 0..=32; no prefix means /32).

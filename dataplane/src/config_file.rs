@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::{Options, parse_cidr, parse_cores, parse_service};
+use crate::config::{
+    Options, check_synack_retries, parse_cidr, parse_cores, parse_send_timeout, parse_service,
+};
 
 /// The file's contents. Unknown keys are errors that name the key.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -24,6 +26,12 @@ pub struct FileConfig {
     pub idle: Option<String>,
     pub max_conns: Option<usize>,
     pub backlog: Option<u32>,
+    pub synack_retries: Option<u8>,
+    /// Seconds; 0 for none.
+    pub send_timeout: Option<f64>,
+    /// 0 for no limit.
+    pub max_conns_per_source: Option<u32>,
+    pub rst_rate: Option<u32>,
     pub rx_buf: Option<usize>,
     pub tx_buf: Option<usize>,
     pub umem_frames: Option<u32>,
@@ -92,7 +100,7 @@ impl FileConfig {
             )*};
         }
         plain!(max_conns => max_conns, backlog => backlog, rx_buf => rx_buf, tx_buf => tx_buf,
-               umem_frames => frames, frame_size => frame_size);
+               umem_frames => frames, frame_size => frame_size, rst_rate => rst_rate);
         let s = &mut o.settings;
         if let Some(v) = self.http_body {
             s.http.body_size = v;
@@ -123,6 +131,15 @@ impl FileConfig {
             if let Some(secs) = secs {
                 *to = parse_timeout(secs).map_err(field(key))?;
             }
+        }
+        if let Some(n) = self.synack_retries {
+            o.synack_retries = check_synack_retries(n).map_err(field("synack_retries"))?;
+        }
+        if let Some(s) = self.send_timeout {
+            o.send_timeout = parse_send_timeout(s).map_err(field("send_timeout"))?;
+        }
+        if let Some(n) = self.max_conns_per_source {
+            o.max_conns_per_source = (n > 0).then_some(n);
         }
         if let Some(g) = self.grace {
             o.grace = parse_grace(g).map_err(field("grace"))?;
@@ -274,6 +291,30 @@ mod tests {
         );
         let e = parse("http_body = -1").unwrap_err();
         assert!(e.contains("key `http_body`"), "{e}");
+    }
+
+    #[test]
+    fn sets_the_hostile_traffic_limits() {
+        let o = parse("").unwrap();
+        assert_eq!(o.synack_retries, 3);
+        assert_eq!(o.send_timeout, Some(Duration::from_secs(60)));
+        assert_eq!((o.max_conns_per_source, o.rst_rate), (None, 1000));
+        let o =
+            parse("synack_retries = 5\nsend_timeout = 0\nmax_conns_per_source = 8\nrst_rate = 50")
+                .unwrap();
+        assert_eq!(o.synack_retries, 5);
+        assert_eq!(o.send_timeout, None);
+        assert_eq!((o.max_conns_per_source, o.rst_rate), (Some(8), 50));
+        assert_eq!(
+            parse("max_conns_per_source = 0")
+                .unwrap()
+                .max_conns_per_source,
+            None
+        );
+        let e = parse("synack_retries = 16").unwrap_err();
+        assert!(e.contains("key `synack_retries`"), "{e}");
+        let e = parse("send_timeout = -1").unwrap_err();
+        assert!(e.contains("key `send_timeout`"), "{e}");
     }
 
     #[test]

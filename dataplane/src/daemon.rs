@@ -221,6 +221,8 @@ where
             gateway: opts.gateway,
             max_connections: opts.max_conns,
             max_half_open: opts.max_conns,
+            rst_rate: opts.rst_rate,
+            rst_burst: opts.rst_rate,
             seed: seed ^ u64::from(q).wrapping_mul(0x9e37_79b9_7f4a_7c15),
             ..Config::default()
         };
@@ -378,9 +380,14 @@ where
         socket: SocketOptions {
             rx_buf: opts.rx_buf,
             tx_buf: opts.tx_buf,
+            send_timeout: opts
+                .send_timeout
+                .map(|d| c10m_stack::Duration::from_millis(d.as_millis() as u64)),
             ..SocketOptions::default()
         },
         backlog: opts.backlog,
+        synack_retries: opts.synack_retries,
+        max_per_source: opts.max_conns_per_source,
     };
     let svc = (service.make)(q as usize, &service.addrs);
     let mut apps = Apps::new(svc, service.extras, stack.capacity(), clock.now());

@@ -74,7 +74,10 @@ mod worker;
 #[allow(unsafe_code)]
 mod xsk;
 
-pub use config::{Options, StartError, parse_cidr, parse_cores, parse_service};
+pub use config::{
+    Options, StartError, check_synack_retries, parse_cidr, parse_cores, parse_send_timeout,
+    parse_service,
+};
 pub use config_file::{FileConfig, RELOADABLE, parse_grace, parse_timeout, parse_zero_copy};
 pub use control::{DEFAULT_SOCKET, Settings as Management};
 pub use daemon::{Ready, run, run_service, run_with};

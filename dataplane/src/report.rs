@@ -138,6 +138,7 @@ pub(crate) fn counters_json(c: &Counters) -> Value {
         "tx_bytes": c.tx_bytes,
         "drops": named(&mut Drop::ALL.iter().map(|d| d.name()), &c.drops),
         "no_connection": c.no_connection,
+        "resets_limited": c.resets_limited,
         "syns": c.syns,
         "refused": named(&mut Refusal::ALL.iter().map(|r| r.name()), &c.refused),
         "accepted": c.accepted,
@@ -145,6 +146,12 @@ pub(crate) fn counters_json(c: &Counters) -> Value {
         "connected": c.connected,
         "closed": c.closed,
         "idle_timeouts": c.idle_timeouts,
+        "send_timeouts": c.send_timeouts,
+        "half_open_expired": c.half_open_expired,
+        "half_open_evicted": c.half_open_evicted,
+        "challenge_acks": c.challenge_acks,
+        "challenge_acks_limited": c.challenge_acks_limited,
+        "resets_ignored": c.resets_ignored,
         "resets_sent": c.resets_sent,
         "resets_received": c.resets_received,
         "gateway_probes": c.gateway_probes,
@@ -160,13 +167,17 @@ mod tests {
     fn counters_become_named_json() {
         let mut c = Counters {
             accepted: 3,
+            half_open_evicted: 5,
             ..Counters::default()
         };
+        c.refused[Refusal::PerSource as usize] = 4;
         c.drops[Drop::TcpChecksum as usize] = 2;
         c.states[4] = 1;
         let v = counters_json(&c);
         assert_eq!(v["accepted"], 3);
         assert_eq!(v["drops"]["tcp_checksum"], 2, "{v}");
         assert_eq!(v["states"]["established"], 1);
+        assert_eq!(v["half_open_evicted"], 5);
+        assert_eq!(v["refused"]["per_source"], 4, "{v}");
     }
 }

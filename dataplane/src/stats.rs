@@ -91,6 +91,8 @@ pub(crate) fn visit(s: &Sample, f: &mut dyn FnMut(Metric, u64)) {
     }
     let help = "Segments for no connection and no listener";
     m("no_connection", help, C, None, c.no_connection);
+    let help = "RSTs for segments matching no connection dropped by the RST rate limit";
+    m("resets_limited", help, C, None, c.resets_limited);
     m("syns", "SYNs for listening ports", C, None, c.syns);
     for r in Refusal::ALL {
         let v = c.refused[r as usize];
@@ -119,6 +121,24 @@ pub(crate) fn visit(s: &Sample, f: &mut dyn FnMut(Metric, u64)) {
         None,
         c.idle_timeouts,
     );
+    let help = "Connections aborted: queued data unacknowledged for the send timeout";
+    m("send_timeouts", help, C, None, c.send_timeouts);
+    let help = "Half-open connections freed after their SYN-ACK retries";
+    m("half_open_expired", help, C, None, c.half_open_expired);
+    let help = "Half-open connections evicted for a new SYN";
+    m("half_open_evicted", help, C, None, c.half_open_evicted);
+    let help = "Challenge ACKs sent (RFC 5961)";
+    m("challenge_acks", help, C, None, c.challenge_acks);
+    let help = "Challenge ACKs not sent (rate limit, or smoltcp's timer busy)";
+    m(
+        "challenge_acks_limited",
+        help,
+        C,
+        None,
+        c.challenge_acks_limited,
+    );
+    let help = "RSTs ignored: in the window but not exactly RCV.NXT (RFC 5961)";
+    m("resets_ignored", help, C, None, c.resets_ignored);
     m("resets_sent", "RST segments sent", C, None, c.resets_sent);
     m(
         "resets_received",
@@ -238,7 +258,7 @@ pub(crate) fn visit(s: &Sample, f: &mut dyn FnMut(Metric, u64)) {
 }
 
 /// Number of published cells.
-pub(crate) const CELLS: usize = 64;
+pub(crate) const CELLS: usize = 80;
 
 /// One worker's published counters.
 #[derive(Debug)]

@@ -1,6 +1,6 @@
 //! What the application calls: listen, accept, connect, read, write, close.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::net::{Ipv4Addr, SocketAddrV4};
 
@@ -81,7 +81,7 @@ pub struct ConnectOptions {
 /// connection count.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Memory {
-    /// Connection slots: smoltcp socket storage plus the stack's 48-byte record each
+    /// Connection slots: smoltcp socket storage plus the stack's 56-byte record each
     /// (with the connection's timer node).
     pub slab: usize,
     /// The demux table.
@@ -103,7 +103,12 @@ impl Stack {
     /// Listens on `port` on every address of the stack.
     pub fn listen(&mut self, port: u16, opts: ListenOptions) -> Result<ListenerId, ListenError> {
         let s = &opts.socket;
-        if port == 0 || opts.backlog == 0 || s.rx_buf == 0 || s.tx_buf == 0 {
+        if port == 0
+            || opts.backlog == 0
+            || opts.max_per_source == Some(0)
+            || s.rx_buf == 0
+            || s.tx_buf == 0
+        {
             return Err(ListenError::Invalid);
         }
         if self.ports[usize::from(port)] != 0 {
@@ -123,13 +128,16 @@ impl Stack {
             half_open: 0,
             queued: 0,
             queue: VecDeque::new(),
+            half_open_fifo: VecDeque::new(),
+            per_source: opts.max_per_source.map(|_| HashMap::new()),
             open: true,
         });
         self.ports[usize::from(port)] = l + 1;
         Ok(ListenerId(l))
     }
 
-    /// Stops taking new connections on `listener` (new SYNs get RST); connections it
+    /// Stops taking new connections on `listener` (new SYNs get RST, within the RST rate
+    /// limit); connections it
     /// already has, queued ones included, carry on.
     pub fn unlisten(&mut self, listener: ListenerId) {
         if let Some(l) = self.listeners.get_mut(listener.index()) {
@@ -302,8 +310,15 @@ impl Stack {
 
     /// `before`, `after`: the socket around the write.
     fn after_send(&mut self, id: ConnId, short: bool, before: Seen, after: Seen) {
+        let m = &mut self.slab.slots[id.slot as usize].meta;
         if short {
-            self.slab.slots[id.slot as usize].meta.flags |= flag::WANT_WRITE;
+            m.flags |= flag::WANT_WRITE;
+        }
+        if after.send_room < before.send_room
+            && before.send_room == self.profiles[usize::from(m.profile)].opts.tx_buf
+        {
+            // Data queued into an empty ring: the send timeout counts from here.
+            m.progress = crate::defense::tick(self.wheel.now());
         }
         self.track_rings(id.slot, before, after);
         self.mark_dirty(id.slot);
@@ -357,7 +372,16 @@ impl Stack {
         let wheel = size_of_val(&self.wheel);
         let buffers = self.pools.iter().map(|p| p.bytes()).sum();
         let buffers_in_use = self.pools.iter().map(|p| p.in_use() * p.chunk_size()).sum();
-        let queues: usize = self.listeners.iter().map(|l| l.queue.capacity() * 8).sum();
+        let queues: usize = self
+            .listeners
+            .iter()
+            .map(|l| {
+                (l.queue.capacity() + l.half_open_fifo.capacity()) * size_of::<ConnId>()
+                    + l.per_source
+                        .as_ref()
+                        .map_or(0, |m| m.capacity() * (size_of::<(u32, u32)>() + 1))
+            })
+            .sum();
         let other = queues
             + self.ports.len() * 2
             + self.events.capacity() * size_of::<Event>()

@@ -22,7 +22,16 @@ pub struct Config {
     /// Connection slots, preallocated. Includes half-open and TIME-WAIT connections.
     pub max_connections: usize,
     /// Half-open (SYN received) connections across all listeners: the SYN-flood guard.
+    /// When it is full, a new SYN evicts the oldest half-open connection (see
+    /// [`ListenOptions::synack_retries`](crate::ListenOptions::synack_retries)).
     pub max_half_open: usize,
+    /// RSTs per second the stack may send in answer to segments that match no connection
+    /// (a closed port, a stray ACK); the excess is dropped and counted
+    /// ([`Counters::resets_limited`](crate::Counters::resets_limited)). Spoofed segments
+    /// would otherwise make the stack reflect one RST each at whoever they name.
+    pub rst_rate: u32,
+    /// How many such RSTs may go out at once before `rst_rate` paces them.
+    pub rst_burst: u32,
     /// Secret seed for initial sequence numbers and the demux table's hash key. Take it
     /// from the OS's random source in production; tests fix it for determinism.
     pub seed: u64,
@@ -39,6 +48,8 @@ impl Default for Config {
             any_ip: Vec::new(),
             max_connections: 65536,
             max_half_open: 65536,
+            rst_rate: 1000,
+            rst_burst: 1000,
             seed: 0,
             hugepages: HugePages::Auto,
         }

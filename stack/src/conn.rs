@@ -61,7 +61,8 @@ pub(crate) mod flag {
     pub(crate) const READ_PENDING: u8 = 128;
 }
 
-/// The small record kept beside each socket: 48 bytes.
+/// The small record kept beside each socket: 56 bytes (52 used; the rest is free for one
+/// more `u32`).
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Meta {
     /// The connection's 4-tuple (the demux key).
@@ -70,8 +71,20 @@ pub(crate) struct Meta {
     pub(crate) generation: u32,
     /// While live: the buffer chunk index. While free: the next free slot.
     pub(crate) link: u32,
-    /// Last time a segment arrived, in ms (wrapping), for the idle timeout.
+    /// Last time a segment arrived, in ms (wrapping), for the idle timeout. For a
+    /// half-open connection: when its SYN arrived, for the half-open expiry.
     pub(crate) last_rx: u32,
+    /// Last time queued send data made progress (the application queued it into an empty
+    /// ring, or the peer acknowledged some), in 256 ms ticks (wrapping), for the send
+    /// timeout. 16 bits suffice: it is checked at least once per timeout while data waits,
+    /// and the timeout is capped at 2^15 ticks.
+    pub(crate) progress: u16,
+    /// The low 16 bits of RCV.NXT, the next sequence number expected from the peer, once
+    /// the connection is synchronized: for RFC 5961's exact-match test on RSTs (see the
+    /// `stack` module docs). smoltcp keeps the full number but does not expose it; the
+    /// stack follows it from what it sees: the handshake, bytes added to the receive
+    /// queue, and the peer's FIN.
+    pub(crate) rcv_nxt: u16,
     /// Index of the option profile it was opened with (its listener's, or a connect's).
     pub(crate) profile: u16,
     /// Where the next received byte lands in the receive ring, and where the next sent
@@ -103,6 +116,8 @@ impl Meta {
         generation: 0,
         link: NIL,
         last_rx: 0,
+        progress: 0,
+        rcv_nxt: 0,
         profile: 0,
         rx_at: 0,
         tx_at: 0,
@@ -118,7 +133,7 @@ impl Meta {
 
 /// One connection slot: smoltcp's socket storage and the stack's record (with the
 /// connection's timer node) side by side, so that reaching a connection touches one run of
-/// memory (480 bytes, always 8 cache lines) rather than three arrays: with millions of
+/// memory (488 bytes, 8 or 9 cache lines) rather than three arrays: with millions of
 /// connections each distinct line is a cache miss and each distinct page a likely TLB
 /// miss.
 pub(crate) struct Slot {
@@ -228,10 +243,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn slot_is_480_bytes() {
-        assert_eq!(size_of::<Meta>(), 48);
-        // 480 = 7.5 lines: a slot starts at offset 0 or 32 of a line and spans 8 lines.
-        assert_eq!(size_of::<Slot>(), 480);
+    fn slot_is_488_bytes() {
+        assert_eq!(size_of::<Meta>(), 56);
+        // 488 bytes: a slot spans 8 or 9 cache lines.
+        assert_eq!(size_of::<Slot>(), 488);
     }
 
     #[test]

@@ -5,7 +5,8 @@ use smoltcp::socket::tcp::State;
 
 use crate::parse::Drop;
 
-/// Refusals of new connections (each also answered with a RST).
+/// Refusals of new connections. A refused SYN is dropped silently, as Linux does when its
+/// queues overflow: its source is likely spoofed, and a RST would be backscatter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
 pub enum Refusal {
@@ -17,15 +18,20 @@ pub enum Refusal {
     Slots,
     /// The buffer pool for the listener's buffer sizes was empty.
     Buffers,
+    /// The source address already had
+    /// [`max_per_source`](crate::ListenOptions::max_per_source) connections to the
+    /// listener.
+    PerSource,
 }
 
 impl Refusal {
     /// Every reason, in counter order.
-    pub const ALL: [Refusal; 4] = [
+    pub const ALL: [Refusal; 5] = [
         Refusal::Backlog,
         Refusal::HalfOpen,
         Refusal::Slots,
         Refusal::Buffers,
+        Refusal::PerSource,
     ];
 
     /// A short lower-case name, for metrics labels and tables.
@@ -35,6 +41,7 @@ impl Refusal {
             Refusal::HalfOpen => "half_open",
             Refusal::Slots => "slots",
             Refusal::Buffers => "buffers",
+            Refusal::PerSource => "per_source",
         }
     }
 }
@@ -72,8 +79,11 @@ pub struct Counters {
     pub tx_bytes: u64,
     /// Received frames dropped before any connection saw them, by [`Drop`] reason.
     pub drops: [u64; Drop::ALL.len()],
-    /// TCP segments that matched no connection and no listener (answered with RST).
+    /// TCP segments that matched no connection and no listener (answered with RST, within
+    /// [`Config::rst_rate`](crate::Config::rst_rate)).
     pub no_connection: u64,
+    /// RSTs not sent for such segments because the RST rate limit was exhausted.
+    pub resets_limited: u64,
     /// SYNs received for listening ports.
     pub syns: u64,
     /// Connections refused, by [`Refusal`] reason.
@@ -88,6 +98,25 @@ pub struct Counters {
     pub closed: u64,
     /// Connections aborted by the idle timeout.
     pub idle_timeouts: u64,
+    /// Connections aborted by the send timeout: queued data made no progress for
+    /// [`SocketOptions::send_timeout`](crate::SocketOptions::send_timeout).
+    pub send_timeouts: u64,
+    /// Half-open connections freed (silently) after their SYN-ACK went unanswered
+    /// [`ListenOptions::synack_retries`](crate::ListenOptions::synack_retries) times.
+    pub half_open_expired: u64,
+    /// Half-open connections freed (silently) to make room for a new SYN when the
+    /// half-open budget was full.
+    pub half_open_evicted: u64,
+    /// Challenge ACKs sent (RFC 5961 §3.2, §4.2) for an in-window RST whose sequence
+    /// number was not exactly the next expected one, or a SYN on a synchronized
+    /// connection.
+    pub challenge_acks: u64,
+    /// Challenge ACKs not sent because their rate limit (RFC 5961 §7) was exhausted, or
+    /// because smoltcp's timer was busy (see the `stack` module docs).
+    pub challenge_acks_limited: u64,
+    /// RSTs ignored because their sequence number was not exactly the next expected one
+    /// (RFC 5961 §3.2).
+    pub resets_ignored: u64,
     /// RST segments sent (smoltcp's and ours).
     pub resets_sent: u64,
     /// RST segments received.

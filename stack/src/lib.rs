@@ -55,8 +55,8 @@
 //!
 //! # Memory
 //!
-//! Per connection: smoltcp's `SocketStorage` (432 bytes in smoltcp 0.14), a 48-byte slot
-//! record holding the timer node (480 bytes together, 8 cache lines), the rx and tx
+//! Per connection: smoltcp's `SocketStorage` (432 bytes in smoltcp 0.14), a 56-byte slot
+//! record holding the timer node (488 bytes together, 8 or 9 cache lines), the rx and tx
 //! buffers, and 16 to 32 bytes of demux table. With 256-byte buffers that is just under
 //! 1 KiB. Big allocations come from 2 MiB
 //! hugepages when reserved (see [`HugePages`]).
@@ -66,7 +66,7 @@
 //! IPv6, IP fragments (dropped and counted), more than two local addresses or two routes
 //! (smoltcp's build-time limits), TCP options beyond what smoltcp implements (window
 //! scaling, SACK-permitted, timestamps), and SYN cookies (half-open connections are
-//! bounded per listener and per stack instead).
+//! bounded per listener and per stack instead, the oldest evicted when full).
 #![deny(missing_docs)]
 #![deny(unsafe_code)]
 
@@ -74,6 +74,7 @@ mod api;
 mod config;
 mod conn;
 mod counters;
+mod defense;
 mod device;
 mod listener;
 #[allow(unsafe_code)]
@@ -89,8 +90,11 @@ pub use api::{ConnError, ConnectError, ConnectOptions, Memory};
 pub use config::{Config, ConfigError};
 pub use conn::ConnId;
 pub use counters::{Counters, Refusal, STATES, state_index};
+pub use defense::CHALLENGE_ACK_RATE;
 pub use device::{MAX_FRAME, TxQueue};
-pub use listener::{ListenError, ListenOptions, ListenerId, SocketOptions};
+pub use listener::{
+    ListenError, ListenOptions, ListenerId, MAX_SEND_TIMEOUT, MAX_SYNACK_RETRIES, SocketOptions,
+};
 pub use mem::{Backing, HugePages, Region};
 pub use parse::Drop;
 pub use ports::{PortChooser, SequentialPorts};

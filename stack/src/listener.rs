@@ -1,6 +1,6 @@
 //! Listeners and per-connection options.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::fmt;
 
 use smoltcp::socket::tcp;
@@ -29,7 +29,19 @@ pub struct SocketOptions {
     /// Abort the connection (RST) when nothing arrived from the peer for this long. Checked
     /// on the timing wheel; `None` for no idle limit.
     pub idle_timeout: Option<Duration>,
+    /// Abort the connection (RST) when data waits to be sent and none of it was
+    /// acknowledged for this long: RFC 9293 §3.8.3's "user timeout", Linux's
+    /// `TCP_USER_TIMEOUT`. Catches a peer that never acknowledges, and one that keeps
+    /// its window closed while answering window probes (which keeps it from being idle).
+    /// Measured in quarter-second steps and capped at [`MAX_SEND_TIMEOUT`]; `None` for
+    /// none.
+    pub send_timeout: Option<Duration>,
 }
+
+/// The longest [`SocketOptions::send_timeout`] (about 2.3 hours; longer values are
+/// capped): the stack keeps the time of a connection's last send progress in 16 bits of
+/// quarter seconds.
+pub const MAX_SEND_TIMEOUT: Duration = Duration::from_millis((1 << 15) * 256);
 
 impl Default for SocketOptions {
     fn default() -> Self {
@@ -40,6 +52,7 @@ impl Default for SocketOptions {
             ack_delay: None,
             keep_alive: None,
             idle_timeout: None,
+            send_timeout: Some(Duration::from_secs(60)),
         }
     }
 }
@@ -58,9 +71,32 @@ pub struct ListenOptions {
     /// Options given to every connection it accepts.
     pub socket: SocketOptions,
     /// Connections that may wait on this listener: half-open ones plus established ones not
-    /// yet taken with [`Stack::accept`](crate::Stack::accept). A SYN beyond it is answered
-    /// with RST and counted.
+    /// yet taken with [`Stack::accept`](crate::Stack::accept). When it is full, a new SYN
+    /// evicts the listener's oldest half-open connection, or, if none is half-open, is
+    /// dropped silently and counted ([`Refusal::Backlog`](crate::Refusal::Backlog)).
     pub backlog: u32,
+    /// SYN-ACK retransmissions before a half-open connection whose peer never answers is
+    /// freed, silently (its SYN was likely spoofed). smoltcp retransmits the SYN-ACK after
+    /// 1 s, then doubling, so `n` retries give up `2^(n+1) - 1` seconds after the SYN
+    /// arrived (3: 15 s; a repeated SYN does not extend it). At most
+    /// [`MAX_SYNACK_RETRIES`].
+    pub synack_retries: u8,
+    /// Live connections (half-open, queued or accepted) one source address may hold on
+    /// this listener; the next SYN from it is dropped silently and counted
+    /// ([`Refusal::PerSource`](crate::Refusal::PerSource)). `None` (the default): no
+    /// limit, and no memory spent on counting.
+    pub max_per_source: Option<u32>,
+}
+
+/// The largest [`ListenOptions::synack_retries`]: 2^16 - 1 s (18 hours) of waiting.
+pub const MAX_SYNACK_RETRIES: u8 = 15;
+
+impl ListenOptions {
+    /// How long after its SYN a half-open connection is given up, in ms.
+    pub(crate) fn half_open_expiry_ms(&self) -> u64 {
+        let n = u32::from(self.synack_retries.min(MAX_SYNACK_RETRIES));
+        ((1u64 << (n + 1)) - 1) * 1000
+    }
 }
 
 impl Default for ListenOptions {
@@ -68,6 +104,8 @@ impl Default for ListenOptions {
         ListenOptions {
             socket: SocketOptions::default(),
             backlog: 1024,
+            synack_retries: 3,
+            max_per_source: None,
         }
     }
 }
@@ -86,7 +124,7 @@ impl ListenerId {
 /// Why [`Stack::listen`](crate::Stack::listen) failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ListenError {
-    /// Port 0, a zero backlog or a buffer size of zero.
+    /// Port 0, a zero backlog, a zero `max_per_source` or a buffer size of zero.
     Invalid,
     /// Another listener has the port.
     PortInUse(u16),
@@ -100,7 +138,7 @@ impl fmt::Display for ListenError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             ListenError::Invalid => f.write_str(
-                "invalid listen options: port, backlog and buffer sizes must be non-zero",
+                "invalid listen options: port, backlog, max_per_source and buffer sizes must be non-zero",
             ),
             ListenError::PortInUse(p) => write!(f, "port {p} already has a listener"),
             ListenError::OutOfMemory => f.write_str(
@@ -124,6 +162,12 @@ pub(crate) struct Listener {
     /// The accept queue. May hold stale ids of connections that died while queued; they
     /// are skipped (and no longer counted in `queued`).
     pub(crate) queue: VecDeque<ConnId>,
+    /// Half-open connections, oldest first, for eviction. May hold stale ids (connections
+    /// since established or freed); they are skipped, and swept out when they outnumber
+    /// the live ones (see `Stack::remember_half_open`).
+    pub(crate) half_open_fifo: VecDeque<ConnId>,
+    /// Live connections per source address, when `opts.max_per_source` is set.
+    pub(crate) per_source: Option<HashMap<u32, u32>>,
     pub(crate) open: bool,
 }
 

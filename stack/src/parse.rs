@@ -174,3 +174,12 @@ pub(crate) fn classify(frame: &[u8], local: &Local<'_>) -> Result<Class, Drop> {
         payload: u16::try_from(tcp.payload().len()).unwrap_or(u16::MAX),
     })
 }
+
+/// The sequence number of a frame that [`classify`] found to be TCP (`None` for anything
+/// shorter than its headers: never the case for such a frame).
+pub(crate) fn tcp_seq(frame: &[u8]) -> Option<u32> {
+    let ihl = usize::from(frame.get(14)? & 0x0f) * 4;
+    let at = 14 + ihl + 4;
+    let b = frame.get(at..at + 4)?;
+    Some(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+}

@@ -24,6 +24,7 @@ use smoltcp::wire::{
 use crate::config::{Config, ConfigError};
 use crate::conn::{ConnId, Slab, Slot, flag};
 use crate::counters::{Counters, Refusal, state_index};
+use crate::defense::{self, TokenBucket};
 use crate::device::{self, Port, TxQueue, TxTally};
 use crate::listener::{Listener, SocketOptions};
 use crate::mem::{self, BufferPool, HugePages};
@@ -138,6 +139,10 @@ pub struct Stack {
     pub(crate) tally: TxTally,
     pub(crate) half_open: u32,
     pub(crate) max_half_open: u32,
+    /// Paces RSTs for segments that match no connection (`Config::rst_rate`).
+    pub(crate) rst_bucket: TokenBucket,
+    /// Paces challenge ACKs (RFC 5961 §7).
+    pub(crate) challenge_bucket: TokenBucket,
     pub(crate) hugepages: HugePages,
     pub(crate) chooser: Box<dyn PortChooser>,
     /// The gateway and the address to ask for it from; the next probe's time.
@@ -244,6 +249,12 @@ impl Stack {
             tally: TxTally::default(),
             half_open: 0,
             max_half_open: config.max_half_open.min(u32::MAX as usize) as u32,
+            rst_bucket: TokenBucket::new(config.rst_rate, config.rst_burst, ms(now)),
+            challenge_bucket: TokenBucket::new(
+                defense::CHALLENGE_ACK_RATE,
+                defense::CHALLENGE_ACK_RATE,
+                ms(now),
+            ),
             hugepages: config.hugepages,
             chooser: Box::new(SequentialPorts::default()),
             gateway: config.gateway.map(|gw| {
@@ -437,14 +448,27 @@ impl Stack {
                 }
                 let slab = &self.slab;
                 if let Some(slot) = self.table.find_hashed(hash, &key, |s| slab.key(s)) {
+                    if (flags.rst || flags.syn) && self.screen(now, slot, frame, flags, tx) {
+                        return;
+                    }
                     self.ingress_slot(now, slot, frame, tx);
                 } else if flags.syn && !flags.ack && !flags.rst {
                     self.ingress_syn(now, key, frame, tx);
                 } else {
                     self.counters.no_connection += 1;
-                    self.ingress_unowned(now, frame, tx);
+                    self.ingress_stray(now, frame, flags.rst, tx);
                 }
             }
+        }
+    }
+
+    /// A TCP segment that matches no connection: smoltcp answers it with a RST (unless it
+    /// is one), within the RST rate limit.
+    fn ingress_stray<T: TxQueue>(&mut self, now: Instant, frame: &[u8], rst: bool, tx: &mut T) {
+        if rst || self.rst_bucket.take(ms(now)) {
+            self.ingress_unowned(now, frame, tx);
+        } else {
+            self.counters.resets_limited += 1;
         }
     }
 
@@ -465,7 +489,7 @@ impl Stack {
         let l = usize::from(self.ports[usize::from(key.local_port)]);
         if l == 0 || !self.listeners[l - 1].open {
             self.counters.no_connection += 1;
-            return self.ingress_unowned(now, frame, tx);
+            return self.ingress_stray(now, frame, false, tx);
         }
         let l = l - 1;
         self.counters.syns += 1;
@@ -476,26 +500,22 @@ impl Stack {
             }
             Err(why) => why,
         };
+        // Dropped silently: the source is likely spoofed, and a RST would be backscatter.
         log::debug!("refused SYN from {:?}: {}", key, refusal.name());
         self.counters.refuse(refusal);
-        self.ingress_unowned(now, frame, tx);
     }
 
-    /// Gives a SYN for listener `l` a fresh slot with a listening socket, within limits.
+    /// Gives a SYN for listener `l` a fresh slot with a listening socket, within limits
+    /// (evicting the oldest half-open connection when a half-open budget is full).
     fn admit(&mut self, l: usize, key: FourTuple) -> Result<u32, Refusal> {
-        let listener = &self.listeners[l];
-        if listener.waiting() >= listener.opts.backlog {
-            return Err(Refusal::Backlog);
-        }
-        if self.half_open >= self.max_half_open {
-            return Err(Refusal::HalfOpen);
-        }
-        let profile = listener.profile;
+        self.make_room(l, &key)?;
+        let profile = self.listeners[l].profile;
         let local = Ipv4Addr::from(key.local_addr);
         let slot = self.open_slot(key, profile, |s, _| {
             // A non-zero port (checked by `listen`) cannot fail to listen.
             let _ = s.listen((IpAddress::Ipv4(local), key.local_port));
         })?;
+        self.count_source(l, key.remote_addr, true);
         Ok(slot)
     }
 
@@ -549,8 +569,20 @@ impl Stack {
         self.iface.poll_ingress_single(now, &mut port, &mut set);
         let after = seen(set.get::<tcp::Socket>(SocketHandle::default()));
         drop(set);
-        self.slab.slots[i].meta.last_rx = ms(now) as u32;
+        let m = &mut self.slab.slots[i].meta;
+        let (half_open, arrived) = (m.has(flag::HALF_OPEN), m.last_rx);
+        m.last_rx = ms(now) as u32;
+        if after.send_room > before.send_room {
+            m.progress = defense::tick(ms(now)); // the peer acknowledged data
+        }
+        let added = after.recv_queue.saturating_sub(before.recv_queue);
+        self.track_rcv_nxt(slot, frame, before.state, after.state, added);
         if self.observe(slot, before, after) {
+            let m = &mut self.slab.slots[i].meta;
+            if half_open && m.has(flag::HALF_OPEN) {
+                // Still half-open (a repeated SYN, say): its expiry counts from the first.
+                m.last_rx = arrived;
+            }
             self.mark_dirty(slot);
         }
     }
@@ -602,7 +634,7 @@ impl Stack {
 
     fn timer_fired(&mut self, now: Instant, slot: u32) {
         let m = self.slab.slots[slot as usize].meta;
-        if !m.has(flag::LIVE) {
+        if !m.has(flag::LIVE) || self.defense_timers(now, slot) {
             return;
         }
         let idle = self.profiles[usize::from(m.profile)].opts.idle_timeout;
@@ -617,7 +649,7 @@ impl Stack {
         self.mark_dirty(slot);
     }
 
-    fn egress_slot<T: TxQueue>(&mut self, now: Instant, slot: u32, tx: &mut T) {
+    pub(crate) fn egress_slot<T: TxQueue>(&mut self, now: Instant, slot: u32, tx: &mut T) {
         let i = slot as usize;
         let mut set = mem::one_slot(&mut self.slab.slots[i].storage);
         let before = seen(set.get::<tcp::Socket>(SocketHandle::default()));
@@ -645,6 +677,10 @@ impl Stack {
             let silent = u64::from((ms(now) as u32).wrapping_sub(m.last_rx));
             let idle_at = ms(now) + idle.total_millis().saturating_sub(silent);
             deadline = Some(deadline.map_or(idle_at, |d| d.min(idle_at)));
+        }
+        let queued = after.send_room < self.profiles[usize::from(m.profile)].opts.tx_buf;
+        if let Some(at) = self.defense_deadline(now, slot, queued) {
+            deadline = Some(deadline.map_or(at, |d| d.min(at)));
         }
         match deadline {
             Some(d) => self.wheel.schedule(&mut self.slab, slot, d),
@@ -728,6 +764,7 @@ impl Stack {
                     self.slab.slots[i].meta.flags |= flag::HALF_OPEN;
                     self.half_open += 1;
                     self.listeners[l].half_open += 1;
+                    self.remember_half_open(l, self.slab.id(slot));
                 }
             }
             State::Established if from == state_index(State::SynReceived) => {
@@ -780,11 +817,15 @@ impl Stack {
         let i = slot as usize;
         self.end_visible(slot);
         let m = self.slab.slots[i].meta;
+        let listener = self.profiles[usize::from(m.profile)].listener;
         if m.has(flag::HALF_OPEN) {
             self.half_open -= 1;
-            if let Some(l) = self.profiles[usize::from(m.profile)].listener {
+            if let Some(l) = listener {
                 self.listeners[usize::from(l)].half_open -= 1;
             }
+        }
+        if let Some(l) = listener {
+            self.count_source(usize::from(l), m.key.remote_addr, false);
         }
         let slab = &self.slab;
         self.table.remove(&m.key, |s| slab.key(s));

@@ -237,7 +237,7 @@ fn held_line(h: &Held) -> String {
 }
 
 /// A note of the connections the dataplane refused, from its final report (one JSON line
-/// on stdout when stopped: `workers[].stack.refused.{backlog,half_open,slots,buffers}`).
+/// on stdout when stopped: `workers[].stack.refused.{backlog,half_open,slots,buffers,per_source}`).
 pub(super) fn refusals(stdout: &[String]) -> Option<String> {
     let line = stdout
         .iter()

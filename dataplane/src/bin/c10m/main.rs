@@ -20,8 +20,8 @@ use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 
 use c10m_dataplane::{
-    FileConfig, Hooks, Idle, Options, RELOADABLE, Reload, parse_cidr, parse_cores, parse_grace,
-    parse_service, parse_zero_copy,
+    FileConfig, Hooks, Idle, Options, RELOADABLE, Reload, check_synack_retries, parse_cidr,
+    parse_cores, parse_grace, parse_send_timeout, parse_service, parse_zero_copy,
 };
 use c10m_ebpf::XdpMode;
 use clap::{Parser, Subcommand};
@@ -88,6 +88,20 @@ struct RunArgs {
     /// 4096, as the kernel backend's listen backlog).
     #[arg(long)]
     backlog: Option<u32>,
+    /// SYN-ACK retransmissions before an unanswered half-open connection is freed, 0 to 15
+    /// (default 3: given up 15 s after the SYN).
+    #[arg(long, value_parser = |s: &str| s.parse::<u8>().map_err(|e| e.to_string()).and_then(check_synack_retries))]
+    synack_retries: Option<u8>,
+    /// Seconds queued data may go unacknowledged before the connection is aborted; 0 for
+    /// never (default 60).
+    #[arg(long, value_parser = |s: &str| s.parse::<f64>().map_err(|e| e.to_string()).and_then(|v| parse_send_timeout(v).map(|_| v)))]
+    send_timeout: Option<f64>,
+    /// Live connections one source address may hold per listener; 0 for no limit (default).
+    #[arg(long)]
+    max_conns_per_source: Option<u32>,
+    /// RSTs per second per worker for segments that match no connection (default 1000).
+    #[arg(long)]
+    rst_rate: Option<u32>,
     /// Receive buffer bytes per connection (default 2048).
     #[arg(long)]
     rx_buf: Option<usize>,
@@ -138,8 +152,15 @@ fn options(a: &RunArgs, file: Option<&FileConfig>) -> Result<Options, String> {
     flag!(iface <- a.iface, addr <- a.addr, queues <- a.queues, xdp_mode <- a.xdp_mode,
           zero_copy <- a.zero_copy, idle <- a.idle, max_conns <- a.max_conns, backlog <- a.backlog,
           rx_buf <- a.rx_buf, tx_buf <- a.tx_buf, frames <- a.umem_frames,
-          frame_size <- a.frame_size, grace <- a.grace);
+          frame_size <- a.frame_size, grace <- a.grace,
+          synack_retries <- a.synack_retries, rst_rate <- a.rst_rate);
     a.service.apply(&mut o.settings);
+    if let Some(s) = a.send_timeout {
+        o.send_timeout = parse_send_timeout(s)?;
+    }
+    if let Some(n) = a.max_conns_per_source {
+        o.max_conns_per_source = (n > 0).then_some(n);
+    }
     if a.gateway.is_some() {
         o.gateway = a.gateway;
     }
