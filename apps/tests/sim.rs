@@ -17,6 +17,7 @@ fn listen_opts(buf: usize) -> ListenOptions {
             ..SocketOptions::default()
         },
         backlog: 100_000,
+        ..ListenOptions::default()
     }
 }
 

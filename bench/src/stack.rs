@@ -180,6 +180,7 @@ impl Scenario {
                 ListenOptions {
                     socket: opts,
                     backlog: u32::MAX,
+                    ..ListenOptions::default()
                 },
             )
             .context("listen")?;

@@ -127,6 +127,7 @@ fn established(n: usize) -> (Pair, Vec<ConnId>) {
             ListenOptions {
                 socket,
                 backlog: u32::MAX,
+                ..ListenOptions::default()
             },
         )
         .unwrap();

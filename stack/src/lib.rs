@@ -73,6 +73,7 @@
 mod api;
 mod config;
 mod conn;
+mod cookie;
 mod counters;
 mod device;
 mod listener;
@@ -88,6 +89,7 @@ pub mod wire;
 pub use api::{ConnError, ConnectError, ConnectOptions, Memory};
 pub use config::{Config, ConfigError};
 pub use conn::ConnId;
+pub use cookie::{SynCookies, SynCookiesError};
 pub use counters::{Counters, Refusal, STATES, state_index};
 pub use device::{MAX_FRAME, TxQueue};
 pub use listener::{ListenError, ListenOptions, ListenerId, SocketOptions};

@@ -7,6 +7,7 @@ use smoltcp::socket::tcp;
 use smoltcp::time::Duration;
 
 use crate::conn::ConnId;
+use crate::cookie::SynCookies;
 
 /// Options of one connection, set when it opens.
 ///
@@ -61,6 +62,8 @@ pub struct ListenOptions {
     /// yet taken with [`Stack::accept`](crate::Stack::accept). A SYN beyond it is answered
     /// with RST and counted.
     pub backlog: u32,
+    /// When SYNs are answered with SYN cookies rather than half-open connections.
+    pub syn_cookies: SynCookies,
 }
 
 impl Default for ListenOptions {
@@ -68,6 +71,7 @@ impl Default for ListenOptions {
         ListenOptions {
             socket: SocketOptions::default(),
             backlog: 1024,
+            syn_cookies: SynCookies::Auto,
         }
     }
 }

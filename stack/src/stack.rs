@@ -23,6 +23,7 @@ use smoltcp::wire::{
 
 use crate::config::{Config, ConfigError};
 use crate::conn::{ConnId, Slab, Slot, flag};
+use crate::cookie::{Jar, SynCookies};
 use crate::counters::{Counters, Refusal, state_index};
 use crate::device::{self, Port, TxQueue, TxTally};
 use crate::listener::{Listener, SocketOptions};
@@ -143,6 +144,8 @@ pub struct Stack {
     /// The gateway and the address to ask for it from; the next probe's time.
     pub(crate) gateway: Option<(Ipv4Addr, Ipv4Addr)>,
     pub(crate) next_probe: Instant,
+    /// SYN-cookie secrets and scratch space.
+    pub(crate) cookies: Jar,
 }
 
 impl std::fmt::Debug for Stack {
@@ -179,6 +182,7 @@ impl Stack {
             tx: &mut NoFrames,
             tally: &mut TxTally::default(),
             caps: &caps,
+            seq_delta: 0,
         };
         let mut iface = Interface::new(ic, &mut dummy, now);
         let mut nets = Vec::new();
@@ -254,6 +258,7 @@ impl Stack {
                 (gw, on_link.map_or(first, |&(a, _)| a))
             }),
             next_probe: now,
+            cookies: Jar::new(crate::config::mix(config.seed, 3)),
         })
     }
 
@@ -440,6 +445,12 @@ impl Stack {
                     self.ingress_slot(now, slot, frame, tx);
                 } else if flags.syn && !flags.ack && !flags.rst {
                     self.ingress_syn(now, key, frame, tx);
+                } else if flags.ack
+                    && !flags.syn
+                    && !flags.rst
+                    && self.ingress_cookie_ack(now, key, frame, tx)
+                {
+                    // It returned a valid SYN cookie: the connection exists now.
                 } else {
                     self.counters.no_connection += 1;
                     self.ingress_unowned(now, frame, tx);
@@ -457,6 +468,7 @@ impl Stack {
             tx,
             tally: &mut self.tally,
             caps: &self.caps,
+            seq_delta: 0,
         };
         self.iface.poll_ingress_single(now, &mut port, &mut set);
     }
@@ -469,6 +481,9 @@ impl Stack {
         }
         let l = l - 1;
         self.counters.syns += 1;
+        if self.listeners[l].opts.syn_cookies == SynCookies::Always {
+            return self.send_cookie(now, l, key, frame, tx);
+        }
         let refusal = match self.admit(l, key) {
             Ok(slot) => {
                 self.ingress_slot(now, slot, frame, tx);
@@ -476,6 +491,9 @@ impl Stack {
             }
             Err(why) => why,
         };
+        if self.cookie_instead(l, refusal) {
+            return self.send_cookie(now, l, key, frame, tx);
+        }
         log::debug!("refused SYN from {:?}: {}", key, refusal.name());
         self.counters.refuse(refusal);
         self.ingress_unowned(now, frame, tx);
@@ -536,8 +554,30 @@ impl Stack {
         Ok(slot)
     }
 
-    fn ingress_slot<T: TxQueue>(&mut self, now: Instant, slot: u32, frame: &[u8], tx: &mut T) {
+    pub(crate) fn ingress_slot<T: TxQueue>(
+        &mut self,
+        now: Instant,
+        slot: u32,
+        frame: &[u8],
+        tx: &mut T,
+    ) {
+        if self.slab.slots[slot as usize].meta.seq_delta != 0 {
+            // Born from a SYN cookie: the peer acknowledges in the cookie's number space.
+            return self.ingress_cookie_born(now, slot, frame, tx);
+        }
+        self.ingress_polled(now, slot, frame, tx);
+    }
+
+    /// Hands `frame` to `slot`'s socket and does the bookkeeping after.
+    pub(crate) fn ingress_polled<T: TxQueue>(
+        &mut self,
+        now: Instant,
+        slot: u32,
+        frame: &[u8],
+        tx: &mut T,
+    ) {
         let i = slot as usize;
+        let seq_delta = self.slab.slots[i].meta.seq_delta;
         let mut set = mem::one_slot(&mut self.slab.slots[i].storage);
         let before = seen(set.get::<tcp::Socket>(SocketHandle::default()));
         let mut port = Port {
@@ -545,6 +585,7 @@ impl Stack {
             tx,
             tally: &mut self.tally,
             caps: &self.caps,
+            seq_delta,
         };
         self.iface.poll_ingress_single(now, &mut port, &mut set);
         let after = seen(set.get::<tcp::Socket>(SocketHandle::default()));
@@ -619,6 +660,7 @@ impl Stack {
 
     fn egress_slot<T: TxQueue>(&mut self, now: Instant, slot: u32, tx: &mut T) {
         let i = slot as usize;
+        let seq_delta = self.slab.slots[i].meta.seq_delta;
         let mut set = mem::one_slot(&mut self.slab.slots[i].storage);
         let before = seen(set.get::<tcp::Socket>(SocketHandle::default()));
         let mut port = Port {
@@ -626,6 +668,7 @@ impl Stack {
             tx,
             tally: &mut self.tally,
             caps: &self.caps,
+            seq_delta,
         };
         for _ in 0..SEGMENTS_PER_ROUND {
             if self.iface.poll_egress(now, &mut port, &mut set) == smoltcp::iface::PollResult::None

@@ -55,6 +55,7 @@ fn ring_hints_follow_the_rings_through_wraps_and_short_writes() {
             ListenOptions {
                 socket: opts(197, 151),
                 backlog,
+                ..ListenOptions::default()
             },
         )
         .unwrap();

@@ -181,6 +181,7 @@ pub fn server_opts(buf: usize) -> ListenOptions {
             ..SocketOptions::default()
         },
         backlog: u32::MAX,
+        ..ListenOptions::default()
     }
 }
 
