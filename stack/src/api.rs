@@ -81,7 +81,7 @@ pub struct ConnectOptions {
 /// connection count.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Memory {
-    /// Connection slots: smoltcp socket storage plus the stack's 48-byte record each
+    /// Connection slots: smoltcp socket storage plus the stack's 56-byte record each
     /// (with the connection's timer node).
     pub slab: usize,
     /// The demux table.

@@ -19,10 +19,18 @@
 //! lives between 64 and 128 seconds and dies after two periods. Period keys are derived
 //! from a secret (SplitMix64 of the secret and the period): the stack's seed at first,
 //! replaced at run time by [`Stack::set_cookie_secret`] (fresh OS randomness from the
-//! dataplane); the secret it replaces still keys the periods before the change, so
-//! handshakes in flight survive a rotation. A forged cookie is accepted with
-//! probability 2^-29 per guess; each guess costs the attacker a packet that the stack
-//! counts ([`Counters::cookies_invalid`](crate::Counters::cookies_invalid)).
+//! dataplane). A new secret keys the periods after the one it is set in, so handshakes
+//! in flight survive a rotation. A forged cookie is accepted with probability 2^-29 per
+//! guess (2^-27 for a full-sized data segment, see below); each guess costs the attacker
+//! a packet that the stack counts
+//! ([`Counters::cookies_invalid`](crate::Counters::cookies_invalid)).
+//!
+//! The client's ISN is a hash input, and the segment that brings the cookie back tells
+//! it as `seq - 1` — when that segment is the handshake's ACK or the first data segment.
+//! When both were lost or overtaken, the first to arrive is a later one: a full-sized
+//! segment `k` segments on names the ISN as `seq - 1 - k * len`, and the stack tries
+//! `k` up to 3 (Linux does not, and resets such clients); a shorter segment, or one
+//! further on, fails the check and is answered like any segment for no connection.
 //!
 //! The MSS index picks from [`MSS_TABLE`] the largest entry not above the client's MSS (or
 //! 536, RFC 9293 §3.7.1, if it sent none) and our own. What a cookie cannot carry is lost:
@@ -89,7 +97,12 @@ use crate::mem;
 use crate::stack::{Stack, ms};
 use crate::table::FourTuple;
 
-/// When a listener answers SYNs with SYN cookies.
+/// When a listener answers SYNs with SYN cookies (RFC 4987 §3.6): a SYN-ACK whose
+/// sequence number encodes the handshake, so that a SYN costs no state and a flood of
+/// them from spoofed sources cannot lock real clients out. A connection born from a
+/// cookie works like any other, but without window scaling (its window is at most 64 KiB),
+/// SACK or timestamps, and with its MSS rounded down to 536, 1220, 1440 or 1460.
+/// A cookie is valid for 64 to 128 seconds.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
 pub enum SynCookies {
     /// When the listener's backlog or the stack's half-open budget is full, answer a SYN
@@ -97,7 +110,7 @@ pub enum SynCookies {
     #[default]
     Auto,
     /// Answer every SYN with a cookie: no half-open state at all, and every connection
-    /// loses window scaling, SACK and timestamps (see the [module docs](self)).
+    /// goes without window scaling, SACK and timestamps.
     Always,
     /// Never: a SYN beyond the limits is refused.
     Off,
@@ -156,6 +169,10 @@ pub(crate) const PERIOD_MS: u64 = 64_000;
 /// IPv6-tunnel-sized, PPPoE/VPN-sized and Ethernet.
 pub(crate) const MSS_TABLE: [u16; 4] = [536, 1220, 1440, 1460];
 
+/// How many full-sized segments after the first one a returning cookie may come on (see
+/// `Jar::recover`).
+const EARLY_SEGMENTS: u32 = 3;
+
 /// Our own MSS: what smoltcp announces for the stack's 1500-byte MTU.
 const OUR_MSS: u16 = (MAX_FRAME - 14 - 20 - 20) as u16;
 
@@ -172,9 +189,9 @@ pub(crate) fn mss_index(client: Option<u16>) -> u8 {
 
 /// The cookie secret and the scratch buffer of cookie-born segments.
 pub(crate) struct Jar {
-    /// Keys periods from `since` on.
+    /// Keys the periods from `since` on.
     secret: u64,
-    /// Keys periods before `since`.
+    /// Keys the periods before `since` (the only one that matters: `since - 1`).
     previous: u64,
     since: u64,
     scratch: Vec<u8>,
@@ -190,14 +207,16 @@ impl Jar {
         }
     }
 
-    /// A new secret for the periods from `now_ms`'s on.
+    /// A new secret, for the periods after `now_ms`'s: cookies already made in this
+    /// period keep theirs.
     pub(crate) fn set_secret(&mut self, now_ms: u64, secret: u64) {
         let period = now_ms / PERIOD_MS;
-        if period != self.since {
+        if period >= self.since {
+            // `secret` keys this period: it keys the periods before the new one's.
             self.previous = self.secret;
         }
         self.secret = secret;
-        self.since = period;
+        self.since = period + 1;
     }
 
     fn mac(&self, period: u64, t: &FourTuple, isn: u32, mss: u8) -> u32 {
@@ -225,6 +244,27 @@ impl Jar {
         (self.mac(period, t, isn, mss) & !7) | ((period as u32 & 1) << 2) | u32::from(mss)
     }
 
+    /// The client's ISN and the MSS index, if `cookie` (from `seg`'s acknowledgement
+    /// number) is valid. The segment is normally the handshake's ACK or the first data
+    /// segment after it (`seq - 1` is the ISN). When both were lost or overtaken, a
+    /// full-sized segment `k` segments later names the ISN as `seq - 1 - k * len`:
+    /// [`EARLY_SEGMENTS`] such guesses are tried, so that the connection is born (with the
+    /// segment buffered out of order) rather than reset. Each guess is a chance for a
+    /// forger too: 2^-29 per guess, 2^-27 for a forged full-sized segment.
+    fn recover(&self, now_ms: u64, t: &FourTuple, seg: &Segment, cookie: u32) -> Option<(u32, u8)> {
+        let first = seg.seq.wrapping_sub(1);
+        if let Some(mss) = self.check(now_ms, t, first, cookie) {
+            return Some((first, mss));
+        }
+        if seg.payload < usize::from(MSS_TABLE[0]) {
+            return None;
+        }
+        (1..=EARLY_SEGMENTS).find_map(|k| {
+            let isn = first.wrapping_sub(k * seg.payload as u32);
+            self.check(now_ms, t, isn, cookie).map(|mss| (isn, mss))
+        })
+    }
+
     /// Whether `cookie` was made for `t` and `isn` in this period or the previous one:
     /// its MSS index if so.
     pub(crate) fn check(&self, now_ms: u64, t: &FourTuple, isn: u32, cookie: u32) -> Option<u8> {
@@ -247,6 +287,7 @@ struct Segment {
     ack: u32,
     window: u16,
     mss: Option<u16>,
+    payload: usize,
 }
 
 impl Segment {
@@ -265,15 +306,15 @@ impl Segment {
             ack: repr.ack_number.map_or(0, |a| a.0 as u32),
             window: repr.window_len,
             mss: repr.max_seg_size,
+            payload: repr.payload.len(),
         })
     }
 }
 
-/// Writes a SYN (`ack: None`) or SYN-ACK without options but MSS into `buf`
-/// ([`SYN_FRAME`] bytes), checksums filled.
-#[allow(clippy::too_many_arguments)]
-fn write_syn(
-    buf: &mut [u8],
+/// A SYN (`ack: None`) or SYN-ACK with no option but the MSS: the cookie SYN-ACK, and
+/// the SYN the stack feeds smoltcp for a returning cookie.
+struct Syn {
+    /// Source and destination MAC.
     macs: (EthernetAddress, EthernetAddress),
     src: (Ipv4Addr, u16),
     dst: (Ipv4Addr, u16),
@@ -281,45 +322,46 @@ fn write_syn(
     ack: Option<u32>,
     window: u16,
     mss: u16,
-) {
-    let tcp = TcpRepr {
-        src_port: src.1,
-        dst_port: dst.1,
-        control: TcpControl::Syn,
-        seq_number: TcpSeqNumber(seq as i32),
-        ack_number: ack.map(|a| TcpSeqNumber(a as i32)),
-        window_len: window,
-        window_scale: None,
-        max_seg_size: Some(mss),
-        sack_permitted: false,
-        sack_ranges: [None; 3],
-        timestamp: None,
-        payload: &[],
-    };
-    let ip = Ipv4Repr {
-        src_addr: src.0,
-        dst_addr: dst.0,
-        next_header: IpProtocol::Tcp,
-        payload_len: tcp.buffer_len(),
-        hop_limit: 64,
-    };
-    let eth = EthernetRepr {
-        src_addr: macs.0,
-        dst_addr: macs.1,
-        ethertype: EthernetProtocol::Ipv4,
-    };
-    let caps = ChecksumCapabilities::default();
-    let mut f = EthernetFrame::new_unchecked(buf);
-    eth.emit(&mut f);
-    let mut p = Ipv4Packet::new_unchecked(f.payload_mut());
-    ip.emit(&mut p, &caps);
-    let mut t = TcpPacket::new_unchecked(p.payload_mut());
-    tcp.emit(
-        &mut t,
-        &IpAddress::Ipv4(src.0),
-        &IpAddress::Ipv4(dst.0),
-        &caps,
-    );
+}
+
+impl Syn {
+    /// Writes the frame ([`SYN_FRAME`] bytes) into `buf`, checksums filled.
+    fn write(&self, buf: &mut [u8]) {
+        let tcp = TcpRepr {
+            src_port: self.src.1,
+            dst_port: self.dst.1,
+            control: TcpControl::Syn,
+            seq_number: TcpSeqNumber(self.seq as i32),
+            ack_number: self.ack.map(|a| TcpSeqNumber(a as i32)),
+            window_len: self.window,
+            window_scale: None,
+            max_seg_size: Some(self.mss),
+            sack_permitted: false,
+            sack_ranges: [None; 3],
+            timestamp: None,
+            payload: &[],
+        };
+        let ip = Ipv4Repr {
+            src_addr: self.src.0,
+            dst_addr: self.dst.0,
+            next_header: IpProtocol::Tcp,
+            payload_len: tcp.buffer_len(),
+            hop_limit: 64,
+        };
+        let eth = EthernetRepr {
+            src_addr: self.macs.0,
+            dst_addr: self.macs.1,
+            ethertype: EthernetProtocol::Ipv4,
+        };
+        let caps = ChecksumCapabilities::default();
+        let mut f = EthernetFrame::new_unchecked(buf);
+        eth.emit(&mut f);
+        let mut p = Ipv4Packet::new_unchecked(f.payload_mut());
+        ip.emit(&mut p, &caps);
+        let mut t = TcpPacket::new_unchecked(p.payload_mut());
+        let (src, dst) = (IpAddress::Ipv4(self.src.0), IpAddress::Ipv4(self.dst.0));
+        tcp.emit(&mut t, &src, &dst, &caps);
+    }
 }
 
 /// Where the TCP header of an Ethernet/IPv4/TCP frame starts, if it is one.
@@ -429,19 +471,18 @@ impl Stack {
         let mss = mss_index(syn.mss);
         let cookie = self.cookies.make(ms(now), &key, syn.seq, mss);
         let window = self.listeners[l].opts.socket.rx_buf.min(65535) as u16;
-        let mac = self.mac;
+        let answer = Syn {
+            macs: (self.mac, syn.src_mac),
+            src: (Ipv4Addr::from(key.local_addr), key.local_port),
+            dst: (Ipv4Addr::from(key.remote_addr), key.remote_port),
+            seq: cookie,
+            ack: Some(syn.seq.wrapping_add(1)),
+            window,
+            mss: OUR_MSS,
+        };
         let tally = &mut self.tally;
         tx.transmit(SYN_FRAME, |buf| {
-            write_syn(
-                buf,
-                (mac, syn.src_mac),
-                (Ipv4Addr::from(key.local_addr), key.local_port),
-                (Ipv4Addr::from(key.remote_addr), key.remote_port),
-                cookie,
-                Some(syn.seq.wrapping_add(1)),
-                window,
-                OUR_MSS,
-            );
+            answer.write(buf);
             tally.count(buf);
         });
         self.counters.cookies_sent += 1;
@@ -468,8 +509,7 @@ impl Stack {
             return false;
         };
         let cookie = seg.ack.wrapping_sub(1);
-        let isn = seg.seq.wrapping_sub(1);
-        let Some(mss) = self.cookies.check(ms(now), &key, isn, cookie) else {
+        let Some((isn, mss)) = self.cookies.recover(ms(now), &key, &seg, cookie) else {
             self.counters.cookies_invalid += 1;
             return false;
         };
@@ -490,7 +530,7 @@ impl Stack {
                 return true;
             }
         };
-        let Some(isn_ours) = self.bridge(now, slot, &key, &seg, mss, tx) else {
+        let Some(isn_ours) = self.bridge(now, slot, &key, &seg, (isn, mss), tx) else {
             log::debug!("SYN cookie of {key:?}: smoltcp sent no SYN-ACK (neighbour unknown?)");
             self.free_slot(slot);
             return true;
@@ -519,21 +559,21 @@ impl Stack {
         slot: u32,
         key: &FourTuple,
         seg: &Segment,
-        mss: u8,
+        (isn, mss): (u32, u8),
         tx: &mut T,
     ) -> Option<u32> {
         let i = slot as usize;
         let mut syn = [0u8; SYN_FRAME];
-        write_syn(
-            &mut syn,
-            (seg.src_mac, self.mac),
-            (Ipv4Addr::from(key.remote_addr), key.remote_port),
-            (Ipv4Addr::from(key.local_addr), key.local_port),
-            seg.seq.wrapping_sub(1),
-            None,
-            seg.window,
-            MSS_TABLE[usize::from(mss & 3)],
-        );
+        Syn {
+            macs: (seg.src_mac, self.mac),
+            src: (Ipv4Addr::from(key.remote_addr), key.remote_port),
+            dst: (Ipv4Addr::from(key.local_addr), key.local_port),
+            seq: isn,
+            ack: None,
+            window: seg.window,
+            mss: MSS_TABLE[usize::from(mss & 3)],
+        }
+        .write(&mut syn);
         let mut captured = std::mem::take(&mut self.cookies.scratch);
         captured.clear();
         let mut set = mem::one_slot(&mut self.slab.slots[i].storage);
@@ -655,18 +695,22 @@ mod tests {
     fn a_new_secret_keeps_cookies_in_flight() {
         let mut jar = Jar::new(1);
         let t = tuple(6000);
-        let old = jar.make(10 * PERIOD_MS, &t, 9, 3);
-        jar.set_secret(11 * PERIOD_MS, 2);
-        assert_eq!(jar.check(11 * PERIOD_MS, &t, 9, old), Some(3));
-        let new = jar.make(11 * PERIOD_MS, &t, 9, 3);
-        assert_ne!(new, old);
-        assert_eq!(jar.check(12 * PERIOD_MS, &t, 9, new), Some(3));
-        let other = Jar::new(2);
+        let before = jar.make(11 * PERIOD_MS, &t, 9, 3);
+        jar.set_secret(11 * PERIOD_MS + 5, 7);
+        jar.set_secret(11 * PERIOD_MS + 6, 2);
+        let same = jar.make(11 * PERIOD_MS + 7, &t, 9, 3);
+        assert_eq!(same, before, "the period's cookies keep their secret");
+        assert_eq!(jar.check(12 * PERIOD_MS, &t, 9, before), Some(3));
+        let after = jar.make(12 * PERIOD_MS, &t, 9, 3);
         assert_eq!(
-            other.make(11 * PERIOD_MS, &t, 9, 3),
-            new,
-            "keys derive from the secret"
+            after,
+            Jar::new(2).make(12 * PERIOD_MS, &t, 9, 3),
+            "the last secret set keys the next period"
         );
+        assert_ne!(after, Jar::new(1).make(12 * PERIOD_MS, &t, 9, 3));
+        jar.set_secret(12 * PERIOD_MS, 3);
+        assert_eq!(jar.check(13 * PERIOD_MS, &t, 9, after), Some(3));
+        assert_eq!(jar.check(13 * PERIOD_MS, &t, 9, before), None, "t + 2");
     }
 
     fn segment(seq: u32, payload: &[u8], ports: (u16, u16)) -> Vec<u8> {

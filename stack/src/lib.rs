@@ -55,8 +55,8 @@
 //!
 //! # Memory
 //!
-//! Per connection: smoltcp's `SocketStorage` (432 bytes in smoltcp 0.14), a 48-byte slot
-//! record holding the timer node (480 bytes together, 8 cache lines), the rx and tx
+//! Per connection: smoltcp's `SocketStorage` (432 bytes in smoltcp 0.14), a 56-byte slot
+//! record holding the timer node (488 bytes together, 8 or 9 cache lines), the rx and tx
 //! buffers, and 16 to 32 bytes of demux table. With 256-byte buffers that is just under
 //! 1 KiB. Big allocations come from 2 MiB
 //! hugepages when reserved (see [`HugePages`]).
@@ -65,8 +65,8 @@
 //!
 //! IPv6, IP fragments (dropped and counted), more than two local addresses or two routes
 //! (smoltcp's build-time limits), TCP options beyond what smoltcp implements (window
-//! scaling, SACK-permitted, timestamps), and SYN cookies (half-open connections are
-//! bounded per listener and per stack instead).
+//! scaling, SACK-permitted, timestamps), and those options on connections born from a
+//! [SYN cookie](SynCookies) (the cookie carries only a quantised MSS).
 #![deny(missing_docs)]
 #![deny(unsafe_code)]
 

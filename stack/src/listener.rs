@@ -60,7 +60,8 @@ pub struct ListenOptions {
     pub socket: SocketOptions,
     /// Connections that may wait on this listener: half-open ones plus established ones not
     /// yet taken with [`Stack::accept`](crate::Stack::accept). A SYN beyond it is answered
-    /// with RST and counted.
+    /// with RST and counted, or with a SYN cookie (see `syn_cookies`); a returning cookie
+    /// beyond it (too many not yet accepted) is dropped and counted.
     pub backlog: u32,
     /// When SYNs are answered with SYN cookies rather than half-open connections.
     pub syn_cookies: SynCookies,
