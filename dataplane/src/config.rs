@@ -4,6 +4,7 @@
 use std::net::Ipv4Addr;
 
 use c10m_ebpf::XdpMode;
+use c10m_stack::SynCookies;
 
 use crate::service::Service;
 use crate::worker::Idle;
@@ -38,8 +39,12 @@ pub struct Options {
     /// Connection slots per worker.
     pub max_conns: usize,
     /// Connections that may wait on each listener (half-open plus not yet accepted); a SYN
-    /// beyond it is refused with RST and counted (`refused.backlog`).
+    /// beyond it is refused with RST and counted (`refused.backlog`), or answered with a
+    /// SYN cookie (see `syn_cookies`).
     pub backlog: u32,
+    /// When every listener answers SYNs with SYN cookies: `auto` (when the backlog or the
+    /// half-open budget is full), `always` or `off`.
+    pub syn_cookies: SynCookies,
     /// Receive buffer bytes per connection.
     pub rx_buf: usize,
     /// Transmit buffer bytes per connection.
@@ -71,6 +76,7 @@ impl Default for Options {
             idle: Idle::Adaptive,
             max_conns: 16384,
             backlog: 4096,
+            syn_cookies: SynCookies::Auto,
             rx_buf: 2048,
             tx_buf: 2048,
             frames: 4096,

@@ -24,6 +24,7 @@ pub struct FileConfig {
     pub idle: Option<String>,
     pub max_conns: Option<usize>,
     pub backlog: Option<u32>,
+    pub syn_cookies: Option<String>,
     pub rx_buf: Option<usize>,
     pub tx_buf: Option<usize>,
     pub umem_frames: Option<u32>,
@@ -77,6 +78,11 @@ impl FileConfig {
         }
         if let Some(v) = &self.idle {
             o.idle = v.parse().map_err(field("idle"))?;
+        }
+        if let Some(v) = &self.syn_cookies {
+            o.syn_cookies = v
+                .parse()
+                .map_err(|e: c10m_stack::SynCookiesError| field("syn_cookies")(e.to_string()))?;
         }
         macro_rules! plain {
             ($($key:ident => $field:ident),*) => {$(
@@ -194,6 +200,26 @@ mod tests {
         assert_eq!(parse("http_body = 1000").unwrap().http_body, 1000);
         let e = parse("http_body = -1").unwrap_err();
         assert!(e.contains("key `http_body`"), "{e}");
+    }
+
+    #[test]
+    fn sets_syn_cookies() {
+        use c10m_stack::SynCookies;
+        assert_eq!(
+            parse("").unwrap().syn_cookies,
+            SynCookies::Auto,
+            "the default"
+        );
+        assert_eq!(
+            parse("syn_cookies = \"always\"").unwrap().syn_cookies,
+            SynCookies::Always
+        );
+        assert_eq!(
+            parse("syn_cookies = \"off\"").unwrap().syn_cookies,
+            SynCookies::Off
+        );
+        let e = parse("syn_cookies = \"maybe\"").unwrap_err();
+        assert!(e.contains("key `syn_cookies`") && e.contains("auto"), "{e}");
     }
 
     #[test]

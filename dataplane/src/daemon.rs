@@ -381,6 +381,7 @@ where
             ..SocketOptions::default()
         },
         backlog: opts.backlog,
+        syn_cookies: opts.syn_cookies,
     };
     let svc = (service.make)(q as usize, &service.addrs);
     let mut apps = Apps::new(svc, service.extras, stack.capacity(), clock.now());

@@ -87,6 +87,10 @@ struct RunArgs {
     /// 4096, as the kernel backend's listen backlog).
     #[arg(long)]
     backlog: Option<u32>,
+    /// SYN cookies: auto (when a listener's backlog or the half-open budget is full),
+    /// always, or off (default auto).
+    #[arg(long)]
+    syn_cookies: Option<c10m_stack::SynCookies>,
     /// Receive buffer bytes per connection (default 2048).
     #[arg(long)]
     rx_buf: Option<usize>,
@@ -137,6 +141,7 @@ fn options(a: &RunArgs, file: Option<&FileConfig>) -> Result<Options, String> {
     }
     flag!(iface <- a.iface, addr <- a.addr, queues <- a.queues, xdp_mode <- a.xdp_mode,
           zero_copy <- a.zero_copy, idle <- a.idle, max_conns <- a.max_conns, backlog <- a.backlog,
+          syn_cookies <- a.syn_cookies,
           rx_buf <- a.rx_buf, tx_buf <- a.tx_buf, frames <- a.umem_frames,
           frame_size <- a.frame_size, grace <- a.grace, http_body <- a.http_body);
     if a.gateway.is_some() {
