@@ -352,7 +352,16 @@ fn a_returned_cookie_makes_a_translated_connection() {
     let mut buf = [0u8; 64];
     assert_eq!(s.recv(conn, &mut buf), Ok(5));
     assert_eq!(&buf[..5], b"hello");
-    // The answer, and the acknowledgement of "hello", are in the cookie's number space.
+    s.poll(now, &mut tx);
+    let ack = sent(&pop_tcp(&mut tx).expect("an ACK of hello"));
+    assert_eq!(ack.control, TcpControl::None);
+    assert_eq!((ack.seq, ack.ack), (cookie.wrapping_add(1), Some(1006)));
+    // smoltcp's own SYN-ACK went nowhere, but it counts as sent and acknowledged: its
+    // retransmission timer is off, nothing is sent again.
+    let now = Instant::from_millis(20 + 5_000);
+    s.poll(now, &mut tx);
+    assert!(pop_tcp(&mut tx).is_none(), "no retransmission");
+    // The answer is in the cookie's number space.
     assert_eq!(s.send(conn, &[7u8; 3000]), Ok(3000));
     s.poll(now, &mut tx);
     let first = sent(&pop_tcp(&mut tx).expect("data"));
