@@ -62,18 +62,24 @@
 //! acknowledgements we send are in the client's space, and without SACK the client's
 //! segments carry no other numbers of ours.
 //!
-//! The alternatives were worse: patching smoltcp (a fork to maintain), or a proxy that
-//! holds the handshake in a second socket (twice the memory).
+//! The alternatives were worse: patching smoltcp to take an ISN or restore a socket (a
+//! fork to maintain), or a proxy that holds the handshake in a second socket (twice the
+//! memory). Two cases end without a connection but without a RST either, so that the
+//! client's next segment can try again: the listener has as many connections waiting for
+//! accept as its backlog (counted as a refusal), or smoltcp's answer to the SYN is an
+//! ARP request because the next hop's MAC is unknown (the request is sent).
 //!
 //! # Cost
 //!
-//! Per connection: the 4-byte `Meta::seq_delta` (it fits in the padding of the 8-aligned
-//! slot record: 56 bytes rather than 48, the slot 488 rather than 480). Per segment of an
-//! ordinary connection: one predictable branch in, one out (`delta == 0`). Per segment of
-//! a cookie-born connection: a copy of the received frame into a scratch buffer, and a
-//! 4-byte rewrite plus an incremental checksum update per transmitted frame. Per cookie:
-//! one SipHash of 21 bytes to make it, one to check it. A delta of 0 (1 in 2^32) needs no
-//! translation, which is what 0 means.
+//! Per connection: the 4-byte `Meta::seq_delta`. The timer node makes the record 8-aligned,
+//! so it grows from 48 to 56 bytes (4 of them free) and the slot from 480 to 488: 8 bytes
+//! per connection, and half the slots now span 9 cache lines rather than 8. Per segment
+//! of an ordinary connection: one predictable branch in, one out (`delta == 0`). Per
+//! segment of a cookie-born connection: a copy of the received frame into a scratch
+//! buffer, and a 4-byte rewrite plus an incremental checksum update per transmitted frame.
+//! Per cookie: one SipHash-1-3 of 17 bytes to make it, one to check it (up to four for a
+//! full-sized data segment). A delta of 0 (1 in 2^32) needs no translation, which is what
+//! 0 means.
 
 use std::fmt;
 use std::hash::Hasher;
