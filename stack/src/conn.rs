@@ -123,7 +123,7 @@ impl Meta {
 
 /// One connection slot: smoltcp's socket storage and the stack's record (with the
 /// connection's timer node) side by side, so that reaching a connection touches one run of
-/// memory (480 bytes, always 8 cache lines) rather than three arrays: with millions of
+/// memory (488 bytes, 8 or 9 cache lines) rather than three arrays: with millions of
 /// connections each distinct line is a cache miss and each distinct page a likely TLB
 /// miss.
 pub(crate) struct Slot {
