@@ -19,6 +19,7 @@ fn listen_opts() -> ListenOptions {
             ..SocketOptions::default()
         },
         backlog: 100_000,
+        ..ListenOptions::default()
     }
 }
 

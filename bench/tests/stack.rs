@@ -29,7 +29,7 @@ fn stack_benchmark_prints_its_json_report() {
     assert_eq!(num("established"), 20_000.0, "every connection established");
     // Every connection exchanged a request and a response before the timed rounds.
     assert!(num("exchanged") >= 20_000.0);
-    // Slot (480 B) + buffers (512 B) + table, timers and queues: about 1 KiB; the process
+    // Slot (488 B) + buffers (512 B) + table, timers and queues: about 1 KiB; the process
     // holds both stacks, so RSS grows by about twice that.
     let bytes = num("bytes_per_conn");
     assert!((992.0..1100.0).contains(&bytes), "bytes_per_conn {bytes}");

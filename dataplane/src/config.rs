@@ -4,6 +4,7 @@
 use std::net::Ipv4Addr;
 
 use c10m_ebpf::XdpMode;
+use c10m_stack::SynCookies;
 
 use crate::service::Service;
 use crate::worker::Idle;
@@ -38,9 +39,13 @@ pub struct Options {
     /// Connection slots per worker.
     pub max_conns: usize,
     /// Connections that may wait on each listener (half-open plus not yet accepted). When
-    /// it is full a SYN evicts the oldest half-open connection, or, with none half-open, is
-    /// dropped silently and counted (`refused.backlog`).
+    /// it is full a SYN is answered with a SYN cookie (see `syn_cookies`); with cookies off
+    /// it evicts the oldest half-open connection, or, with none half-open, is dropped
+    /// silently and counted (`refused.backlog`).
     pub backlog: u32,
+    /// When every listener answers SYNs with SYN cookies: `auto` (when the backlog or the
+    /// half-open budget is full), `always` or `off`.
+    pub syn_cookies: SynCookies,
     /// SYN-ACK retransmissions before an unanswered half-open connection is freed
     /// (0 to 15; 3 gives up 15 s after the SYN).
     pub synack_retries: u8,
@@ -83,6 +88,7 @@ impl Default for Options {
             idle: Idle::Adaptive,
             max_conns: 16384,
             backlog: 4096,
+            syn_cookies: SynCookies::Auto,
             synack_retries: 3,
             send_timeout: Some(std::time::Duration::from_secs(60)),
             max_conns_per_source: None,

@@ -26,6 +26,7 @@ pub struct FileConfig {
     pub idle: Option<String>,
     pub max_conns: Option<usize>,
     pub backlog: Option<u32>,
+    pub syn_cookies: Option<String>,
     pub synack_retries: Option<u8>,
     /// Seconds; 0 for none.
     pub send_timeout: Option<f64>,
@@ -93,6 +94,11 @@ impl FileConfig {
         }
         if let Some(v) = &self.idle {
             o.idle = v.parse().map_err(field("idle"))?;
+        }
+        if let Some(v) = &self.syn_cookies {
+            o.syn_cookies = v
+                .parse()
+                .map_err(|e: c10m_stack::SynCookiesError| field("syn_cookies")(e.to_string()))?;
         }
         macro_rules! plain {
             ($($key:ident => $field:ident),*) => {$(
@@ -315,6 +321,26 @@ mod tests {
         assert!(e.contains("key `synack_retries`"), "{e}");
         let e = parse("send_timeout = -1").unwrap_err();
         assert!(e.contains("key `send_timeout`"), "{e}");
+    }
+
+    #[test]
+    fn sets_syn_cookies() {
+        use c10m_stack::SynCookies;
+        assert_eq!(
+            parse("").unwrap().syn_cookies,
+            SynCookies::Auto,
+            "the default"
+        );
+        assert_eq!(
+            parse("syn_cookies = \"always\"").unwrap().syn_cookies,
+            SynCookies::Always
+        );
+        assert_eq!(
+            parse("syn_cookies = \"off\"").unwrap().syn_cookies,
+            SynCookies::Off
+        );
+        let e = parse("syn_cookies = \"maybe\"").unwrap_err();
+        assert!(e.contains("key `syn_cookies`") && e.contains("auto"), "{e}");
     }
 
     #[test]

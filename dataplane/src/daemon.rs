@@ -386,6 +386,7 @@ where
             ..SocketOptions::default()
         },
         backlog: opts.backlog,
+        syn_cookies: opts.syn_cookies,
         synack_retries: opts.synack_retries,
         max_per_source: opts.max_conns_per_source,
     };

@@ -105,6 +105,11 @@ pub(crate) fn visit(s: &Sample, f: &mut dyn FnMut(Metric, u64)) {
         );
     }
     m("accepted", "Passive opens established", C, None, c.accepted);
+    m("cookies_sent", "SYN cookies sent", C, None, c.cookies_sent);
+    let help = "Connections born from a SYN cookie";
+    m("cookies_accepted", help, C, None, c.cookies_accepted);
+    let help = "ACKs to a listening port with an invalid SYN cookie";
+    m("cookies_invalid", help, C, None, c.cookies_invalid);
     m("connects", "Active opens started", C, None, c.connects);
     m(
         "connected",
@@ -351,6 +356,7 @@ mod tests {
         assert!(list.len() <= CELLS, "{} metrics", list.len());
         let mut s = Sample::default();
         s.stack.accepted = 7;
+        s.stack.cookies_accepted = 5;
         s.stack.drops[Drop::TcpChecksum as usize] = 2;
         s.stack.states[4] = 3;
         s.memory = 1000;
@@ -359,6 +365,7 @@ mod tests {
         p.publish(&s);
         let v = to_json(&p.read());
         assert_eq!(v["accepted"], 7);
+        assert_eq!(v["cookies_accepted"], 5);
         assert_eq!(v["drops"]["tcp_checksum"], 2);
         assert_eq!(v["connections"]["established"], 3);
         assert_eq!(v["bytes_per_connection"], 100);

@@ -61,8 +61,7 @@ pub(crate) mod flag {
     pub(crate) const READ_PENDING: u8 = 128;
 }
 
-/// The small record kept beside each socket: 56 bytes (52 used; the rest is free for one
-/// more `u32`).
+/// The small record kept beside each socket: 56 bytes, every one used.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Meta {
     /// The connection's 4-tuple (the demux key).
@@ -85,6 +84,10 @@ pub(crate) struct Meta {
     /// stack follows it from what it sees: the handshake, bytes added to the receive
     /// queue, and the peer's FIN.
     pub(crate) rcv_nxt: u16,
+    /// For a connection born from a SYN cookie: smoltcp's initial sequence number minus
+    /// the cookie, by which segments are translated (see `cookie`). 0 for all others (and
+    /// for the one cookie-born connection in 2^32 that needs no translation).
+    pub(crate) seq_delta: u32,
     /// Index of the option profile it was opened with (its listener's, or a connect's).
     pub(crate) profile: u16,
     /// Where the next received byte lands in the receive ring, and where the next sent
@@ -118,6 +121,7 @@ impl Meta {
         last_rx: 0,
         progress: 0,
         rcv_nxt: 0,
+        seq_delta: 0,
         profile: 0,
         rx_at: 0,
         tx_at: 0,
@@ -179,6 +183,9 @@ impl Slab {
         let m = &mut self.slots[slot as usize].meta;
         m.key = key;
         m.link = NIL;
+        m.seq_delta = 0;
+        m.rcv_nxt = 0;
+        m.progress = 0;
         m.profile = 0;
         m.flags = flag::LIVE;
         m.state = 0;
@@ -244,8 +251,9 @@ mod tests {
 
     #[test]
     fn slot_is_488_bytes() {
+        // 56 bytes, all used; the timer node makes it 8-aligned.
         assert_eq!(size_of::<Meta>(), 56);
-        // 488 bytes: a slot spans 8 or 9 cache lines.
+        // 488 = 7.625 lines: a slot spans 8 lines, or 9 when it starts past offset 24.
         assert_eq!(size_of::<Slot>(), 488);
     }
 

@@ -124,6 +124,14 @@ pub struct Counters {
     /// ARP requests sent to keep the gateway's neighbour entry fresh (one per
     /// 20 s while the stack is polled).
     pub gateway_probes: u64,
+    /// SYN-ACKs sent with a SYN cookie instead of a half-open connection (see
+    /// [`SynCookies`](crate::SynCookies)).
+    pub cookies_sent: u64,
+    /// Connections born from a returned SYN cookie (also counted in `accepted`).
+    pub cookies_accepted: u64,
+    /// ACKs to a listening port, for no connection, whose cookie was not valid (forged,
+    /// expired, or a stray segment): they then take the `no_connection` path.
+    pub cookies_invalid: u64,
     /// Gauge: connection slots by TCP state, indexed by [`state_index`].
     pub states: [u64; STATES],
 }

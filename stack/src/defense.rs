@@ -77,6 +77,7 @@ use smoltcp::socket::tcp::{self, State};
 use smoltcp::time::{Duration, Instant};
 
 use crate::conn::{ConnId, flag};
+use crate::cookie::SynCookies;
 use crate::counters::{Refusal, state_index};
 use crate::device::TxQueue;
 use crate::mem;
@@ -285,17 +286,21 @@ impl Stack {
 
     /// Makes room for a SYN to listener `l` within its backlog and the stack's half-open
     /// budget, evicting half-open connections when needed; or says why not.
+    /// With SYN cookies on (`auto`), nothing is evicted: the refusal it returns is
+    /// answered with a cookie instead (see `cookie`).
     pub(crate) fn make_room(&mut self, l: usize, key: &FourTuple) -> Result<(), Refusal> {
-        let lst = &self.listeners[l];
-        if let (Some(max), Some(map)) = (lst.opts.max_per_source, &lst.per_source)
-            && map.get(&key.remote_addr).is_some_and(|&n| n >= max)
-        {
+        if self.over_source_limit(l, key.remote_addr) {
             return Err(Refusal::PerSource);
         }
-        if lst.waiting() >= lst.opts.backlog && !self.evict_half_open(l) {
+        let lst = &self.listeners[l];
+        let evict = lst.opts.syn_cookies == SynCookies::Off;
+        if lst.waiting() >= lst.opts.backlog && !(evict && self.evict_half_open(l)) {
             return Err(Refusal::Backlog);
         }
         if self.half_open >= self.max_half_open {
+            if !evict {
+                return Err(Refusal::HalfOpen);
+            }
             // This listener's oldest first; else the one holding the most.
             let fullest = (0..self.listeners.len()).max_by_key(|&i| self.listeners[i].half_open);
             if !self.evict_half_open(l) && !fullest.is_some_and(|f| self.evict_half_open(f)) {
@@ -303,6 +308,13 @@ impl Stack {
             }
         }
         Ok(())
+    }
+
+    /// Whether `addr` already holds the most connections listener `l` allows one source.
+    pub(crate) fn over_source_limit(&self, l: usize, addr: u32) -> bool {
+        let lst = &self.listeners[l];
+        matches!((lst.opts.max_per_source, &lst.per_source),
+            (Some(max), Some(map)) if map.get(&addr).is_some_and(|&n| n >= max))
     }
 
     /// Counts (`delta` = 1) or uncounts (-1) a connection of listener `l` from `addr` for

@@ -81,6 +81,9 @@ pub(crate) struct Port<'a, T: TxQueue> {
     pub(crate) tx: &'a mut T,
     pub(crate) tally: &'a mut TxTally,
     pub(crate) caps: &'a DeviceCapabilities,
+    /// For a connection born from a SYN cookie: what to subtract from the sequence number
+    /// of every TCP frame transmitted (see `cookie`). 0 for every other connection.
+    pub(crate) seq_delta: u32,
 }
 
 impl<T: TxQueue> phy::Device for Port<'_, T> {
@@ -100,6 +103,7 @@ impl<T: TxQueue> phy::Device for Port<'_, T> {
             Tx {
                 queue: self.tx,
                 tally: self.tally,
+                seq_delta: self.seq_delta,
             },
         ))
     }
@@ -108,6 +112,7 @@ impl<T: TxQueue> phy::Device for Port<'_, T> {
         self.tx.has_room().then_some(Tx {
             queue: self.tx,
             tally: self.tally,
+            seq_delta: self.seq_delta,
         })
     }
 
@@ -127,13 +132,17 @@ impl phy::RxToken for Rx<'_> {
 pub(crate) struct Tx<'a, T: TxQueue> {
     queue: &'a mut T,
     tally: &'a mut TxTally,
+    seq_delta: u32,
 }
 
 impl<T: TxQueue> phy::TxToken for Tx<'_, T> {
     fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
-        let tally = self.tally;
+        let (tally, seq_delta) = (self.tally, self.seq_delta);
         self.queue.transmit(len, |buf| {
             let r = f(buf);
+            if seq_delta != 0 {
+                crate::cookie::shift_seq(buf, seq_delta);
+            }
             tally.count(buf);
             r
         })

@@ -65,14 +65,15 @@
 //!
 //! IPv6, IP fragments (dropped and counted), more than two local addresses or two routes
 //! (smoltcp's build-time limits), TCP options beyond what smoltcp implements (window
-//! scaling, SACK-permitted, timestamps), and SYN cookies (half-open connections are
-//! bounded per listener and per stack instead, the oldest evicted when full).
+//! scaling, SACK-permitted, timestamps), and those options on connections born from a
+//! [SYN cookie](SynCookies) (the cookie carries only a quantised MSS).
 #![deny(missing_docs)]
 #![deny(unsafe_code)]
 
 mod api;
 mod config;
 mod conn;
+mod cookie;
 mod counters;
 mod defense;
 mod device;
@@ -89,6 +90,7 @@ pub mod wire;
 pub use api::{ConnError, ConnectError, ConnectOptions, Memory};
 pub use config::{Config, ConfigError};
 pub use conn::ConnId;
+pub use cookie::{SynCookies, SynCookiesError};
 pub use counters::{Counters, Refusal, STATES, state_index};
 pub use defense::CHALLENGE_ACK_RATE;
 pub use device::{MAX_FRAME, TxQueue};

@@ -7,6 +7,7 @@ use smoltcp::socket::tcp;
 use smoltcp::time::Duration;
 
 use crate::conn::ConnId;
+use crate::cookie::SynCookies;
 
 /// Options of one connection, set when it opens.
 ///
@@ -71,10 +72,15 @@ pub struct ListenOptions {
     /// Options given to every connection it accepts.
     pub socket: SocketOptions,
     /// Connections that may wait on this listener: half-open ones plus established ones not
-    /// yet taken with [`Stack::accept`](crate::Stack::accept). When it is full, a new SYN
-    /// evicts the listener's oldest half-open connection, or, if none is half-open, is
-    /// dropped silently and counted ([`Refusal::Backlog`](crate::Refusal::Backlog)).
+    /// yet taken with [`Stack::accept`](crate::Stack::accept). When it (or the stack's
+    /// half-open budget) is full, a new SYN is answered with a SYN cookie (see
+    /// `syn_cookies`); with cookies off it evicts the listener's oldest half-open
+    /// connection, or, if none is half-open, is dropped silently and counted
+    /// ([`Refusal::Backlog`](crate::Refusal::Backlog)). A returning cookie beyond it (too
+    /// many not yet accepted) is dropped and counted.
     pub backlog: u32,
+    /// When SYNs are answered with SYN cookies rather than half-open connections.
+    pub syn_cookies: SynCookies,
     /// SYN-ACK retransmissions before a half-open connection whose peer never answers is
     /// freed, silently (its SYN was likely spoofed). smoltcp retransmits the SYN-ACK after
     /// 1 s, then doubling, so `n` retries give up `2^(n+1) - 1` seconds after the SYN
@@ -106,6 +112,7 @@ impl Default for ListenOptions {
             backlog: 1024,
             synack_retries: 3,
             max_per_source: None,
+            syn_cookies: SynCookies::Auto,
         }
     }
 }

@@ -23,6 +23,7 @@ use smoltcp::wire::{
 
 use crate::config::{Config, ConfigError};
 use crate::conn::{ConnId, Slab, Slot, flag};
+use crate::cookie::{Jar, SynCookies};
 use crate::counters::{Counters, Refusal, state_index};
 use crate::defense::{self, TokenBucket};
 use crate::device::{self, Port, TxQueue, TxTally};
@@ -148,6 +149,8 @@ pub struct Stack {
     /// The gateway and the address to ask for it from; the next probe's time.
     pub(crate) gateway: Option<(Ipv4Addr, Ipv4Addr)>,
     pub(crate) next_probe: Instant,
+    /// SYN-cookie secrets and scratch space.
+    pub(crate) cookies: Jar,
 }
 
 impl std::fmt::Debug for Stack {
@@ -184,6 +187,7 @@ impl Stack {
             tx: &mut NoFrames,
             tally: &mut TxTally::default(),
             caps: &caps,
+            seq_delta: 0,
         };
         let mut iface = Interface::new(ic, &mut dummy, now);
         let mut nets = Vec::new();
@@ -265,6 +269,7 @@ impl Stack {
                 (gw, on_link.map_or(first, |&(a, _)| a))
             }),
             next_probe: now,
+            cookies: Jar::new(crate::config::mix(config.seed, 3)),
         })
     }
 
@@ -454,6 +459,12 @@ impl Stack {
                     self.ingress_slot(now, slot, frame, tx);
                 } else if flags.syn && !flags.ack && !flags.rst {
                     self.ingress_syn(now, key, frame, tx);
+                } else if flags.ack
+                    && !flags.syn
+                    && !flags.rst
+                    && self.ingress_cookie_ack(now, key, frame, tx)
+                {
+                    // It returned a valid SYN cookie: the connection exists now.
                 } else {
                     self.counters.no_connection += 1;
                     self.ingress_stray(now, frame, flags.rst, tx);
@@ -481,6 +492,7 @@ impl Stack {
             tx,
             tally: &mut self.tally,
             caps: &self.caps,
+            seq_delta: 0,
         };
         self.iface.poll_ingress_single(now, &mut port, &mut set);
     }
@@ -493,13 +505,23 @@ impl Stack {
         }
         let l = l - 1;
         self.counters.syns += 1;
-        let refusal = match self.admit(l, key) {
-            Ok(slot) => {
-                self.ingress_slot(now, slot, frame, tx);
-                return;
+        let refusal = if self.listeners[l].opts.syn_cookies == SynCookies::Always {
+            if !self.over_source_limit(l, key.remote_addr) {
+                return self.send_cookie(now, l, key, frame, tx);
             }
-            Err(why) => why,
+            Refusal::PerSource
+        } else {
+            match self.admit(l, key) {
+                Ok(slot) => {
+                    self.ingress_slot(now, slot, frame, tx);
+                    return;
+                }
+                Err(why) => why,
+            }
         };
+        if self.cookie_instead(l, refusal) {
+            return self.send_cookie(now, l, key, frame, tx);
+        }
         // Dropped silently: the source is likely spoofed, and a RST would be backscatter.
         log::debug!("refused SYN from {:?}: {}", key, refusal.name());
         self.counters.refuse(refusal);
@@ -556,8 +578,30 @@ impl Stack {
         Ok(slot)
     }
 
-    fn ingress_slot<T: TxQueue>(&mut self, now: Instant, slot: u32, frame: &[u8], tx: &mut T) {
+    pub(crate) fn ingress_slot<T: TxQueue>(
+        &mut self,
+        now: Instant,
+        slot: u32,
+        frame: &[u8],
+        tx: &mut T,
+    ) {
+        if self.slab.slots[slot as usize].meta.seq_delta != 0 {
+            // Born from a SYN cookie: the peer acknowledges in the cookie's number space.
+            return self.ingress_cookie_born(now, slot, frame, tx);
+        }
+        self.ingress_polled(now, slot, frame, tx);
+    }
+
+    /// Hands `frame` to `slot`'s socket and does the bookkeeping after.
+    pub(crate) fn ingress_polled<T: TxQueue>(
+        &mut self,
+        now: Instant,
+        slot: u32,
+        frame: &[u8],
+        tx: &mut T,
+    ) {
         let i = slot as usize;
+        let seq_delta = self.slab.slots[i].meta.seq_delta;
         let mut set = mem::one_slot(&mut self.slab.slots[i].storage);
         let before = seen(set.get::<tcp::Socket>(SocketHandle::default()));
         let mut port = Port {
@@ -565,6 +609,7 @@ impl Stack {
             tx,
             tally: &mut self.tally,
             caps: &self.caps,
+            seq_delta,
         };
         self.iface.poll_ingress_single(now, &mut port, &mut set);
         let after = seen(set.get::<tcp::Socket>(SocketHandle::default()));
@@ -651,6 +696,7 @@ impl Stack {
 
     pub(crate) fn egress_slot<T: TxQueue>(&mut self, now: Instant, slot: u32, tx: &mut T) {
         let i = slot as usize;
+        let seq_delta = self.slab.slots[i].meta.seq_delta;
         let mut set = mem::one_slot(&mut self.slab.slots[i].storage);
         let before = seen(set.get::<tcp::Socket>(SocketHandle::default()));
         let mut port = Port {
@@ -658,6 +704,7 @@ impl Stack {
             tx,
             tally: &mut self.tally,
             caps: &self.caps,
+            seq_delta,
         };
         for _ in 0..SEGMENTS_PER_ROUND {
             if self.iface.poll_egress(now, &mut port, &mut set) == smoltcp::iface::PollResult::None

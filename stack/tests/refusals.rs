@@ -7,7 +7,7 @@ mod common;
 use std::net::{Ipv4Addr, SocketAddrV4};
 
 use c10m_stack::wire::{Impairments, Pair, Queue};
-use c10m_stack::{Instant, ListenOptions, Refusal, SocketOptions};
+use c10m_stack::{Instant, ListenOptions, Refusal, SocketOptions, SynCookies};
 use common::frames::{self, tcp_flags};
 use common::*;
 use smoltcp::wire::TcpControl;
@@ -99,6 +99,8 @@ fn backlog_overflow_drops_syns_silently_and_keeps_the_queue() {
     let mut pair = pair(64, Impairments::none());
     let opts = ListenOptions {
         backlog: 4,
+        // The refusal itself is under test: no SYN cookies for SYNs beyond the backlog.
+        syn_cookies: SynCookies::Off,
         ..ListenOptions::default()
     };
     let l = pair.b.listen(80, opts).unwrap();

@@ -13,6 +13,9 @@ use crate::ring;
 use crate::service::Apps;
 use crate::stats::{Published, Sample};
 
+/// How often a worker gives its stack a new SYN-cookie secret.
+const REKEY: c10m_stack::Duration = c10m_stack::Duration::from_secs(600);
+
 /// What connects a worker to the control thread.
 #[derive(Debug)]
 pub(crate) struct Link {
@@ -28,6 +31,8 @@ pub(crate) struct Link {
 #[derive(Debug)]
 pub(super) struct Control {
     pub(super) next: Instant,
+    /// When the stack's SYN-cookie secret is next replaced with fresh OS randomness.
+    rekey: Instant,
     commands: u64,
     replies_dropped: u64,
     draining: bool,
@@ -74,6 +79,15 @@ impl Control {
                 }
             }
         }
+        if now >= self.rekey {
+            // The stack keys each period's cookies from this secret (seeded from the OS
+            // at start): renewing it bounds what a leaked secret is worth.
+            self.rekey = now + REKEY;
+            match getrandom::u64() {
+                Ok(secret) => stack.set_cookie_secret(now, secret),
+                Err(e) => tracing::warn!("no fresh SYN-cookie secret from the OS: {e}"),
+            }
+        }
         let memory = stack.memory();
         link.stats.publish(&Sample {
             stack: stack.counters(),
@@ -105,6 +119,7 @@ impl Default for Control {
     fn default() -> Self {
         Control {
             next: Instant::ZERO,
+            rekey: Instant::ZERO + REKEY,
             commands: 0,
             replies_dropped: 0,
             draining: false,

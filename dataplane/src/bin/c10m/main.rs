@@ -88,6 +88,10 @@ struct RunArgs {
     /// 4096, as the kernel backend's listen backlog).
     #[arg(long)]
     backlog: Option<u32>,
+    /// SYN cookies: auto (when a listener's backlog or the half-open budget is full),
+    /// always, or off (default auto).
+    #[arg(long)]
+    syn_cookies: Option<c10m_stack::SynCookies>,
     /// SYN-ACK retransmissions before an unanswered half-open connection is freed, 0 to 15
     /// (default 3: given up 15 s after the SYN).
     #[arg(long, value_parser = |s: &str| s.parse::<u8>().map_err(|e| e.to_string()).and_then(check_synack_retries))]
@@ -151,6 +155,7 @@ fn options(a: &RunArgs, file: Option<&FileConfig>) -> Result<Options, String> {
     }
     flag!(iface <- a.iface, addr <- a.addr, queues <- a.queues, xdp_mode <- a.xdp_mode,
           zero_copy <- a.zero_copy, idle <- a.idle, max_conns <- a.max_conns, backlog <- a.backlog,
+          syn_cookies <- a.syn_cookies,
           rx_buf <- a.rx_buf, tx_buf <- a.tx_buf, frames <- a.umem_frames,
           frame_size <- a.frame_size, grace <- a.grace,
           synack_retries <- a.synack_retries, rst_rate <- a.rst_rate);
