@@ -688,9 +688,9 @@ fn off_never_sends_cookies_and_ignores_them() {
     let c = s.counters();
     assert_eq!(c.cookies_sent, 0);
     assert_eq!(
-        c.refusals(Refusal::HalfOpen),
-        1,
-        "beyond the budget: refused"
+        (c.half_open_evicted, c.refusals(Refusal::HalfOpen)),
+        (1, 0),
+        "beyond the budget with cookies off: the oldest half-open is evicted"
     );
     s.ingress(
         now,
@@ -698,4 +698,38 @@ fn off_never_sends_cookies_and_ignores_them() {
         &mut tx,
     );
     assert_eq!(s.counters().cookies_invalid, 0, "not even checked");
+}
+
+#[test]
+fn a_cookie_born_connection_takes_an_exact_rst_and_screens_a_blind_one() {
+    // RFC 5961's exact-match RST test needs RCV.NXT, which the stack follows itself: for
+    // a cookie-born connection it starts at the bridged SYN, not at the stack's ingress.
+    let (mut s, mut tx) = server(SynCookies::Always);
+    let src = (CLIENT, 40100);
+    let isn = 0x00ff_fff0; // the low 16 bits wrap as data arrives
+    let cookie = cookie_for(&mut s, &mut tx, 10, src, isn);
+    let now = Instant::from_millis(20);
+    let ack = Some(cookie.wrapping_add(1));
+    s.ingress(
+        now,
+        &segment(src, TcpControl::Psh, isn + 1, ack, None, &[1u8; 40]),
+        &mut tx,
+    );
+    assert_eq!(s.connections(), 1);
+    // In the window but not RCV.NXT: a blind guess, ignored.
+    s.ingress(
+        now,
+        &segment(src, TcpControl::Rst, isn + 1 + 40 + 7, ack, None, b""),
+        &mut tx,
+    );
+    assert_eq!(s.connections(), 1, "a near-miss RST must not reset");
+    assert_eq!(s.counters().resets_ignored, 1);
+    // Exactly RCV.NXT: the peer really resets.
+    s.ingress(
+        now,
+        &segment(src, TcpControl::Rst, isn + 1 + 40, ack, None, b""),
+        &mut tx,
+    );
+    s.poll(now, &mut tx);
+    assert_eq!(s.connections(), 0, "the exact RST resets the connection");
 }

@@ -10,6 +10,7 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 use c10m_stack::wire::{Impairments, Pair, Queue, Side};
 use c10m_stack::{
     ConnId, Duration, Event, Instant, ListenOptions, Refusal, SocketOptions, Stack, State,
+    SynCookies,
 };
 use common::frames;
 use common::*;
@@ -71,9 +72,11 @@ fn drain(tx: &mut Queue) -> Vec<(u8, u32, u32, Vec<u8>)> {
 
 #[test]
 fn spoofed_syns_expire_silently_after_the_synack_retries() {
+    // Cookies off: the SYNs take half-open slots, which must expire.
     let opts = ListenOptions {
         backlog: 10_000,
         synack_retries: 3,
+        syn_cookies: SynCookies::Off,
         ..ListenOptions::default()
     };
     let mut s = server(4096, opts, |_| {});
@@ -141,8 +144,10 @@ fn spoofed_syns_expire_silently_after_the_synack_retries() {
 #[test]
 fn a_full_half_open_budget_evicts_the_oldest_for_a_real_client() {
     let mut pair = pair(64, Impairments::none());
+    // Cookies off: with them, a full budget is answered with cookies instead.
     let opts = ListenOptions {
         backlog: 16,
+        syn_cookies: SynCookies::Off,
         ..server_opts(1024)
     };
     pair.b.listen(80, opts).unwrap();
