@@ -127,9 +127,7 @@ pub enum StartError {
     /// The interface was deleted or set down while the dataplane ran: the workers
     /// stopped (without a grace period). A supervisor should restart the daemon once the
     /// interface is back. `report` is what they did until then.
-    #[error(
-        "interface {iface} went away (deleted or down): exiting; restart when it is back"
-    )]
+    #[error("interface {iface} went away (deleted or down): exiting; restart when it is back")]
     InterfaceGone {
         /// The interface.
         iface: String,
@@ -154,7 +152,9 @@ pub enum StartError {
 
 /// The network of `addr/prefix` (the address with its host bits cleared).
 fn network(addr: Ipv4Addr, prefix: u8) -> Ipv4Addr {
-    let mask = u32::MAX.checked_shl(32 - u32::from(prefix.min(32))).unwrap_or(0);
+    let mask = u32::MAX
+        .checked_shl(32 - u32::from(prefix.min(32)))
+        .unwrap_or(0);
     Ipv4Addr::from(u32::from(addr) & mask)
 }
 
@@ -163,9 +163,7 @@ fn network(addr: Ipv4Addr, prefix: u8) -> Ipv4Addr {
 pub fn parse_cidr(s: &str) -> Result<(Ipv4Addr, u8), String> {
     let Some((a, p)) = s.split_once('/') else {
         return Err(match s.parse::<Ipv4Addr>() {
-            Ok(_) => format!(
-                "{s} has no prefix length: write it as ADDR/PREFIX, e.g. {s}/24"
-            ),
+            Ok(_) => format!("{s} has no prefix length: write it as ADDR/PREFIX, e.g. {s}/24"),
             Err(_) => format!("bad address {s:?}: expected A.B.C.D/PREFIX, e.g. 198.18.0.10/24"),
         });
     };
@@ -305,7 +303,10 @@ mod tests {
             "198.18.0.10 has no prefix length: write it as ADDR/PREFIX, e.g. 198.18.0.10/24"
         );
         assert!(parse_cidr("198.18.0.10/").is_err());
-        assert_eq!(network([198, 18, 7, 9].into(), 16), Ipv4Addr::new(198, 18, 0, 0));
+        assert_eq!(
+            network([198, 18, 7, 9].into(), 16),
+            Ipv4Addr::new(198, 18, 0, 0)
+        );
         assert_eq!(network([198, 18, 7, 9].into(), 0), Ipv4Addr::UNSPECIFIED);
         assert!(parse_cidr("198.18.0.10/33").is_err());
         assert!(parse_cidr("0.0.0.0/8").is_err());
@@ -330,7 +331,10 @@ mod tests {
         assert!(e.contains("0.0.0.0 cannot be a service address"), "{e}");
         o.addr = (Ipv4Addr::new(198, 18, 0, 10), 32);
         let e = o.validate().unwrap_err().to_string();
-        assert!(e.contains("198.18.0.10/32") && e.contains("198.18.0.10/24"), "{e}");
+        assert!(
+            e.contains("198.18.0.10/32") && e.contains("198.18.0.10/24"),
+            "{e}"
+        );
         o.addr.1 = 24;
         assert!(o.validate().is_ok());
         o.queues = 2;

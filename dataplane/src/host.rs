@@ -36,7 +36,10 @@ pub(crate) fn check_addr_free(addr: Ipv4Addr, iface: &str) -> Result<(), StartEr
 /// [`check_addr_free`] against a given list of the host's addresses.
 fn addr_free(addr: Ipv4Addr, iface: &str, host: &[IfAddr]) -> Result<(), StartError> {
     let mut taken = host.iter().filter(|a| a.addr == addr);
-    let first = taken.clone().find(|a| a.iface == iface).or_else(|| taken.next());
+    let first = taken
+        .clone()
+        .find(|a| a.iface == iface)
+        .or_else(|| taken.next());
     match first {
         None => Ok(()),
         Some(a) => Err(StartError::AddressInUse {

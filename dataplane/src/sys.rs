@@ -60,16 +60,19 @@ pub(crate) fn ipv4_addrs() -> io::Result<Vec<IfAddr>> {
         // SAFETY: `node` is a non-null element of the list, which lives until freeifaddrs.
         let ifa = unsafe { &*node };
         node = ifa.ifa_next;
-        // SAFETY: a non-null ifa_addr points to a sockaddr at least as long as its family
-        // says; for AF_INET that is a sockaddr_in (read unaligned to be safe).
+        if ifa.ifa_addr.is_null() {
+            continue;
+        }
+        // SAFETY: a non-null ifa_addr points to a sockaddr, whose first field is the family.
+        let family = unsafe { (*ifa.ifa_addr).sa_family };
+        if i32::from(family) != libc::AF_INET {
+            continue;
+        }
+        // SAFETY: for an AF_INET entry, ifa_addr and (if non-null) ifa_netmask point to
+        // sockaddr_in structures owned by the list (read unaligned, to assume nothing).
         let sin = |sa: *const libc::sockaddr| unsafe {
             std::ptr::read_unaligned(sa.cast::<libc::sockaddr_in>())
         };
-        // SAFETY: as above; sa_family is the first field of every sockaddr.
-        if ifa.ifa_addr.is_null() || i32::from(unsafe { (*ifa.ifa_addr).sa_family }) != libc::AF_INET
-        {
-            continue;
-        }
         let addr = Ipv4Addr::from(u32::from_be(sin(ifa.ifa_addr).sin_addr.s_addr));
         let prefix = if ifa.ifa_netmask.is_null() {
             32

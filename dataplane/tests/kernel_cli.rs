@@ -186,7 +186,10 @@ fn a_port_in_use_is_refused_unless_shared_on_purpose() {
         c.read_exact(&mut b).unwrap();
     }
     let (a, b) = (first.process.stop(), second.process.stop());
-    let (a, b) = (a["accepted"].as_u64().unwrap(), b["accepted"].as_u64().unwrap());
+    let (a, b) = (
+        a["accepted"].as_u64().unwrap(),
+        b["accepted"].as_u64().unwrap(),
+    );
     assert_eq!(a + b, 16, "every client served once: {a} + {b}");
     assert!(a > 0 && b > 0, "SO_REUSEPORT spread them: {a} + {b}");
 }

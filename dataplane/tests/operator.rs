@@ -45,7 +45,10 @@ fn the_hosts_own_address_and_a_bare_address_are_refused() {
     );
     // Anywhere in the namespace, not only on the interface.
     let (_, e) = refused(&run("127.0.0.1/8"));
-    assert!(e.contains("127.0.0.1 is already an address of this host (lo)"), "{e}");
+    assert!(
+        e.contains("127.0.0.1 is already an address of this host (lo)"),
+        "{e}"
+    );
     // The host's networking was left alone: the kernel still answers on 198.18.0.2.
     let (ok, out) = ns_run(GEN_NS, &["ping", "-c", "1", "-W", "2", "198.18.0.2"]);
     assert!(ok, "{out}");
@@ -53,11 +56,16 @@ fn the_hosts_own_address_and_a_bare_address_are_refused() {
     let (code, e) = refused(&run("198.18.0.10"));
     assert_eq!(code, 2, "a bad command line");
     assert!(
-        e.contains("198.18.0.10 has no prefix length: write it as ADDR/PREFIX, e.g. 198.18.0.10/24"),
+        e.contains(
+            "198.18.0.10 has no prefix length: write it as ADDR/PREFIX, e.g. 198.18.0.10/24"
+        ),
         "{e}"
     );
     let (_, e) = refused(&run("198.18.0.10/32"));
-    assert!(e.contains("198.18.0.10/32") && e.contains("198.18.0.10/24"), "{e}");
+    assert!(
+        e.contains("198.18.0.10/32") && e.contains("198.18.0.10/24"),
+        "{e}"
+    );
 
     // The configuration file says the same, naming its key.
     let path = std::env::temp_dir().join(format!("c10m-operator-{}.toml", std::process::id()));
@@ -80,7 +88,10 @@ fn the_hosts_own_address_and_a_bare_address_are_refused() {
         "{e}"
     );
     assert_eq!(code2, 1);
-    assert!(e2.contains("198.18.0.2 is already an address of this host (dut0)"), "{e2}");
+    assert!(
+        e2.contains("198.18.0.2 is already an address of this host (dut0)"),
+        "{e2}"
+    );
 }
 
 /// Starts the daemon, runs `break_it` in c10m-dut once it is ready, and checks that it
@@ -110,7 +121,12 @@ fn exits_when(break_it: &[&str]) {
     let status = wait_timeout(&mut child, Duration::from_secs(5));
     let took = started.elapsed();
     let mut err = String::new();
-    child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
     drop(conn);
     let Some(status) = status else {
         let _ = child.kill();
@@ -149,7 +165,9 @@ fn vlan_up() {
         (DUT_NS, "dut0.100", "dut0", "198.18.1.2/24"),
     ] {
         for cmd in [
-            &["ip", "link", "add", "link", link, "name", dev, "type", "vlan", "id", "100"][..],
+            &[
+                "ip", "link", "add", "link", link, "name", dev, "type", "vlan", "id", "100",
+            ][..],
             &["ip", "addr", "add", addr, "dev", dev],
             &["ip", "link", "set", dev, "up"],
         ] {
@@ -194,12 +212,24 @@ fn vlan_traffic_stays_with_the_kernel() {
     // address, so nobody answers), not to the stack.
     for cmd in [
         &["ip", "route", "add", "198.18.0.10/32", "dev", "gen0.100"][..],
-        &["ip", "neigh", "replace", "198.18.0.10", "lladdr", "02:00:c6:12:00:02", "dev", "gen0.100"],
+        &[
+            "ip",
+            "neigh",
+            "replace",
+            "198.18.0.10",
+            "lladdr",
+            "02:00:c6:12:00:02",
+            "dev",
+            "gen0.100",
+        ],
     ] {
         let (ok, out) = ns_run(GEN_NS, cmd);
         assert!(ok, "{cmd:?}: {out}");
     }
-    let (ok, _) = ns_run(GEN_NS, &["ping", "-c", "3", "-i", "0.2", "-W", "1", "198.18.0.10"]);
+    let (ok, _) = ns_run(
+        GEN_NS,
+        &["ping", "-c", "3", "-i", "0.2", "-W", "1", "198.18.0.10"],
+    );
     assert!(!ok, "a tagged ping to the service address got an answer");
 
     let report = daemon.stop();
@@ -208,5 +238,8 @@ fn vlan_traffic_stays_with_the_kernel() {
     // ARP, 3 pings, the TCP exchange, 3 pings to the service address: all tagged.
     assert!(xdp["vlan"].as_u64().unwrap() >= 10, "{xdp}");
     let stack = &report["workers"][0]["stack"];
-    assert_eq!(stack["drops"]["ethertype"], 0, "the stack saw tagged frames: {stack}");
+    assert_eq!(
+        stack["drops"]["ethertype"], 0,
+        "the stack saw tagged frames: {stack}"
+    );
 }

@@ -24,8 +24,8 @@ use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 
 use c10m_dataplane::{
-    FileConfig, Hooks, Idle, Options, RELOADABLE, Reload, StartError, parse_cidr, parse_cores, parse_grace,
-    parse_service, parse_zero_copy,
+    FileConfig, Hooks, Idle, Options, RELOADABLE, Reload, StartError, parse_cidr, parse_cores,
+    parse_grace, parse_service, parse_zero_copy,
 };
 use c10m_ebpf::XdpMode;
 use clap::{Parser, Subcommand};
