@@ -130,6 +130,32 @@ pub enum StartError {
         /// Queues it has.
         has: u32,
     },
+    /// The service address is already one of the host's (the XDP program would take
+    /// its ARP and the host's own traffic on it would stop).
+    #[error(
+        "{addr} is already an address of this host ({iface}): the dataplane needs an \
+         address of its own — pick another in {net}/{prefix}, or remove it with \
+         'ip addr del {addr}/{prefix} dev {iface}'",
+        net = network(*.addr, *.prefix)
+    )]
+    AddressInUse {
+        /// The service address.
+        addr: Ipv4Addr,
+        /// An interface that has it.
+        iface: String,
+        /// Its prefix length there.
+        prefix: u8,
+    },
+    /// The interface was deleted or set down while the dataplane ran: the workers
+    /// stopped (without a grace period). A supervisor should restart the daemon once the
+    /// interface is back. `report` is what they did until then.
+    #[error("interface {iface} went away (deleted or down): exiting; restart when it is back")]
+    InterfaceGone {
+        /// The interface.
+        iface: String,
+        /// The workers' report up to the loss.
+        report: Box<crate::Report>,
+    },
     /// A bad option value.
     #[error("{0}")]
     Invalid(String),
@@ -172,9 +198,23 @@ pub fn check_synack_retries(n: u8) -> Result<u8, String> {
     }
 }
 
-/// Parses `A.B.C.D/PREFIX` (prefix 0..=32; no prefix means /32).
+/// The network of `addr/prefix` (the address with its host bits cleared).
+fn network(addr: Ipv4Addr, prefix: u8) -> Ipv4Addr {
+    let mask = u32::MAX
+        .checked_shl(32 - u32::from(prefix.min(32)))
+        .unwrap_or(0);
+    Ipv4Addr::from(u32::from(addr) & mask)
+}
+
+/// Parses `A.B.C.D/PREFIX` (prefix 0..=32). The prefix is required: without one the
+/// stack's subnet would be the address alone, and it answers only hosts in its subnet.
 pub fn parse_cidr(s: &str) -> Result<(Ipv4Addr, u8), String> {
-    let (a, p) = s.split_once('/').unwrap_or((s, "32"));
+    let Some((a, p)) = s.split_once('/') else {
+        return Err(match s.parse::<Ipv4Addr>() {
+            Ok(_) => format!("{s} has no prefix length: write it as ADDR/PREFIX, e.g. {s}/24"),
+            Err(_) => format!("bad address {s:?}: expected A.B.C.D/PREFIX, e.g. 198.18.0.10/24"),
+        });
+    };
     let addr: Ipv4Addr = a
         .parse()
         .map_err(|_| format!("bad address {s:?}: expected A.B.C.D/PREFIX, e.g. 198.18.0.10/24"))?;
@@ -229,6 +269,19 @@ impl Options {
     /// Checks the values that need no system access.
     pub fn validate(&self) -> Result<(), StartError> {
         let invalid = |m: String| Err(StartError::Invalid(m));
+        let (addr, prefix) = self.addr;
+        if addr.is_unspecified() || addr.is_broadcast() || addr.is_multicast() {
+            return invalid(format!(
+                "{addr} cannot be a service address: give a unicast address with its prefix, \
+                 e.g. 198.18.0.10/24"
+            ));
+        }
+        if prefix >= 32 {
+            return invalid(format!(
+                "{addr}/{prefix} leaves the dataplane's subnet empty, so it answers no one: \
+                 give the link's prefix, e.g. {addr}/24"
+            ));
+        }
         if self.services.is_empty() && self.ports.is_empty() {
             return invalid(
                 "no service given: add e.g. --service echo:7 (or the `ports` of your own \
@@ -292,7 +345,17 @@ mod tests {
             parse_cidr("198.18.0.10/24"),
             Ok((Ipv4Addr::new(198, 18, 0, 10), 24))
         );
-        assert_eq!(parse_cidr("198.18.0.10").unwrap().1, 32);
+        let e = parse_cidr("198.18.0.10").unwrap_err();
+        assert_eq!(
+            e,
+            "198.18.0.10 has no prefix length: write it as ADDR/PREFIX, e.g. 198.18.0.10/24"
+        );
+        assert!(parse_cidr("198.18.0.10/").is_err());
+        assert_eq!(
+            network([198, 18, 7, 9].into(), 16),
+            Ipv4Addr::new(198, 18, 0, 0)
+        );
+        assert_eq!(network([198, 18, 7, 9].into(), 0), Ipv4Addr::UNSPECIFIED);
         assert!(parse_cidr("198.18.0.10/33").is_err());
         assert!(parse_cidr("0.0.0.0/8").is_err());
         assert!(parse_cidr("nonsense").is_err());
@@ -312,6 +375,15 @@ mod tests {
             services: vec![(Service::Echo, 7)],
             ..Options::default()
         };
+        let e = o.validate().unwrap_err().to_string();
+        assert!(e.contains("0.0.0.0 cannot be a service address"), "{e}");
+        o.addr = (Ipv4Addr::new(198, 18, 0, 10), 32);
+        let e = o.validate().unwrap_err().to_string();
+        assert!(
+            e.contains("198.18.0.10/32") && e.contains("198.18.0.10/24"),
+            "{e}"
+        );
+        o.addr.1 = 24;
         assert!(o.validate().is_ok());
         o.queues = 2;
         o.cores = Some(vec![1]);
@@ -330,6 +402,7 @@ mod tests {
     fn a_custom_service_takes_ports_not_services() {
         let mut o = Options {
             ports: vec![7000, 7001],
+            addr: (Ipv4Addr::new(198, 18, 0, 10), 24),
             ..Options::default()
         };
         assert!(o.validate().is_ok());

@@ -3,10 +3,14 @@
 //! Both are the same generic path: each worker builds its own service on its own thread
 //! and drives it with a [`c10m_apps::Runtime`].
 //!
-//! Order: check the options and the host (interface, privileges, queue count, MAC) →
+//! Order: check the options and the host (interface, the address not already the
+//! host's, privileges, queue count, MAC) →
 //! attach the XDP program and register the address and services → one thread per queue
 //! builds its UMEM, socket and stack, registers its socket in the XSKMAP and reports
-//! ready → `on_ready` → wait for the stop flag (or a worker's death) → workers leave
+//! ready → `on_ready` → wait for the stop flag (or a worker's death, or the interface
+//! going away: deleted or set down, looked at every 200 ms with two ioctls, which is
+//! cheaper than a netlink listener and needs no state; the run then ends in
+//! [`StartError::InterfaceGone`]) → workers leave
 //! their loops, unregister their sockets, finish transmission, close their sockets and
 //! account for their frames → [`Report`]. The XDP program goes with the `Steering`
 //! value (a bpf_link), even on `kill -9`.
@@ -15,7 +19,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use c10m_ebpf::{Proto, Steering};
 use c10m_stack::{Config, HugePages, ListenOptions, PortChooser, SocketOptions, Stack};
@@ -43,6 +47,10 @@ pub struct Ready {
 
 /// Runs the dataplane until `stop` is set or SIGINT/SIGTERM arrives (when `signals` is
 /// true the handlers are installed here). Calls `on_ready` once every worker runs.
+///
+/// Refuses to start on an address the host already has
+/// ([`StartError::AddressInUse`]); ends in [`StartError::InterfaceGone`] (with the
+/// report) when the interface is deleted or set down while it runs.
 pub fn run(
     opts: &Options,
     stop: Arc<AtomicBool>,
@@ -82,7 +90,8 @@ pub fn run_with(
 
 /// Runs a service of your own on the dataplane, listening on `opts.ports` of `opts.addr`,
 /// until `stop` is set (or SIGINT/SIGTERM arrives, with `hooks.signals`). `opts.services`
-/// must be empty: the built-in services run with [`run`].
+/// must be empty: the built-in services run with [`run`]. The start-up checks and the
+/// end when the interface goes away are [`run`]'s.
 ///
 /// `make(worker, addrs)` builds worker `worker`'s service on that worker's thread (so
 /// the service itself need not be `Send`), given the addresses listened on — the same
@@ -171,6 +180,9 @@ where
     let signals = hooks.signals;
     opts.validate()?;
     host::check_iface(&opts.iface)?;
+    host::check_addr_free(opts.addr.0, &opts.iface)?;
+    let link_watch = crate::sys::LinkWatch::new(&opts.iface)
+        .map_err(|_| StartError::NoSuchInterface(opts.iface.clone()))?;
     if !host::privileged() {
         return Err(StartError::NotPrivileged);
     }
@@ -294,6 +306,8 @@ where
     .map_err(|e| StartError::Invalid(format!("starting the control thread: {e}")))?;
     on_ready(&ready);
 
+    let mut gone = false;
+    let mut next_look = Instant::now();
     while !stop.load(Ordering::SeqCst) && !handles.iter().any(|h| h.is_finished()) {
         if crate::signal::received() {
             tracing::info!("stopping: draining for up to {:?}", opts.grace);
@@ -301,6 +315,16 @@ where
         }
         if crate::signal::hangup() {
             link::reload(&mut hooks, &grace_ms);
+        }
+        if Instant::now() >= next_look {
+            next_look += LINK_LOOK;
+            if !link_watch.alive() {
+                // Nothing can reach the connections any more: no grace period.
+                tracing::error!("interface {} went away (deleted or down)", opts.iface);
+                grace_ms.store(0, Ordering::Relaxed);
+                gone = true;
+                break;
+            }
         }
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -312,8 +336,20 @@ where
     ctl_stop.store(true, Ordering::SeqCst);
     let _ = control.join();
     let steering_counters = steering.counters().ok();
-    Ok(Report::new(&steering, steering_counters, workers))
+    let report = Report::new(&steering, steering_counters, workers);
+    if gone {
+        return Err(StartError::InterfaceGone {
+            iface: opts.iface.clone(),
+            report: Box::new(report),
+        });
+    }
+    Ok(report)
 }
+
+/// How often the main thread looks at the interface (two ioctls): the daemon notices a
+/// deleted or downed interface within this, and the workers then stop without a grace
+/// period, so the process exits well inside 2 s.
+const LINK_LOOK: Duration = Duration::from_millis(200);
 
 type ReadyMsg = (u32, Result<(bool, bool), String>);
 

@@ -1,11 +1,14 @@
 //! What the daemon reads about the host before it starts: the interface (from sysfs,
-//! which `ip netns exec` remounts for the namespace it enters) and the process's
-//! capabilities.
+//! which `ip netns exec` remounts for the namespace it enters), the process's
+//! capabilities, and the addresses the host already has (the service address must not
+//! be one: the XDP program would take its ARP and the host's own traffic would die).
 
 use std::fs;
+use std::net::Ipv4Addr;
 use std::path::PathBuf;
 
 use crate::config::StartError;
+use crate::sys::{self, IfAddr};
 
 fn sys(iface: &str) -> PathBuf {
     PathBuf::from("/sys/class/net").join(iface)
@@ -17,6 +20,34 @@ pub(crate) fn check_iface(iface: &str) -> Result<(), StartError> {
         return Err(StartError::NoSuchInterface(iface.to_owned()));
     }
     Ok(())
+}
+
+/// Checks that no interface of this network namespace has `addr` (`iface` is the
+/// dataplane's: a match there is named first).
+pub(crate) fn check_addr_free(addr: Ipv4Addr, iface: &str) -> Result<(), StartError> {
+    let host = sys::ipv4_addrs().map_err(|e| {
+        StartError::Invalid(format!(
+            "cannot list this host's addresses (getifaddrs: {e}): check /proc and netlink"
+        ))
+    })?;
+    addr_free(addr, iface, &host)
+}
+
+/// [`check_addr_free`] against a given list of the host's addresses.
+fn addr_free(addr: Ipv4Addr, iface: &str, host: &[IfAddr]) -> Result<(), StartError> {
+    let mut taken = host.iter().filter(|a| a.addr == addr);
+    let first = taken
+        .clone()
+        .find(|a| a.iface == iface)
+        .or_else(|| taken.next());
+    match first {
+        None => Ok(()),
+        Some(a) => Err(StartError::AddressInUse {
+            addr,
+            iface: a.iface.clone(),
+            prefix: a.prefix,
+        }),
+    }
 }
 
 /// The interface's MAC address.
@@ -79,6 +110,39 @@ mod tests {
         assert_eq!(parse_mac("02:00:c6:12:00"), None);
         assert_eq!(parse_mac("02:00:c6:12:00:02:03"), None);
         assert_eq!(parse_mac(""), None);
+    }
+
+    #[test]
+    fn the_hosts_own_address_is_refused() {
+        let a = |iface: &str, addr: [u8; 4], prefix| IfAddr {
+            iface: iface.into(),
+            addr: addr.into(),
+            prefix,
+        };
+        let host = [
+            a("lo", [127, 0, 0, 1], 8),
+            a("eth9", [198, 18, 0, 2], 16),
+            a("dut0", [198, 18, 0, 2], 24),
+        ];
+        assert!(addr_free([198, 18, 0, 10].into(), "dut0", &host).is_ok());
+        assert!(addr_free([198, 18, 0, 10].into(), "dut0", &[]).is_ok());
+        let e = addr_free([198, 18, 0, 2].into(), "dut0", &host)
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            e,
+            "198.18.0.2 is already an address of this host (dut0): the dataplane needs an \
+             address of its own — pick another in 198.18.0.0/24, or remove it with \
+             'ip addr del 198.18.0.2/24 dev dut0'"
+        );
+        let e = addr_free([198, 18, 0, 2].into(), "other0", &host[..2])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("(eth9)") && e.contains("198.18.0.0/16"), "{e}");
+        let e = addr_free([127, 0, 0, 1].into(), "dut0", &host)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("dev lo"), "{e}");
     }
 
     #[test]

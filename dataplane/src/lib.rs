@@ -17,7 +17,7 @@
 //! | `control` | the control thread: mio loop, Unix socket JSON protocol, HTTP metrics | no |
 //! | `link` | the daemon's rings, hooks (log level, SIGHUP) and the control loop's view of the workers | no |
 //! | `daemon`, `config`, `config_file`, `host`, `report` | start-up checks, threads, shutdown, TOML configuration, the final JSON report | no |
-//! | `sys` | keeps the control thread off the workers' cores | yes: `sched_setaffinity` |
+//! | `sys` | keeps the control thread off the workers' cores; the host's addresses; whether the interface is still there and up | yes: `sched_setaffinity`, `getifaddrs`, `ioctl` |
 //! | `signal` | SIGINT/SIGTERM → stop flag, SIGHUP → reload | yes: `sigaction` |
 //!
 //! # Example
@@ -45,7 +45,8 @@
 //!
 //! # Not supported yet
 //!
-//! Shared UMEM between queues, multi-buffer (jumbo) frames, VLANs in the stack; for a
+//! Shared UMEM between queues, multi-buffer (jumbo) frames, VLANs in the stack (the XDP
+//! program leaves tagged frames to the kernel); for a
 //! service of the user's, control commands ([`c10m_apps::Service::Command`]) from the
 //! management socket, and built-in and own services side by side in one daemon.
 #![deny(missing_docs)]

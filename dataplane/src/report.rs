@@ -96,7 +96,7 @@ impl Report {
             xdp: xdp.map(|c| {
                 json!({
                     "steered": c.steered, "passed": c.passed, "no_xsk": c.no_xsk,
-                    "dropped": c.dropped, "errors": c.errors,
+                    "dropped": c.dropped, "errors": c.errors, "vlan": c.vlan,
                 })
             }),
         }

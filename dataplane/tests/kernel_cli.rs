@@ -1,6 +1,6 @@
 //! `c10m kernel`: the built-in services on Linux sockets over loopback, bounded, with
-//! curl, an echo client and a push heartbeat; SIGTERM stops it with a report. No
-//! privileges needed.
+//! curl, an echo client and a push heartbeat; SIGTERM stops it with a report; a second
+//! server on a port in use is refused unless `--reuseport`. No privileges needed.
 
 mod common;
 
@@ -144,4 +144,52 @@ fn kernel_backend_stops_after_its_duration_and_rejects_unknown_services() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
     assert!(err.contains("echo, http, push"), "{err}");
+}
+
+#[test]
+fn a_port_in_use_is_refused_unless_shared_on_purpose() {
+    let first = Server::start(&["--addr", "127.0.0.1", "--service", "echo:0"]);
+    let addr = first.addr("echo");
+    let service = format!("echo:{}", addr.port());
+    let args = ["--addr", "127.0.0.1", "--service", &service];
+
+    let out = Command::new(env!("CARGO_BIN_EXE_c10m"))
+        .arg("kernel")
+        .args(args)
+        .args(["--duration", "5"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+    assert!(
+        err.contains(&format!("{addr} is already in use")) && err.contains("--reuseport"),
+        "{err}"
+    );
+    // Any address on that port counts: 0.0.0.0 would take 127.0.0.1's clients too.
+    let out = Command::new(env!("CARGO_BIN_EXE_c10m"))
+        .args(["kernel", "--addr", "0.0.0.0", "--service", &service])
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "0.0.0.0 on a port in use");
+
+    // Shared on purpose: both serve, and the kernel spreads the clients over them.
+    let mut args = args.to_vec();
+    args.push("--reuseport");
+    let second = Server::start(&args);
+    assert_eq!(second.addr("echo"), addr);
+    for _ in 0..16 {
+        let mut c = TcpStream::connect_timeout(&addr, TIMEOUT).unwrap();
+        c.set_read_timeout(Some(TIMEOUT)).unwrap();
+        c.write_all(b"x").unwrap();
+        let mut b = [0u8; 1];
+        c.read_exact(&mut b).unwrap();
+    }
+    let (a, b) = (first.process.stop(), second.process.stop());
+    let (a, b) = (
+        a["accepted"].as_u64().unwrap(),
+        b["accepted"].as_u64().unwrap(),
+    );
+    assert_eq!(a + b, 16, "every client served once: {a} + {b}");
+    assert!(a > 0 && b > 0, "SO_REUSEPORT spread them: {a} + {b}");
 }

@@ -17,6 +17,7 @@
 //! | ARP whose target address is a registered address | the socket |
 //! | ICMP to a registered address | the socket |
 //! | IPv4 fragments (even to a service) | the kernel: only the first carries ports, and the dataplane does not reassemble |
+//! | 802.1Q / 802.1ad tagged, whatever they carry | the kernel, untouched (counted in `vlan`): the stack has no VLANs, so the kernel's VLAN interfaces keep them |
 //! | malformed IPv4 to a registered address | dropped |
 //! | malformed frames for anyone else | the kernel (counted in `errors`) |
 //! | everything else | the kernel, untouched (`XDP_PASS`) |
@@ -24,8 +25,10 @@
 //! "The socket" is `bpf_redirect_map(&xsks, rx_queue_index, XDP_PASS)`: with no socket
 //! registered for the queue the frame goes to the kernel (counted as `no_xsk`), so the
 //! program can be attached before the sockets exist. The IPv4 header length is read
-//! from IHL (options are skipped). Tags that the NIC strips before XDP (VLAN offload)
-//! are not seen; the program then parses the untagged frame, which is what it wants.
+//! from IHL (options are skipped). Tags that the NIC strips before XDP (rx VLAN
+//! offload) are not seen: such a frame is steered by what it carries, and the stack's
+//! untagged answer goes nowhere useful, so turn the offload off where VLANs and the
+//! service address share a link (`ethtool -K IFACE rxvlan off`).
 //! The program handles single-buffer frames only (no `xdp.frags`), so native mode
 //! needs an MTU that fits in one page (about 3,500 bytes).
 //!

@@ -21,8 +21,8 @@ pub const MAX_PREFIXES: u32 = 64;
 pub(crate) const SERVICE_KEY_LEN: usize = 8;
 /// `struct prefix_key`: prefixlen (4, host order), proto, pad (3), addr (4, network order).
 pub(crate) const PREFIX_KEY_LEN: usize = 12;
-/// `struct counters`: five `__u64`.
-pub(crate) const COUNTERS_LEN: usize = 5 * 8;
+/// `struct counters`: six `__u64`.
+pub(crate) const COUNTERS_LEN: usize = 6 * 8;
 
 /// A transport protocol the program can steer by destination port.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -81,16 +81,20 @@ pub struct Counters {
     /// ICMP or TCP/UDP header cut short): dropped (`XDP_DROP`).
     pub dropped: u64,
     /// Malformed and not known to be for the dataplane: headers cut short (Ethernet,
-    /// VLAN, ARP, IPv4, TCP/UDP) or an IPv4 header length below 20, to another address
+    /// ARP, IPv4, TCP/UDP) or an IPv4 header length below 20, to another address
     /// or before the address could be read. Passed to the kernel, which drops and
     /// counts them as it would without XDP.
     pub errors: u64,
+    /// 802.1Q or 802.1ad tagged, whatever they carry: given to the kernel (`XDP_PASS`),
+    /// untouched, as the stack does not handle VLANs. The kernel's VLAN interfaces
+    /// keep working; a tagged frame for the service address gets no answer from it.
+    pub vlan: u64,
 }
 
 impl Counters {
     /// All frames the program has seen.
     pub fn total(&self) -> u64 {
-        self.steered + self.passed + self.no_xsk + self.dropped + self.errors
+        self.steered + self.passed + self.no_xsk + self.dropped + self.errors + self.vlan
     }
 
     /// Sums the per-CPU values of the one-entry `counters` map.
@@ -109,6 +113,7 @@ impl Counters {
             total.no_xsk += field(2);
             total.dropped += field(3);
             total.errors += field(4);
+            total.vlan += field(5);
         }
         total
     }
@@ -164,7 +169,7 @@ mod tests {
     #[test]
     fn counters_sum_over_cpus() {
         let cpu =
-            |base: u64| -> Vec<u8> { (0..5).flat_map(|i| (base + i).to_ne_bytes()).collect() };
+            |base: u64| -> Vec<u8> { (0..6).flat_map(|i| (base + i).to_ne_bytes()).collect() };
         let sum = Counters::sum(&[cpu(0), cpu(10)]);
         let want = Counters {
             steered: 10,
@@ -172,9 +177,10 @@ mod tests {
             no_xsk: 14,
             dropped: 16,
             errors: 18,
+            vlan: 20,
         };
         assert_eq!(sum, want);
-        assert_eq!(sum.total(), 70);
+        assert_eq!(sum.total(), 90);
         assert_eq!(Counters::sum::<Vec<u8>>(&[]), Counters::default());
     }
 

@@ -151,8 +151,12 @@ fn verdicts_on_handmade_frames() {
         ("tcp into a prefix", tcp(client, 80), XDP_PASS, Counters { no_xsk: 1, ..Default::default() }),
         ("udp into a tcp prefix", udp(client, 80), XDP_PASS, Counters { passed: 1, ..Default::default() }),
         ("tcp outside the prefix", tcp(outside, 80), XDP_PASS, Counters { passed: 1, ..Default::default() }),
-        ("vlan-tagged", eth(0x0800, Some(7), &ipv4(SERVICE, 6, &[], 0, &l4(80))), XDP_PASS,
-            Counters { no_xsk: 1, ..Default::default() }),
+        ("vlan-tagged, to a service", eth(0x0800, Some(7), &ipv4(SERVICE, 6, &[], 0, &l4(80))),
+            XDP_PASS, Counters { vlan: 1, ..Default::default() }),
+        ("vlan-tagged arp for service", eth(0x0806, Some(7), &arp(SERVICE)[14..]), XDP_PASS,
+            Counters { vlan: 1, ..Default::default() }),
+        ("802.1ad tag only", eth(0x88a8, None, &[0, 7]), XDP_PASS,
+            Counters { vlan: 1, ..Default::default() }),
         ("ip options", eth(0x0800, None, &ipv4(SERVICE, 6, &options, 0, &l4(80))), XDP_PASS,
             Counters { no_xsk: 1, ..Default::default() }),
         ("ip options, other port", eth(0x0800, None, &ipv4(SERVICE, 6, &options, 0, &l4(81))),
@@ -184,6 +188,7 @@ fn verdicts_on_handmade_frames() {
             no_xsk: after.no_xsk - before.no_xsk,
             dropped: after.dropped - before.dropped,
             errors: after.errors - before.errors,
+            vlan: after.vlan - before.vlan,
         };
         assert_eq!((action, delta), (want_action, want), "{name}");
     }

@@ -1,6 +1,13 @@
 //! The kernel backend: Linux sockets through one mio (epoll, edge-triggered) reactor
 //! thread per worker, each with its own `SO_REUSEPORT` listener per address so the kernel
-//! spreads connections over the workers. Needs no privileges; it is the baseline the
+//! spreads connections over the workers.
+//!
+//! `SO_REUSEPORT` would also let a second server of the same user join the port
+//! without a word and take half the clients, so a port is first probed with a socket
+//! that has `SO_REUSEADDR` only: its bind fails (→ [`Error::PortInUse`]) while anyone
+//! listens there. [`Config::reuseport`] skips the probe to share the port on purpose
+//! (several processes behind one port). The probe is closed before the workers bind:
+//! two servers started in the same instant can both pass it. Needs no privileges; it is the baseline the
 //! dataplane is measured against, so it is tuned as such a server should be: non-blocking
 //! sockets, `TCP_NODELAY`, no thread per connection, a read budget per dispatch so one
 //! fast sender cannot starve the others, and a bounded userspace transmit buffer.
@@ -47,6 +54,10 @@ pub struct Config {
     pub tx_buf: usize,
     /// `listen(2)` backlog.
     pub backlog: i32,
+    /// Share the ports with other processes' `SO_REUSEPORT` listeners (the kernel then
+    /// spreads connections over all of them). Off: a port someone listens on is
+    /// refused with [`Error::PortInUse`].
+    pub reuseport: bool,
 }
 
 impl Default for Config {
@@ -56,6 +67,7 @@ impl Default for Config {
             max_connections: 16384,
             tx_buf: 64 * 1024,
             backlog: 4096,
+            reuseport: false,
         }
     }
 }
@@ -70,6 +82,16 @@ pub enum Error {
         addr: SocketAddr,
         /// The system's reason.
         source: io::Error,
+    },
+    /// Someone already listens on the address and sharing was not asked for.
+    #[error(
+        "{addr} is already in use (another server listens on it): stop that server or pick \
+         another port, or share the port on purpose with `c10m kernel --reuseport` \
+         (kernel::Config::reuseport)"
+    )]
+    PortInUse {
+        /// The address.
+        addr: SocketAddr,
     },
     /// The reactor failed.
     #[error("epoll reactor: {0}")]
@@ -131,9 +153,23 @@ fn listener(addr: SocketAddr, backlog: i32) -> io::Result<std::net::TcpListener>
     Ok(s.into())
 }
 
+/// Fails with [`Error::PortInUse`] while a socket listens on `addr` (see the module
+/// docs); a port in `TIME_WAIT` only passes, as it does for the listeners.
+fn probe(addr: SocketAddr) -> Result<(), Error> {
+    let listen = |source| Error::Listen { addr, source };
+    let s = Socket::new(Domain::for_address(addr), Type::STREAM, None).map_err(listen)?;
+    s.set_reuse_address(true).map_err(listen)?;
+    match s.bind(&addr.into()) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::AddrInUse => Err(Error::PortInUse { addr }),
+        Err(e) => Err(listen(e)),
+    }
+}
+
 impl<C: Clone + Send + 'static> Server<C> {
     /// Starts `cfg.workers` reactors listening on every address of `listen` (port 0
-    /// picks one port, shared by all workers); `make(i)` builds worker `i`'s service on
+    /// picks one port, shared by all workers; a port another process listens on is
+    /// refused unless `cfg.reuseport`); `make(i)` builds worker `i`'s service on
     /// its thread, given the bound addresses.
     pub fn start<S, F>(cfg: &Config, listen: &[SocketAddr], make: F) -> Result<Self, Error>
     where
@@ -149,6 +185,9 @@ impl<C: Clone + Send + 'static> Server<C> {
         let mut per_worker: Vec<Vec<(std::net::TcpListener, u16)>> =
             (0..cfg.workers).map(|_| Vec::new()).collect();
         for &want in listen {
+            if !cfg.reuseport && want.port() != 0 {
+                probe(want)?;
+            }
             let mut addr = want;
             for w in per_worker.iter_mut() {
                 let l =

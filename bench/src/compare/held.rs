@@ -131,7 +131,9 @@ impl Run<'_> {
             ..Held::default()
         };
         let mut extra = Vec::new();
-        let args = self.kernel_args();
+        // The first process holds the port alone; the others join it on purpose.
+        let mut args = self.kernel_args();
+        args.push("--reuseport".into());
         for i in 1..procs {
             let cmd = self.dut_cmd(&self.c10m, &args);
             match self.start(

@@ -3,7 +3,8 @@
 // c10m steering program: sends the dataplane's frames to its AF_XDP sockets
 // and everything else to the kernel, untouched.
 //
-//   Ethernet [+ one 802.1Q/802.1ad tag]
+//   Ethernet
+//     802.1Q / 802.1ad tag (any VLAN)                  -> XDP_PASS, counted as vlan
 //     ARP, target protocol address in `addrs`          -> XSK of this rx queue
 //     IPv4, not a fragment
 //       ICMP to an address in `addrs`                  -> XSK
@@ -19,6 +20,9 @@
 // counted as `no_xsk`. Each frame is counted exactly once in `counters`.
 // IPv4 fragments (MF set or a non-zero offset) always go to the kernel: only
 // the first fragment carries ports, and the dataplane does not reassemble.
+// VLAN-tagged frames always go to the kernel too, whatever they carry: the
+// stack does not parse tags, so steering them would only get them dropped,
+// while the kernel's VLAN interfaces (e.g. dut0.100) keep working.
 //
 // Addresses and ports in the map keys are in network byte order, exactly as
 // they appear on the wire, so the program never swaps bytes. The Rust loader
@@ -64,6 +68,7 @@ struct counters {
 	__u64 no_xsk;  // for the dataplane, but no XSK on this rx queue: XDP_PASS
 	__u64 dropped; // malformed and addressed to the dataplane: XDP_DROP
 	__u64 errors;  // malformed, not known to be ours: XDP_PASS
+	__u64 vlan;    // 802.1Q/802.1ad tagged: XDP_PASS (the stack has no VLANs)
 };
 
 struct {
@@ -103,11 +108,6 @@ struct {
 	__type(key, __u32);
 	__type(value, struct counters);
 } counters SEC(".maps");
-
-struct vlan_tag {
-	__be16 tci;
-	__be16 proto;
-};
 
 // The fixed part of an Ethernet/IPv4 ARP packet (RFC 826), up to the
 // target protocol address, which is all the program reads.
@@ -168,13 +168,8 @@ int steer(struct xdp_md *ctx)
 		return pass(&c->errors);
 	__be16 proto = eth->h_proto;
 
-	if (proto == bpf_htons(ETH_P_8021Q) || proto == bpf_htons(ETH_P_8021AD)) {
-		struct vlan_tag *tag = l3;
-		l3 = tag + 1;
-		if (l3 > end)
-			return pass(&c->errors);
-		proto = tag->proto;
-	}
+	if (proto == bpf_htons(ETH_P_8021Q) || proto == bpf_htons(ETH_P_8021AD))
+		return pass(&c->vlan);
 
 	if (proto == bpf_htons(ETH_P_ARP)) {
 		struct arp_eth_ipv4 *arp = l3;

@@ -1,5 +1,6 @@
 //! `c10m kernel`: the built-in services of `c10m-apps` on the kernel backend (one epoll
-//! reactor per worker, `SO_REUSEPORT` listeners), the baseline of every benchmark.
+//! reactor per worker, `SO_REUSEPORT` listeners), the baseline of every benchmark. A
+//! port another process listens on is refused unless `--reuseport` asks to share it.
 //!
 //! Prints `listening NAME ADDR` per service (port 0 picks a free port), then `ready`;
 //! when stopped, one JSON line of the workers' summed counters.
@@ -33,6 +34,10 @@ pub(crate) struct Args {
     /// Stop after this many seconds (default: until SIGINT or SIGTERM).
     #[arg(long)]
     duration: Option<f64>,
+    /// Share the ports with other `c10m kernel` processes (SO_REUSEPORT: the kernel
+    /// spreads the clients). Without it a port in use is refused.
+    #[arg(long)]
+    reuseport: bool,
 }
 
 fn parse_spec(s: &str) -> Result<Spec, String> {
@@ -60,6 +65,7 @@ pub(crate) fn main(a: &Args) -> ExitCode {
         config: kernel::Config {
             workers: a.workers,
             max_connections: a.max_conns,
+            reuseport: a.reuseport,
             ..kernel::Config::default()
         },
         settings,

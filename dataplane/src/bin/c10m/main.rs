@@ -9,6 +9,11 @@
 //!   services on Linux sockets (the epoll baseline), until SIGINT or SIGTERM; prints
 //!   `ready` once listening and a JSON line of counters when stopped.
 
+//!
+//! Exit status: 0 after a stop, 1 when it cannot start (one line on stderr that says
+//! what to do), 2 for a bad command line, 3 when the interface went away while running
+//! (deleted or set down: restart the daemon once it is back).
+
 mod ctl;
 mod kernel;
 mod log;
@@ -20,8 +25,8 @@ use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 
 use c10m_dataplane::{
-    FileConfig, Hooks, Idle, Options, RELOADABLE, Reload, check_synack_retries, parse_cidr,
-    parse_cores, parse_grace, parse_send_timeout, parse_service, parse_zero_copy,
+    FileConfig, Hooks, Idle, Options, RELOADABLE, Reload, StartError, check_synack_retries,
+    parse_cidr, parse_cores, parse_grace, parse_send_timeout, parse_service, parse_zero_copy,
 };
 use c10m_ebpf::XdpMode;
 use clap::{Parser, Subcommand};
@@ -48,6 +53,9 @@ enum Command {
     Kernel(kernel::Args),
 }
 
+/// The exit status when the interface went away while running.
+const EXIT_INTERFACE_GONE: u8 = 3;
+
 /// Every flag is optional here: defaults come from the config file, then built-ins.
 #[derive(clap::Args)]
 struct RunArgs {
@@ -57,7 +65,8 @@ struct RunArgs {
     /// Interface to attach to.
     #[arg(long)]
     iface: Option<String>,
-    /// Service address with prefix (not configured in the kernel), e.g. 198.18.0.10/24.
+    /// Service address with the link's prefix, e.g. 198.18.0.10/24: an address of its
+    /// own, not one the host already has.
     #[arg(long, value_parser = parse_cidr)]
     addr: Option<(Ipv4Addr, u8)>,
     /// Default gateway of the dataplane's stack.
@@ -284,6 +293,13 @@ fn run(a: &RunArgs) -> ExitCode {
         Ok(report) => {
             println!("{}", report.to_json());
             ExitCode::SUCCESS
+        }
+        Err(e @ StartError::InterfaceGone { .. }) => {
+            if let StartError::InterfaceGone { report, .. } = &e {
+                println!("{}", report.to_json());
+            }
+            eprintln!("c10m: {e}");
+            ExitCode::from(EXIT_INTERFACE_GONE)
         }
         Err(e) => fail(e.to_string()),
     }
