@@ -172,21 +172,6 @@ pub enum StartError {
     },
 }
 
-/// The send timeout from seconds: 0 for none, at most the stack's
-/// [`MAX_SEND_TIMEOUT`](c10m_stack::MAX_SEND_TIMEOUT).
-pub fn parse_send_timeout(secs: f64) -> Result<Option<std::time::Duration>, String> {
-    let max = c10m_stack::MAX_SEND_TIMEOUT.total_millis() / 1000;
-    if secs == 0.0 {
-        Ok(None)
-    } else if secs > 0.0 && secs <= max as f64 {
-        Ok(Some(std::time::Duration::from_secs_f64(secs)))
-    } else {
-        Err(format!(
-            "send timeout {secs} s: expected 0 (none) to {max} seconds"
-        ))
-    }
-}
-
 /// Checks a SYN-ACK retry count against the stack's
 /// [`MAX_SYNACK_RETRIES`](c10m_stack::MAX_SYNACK_RETRIES).
 pub fn check_synack_retries(n: u8) -> Result<u8, String> {

@@ -6,9 +6,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::{
-    Options, check_synack_retries, parse_cidr, parse_cores, parse_send_timeout, parse_service,
-};
+use crate::config::{Options, check_synack_retries, parse_cidr, parse_cores, parse_service};
 
 /// The file's contents. Unknown keys are errors that name the key.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -135,14 +133,14 @@ impl FileConfig {
         ];
         for (key, secs, to) in times {
             if let Some(secs) = secs {
-                *to = parse_timeout(secs).map_err(field(key))?;
+                *to = parse_timeout(secs, MAX_SERVICE_TIMEOUT).map_err(field(key))?;
             }
         }
         if let Some(n) = self.synack_retries {
             o.synack_retries = check_synack_retries(n).map_err(field("synack_retries"))?;
         }
         if let Some(s) = self.send_timeout {
-            o.send_timeout = parse_send_timeout(s).map_err(field("send_timeout"))?;
+            o.send_timeout = parse_timeout(s, max_send_timeout()).map_err(field("send_timeout"))?;
         }
         if let Some(n) = self.max_conns_per_source {
             o.max_conns_per_source = (n > 0).then_some(n);
@@ -200,15 +198,25 @@ pub fn parse_grace(secs: f64) -> Result<Duration, String> {
     }
 }
 
-/// A service timeout in seconds: 0 turns it off (`None`), at most a day.
-pub fn parse_timeout(secs: f64) -> Result<Option<Duration>, String> {
-    if (0.0..=86_400.0).contains(&secs) {
+/// The longest service timeout (`http_header_timeout` and the idle timeouts): a day.
+pub const MAX_SERVICE_TIMEOUT: Duration = Duration::from_secs(86_400);
+
+/// A timeout in seconds, at most `max`: 0 turns it off (`None`).
+pub fn parse_timeout(secs: f64, max: Duration) -> Result<Option<Duration>, String> {
+    if (0.0..=max.as_secs_f64()).contains(&secs) {
         Ok((secs > 0.0).then(|| Duration::from_secs_f64(secs)))
     } else {
         Err(format!(
-            "timeout {secs} s: expected 0 (none) to 86400 seconds"
+            "timeout {secs} s: expected 0 (none) to {} seconds",
+            max.as_secs()
         ))
     }
+}
+
+/// The longest `send_timeout`: the stack's
+/// [`MAX_SEND_TIMEOUT`](c10m_stack::MAX_SEND_TIMEOUT).
+pub fn max_send_timeout() -> Duration {
+    Duration::from_millis(c10m_stack::MAX_SEND_TIMEOUT.total_millis())
 }
 
 /// `auto`, `on` or `off`.

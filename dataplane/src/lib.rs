@@ -76,10 +76,12 @@ mod worker;
 mod xsk;
 
 pub use config::{
-    Options, StartError, check_synack_retries, parse_cidr, parse_cores, parse_send_timeout,
-    parse_service,
+    Options, StartError, check_synack_retries, parse_cidr, parse_cores, parse_service,
 };
-pub use config_file::{FileConfig, RELOADABLE, parse_grace, parse_timeout, parse_zero_copy};
+pub use config_file::{
+    FileConfig, MAX_SERVICE_TIMEOUT, RELOADABLE, max_send_timeout, parse_grace, parse_timeout,
+    parse_zero_copy,
+};
 pub use control::{DEFAULT_SOCKET, Settings as Management};
 pub use daemon::{Ready, run, run_service, run_with};
 pub use link::{Hooks, LogLevel, Reload};

@@ -26,7 +26,8 @@ use std::sync::{Arc, Mutex};
 
 use c10m_dataplane::{
     FileConfig, Hooks, Idle, Options, RELOADABLE, Reload, StartError, check_synack_retries,
-    parse_cidr, parse_cores, parse_grace, parse_send_timeout, parse_service, parse_zero_copy,
+    max_send_timeout, parse_cidr, parse_cores, parse_grace, parse_service, parse_timeout,
+    parse_zero_copy,
 };
 use c10m_ebpf::XdpMode;
 use clap::{Parser, Subcommand};
@@ -107,7 +108,7 @@ struct RunArgs {
     synack_retries: Option<u8>,
     /// Seconds queued data may go unacknowledged before the connection is aborted; 0 for
     /// never (default 60).
-    #[arg(long, value_parser = |s: &str| s.parse::<f64>().map_err(|e| e.to_string()).and_then(|v| parse_send_timeout(v).map(|_| v)))]
+    #[arg(long, value_parser = |s: &str| s.parse::<f64>().map_err(|e| e.to_string()).and_then(|v| parse_timeout(v, max_send_timeout()).map(|_| v)))]
     send_timeout: Option<f64>,
     /// Live connections one source address may hold per listener; 0 for no limit (default).
     #[arg(long)]
@@ -170,7 +171,7 @@ fn options(a: &RunArgs, file: Option<&FileConfig>) -> Result<Options, String> {
           synack_retries <- a.synack_retries, rst_rate <- a.rst_rate);
     a.service.apply(&mut o.settings);
     if let Some(s) = a.send_timeout {
-        o.send_timeout = parse_send_timeout(s)?;
+        o.send_timeout = parse_timeout(s, max_send_timeout())?;
     }
     if let Some(n) = a.max_conns_per_source {
         o.max_conns_per_source = (n > 0).then_some(n);
