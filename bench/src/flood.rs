@@ -469,9 +469,15 @@ fn print_table(r: &Report) {
     println!(
         "{:<32} {:>12}",
         "replies SYN-ACK / RST / other",
-        format!("{}/{}/{}", r.replies.syn_ack, r.replies.rst, r.replies.other)
+        format!(
+            "{}/{}/{}",
+            r.replies.syn_ack, r.replies.rst, r.replies.other
+        )
     );
-    println!("{:<32} {:>12}", "replies dropped by the kernel", r.rx_dropped);
+    println!(
+        "{:<32} {:>12}",
+        "replies dropped by the kernel", r.rx_dropped
+    );
 }
 
 #[cfg(test)]

@@ -90,7 +90,11 @@ impl Prefix {
     /// 198.18.0.0/15: a generator must never send from addresses someone else owns.
     pub(crate) fn parse_src(s: &str) -> anyhow::Result<Prefix> {
         let (addr, len) = c10m_dataplane::parse_cidr(s).map_err(|e| anyhow!("--src: {e}"))?;
-        let mask = if len == 0 { 0 } else { u32::MAX << (32 - u32::from(len)) };
+        let mask = if len == 0 {
+            0
+        } else {
+            u32::MAX << (32 - u32::from(len))
+        };
         let p = Prefix {
             net: u32::from(addr) & mask,
             len,
@@ -153,7 +157,10 @@ mod tests {
     #[test]
     fn a_source_prefix_outside_the_range_is_refused_in_one_line() {
         let p = Prefix::parse_src("198.19.0.0/16").unwrap();
-        assert_eq!((p.net, p.len), (u32::from(Ipv4Addr::new(198, 19, 0, 0)), 16));
+        assert_eq!(
+            (p.net, p.len),
+            (u32::from(Ipv4Addr::new(198, 19, 0, 0)), 16)
+        );
         assert_eq!(p.last(), u32::from(Ipv4Addr::new(198, 19, 255, 255)));
         assert!(p.contains(Ipv4Addr::new(198, 19, 7, 9)));
         assert!(!p.contains(Ipv4Addr::new(198, 18, 7, 9)));

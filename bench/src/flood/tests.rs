@@ -24,7 +24,10 @@ fn parse(f: &[u8]) -> (Ipv4Addr, TcpRepr<'_>) {
     assert_eq!(ip_repr.next_header, IpProtocol::Tcp);
     assert_eq!(ip_repr.payload_len + 34, f.len(), "lengths add up");
     let tcp = TcpPacket::new_checked(&f[34..]).expect("a TCP segment");
-    let (src, dst) = (IpAddress::Ipv4(ip_repr.src_addr), IpAddress::Ipv4(*TARGET.ip()));
+    let (src, dst) = (
+        IpAddress::Ipv4(ip_repr.src_addr),
+        IpAddress::Ipv4(*TARGET.ip()),
+    );
     assert!(tcp.verify_checksum(&src, &dst), "TCP checksum");
     let repr = TcpRepr::parse(&tcp, &src, &dst, &caps).expect("a valid TCP header");
     assert_eq!(repr.dst_port, 7);
@@ -55,7 +58,11 @@ fn syn_frames_parse_back_with_random_sources_and_isns() {
         let (src, t) = parse(f);
         assert!(prefix.contains(src), "{src}");
         assert_ne!(src, Ipv4Addr::new(198, 19, 0, 0), "the network address");
-        assert_ne!(src, Ipv4Addr::new(198, 19, 255, 255), "the broadcast address");
+        assert_ne!(
+            src,
+            Ipv4Addr::new(198, 19, 255, 255),
+            "the broadcast address"
+        );
         assert_eq!(t.control, TcpControl::Syn);
         assert_eq!(t.ack_number, None);
         assert_eq!(t.max_seg_size, Some(MSS));
@@ -94,7 +101,11 @@ fn ack_and_rst_frames_carry_the_right_flags() {
 
 #[test]
 fn small_prefixes_keep_sources_inside() {
-    for (src, expect) in [("198.18.5.7/32", 1), ("198.18.5.6/31", 2), ("198.18.5.4/30", 2)] {
+    for (src, expect) in [
+        ("198.18.5.7/32", 1),
+        ("198.18.5.6/31", 2),
+        ("198.18.5.4/30", 2),
+    ] {
         let prefix = Prefix::parse_src(src).unwrap();
         let mut seen: Vec<Ipv4Addr> = frames(Kind::Syn, src, 200)
             .iter()
@@ -146,7 +157,10 @@ fn targets_sources_and_rates_are_checked() {
         json: false,
     };
     assert!(check(&args("198.19.0.0/16", "198.18.0.10:7", 5.0)).is_ok());
-    let e = format!("{:#}", check(&args("10.0.0.0/8", "198.18.0.10:7", 5.0)).unwrap_err());
+    let e = format!(
+        "{:#}",
+        check(&args("10.0.0.0/8", "198.18.0.10:7", 5.0)).unwrap_err()
+    );
     assert!(e.contains("198.18.0.0/15") && !e.contains('\n'), "{e}");
     assert!(check(&args("198.19.0.0/16", "10.0.0.1:7", 5.0)).is_err());
     assert!(check(&args("198.18.0.0/24", "198.18.0.10:7", 5.0)).is_err());

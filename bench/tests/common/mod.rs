@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-pub use harness::{Bed, Process, privileged};
+pub use harness::{Bed, Process, in_netns, ns_run, privileged};
 
 /// The `c10m` daemon binary of the same profile as `c10m-bench`, built if missing.
 pub fn c10m_binary() -> PathBuf {
@@ -51,6 +51,11 @@ impl Server {
                 Err(_) => panic!("c10m {args:?} did not become ready"),
             }
         }
+    }
+
+    /// Its process id (`ip netns exec` and `taskset` exec it, so the daemon's own).
+    pub fn pid(&self) -> i32 {
+        self.0.pid()
     }
 
     /// SIGTERM, wait for the exit, and return its last JSON line (its final report).
