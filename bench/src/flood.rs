@@ -352,7 +352,7 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<()> {
         Some(m) => parse_mac(m).map_err(|e| anyhow!("--dst-mac {m:?}: {e}"))?,
         None => resolve_mac(*args.target.ip())?,
     };
-    let seed = RandomState::new().hash_one(0x666c_6f6f_64_u64);
+    let seed = RandomState::new().hash_one(0x0066_6c6f_6f64_u64);
     let mut forger = Forger::new(args.kind, (src_mac, dst_mac), args.target, src, seed);
     let len = forger.len();
 

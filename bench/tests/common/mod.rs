@@ -10,7 +10,10 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-pub use harness::{Bed, Process, in_netns, ns_run, privileged};
+pub use harness::{Bed, Process, privileged};
+// Only some test binaries use these.
+#[allow(unused_imports)]
+pub use harness::{in_netns, ns_run};
 
 /// The `c10m` daemon binary of the same profile as `c10m-bench`, built if missing.
 pub fn c10m_binary() -> PathBuf {
