@@ -271,12 +271,13 @@ fn the_dataplane_keeps_serving_through_a_syn_flood() {
         resets_after - resets_before
     );
     eprintln!(
-        "new connections 1 s after: {} ok of {AFTER} ({} refused, {} timed out, {} other; \
+        "new connections 1 s after: {} ok of {} ({} refused, {} timed out, {} other; \
          slowest {} ms)",
         after_conns.ok,
         after_conns.attempted,
         after_conns.refused,
         after_conns.timed_out,
+        after_conns.other,
         after_conns.slowest_ms
     );
     eprintln!("daemon at exit: {exit}");

@@ -136,7 +136,11 @@ impl Run<'_> {
                  veth a frame's receive work runs on the sending core: the decoy keeps that load \
                  equal, so before and during differ only in what reaches the server. Server RSTs \
                  include those to legitimate clients; RSTs to spoofed sources are what the \
-                 generator received for 198.19.0.0/16."
+                 generator received for 198.19.0.0/16. At --flood-rate max the achieved \
+                 rates differ by server: on veth the kernel's SYN handling runs in softirq on \
+                 the generator's core and slows the generator, and the dataplane's answers \
+                 reach the generator's socket on the server core; give a --flood-rate below \
+                 both achieved rates for an equal flood."
                     .into(),
             );
         }
