@@ -17,6 +17,11 @@
 //!   SO_REUSEPORT.
 //! * `rps`: requests per second and latency percentiles at each `--rps-conns` level.
 //! * `cps`: connections per second at each `--cps-concurrency`.
+//! * `flood` (not in the default set): each server's echo service under a random-source
+//!   SYN flood from this binary's `flood` subcommand, measured by kernel clients in
+//!   c10m-gen — new connections that succeed, an established connection's round trips
+//!   before, during and after, RSS, RSTs and SYN cookies (see the `flood` module). It
+//!   runs last for each server, since a server may stay impaired after it.
 //!
 //! A scenario whose generator fails is recorded with its error; the run goes on. Every
 //! child has a deadline; Ctrl-C stops the current child, the servers, restores the
@@ -26,6 +31,7 @@
 
 mod cpu;
 mod describe;
+mod flood;
 mod held;
 mod host;
 mod plot;
@@ -56,10 +62,12 @@ const NGINX_PORT: u16 = 8080;
 /// Connections per `c10m kernel` process: RLIMIT_NOFILE (20,000 here) less room for the
 /// process's own descriptors.
 const PER_PROCESS: u32 = 19_000;
-/// Sysctls an operator sets for a kernel server holding many connections.
-const SYSCTLS: [(&str, &str); 2] = [
+/// Sysctls an operator sets for a kernel server holding many connections, and SYN
+/// cookies on (the flood scenario's kernel defence; per network namespace).
+const SYSCTLS: [(&str, &str); 3] = [
     ("net.core.somaxconn", "65535"),
     ("net.ipv4.tcp_max_syn_backlog", "65535"),
+    ("net.ipv4.tcp_syncookies", "1"),
 ];
 
 /// The parts of a run.
@@ -68,6 +76,7 @@ enum Scenario {
     Held,
     Rps,
     Cps,
+    Flood,
 }
 
 /// The request protocol of `rps` and `cps`.
@@ -95,7 +104,7 @@ impl Proto {
 /// Arguments of `c10m-bench compare`.
 #[derive(clap::Args, Debug)]
 pub(crate) struct Args {
-    /// Scenarios to run, comma-separated: held, rps, cps.
+    /// Scenarios to run, comma-separated: held, rps, cps, flood.
     #[arg(long, value_delimiter = ',', default_value = "held,rps,cps")]
     scenarios: Vec<Scenario>,
     /// Connection counts to hold, comma-separated (each against both servers).
@@ -128,6 +137,15 @@ pub(crate) struct Args {
     /// Seconds measured per cps level.
     #[arg(long, default_value_t = 5.0)]
     cps_secs: f64,
+    /// flood: SYNs per second, or max (as fast as the generator can).
+    #[arg(long, default_value = "max")]
+    flood_rate: String,
+    /// flood: seconds of flood.
+    #[arg(long, default_value_t = 10.0)]
+    flood_secs: f64,
+    /// flood: new connections opened one after another during the flood.
+    #[arg(long, default_value_t = 200)]
+    flood_conns: u32,
     /// The dataplane's receive buffer per connection, bytes.
     #[arg(long, default_value_t = 256)]
     rx_buf: usize,
@@ -179,6 +197,12 @@ fn check(args: &Args) -> anyhow::Result<(PathBuf, PathBuf)> {
     }
     if args.held.contains(&0) || args.rps_conns.contains(&0) || args.cps_concurrency.contains(&0) {
         bail!("--held, --rps-conns and --cps-concurrency take counts above 0");
+    }
+    if args.flood_rate != "max" && args.flood_rate.parse::<u64>().is_err() {
+        bail!("--flood-rate takes SYNs per second or max");
+    }
+    if !(3.0..=600.0).contains(&args.flood_secs) || args.flood_conns == 0 {
+        bail!("--flood-secs must be 3 to 600 seconds and --flood-conns above 0");
     }
     if args.held_rate == 0 || args.pipeline == 0 {
         bail!("--held-rate and --pipeline must be above 0");

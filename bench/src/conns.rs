@@ -46,10 +46,9 @@
 
 use std::collections::hash_map::RandomState;
 use std::collections::{HashMap, VecDeque};
-use std::fs;
 use std::hash::BuildHasher;
 use std::io::{BufRead, BufReader, Write};
-use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
+use std::net::{Ipv4Addr, SocketAddrV4};
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -60,7 +59,7 @@ use c10m_ebpf::{Proto, Steering, XdpMode};
 use c10m_stack::TxQueue;
 use serde::Serialize;
 
-use crate::net::{in_bench_range, mac_of, parse_mac, require_iface};
+use crate::net::{Prefix, in_bench_range, mac_of, parse_mac, require_iface, resolve_mac};
 
 /// Lowest source port.
 const PORT_LO: u16 = 1024;
@@ -538,41 +537,10 @@ fn server_counts(path: &PathBuf) -> anyhow::Result<ServerCounts> {
     })
 }
 
-/// The target's MAC, from the kernel's neighbour table after it resolved the address.
-fn resolve_mac(target: Ipv4Addr) -> anyhow::Result<[u8; 6]> {
-    let sock = UdpSocket::bind("0.0.0.0:0")?;
-    let deadline = Instant::now() + Duration::from_secs(3);
-    while Instant::now() < deadline {
-        // Any datagram makes the kernel resolve the address (port 9, discard).
-        let _ = sock.send_to(b"x", (target, 9));
-        std::thread::sleep(Duration::from_millis(100));
-        let arp = fs::read_to_string("/proc/net/arp").unwrap_or_default();
-        for line in arp.lines().skip(1) {
-            let cols: Vec<&str> = line.split_whitespace().collect();
-            if cols.len() >= 4
-                && cols[0] == target.to_string()
-                && cols[2] == "0x2"
-                && let Ok(mac) = parse_mac(cols[3])
-            {
-                return Ok(mac);
-            }
-        }
-    }
-    bail!("no ARP answer from {target}: is the server running? (or give --dst-mac)")
-}
-
 /// Runs the benchmark.
 pub(crate) fn run(args: &Args) -> anyhow::Result<()> {
-    let (net, len) = c10m_dataplane::parse_cidr(&args.src).map_err(|e| anyhow!("--src: {e}"))?;
-    if len < 15 {
-        bail!("--src must be a prefix inside 198.18.0.0/15");
-    }
-    let mask = u32::MAX << (32 - u32::from(len));
-    let net = u32::from(net) & mask;
-    let last = net | !mask;
-    if !in_bench_range(Ipv4Addr::from(net)) || !in_bench_range(Ipv4Addr::from(last)) {
-        bail!("--src must be inside the benchmarking range 198.18.0.0/15");
-    }
+    let src = Prefix::parse_src(&args.src)?;
+    let (net, len, last) = (src.net, src.len, src.last());
     if !in_bench_range(*args.target.ip()) {
         bail!("--target must be inside the benchmarking range 198.18.0.0/15");
     }

@@ -5,6 +5,7 @@ mod client;
 mod compare;
 mod conns;
 mod cps;
+mod flood;
 mod measure;
 mod net;
 mod proto;
@@ -45,6 +46,9 @@ enum Command {
     /// Connections per second: connect, one request, the response, reset (run in
     /// c10m-gen).
     Cps(cps::Args),
+    /// Hostile traffic: a bounded SYN, ACK or RST flood from spoofed sources in
+    /// 198.18.0.0/15 over AF_XDP (run in c10m-gen).
+    Flood(flood::Args),
 }
 
 /// Runs one subcommand. An error — usually an operator's: no such interface, the test
@@ -59,6 +63,7 @@ fn main() -> ExitCode {
         Command::Rps(args) => ("rps", rps::run(&args)),
         Command::Cps(args) => ("cps", cps::run(&args)),
         Command::Compare(args) => ("compare", compare::run(&args)),
+        Command::Flood(args) => ("flood", flood::run(&args)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -14,6 +14,7 @@ impl Run<'_> {
                 Scenario::Held => "held",
                 Scenario::Rps => "rps",
                 Scenario::Cps => "cps",
+                Scenario::Flood => "flood",
             })
             .collect();
         let nofile = host::nofile_limit();
@@ -42,6 +43,19 @@ impl Run<'_> {
         set("rps: warm-up seconds per level", a.warmup.to_string());
         set("cps: concurrency", list(&a.cps_concurrency));
         set("cps: seconds measured", a.cps_secs.to_string());
+        set("flood: SYNs per second", a.flood_rate.clone());
+        set("flood: seconds", a.flood_secs.to_string());
+        set(
+            "flood: new connections during the flood",
+            a.flood_conns.to_string(),
+        );
+        set(
+            "flood: generator and clients",
+            "c10m-bench flood --kind syn from 198.19.0.0/16 on the echo port; kernel clients \
+             in c10m-gen pinned to the generator core; a decoy flood (same rate, to \
+             198.18.0.99) under the before window"
+                .into(),
+        );
         set(
             "server core (taskset; dataplane --cores)",
             a.server_core.to_string(),
@@ -113,6 +127,23 @@ impl Run<'_> {
              socket): every slot is preallocated at start, so it does not grow with the count."
                 .into(),
         );
+        if a.scenarios.contains(&Scenario::Flood) {
+            notes.push(
+                "Flood: the kernel baseline runs with net.ipv4.tcp_syncookies=1 in c10m-dut (set \
+                 for the run, see the sysctls). The \"before\" round trips are measured under a \
+                 decoy flood — the same generator at the same rate, to an address nobody has — \
+                 because the generator and the kernel clients share the generator core, and on \
+                 veth a frame's receive work runs on the sending core: the decoy keeps that load \
+                 equal, so before and during differ only in what reaches the server. Server RSTs \
+                 include those to legitimate clients; RSTs to spoofed sources are what the \
+                 generator received for 198.19.0.0/16. At --flood-rate max the achieved \
+                 rates differ by server: on veth the kernel's SYN handling runs in softirq on \
+                 the generator's core and slows the generator, and the dataplane's answers \
+                 reach the generator's socket on the server core; give a --flood-rate below \
+                 both achieved rates for an equal flood."
+                    .into(),
+            );
+        }
         let http = a.proto == Proto::Http;
         match host::which("nginx") {
             Some(p) if http => notes.push(format!(

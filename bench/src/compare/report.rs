@@ -5,9 +5,11 @@
 
 use serde::{Deserialize, Serialize};
 
+pub(crate) mod flood;
 mod load;
 mod render;
 
+pub(crate) use flood::{Attempts, Flood, FloodOut};
 pub(crate) use load::{Cps, CpsOut, Load, Measured, Output, Rps, RpsOut};
 pub(crate) use render::{group, markdown, table};
 
@@ -181,6 +183,9 @@ pub(crate) struct Report {
     pub(crate) held: Vec<Held>,
     pub(crate) rps: Vec<Rps>,
     pub(crate) cps: Vec<Cps>,
+    /// The flood scenario, one record per server.
+    #[serde(default)]
+    pub(crate) flood: Vec<Flood>,
     pub(crate) goals: Vec<Goal>,
     /// File names of the plots, relative to the report.
     pub(crate) plots: Vec<String>,
@@ -272,7 +277,7 @@ fn distinct<T: PartialEq + Clone>(items: impl Iterator<Item = T>) -> Vec<T> {
 }
 
 /// The side-by-side rows, held connections first, then RPS and latency per
-/// concurrency, then CPS.
+/// concurrency, then CPS, then the flood.
 pub(crate) fn rows(r: &Report) -> Vec<Row> {
     let mut rows = Vec::new();
     let mut counts = distinct(r.held.iter().map(|h| h.requested));
@@ -315,6 +320,7 @@ pub(crate) fn rows(r: &Report) -> Vec<Row> {
         load::load_rows(&mut rows, &r.rps, base, suffix);
         load::load_rows(&mut rows, &r.cps, base, suffix);
     }
+    flood::flood_rows(&mut rows, &r.flood);
     rows
 }
 

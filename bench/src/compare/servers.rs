@@ -65,6 +65,9 @@ impl Run<'_> {
             }
         }
         self.load(Server::Dataplane, &dp_target(a.proto), &mut server);
+        if self.has(Scenario::Flood) && !self.interrupted() {
+            self.flood(Server::Dataplane, &mut server);
+        }
         let out = self.stop_server(server, "dataplane");
         if let Some(n) = refusals(&out) {
             self.report.notes.push(n);
@@ -95,6 +98,13 @@ impl Run<'_> {
                 let x = self.cps(server, c, Measured::failed(why));
                 self.report.cps.push(x);
             }
+        }
+        if self.has(Scenario::Flood) {
+            self.report.flood.push(report::Flood {
+                server: Some(server),
+                error: Some(why.into()),
+                ..report::Flood::default()
+            });
         }
     }
 
@@ -301,6 +311,9 @@ impl Run<'_> {
             }
         }
         self.load(Server::Kernel, &kernel_target(self.args.proto), &mut first);
+        if self.has(Scenario::Flood) && !self.interrupted() {
+            self.flood(Server::Kernel, &mut first);
+        }
         self.stop_server(first, "kernel-0");
     }
 

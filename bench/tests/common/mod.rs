@@ -11,6 +11,9 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 pub use harness::{Bed, Process, privileged};
+// Only some test binaries use these.
+#[allow(unused_imports)]
+pub use harness::{in_netns, ns_run};
 
 /// The `c10m` daemon binary of the same profile as `c10m-bench`, built if missing.
 pub fn c10m_binary() -> PathBuf {
@@ -51,6 +54,11 @@ impl Server {
                 Err(_) => panic!("c10m {args:?} did not become ready"),
             }
         }
+    }
+
+    /// Its process id (`ip netns exec` and `taskset` exec it, so the daemon's own).
+    pub fn pid(&self) -> i32 {
+        self.0.pid()
     }
 
     /// SIGTERM, wait for the exit, and return its last JSON line (its final report).

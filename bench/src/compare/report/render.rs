@@ -242,6 +242,7 @@ pub(crate) fn markdown(r: &Report) -> String {
             ]
         },
     );
+    flood_section(&mut s, r);
     cpu_section(&mut s, r);
     if !r.plots.is_empty() {
         let _ = writeln!(s, "\n## Plots\n");
@@ -273,6 +274,50 @@ fn runs_table<L: Load>(
         row.extend(cells(x, &f));
         row.push(md_escape(m.error.as_deref().unwrap_or("")));
         let _ = writeln!(s, "| {} |", row.join(" | "));
+    }
+}
+
+/// The flood scenario: every figure of each server, and the generator's own counts.
+fn flood_section(s: &mut String, r: &Report) {
+    if r.flood.is_empty() {
+        return;
+    }
+    let _ = writeln!(s, "\n## SYN flood\n");
+    let _ = writeln!(
+        s,
+        "| server | SYNs sent | SYNs/s | decoy frames/s | new conns ok / attempted (refused, timed out, other; slowest ms) | echo round trips/s before / during / after | RSS before → after | server RSTs sent | SYN cookies sent | replies to spoofed sources: SYN-ACK / RST / other | 1 s after: ok / attempted | error |\n|---|---:|---:|---:|---|---|---|---:|---:|---|---|---|"
+    );
+    for f in &r.flood {
+        let g = f.generator.as_ref();
+        let a = |x: &Attempts| {
+            format!(
+                "{} / {} ({}, {}, {}; {})",
+                x.ok, x.attempted, x.refused, x.timed_out, x.other, x.slowest_ms
+            )
+        };
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {} | {} | {} / {} / {} | {} → {} | {} | {} | {} | {} / {} | {} |",
+            f.server.map_or("?", Server::name),
+            opt(g.map(|g| g.sent as f64), 0),
+            opt(g.map(|g| g.rate_achieved), 0),
+            opt(f.decoy.as_ref().map(|g| g.rate_achieved), 0),
+            a(&f.during),
+            opt(f.rtt_before, 0),
+            opt(f.rtt_during, 0),
+            opt(f.rtt_after, 0),
+            opt(f.rss_before.map(|v| v as f64), 0),
+            opt(f.rss_after.map(|v| v as f64), 0),
+            opt(f.resets_sent.map(|v| v as f64), 0),
+            opt(f.cookies_sent.map(|v| v as f64), 0),
+            g.map_or("-".into(), |g| format!(
+                "{} / {} / {}",
+                g.replies.syn_ack, g.replies.rst, g.replies.other
+            )),
+            f.after.ok,
+            f.after.attempted,
+            md_escape(f.error.as_deref().unwrap_or("")),
+        );
     }
 }
 

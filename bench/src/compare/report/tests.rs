@@ -386,3 +386,81 @@ fn the_progress_summaries_give_the_rate_and_latencies() {
     };
     assert_eq!(c.summary(), "12,345 connections/s, p99 7.2 µs");
 }
+
+fn flooded(server: Server, ok: u64, rst: u64, during: f64) -> Flood {
+    Flood {
+        server: Some(server),
+        generator: Some(FloodOut {
+            kind: "syn".into(),
+            target: "198.18.0.10:7".into(),
+            secs: 10.0,
+            sent: 1_500_000,
+            rate_achieved: 150_000.0,
+            replies: flood::RepliesOut {
+                syn_ack: 4096,
+                rst,
+                other: 0,
+            },
+            ..FloodOut::default()
+        }),
+        during: Attempts {
+            attempted: 200,
+            ok,
+            refused: 200 - ok,
+            ..Attempts::default()
+        },
+        after: Attempts {
+            attempted: 20,
+            ok: 20,
+            ..Attempts::default()
+        },
+        rtt_before: Some(10_000.0),
+        rtt_during: Some(during),
+        rss_before: Some(1_000_000),
+        rss_after: Some(1_010_000),
+        ..Flood::default()
+    }
+}
+
+#[test]
+fn flood_rows_put_the_servers_side_by_side() {
+    let mut r = sample();
+    r.flood = vec![
+        flooded(Server::Dataplane, 0, 681_278, 7_000.0),
+        Flood {
+            error: Some("the kernel server exited".into()),
+            ..flooded(Server::Kernel, 200, 0, 8_000.0)
+        },
+    ];
+    let rows = rows(&r);
+    let find = |name: &str| {
+        rows.iter()
+            .find(|x| x.scenario == format!("flood: {name}"))
+            .unwrap_or_else(|| panic!("no row {name}: {rows:?}"))
+    };
+    let ok = find("new connections ok, %");
+    assert_eq!(ok.dataplane, Cell::Value(0.0));
+    assert_eq!(ok.kernel, Cell::Failed);
+    assert_eq!(ok.ratio(), None, "flood rows have no ratio");
+    assert_eq!(
+        find("echo round trips kept, %").dataplane,
+        Cell::Value(70.0)
+    );
+    assert_eq!(
+        find("RSTs to spoofed sources").dataplane,
+        Cell::Value(681_278.0)
+    );
+    assert_eq!(find("SYN cookies sent").dataplane, Cell::Missing);
+    let Cell::Value(g) = find("server RSS growth, %").dataplane else {
+        panic!("no RSS growth")
+    };
+    assert!((g - 1.0).abs() < 1e-9, "{g}");
+    let md = markdown(&r);
+    assert!(md.contains("## SYN flood"), "{md}");
+    assert!(
+        md.contains("| dataplane | 1,500,000 | 150,000 | - | 0 / 200 (200, 0, 0; 0) |"),
+        "{md}"
+    );
+    let back: Report = serde_json::from_str(&serde_json::to_string(&r).unwrap()).unwrap();
+    assert_eq!(back, r);
+}
