@@ -60,6 +60,10 @@ pub struct Options {
     pub rx_buf: usize,
     /// Transmit buffer bytes per connection.
     pub tx_buf: usize,
+    /// Fault in the connection buffers at start-up (the stack's `Config::prefault`): the
+    /// daemon's memory then stays flat under load and floods, and no page fault lands on
+    /// the per-packet path.
+    pub prefault: bool,
     /// UMEM frames per worker (a power of two, at least 64).
     pub frames: u32,
     /// UMEM frame size: 2048 or 4096.
@@ -95,6 +99,7 @@ impl Default for Options {
             rst_rate: 1000,
             rx_buf: 2048,
             tx_buf: 2048,
+            prefault: true,
             frames: 4096,
             frame_size: 2048,
             grace: std::time::Duration::from_secs(5),

@@ -34,6 +34,7 @@ pub struct FileConfig {
     pub rx_buf: Option<usize>,
     pub tx_buf: Option<usize>,
     pub umem_frames: Option<u32>,
+    pub prefault: Option<bool>,
     pub frame_size: Option<u32>,
     /// Seconds.
     pub grace: Option<f64>,
@@ -104,7 +105,8 @@ impl FileConfig {
             )*};
         }
         plain!(max_conns => max_conns, backlog => backlog, rx_buf => rx_buf, tx_buf => tx_buf,
-               umem_frames => frames, frame_size => frame_size, rst_rate => rst_rate);
+               umem_frames => frames, frame_size => frame_size, rst_rate => rst_rate,
+               prefault => prefault);
         let s = &mut o.settings;
         if let Some(v) = self.http_body {
             s.http.body_size = v;

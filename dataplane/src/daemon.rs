@@ -236,6 +236,7 @@ where
             rst_rate: opts.rst_rate,
             rst_burst: opts.rst_rate,
             seed: seed ^ u64::from(q).wrapping_mul(0x9e37_79b9_7f4a_7c15),
+            prefault: opts.prefault,
             ..Config::default()
         };
         let (link, ends) = link::pair(q as usize, grace_ms.clone());

@@ -37,6 +37,12 @@ pub struct Config {
     pub seed: u64,
     /// Whether to try 2 MiB hugepages for the big allocations.
     pub hugepages: HugePages,
+    /// Fault in the buffer pools when they are created (at `listen` or the first
+    /// `connect` with new buffer sizes) rather than as connections first use them: the
+    /// process then does not grow under load or a flood, and no page fault lands on the
+    /// per-packet path, at the price of the pools' full size in memory from the start
+    /// (the slab and the demux table are always written at start-up).
+    pub prefault: bool,
 }
 
 impl Default for Config {
@@ -52,6 +58,7 @@ impl Default for Config {
             rst_burst: 1000,
             seed: 0,
             hugepages: HugePages::Auto,
+            prefault: false,
         }
     }
 }

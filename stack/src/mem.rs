@@ -234,6 +234,16 @@ impl BufferPool {
         })
     }
 
+    /// Faults in every page of the pool now, so that using a chunk later never takes a
+    /// page fault and the process's memory does not grow as chunks are first used (by
+    /// connections, or by a flood's half-open ones). Called on a fresh pool only.
+    pub(crate) fn prefault(&mut self) {
+        if self.bumped == 0 {
+            // SAFETY: no chunk was ever handed out, so the region is untouched.
+            unsafe { self.region.populate() };
+        }
+    }
+
     /// Takes a chunk: its index (to give back with [`release`](Self::release)) and its bytes.
     ///
     /// `None` when every chunk is in use.
@@ -384,6 +394,27 @@ pub(crate) fn uninstall(slot: &mut SocketStorage<'static>, pool: &mut BufferPool
 }
 
 impl Region<u8> {
+    /// Faults in the whole mapping (`MADV_POPULATE_WRITE`, Linux 5.14; older kernels get
+    /// a write of zero to each page).
+    ///
+    /// # Safety
+    /// No part of the region may be in use (lent out, or written since it was mapped): the
+    /// fallback writes the zero that a fresh mapping holds.
+    unsafe fn populate(&mut self) {
+        let base = self.ptr.as_ptr();
+        // SAFETY: `base..base+bytes` is this region's whole mapping; the advice only
+        // faults pages in (it changes no contents) and its failure is handled below.
+        let r = unsafe { libc::madvise(base.cast(), self.bytes, libc::MADV_POPULATE_WRITE) };
+        if r == 0 {
+            return;
+        }
+        for at in (0..self.bytes).step_by(4096) {
+            // SAFETY: in bounds of the mapping; the caller guarantees that no element is
+            // in use, so writing the zero that is already there races with nothing.
+            unsafe { base.add(at).write_volatile(0) };
+        }
+    }
+
     /// A zero-filled byte region; fresh anonymous mappings are zero already, so no page is
     /// touched.
     fn new_zeroed(len: usize, hugepages: HugePages) -> Option<Self> {
@@ -412,6 +443,37 @@ impl fmt::Debug for BufferPool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Pages of `len` bytes at `at` that are resident (`mincore`).
+    fn resident(at: *const u8, len: usize) -> usize {
+        let pages = len.div_ceil(4096);
+        let mut vec = vec![0u8; pages];
+        // SAFETY: `at..at+len` is one mapping of ours, page-aligned; `vec` has a byte per
+        // page, as mincore writes.
+        let r = unsafe { libc::mincore(at as *mut libc::c_void, len, vec.as_mut_ptr()) };
+        assert_eq!(r, 0, "mincore: {}", std::io::Error::last_os_error());
+        vec.iter().filter(|&&b| b & 1 != 0).count()
+    }
+
+    #[test]
+    fn prefault_makes_every_page_of_a_pool_resident() {
+        let chunk = 4096;
+        let n = 64;
+        let mut lazy = BufferPool::new(chunk, n, HugePages::Off).unwrap();
+        let at = lazy.chunk_addr(0) as *const u8;
+        assert_eq!(resident(at, chunk * n), 0, "a fresh pool touches no page");
+        let mut eager = BufferPool::new(chunk, n, HugePages::Off).unwrap();
+        eager.prefault();
+        let at = eager.chunk_addr(0) as *const u8;
+        assert_eq!(resident(at, chunk * n), n, "every page faulted in");
+        let (idx, bytes) = eager.take().unwrap();
+        assert!(bytes.iter().all(|&b| b == 0), "and still zero");
+        // SAFETY: `bytes` is not used after this.
+        unsafe { eager.release(idx) };
+        let (idx, _) = lazy.take().unwrap();
+        // SAFETY: the slice was dropped above.
+        unsafe { lazy.release(idx) };
+    }
 
     #[test]
     fn region_initialises_and_drops_every_element() {

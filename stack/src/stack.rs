@@ -145,6 +145,7 @@ pub struct Stack {
     /// Paces challenge ACKs (RFC 5961 §7).
     pub(crate) challenge_bucket: TokenBucket,
     pub(crate) hugepages: HugePages,
+    pub(crate) prefault: bool,
     pub(crate) chooser: Box<dyn PortChooser>,
     /// The gateway and the address to ask for it from; the next probe's time.
     pub(crate) gateway: Option<(Ipv4Addr, Ipv4Addr)>,
@@ -260,6 +261,7 @@ impl Stack {
                 ms(now),
             ),
             hugepages: config.hugepages,
+            prefault: config.prefault,
             chooser: Box::new(SequentialPorts::default()),
             gateway: config.gateway.map(|gw| {
                 let on_link = config.addrs.iter().find(|&&(a, p)| {
@@ -937,11 +939,11 @@ impl Stack {
                 if self.pools.len() >= usize::from(u8::MAX) {
                     return None;
                 }
-                self.pools.push(BufferPool::new(
-                    chunk,
-                    self.slab.capacity(),
-                    self.hugepages,
-                )?);
+                let mut pool = BufferPool::new(chunk, self.slab.capacity(), self.hugepages)?;
+                if self.prefault {
+                    pool.prefault();
+                }
+                self.pools.push(pool);
                 self.pools.len() - 1
             }
         };

@@ -122,6 +122,10 @@ struct RunArgs {
     /// Transmit buffer bytes per connection (default 2048).
     #[arg(long)]
     tx_buf: Option<usize>,
+    /// Fault in the connection buffers at start-up, true or false (default true): memory
+    /// then stays flat under load and floods, and no page fault hits the packet path.
+    #[arg(long)]
+    prefault: Option<bool>,
     /// UMEM frames per worker, a power of two (default 4096).
     #[arg(long)]
     umem_frames: Option<u32>,
@@ -166,7 +170,7 @@ fn options(a: &RunArgs, file: Option<&FileConfig>) -> Result<Options, String> {
     flag!(iface <- a.iface, addr <- a.addr, queues <- a.queues, xdp_mode <- a.xdp_mode,
           zero_copy <- a.zero_copy, idle <- a.idle, max_conns <- a.max_conns, backlog <- a.backlog,
           syn_cookies <- a.syn_cookies,
-          rx_buf <- a.rx_buf, tx_buf <- a.tx_buf, frames <- a.umem_frames,
+          rx_buf <- a.rx_buf, tx_buf <- a.tx_buf, frames <- a.umem_frames, prefault <- a.prefault,
           frame_size <- a.frame_size, grace <- a.grace,
           synack_retries <- a.synack_retries, rst_rate <- a.rst_rate);
     a.service.apply(&mut o.settings);
