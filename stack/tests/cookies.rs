@@ -8,12 +8,12 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 
 use c10m_stack::wire::{Impairments, Pair, Queue};
 use c10m_stack::{Config, Event, Instant, ListenOptions, Refusal, Stack, State, SynCookies};
-use common::frames::{self, CLIENT_MAC, SERVER_MAC};
+use common::frames::{self, CLIENT_MAC};
 use common::*;
 use smoltcp::phy::ChecksumCapabilities;
 use smoltcp::wire::{
-    EthernetAddress, EthernetFrame, EthernetProtocol, EthernetRepr, IpAddress, IpProtocol,
-    Ipv4Packet, Ipv4Repr, TcpControl, TcpPacket, TcpRepr, TcpSeqNumber,
+    EthernetAddress, EthernetFrame, EthernetProtocol, IpAddress, Ipv4Packet, TcpControl, TcpPacket,
+    TcpRepr,
 };
 
 /// A key period of the cookies: 64 s.
@@ -143,7 +143,8 @@ fn auto_uses_cookies_once_the_half_open_budget_is_full() {
     assert_eq!(c.cookies_invalid, 0);
 }
 
-/// A frame from `src` to the server's port 80, with the given window and MSS option.
+/// A frame from `src` to the server's port 80, with a 65535-byte window and the given MSS
+/// option.
 fn segment(
     src: (Ipv4Addr, u16),
     control: TcpControl,
@@ -152,45 +153,8 @@ fn segment(
     mss: Option<u16>,
     payload: &[u8],
 ) -> Vec<u8> {
-    let tcp = TcpRepr {
-        src_port: src.1,
-        dst_port: 80,
-        control,
-        seq_number: TcpSeqNumber(seq as i32),
-        ack_number: ack.map(|a| TcpSeqNumber(a as i32)),
-        window_len: 65535,
-        window_scale: None,
-        max_seg_size: mss,
-        sack_permitted: false,
-        sack_ranges: [None; 3],
-        timestamp: None,
-        payload,
-    };
-    let ip = Ipv4Repr {
-        src_addr: src.0,
-        dst_addr: Pair::SERVER,
-        next_header: IpProtocol::Tcp,
-        payload_len: tcp.buffer_len(),
-        hop_limit: 64,
-    };
-    let eth = EthernetRepr {
-        src_addr: EthernetAddress(CLIENT_MAC),
-        dst_addr: EthernetAddress(SERVER_MAC),
-        ethertype: EthernetProtocol::Ipv4,
-    };
-    let mut buf = vec![0u8; 14 + ip.buffer_len() + tcp.buffer_len()];
-    let caps = ChecksumCapabilities::default();
-    let mut f = EthernetFrame::new_unchecked(&mut buf[..]);
-    eth.emit(&mut f);
-    let mut p = Ipv4Packet::new_unchecked(f.payload_mut());
-    ip.emit(&mut p, &caps);
-    tcp.emit(
-        &mut TcpPacket::new_unchecked(p.payload_mut()),
-        &IpAddress::Ipv4(src.0),
-        &IpAddress::Ipv4(Pair::SERVER),
-        &caps,
-    );
-    buf
+    let dst = (Pair::SERVER, 80);
+    frames::tcp_with(src, dst, control, seq, ack, (65535, mss), payload)
 }
 
 /// What the server sent in a TCP frame; panics on anything else or a bad checksum.

@@ -11,7 +11,8 @@ use smoltcp::wire::{
 pub const SERVER_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x0a];
 pub const CLIENT_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x01];
 
-/// An Ethernet/IPv4/TCP frame from `src` to `dst`, checksums filled.
+/// An Ethernet/IPv4/TCP frame from `src` to `dst`, checksums filled: a 1024-byte window,
+/// and an MSS option of 1460 on a SYN.
 pub fn tcp(
     src: (Ipv4Addr, u16),
     dst: (Ipv4Addr, u16),
@@ -20,15 +21,29 @@ pub fn tcp(
     ack: Option<u32>,
     payload: &[u8],
 ) -> Vec<u8> {
+    let mss = (control == TcpControl::Syn).then_some(1460);
+    tcp_with(src, dst, control, seq, ack, (1024, mss), payload)
+}
+
+/// [`tcp`] with the window and MSS option given: `(window, mss)`.
+pub fn tcp_with(
+    src: (Ipv4Addr, u16),
+    dst: (Ipv4Addr, u16),
+    control: TcpControl,
+    seq: u32,
+    ack: Option<u32>,
+    (window, mss): (u16, Option<u16>),
+    payload: &[u8],
+) -> Vec<u8> {
     let tcp = TcpRepr {
         src_port: src.1,
         dst_port: dst.1,
         control,
         seq_number: TcpSeqNumber(seq as i32),
         ack_number: ack.map(|a| TcpSeqNumber(a as i32)),
-        window_len: 1024,
+        window_len: window,
         window_scale: None,
-        max_seg_size: (control == TcpControl::Syn).then_some(1460),
+        max_seg_size: mss,
         sack_permitted: false,
         sack_ranges: [None; 3],
         timestamp: None,
