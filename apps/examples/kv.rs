@@ -24,7 +24,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use c10m_apps::{Conn, Error, Service, kernel};
+use c10m_apps::{Conn, Error, Fanout, Service, kernel};
 
 #[derive(Default)]
 struct Kv {
@@ -111,8 +111,8 @@ fn flush(conn: &mut Conn<'_>, s: &mut Lines) {
     }
 }
 
-/// Each worker's service, on either backend: `(worker, addresses listened on)`.
-fn make(_worker: usize, _addrs: &[SocketAddr]) -> Kv {
+/// Each worker's service, on either backend: `(worker, addresses listened on, fanout)`.
+fn make(_worker: usize, _addrs: &[SocketAddr], _fanout: &Fanout<()>) -> Kv {
     Kv::default()
 }
 

@@ -69,7 +69,18 @@ impl Service for Hasher {
     }
 }
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
+fn main() -> std::process::ExitCode {
+    // One line of `Display` on failure (a `Result` from `main` prints the `Debug` form).
+    match serve() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("offload: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn serve() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let port = args.first().and_then(|p| p.parse().ok()).unwrap_or(7001);
     let secs = args
@@ -77,7 +88,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .position(|a| a == "--secs")
         .and_then(|i| args.get(i + 1)?.parse().ok());
     let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
-    let server = kernel::Server::start(&kernel::Config::default(), &[addr], |_, _| Hasher {
+    let server = kernel::Server::start(&kernel::Config::default(), &[addr], |_, _, _| Hasher {
         pool: Offload::new(2, 1024, slow_hash).expect("starting the offload pool"),
     })?;
     println!("offload example on {}", server.local_addrs()[0]);

@@ -5,9 +5,8 @@ use std::time::Duration;
 
 use c10m_stack::{ConnId, Stack};
 
-use crate::core::{Meta, Timers};
-use crate::kernel::sock::{KIo, Socks};
-use crate::service::{Error, Handle, LINGER};
+use crate::slot::{Error, Handle, LINGER, Meta, Timers};
+use crate::sock::{KIo, Socks};
 
 /// Where a connection's bytes go: the userspace stack or a kernel socket.
 pub(crate) enum Io<'a> {
@@ -142,6 +141,14 @@ impl Conn<'_> {
             return Err(Error::InvalidState);
         }
         self.io.send(data)
+    }
+
+    /// Queues all of `data` if the transmit buffer has room for it, else nothing; returns
+    /// whether it did. For protocols of messages (lines, frames) that must never be cut,
+    /// e.g. a broadcast to a member that does not read: the caller decides what a
+    /// message that does not fit costs (dropped, or the connection closed).
+    pub fn send_whole(&mut self, data: &[u8]) -> bool {
+        self.send_room().is_ok_and(|room| room >= data.len()) && self.send(data) == Ok(data.len())
     }
 
     /// Zero-copy send: `f` writes into free transmit space (up to `want` bytes hoped for)

@@ -5,54 +5,10 @@
 use std::time::Duration;
 
 use c10m_stack::ConnId;
-use c10m_stack::wheel::Wheel;
 
 use crate::conn::{Conn, Conns, Io, Net};
-use crate::service::{Handle, LINGER, Service, Stats};
-
-/// The runtime's record of one slot.
-#[derive(Debug, Clone, Copy, Default)]
-pub(crate) struct Meta {
-    /// Bumped each time the slot is released.
-    pub(crate) generation: u32,
-    /// The stack's id for the connection (stack backend).
-    pub(crate) conn: Option<ConnId>,
-    /// Last time bytes arrived, ms.
-    pub(crate) last_rx: u64,
-    /// The local port it was accepted on.
-    pub(crate) port: u16,
-    /// Closed or aborted by the service or the runtime.
-    pub(crate) closing: bool,
-    /// Idle timeout, ms (0: none).
-    pub(crate) idle: u64,
-}
-
-/// The timing wheel: two keys per slot, the application's timer and the idle timeout.
-#[derive(Debug)]
-pub(crate) struct Timers {
-    wheel: Wheel,
-    pub(crate) now_ms: u64,
-    fired: Vec<u32>,
-}
-
-impl Timers {
-    pub(crate) fn app_key(slot: u32) -> u32 {
-        slot * 2
-    }
-
-    pub(crate) fn idle_key(slot: u32) -> u32 {
-        slot * 2 + 1
-    }
-
-    pub(crate) fn schedule(&mut self, key: u32, after: Duration) {
-        let at = self.now_ms + after.as_millis() as u64;
-        self.wheel.schedule(key, at);
-    }
-
-    pub(crate) fn cancel(&mut self, key: u32) {
-        self.wheel.cancel(key);
-    }
-}
+use crate::service::{Service, Stats};
+use crate::slot::{Handle, LINGER, Meta, Timers};
 
 /// What happened to a connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -89,11 +45,7 @@ impl<S: Service> Core<S> {
             service,
             states: (0..capacity).map(|_| None).collect(),
             metas: vec![Meta::default(); capacity],
-            timers: Timers {
-                wheel: Wheel::new(capacity * 2, now_ms),
-                now_ms,
-                fired: Vec::new(),
-            },
+            timers: Timers::new(capacity, now_ms),
             idle,
             stats: Stats::default(),
         }
@@ -104,12 +56,12 @@ impl<S: Service> Core<S> {
     }
 
     pub(crate) fn set_now(&mut self, now_ms: u64) {
-        self.timers.now_ms = self.timers.now_ms.max(now_ms);
+        self.timers.set_now(now_ms);
     }
 
     /// The earliest timer deadline, ms (a lower bound).
     pub(crate) fn next_timer(&self) -> Option<u64> {
-        self.timers.wheel.next_expiry()
+        self.timers.next_expiry()
     }
 
     /// A new connection in `slot`: runs `on_accept`.
@@ -185,16 +137,12 @@ impl<S: Service> Core<S> {
 
     /// Moves the clock to `now_ms` and takes the timer keys that came due.
     pub(crate) fn take_fired(&mut self, now_ms: u64) -> Vec<u32> {
-        self.set_now(now_ms);
-        let mut fired = std::mem::take(&mut self.timers.fired);
-        self.timers.wheel.expire(self.timers.now_ms, &mut fired);
-        fired
+        self.timers.take_fired(now_ms)
     }
 
     /// Gives the list back for reuse.
-    pub(crate) fn put_fired(&mut self, mut fired: Vec<u32>) {
-        fired.clear();
-        self.timers.fired = fired;
+    pub(crate) fn put_fired(&mut self, fired: Vec<u32>) {
+        self.timers.put_fired(fired);
     }
 
     /// Timer `key` fired; `io` is its connection's.
@@ -221,7 +169,7 @@ impl<S: Service> Core<S> {
                 io.close();
                 self.timers.schedule(key, LINGER);
             } else {
-                self.timers.wheel.schedule(key, due);
+                self.timers.schedule_at(key, due);
             }
             return;
         }

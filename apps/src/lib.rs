@@ -14,6 +14,27 @@
 //! - [`offload`]: a small thread pool for work that cannot finish in microseconds, its
 //!   results polled back by the runtime (half-sync/half-async).
 //!
+//! - [`Fanout`]: messages to the service on every worker (a broadcast, a publish), the
+//!   same on every backend and handed to the service factory; see
+//!   [Writing to other connections](Service#writing-to-other-connections).
+//! - [`stop_on_signal`]: SIGINT/SIGTERM → a stop flag, for binaries on any backend.
+//!
+//! # One service, two production backends: their defaults side by side
+//!
+//! | | kernel ([`kernel::Config`]) | dataplane (`c10m_dataplane::Options`) |
+//! |---|---|---|
+//! | workers | `workers: 1` (threads, one `SO_REUSEPORT` listener each) | `queues: 1` (one pinned worker per NIC queue) |
+//! | connections per worker | `max_connections: 16384` | `max_conns: 16384` |
+//! | transmit buffer per connection | `tx_buf: 64 KiB` in userspace, on top of the kernel's socket buffer (autotuned, up to `net.ipv4.tcp_wmem`) | `tx_buf: 2 KiB`, the only one: the stack's |
+//! | receive buffer per connection | the kernel's socket buffer (autotuned) | `rx_buf: 2 KiB`, which is also the window advertised |
+//! | listen backlog | `backlog: 4096` | `backlog: 4096` |
+//! | cross-worker queue ([`Fanout`]) | [`fanout::QUEUE`] messages per worker; a worker is woken at once | [`fanout::QUEUE`] messages per worker; taken on the worker's next loop iteration (at most 10 ms away while it sleeps) |
+//!
+//! The dataplane's small buffers are what lets it hold millions of connections; a
+//! service that sends more than 2 KiB at once sees a short [`Conn::send`] there where the
+//! kernel backend took it all, and goes on in [`Service::on_writable`] — or set
+//! `--tx-buf` (`Options::tx_buf`) to what it needs.
+//!
 //! # Not supported
 //!
 //! Active opens from a service, TLS, and IPv6 on the stack backends. Handlers must return
@@ -23,12 +44,15 @@
 
 mod conn;
 mod core;
+pub mod fanout;
 pub mod kernel;
 pub mod offload;
 mod runtime;
 mod service;
 pub mod services;
 pub mod sim;
+mod slot;
+mod sock;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -36,8 +60,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 pub use conn::{Conn, Conns};
+pub use fanout::{Fanout, Inbox};
 pub use runtime::Runtime;
-pub use service::{Error, Handle, LINGER, Service, Stats};
+pub use service::{Service, Stats};
+pub use slot::{Error, Handle, LINGER};
 
 /// Options of `c10m kernel --addr A --service NAME:PORT --workers N`.
 #[derive(Debug, Clone)]
@@ -65,7 +91,7 @@ pub fn start_kernel(
         .map(|s| SocketAddr::new(opts.addr, s.port))
         .collect();
     let (settings, specs) = (opts.settings, opts.services.clone());
-    kernel::Server::start(&opts.config, &addrs, move |_, bound| {
+    kernel::Server::start(&opts.config, &addrs, move |_, bound, _| {
         let ports = bound.iter().zip(&specs).map(|(a, s)| (a.port(), s.kind));
         services::Builtin::new(ports.collect(), &settings)
     })
@@ -76,7 +102,7 @@ pub fn start_kernel(
 pub fn run_kernel(opts: &KernelOptions, stop: Arc<AtomicBool>) -> Result<Stats, kernel::Error> {
     let server = start_kernel(opts)?;
     for (a, s) in server.local_addrs().iter().zip(&opts.services) {
-        log::info!(
+        tracing::info!(
             "{} on {a} ({} workers, kernel backend)",
             s.kind,
             opts.config.workers
@@ -87,4 +113,19 @@ pub fn run_kernel(opts: &KernelOptions, stop: Arc<AtomicBool>) -> Result<Stats, 
         std::thread::sleep(Duration::from_millis(50));
     }
     server.stop()
+}
+
+/// Sets `stop` when SIGINT or SIGTERM arrives, so that a binary can stop its server and
+/// let its connections finish (a second SIGINT or SIGTERM, once `stop` is set, ends the
+/// process at once with status 1). The handlers only store to the flag, through
+/// `signal-hook`; other handlers of these signals keep running. For binaries on either
+/// backend (`c10m_dataplane::stop_on_signal` is this function).
+pub fn stop_on_signal(stop: Arc<AtomicBool>) -> std::io::Result<()> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    for sig in [SIGINT, SIGTERM] {
+        // Registered first, so it sees the flag as the previous signal left it.
+        signal_hook::flag::register_conditional_shutdown(sig, 1, stop.clone())?;
+        signal_hook::flag::register(sig, stop.clone())?;
+    }
+    Ok(())
 }

@@ -12,6 +12,27 @@
 //! when the transmit side is full, after which [`Service::on_writable`] follows once room
 //! frees up. No new readable event comes for bytes that were already there.
 //!
+//! # Writing to other connections
+//!
+//! A handler's [`Conn`] is its own connection. To write to others — a broadcast to a
+//! room, a reply to a waiting connection, a message for a subscriber — keep their
+//! [`Handle`]s in the service (a handle of a connection that closed reaches nothing) and
+//! write through [`Conns::with`], which the runtime hands to two handlers:
+//!
+//! - [`on_command`](Service::on_command) runs for each message published on the
+//!   service's [`Fanout`](crate::Fanout), on **every worker**. Each backend hands the
+//!   fanout to the service factory, so any handler can publish: a message that arrives
+//!   on one worker reaches the connections of all (the worker's own included). This is
+//!   the portable way, on the kernel, dataplane and simulation backends alike;
+//!   `examples/chat.rs` is built on it.
+//! - [`on_poll`](Service::on_poll) runs once per loop iteration, after the events: the
+//!   place to act on what handlers of this iteration noted for connections of the same
+//!   worker (and to take offloaded results).
+//!
+//! Writes to another connection follow the same rules as to one's own: a full transmit
+//! buffer takes nothing more ([`Conn::send_whole`] keeps a message whole or drops it),
+//! and [`Conns::with`] returns `None` for a connection that is gone or closing.
+//!
 //! ```
 //! use c10m_apps::{Conn, Conns, Handle, Service};
 //!
@@ -46,10 +67,10 @@
 //! # let _ = Count;
 //! ```
 
-use std::fmt;
 use std::time::Duration;
 
 use crate::conn::{Conn, Conns};
+use crate::slot::Handle;
 
 /// A service: handlers for the events of its connections.
 ///
@@ -106,59 +127,9 @@ pub trait Service {
     }
 
     /// Connections from which nothing arrived for this long are closed by the runtime
-    /// (FIN, then a reset if the peer has not finished within [`LINGER`]). `None`: never.
+    /// (FIN, then a reset if the peer has not finished within [`LINGER`](crate::LINGER)). `None`: never.
     fn idle_timeout(&self) -> Option<Duration> {
         None
-    }
-}
-
-/// How long a connection the runtime closed (idle, or [`Conn::close`] on the kernel
-/// backend) may take to finish before it is reset.
-pub const LINGER: Duration = Duration::from_secs(5);
-
-/// A connection's identity inside one runtime: its dense slot and a generation number, so
-/// a handle kept after the connection closed never reaches the slot's next connection.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Handle {
-    pub(crate) slot: u32,
-    pub(crate) generation: u32,
-}
-
-impl Handle {
-    /// The slot index: dense, below the runtime's connection capacity, usable as an index
-    /// into the service's own per-connection arrays.
-    pub fn slot(self) -> usize {
-        self.slot as usize
-    }
-}
-
-impl fmt::Display for Handle {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "conn#{}.{}", self.slot, self.generation)
-    }
-}
-
-/// Why an operation on a connection failed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum Error {
-    /// The connection no longer exists (closed, reset, or a stale handle).
-    #[error("connection closed")]
-    Closed,
-    /// The peer closed its side and every byte it sent was read.
-    #[error("peer closed its side")]
-    Finished,
-    /// Not possible in the connection's state (e.g. sending after `close`).
-    #[error("not possible in this connection state")]
-    InvalidState,
-}
-
-impl From<c10m_stack::ConnError> for Error {
-    fn from(e: c10m_stack::ConnError) -> Self {
-        match e {
-            c10m_stack::ConnError::Closed => Error::Closed,
-            c10m_stack::ConnError::Finished => Error::Finished,
-            c10m_stack::ConnError::InvalidState => Error::InvalidState,
-        }
     }
 }
 

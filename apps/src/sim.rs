@@ -24,11 +24,12 @@
 //! assert_eq!(echoed, b"hi");
 //! ```
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, SocketAddr};
 
 use c10m_stack::wire::{Impairments, Pair, Side};
 use c10m_stack::{Instant, ListenError, ListenOptions, ListenerId, Stack};
 
+use crate::fanout::{Fanout, Inbox};
 use crate::runtime::Runtime;
 use crate::service::Service;
 
@@ -37,6 +38,8 @@ use crate::service::Service;
 pub struct Simulation<S: Service> {
     pair: Pair,
     rt: Runtime<S>,
+    /// The one worker's end of the service's fanout ([`from_factory`](Self::from_factory)).
+    inbox: Option<Inbox<S::Command>>,
 }
 
 impl<S: Service> Simulation<S> {
@@ -56,7 +59,28 @@ impl<S: Service> Simulation<S> {
             imp,
         );
         let rt = Runtime::new(service, pair.b.capacity(), Instant::ZERO);
-        Simulation { pair, rt }
+        Simulation {
+            pair,
+            rt,
+            inbox: None,
+        }
+    }
+
+    /// A perfect wire, and the service that `make(0, &[], fanout)` builds: the factory
+    /// the kernel and dataplane backends take, for one worker (no address is bound yet).
+    /// What the service publishes on `fanout` reaches its
+    /// [`on_command`](Service::on_command) in the same round.
+    pub fn from_factory(
+        max_connections: usize,
+        make: impl FnOnce(usize, &[SocketAddr], &Fanout<S::Command>) -> S,
+    ) -> Self
+    where
+        S::Command: Clone,
+    {
+        let (fanout, mut inboxes) = Fanout::new(1);
+        let mut sim = Self::new(make(0, &[], &fanout), max_connections);
+        sim.inbox = inboxes.pop();
+        sim
     }
 
     /// Opens a listener for the service.
@@ -94,10 +118,15 @@ impl<S: Service> Simulation<S> {
     /// end (it must take that stack's events), the service on the other.
     pub fn step(&mut self, client: &mut impl FnMut(&mut Stack)) {
         let now = self.pair.now();
-        let rt = &mut self.rt;
+        let (rt, inbox) = (&mut self.rt, &self.inbox);
         self.pair.step(&mut |side, stack| match side {
             Side::A => client(stack),
-            Side::B => rt.handle_events(stack, now),
+            Side::B => {
+                rt.handle_events(stack, now);
+                while let Some(cmd) = inbox.as_ref().and_then(Inbox::try_recv) {
+                    rt.command(stack, now, &cmd);
+                }
+            }
         });
     }
 

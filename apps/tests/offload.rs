@@ -64,7 +64,7 @@ fn line(r: &mut BufReader<TcpStream>) -> String {
 #[test]
 fn slow_jobs_come_back_to_their_connection_while_the_worker_keeps_serving() {
     let addr = SocketAddr::from(([127, 0, 0, 1], 0));
-    let server = kernel::Server::start(&kernel::Config::default(), &[addr], |_, _| Slow {
+    let server = kernel::Server::start(&kernel::Config::default(), &[addr], |_, _, _| Slow {
         pool: Offload::new(4, 64, |n: u64| {
             std::thread::sleep(Duration::from_millis(300));
             n * 10

@@ -2,8 +2,6 @@
 
 mod common;
 
-use std::time::Instant;
-
 use c10m_apps::services::{Echo, Http, Push, http, push};
 use c10m_apps::sim::Simulation;
 use c10m_stack::{ListenOptions, SocketOptions};
@@ -149,17 +147,82 @@ fn push_ten_thousand_subscribers_get_one_publish_exactly_once() {
     }
     run(&mut sim, &mut cl, 5_000, |_| false);
     assert_eq!(sim.runtime().service().subscriptions(), N + N / 2);
-    let t = Instant::now();
     sim.command(&push::Command::publish("news", b"hello"));
-    let dt = t.elapsed();
-    println!(
-        "push fan-out (simulation): {N} subscribers in {dt:?}, {:.2} M msg/s",
-        N as f64 / dt.as_secs_f64() / 1e6
-    );
     assert!(run(&mut sim, &mut cl, 10_000, |cl| cl.all(|p| p.rx.len() >= 15)));
     run(&mut sim, &mut cl, 100, |_| false);
     assert!(cl.all(|p| p.rx == b"MSG news hello\n"));
-    assert_eq!(sim.runtime().service().stats.delivered, N as u64);
+    let svc = sim.runtime().service_mut();
+    assert_eq!(svc.stats.delivered, N as u64);
+    let done = svc.take_finished().expect("the fan-out finished");
+    assert_eq!(
+        (done.id, done.queued, done.delivered, done.dropped),
+        (1, N as u64, N as u64, 0)
+    );
+    assert!(!svc.fanning_out() && svc.take_finished().is_none());
+}
+
+/// A fan-out larger than one loop iteration's budget goes out over many iterations, and
+/// a heartbeat that arrives meanwhile is answered before the fan-out ends.
+#[test]
+fn push_fanout_is_paced_and_heartbeats_are_answered_in_between() {
+    const N: usize = 2_000;
+    const BUDGET: usize = 32;
+    let cfg = push::Config {
+        fanout_budget: BUDGET,
+        ..push::Config::default()
+    };
+    let mut sim = Simulation::new(Push::new(cfg), N + 16);
+    sim.listen(5222, listen_opts(512)).unwrap();
+    let mut cl = Clients::default();
+    let conns: Vec<_> = (0..N).map(|_| cl.open(&mut sim, 5222, 512)).collect();
+    for &c in &conns {
+        cl.queue(c, b"SUB news\n");
+    }
+    run(&mut sim, &mut cl, 5_000, |_| false);
+    assert_eq!(sim.runtime().service().subscriptions(), N);
+
+    sim.command(&push::Command::publish("news", b"hello"));
+    // One iteration's worth went out with the command, no more.
+    assert_eq!(sim.runtime().service().stats.delivered, BUDGET as u64);
+    assert!(sim.runtime().service().fanning_out());
+    // While the loop says frames wait to be read, a step reaches a sixteenth as many.
+    sim.runtime().service_mut().set_backlog(true);
+    assert!(run(&mut sim, &mut cl, 10, |_| true), "one round");
+    assert_eq!(sim.runtime().service().stats.delivered, BUDGET as u64 + 2);
+    sim.runtime().service_mut().set_backlog(false);
+    // The last subscriber (last in handle order, so last in the fan-out) pings.
+    let last = *conns.last().unwrap();
+    cl.queue(last, b"PING\n");
+    assert!(run(&mut sim, &mut cl, 10_000, |cl| cl
+        .peer(last)
+        .rx
+        .starts_with(b"PONG\n")));
+    let svc = sim.runtime().service();
+    assert_eq!(svc.stats.pongs, 1);
+    assert!(
+        svc.fanning_out() && svc.stats.delivered < N as u64,
+        "the heartbeat was answered during the fan-out ({} of {N} reached)",
+        svc.stats.delivered
+    );
+    // The fan-out completes: exactly one MSG each.
+    assert!(run(&mut sim, &mut cl, 10_000, |cl| cl
+        .all(|p| p.rx.ends_with(b"MSG news hello\n"))));
+    run(&mut sim, &mut cl, 100, |_| false);
+    for &c in &conns {
+        let want: &[u8] = if c == last {
+            b"PONG\nMSG news hello\n"
+        } else {
+            b"MSG news hello\n"
+        };
+        assert_eq!(cl.peer(c).rx, want);
+    }
+    let svc = sim.runtime().service_mut();
+    let done = svc.take_finished().expect("the fan-out finished");
+    assert_eq!(
+        (done.queued, done.delivered, done.dropped),
+        (N as u64, N as u64, 0)
+    );
+    assert!(!svc.fanning_out());
 }
 
 #[test]

@@ -11,7 +11,7 @@
 //! [`Client::turn`] is one round of the dataplane worker's loop with the roles turned
 //! around (see `dataplane/src/worker.rs`): rx batch → `stack.ingress` → the handler's
 //! events and its own work (new connections, requests) → `stack.poll` → tx → completions
-//! → idle. Idle is the worker's policy too: spin a while, then sleep in `poll(2)` on the
+//! → idle. Idle is the worker's policy itself ([`Idler`]): spin a while, then sleep in `poll(2)` on the
 //! socket until a frame comes, the stack's next timer or a short limit, so a generator
 //! waiting on a slow server leaves the machine's other core alone.
 
@@ -21,7 +21,7 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 use std::time::Duration;
 
 use anyhow::{Context, anyhow, bail};
-use c10m_dataplane::{Idle, Port, ZeroCopy};
+use c10m_dataplane::{Idle, Idler, Port, ZeroCopy};
 use c10m_ebpf::{Proto, Steering, XdpMode};
 use c10m_stack::{Config, ConnectOptions, Event, Instant, SequentialPorts, Stack};
 
@@ -31,10 +31,6 @@ use crate::net::{in_bench_range, mac_of, require_iface, sys};
 const FRAMES: u32 = 8192;
 /// Frames read from the rx ring per turn.
 const RX_BATCH: u32 = 64;
-/// Empty turns before an adaptive client sleeps.
-const SPIN_ROUNDS: u32 = 256;
-/// Longest sleep: bounds how late the client notices the end of a phase or Ctrl-C.
-const MAX_SLEEP: Duration = Duration::from_millis(10);
 /// Extra flush/kick/reap rounds per turn while transmissions are in flight (copy mode
 /// sends at most 32 frames per kick).
 const KICK_ROUNDS: u32 = 8;
@@ -103,8 +99,8 @@ pub(crate) struct Client {
     steering: Steering,
     pub(crate) stack: Stack,
     clock: std::time::Instant,
-    idle: Idle,
-    empty: u32,
+    /// The workers' idle policy (spin, then sleep on the socket).
+    idler: Idler,
     /// Microseconds of turns that found nothing to do (spinning or asleep), closed runs.
     idle_us: u64,
     /// Since when the current run of empty turns lasts.
@@ -268,8 +264,7 @@ impl Client {
             steering,
             stack,
             clock: std::time::Instant::now(),
-            idle: opts.idle,
-            empty: 0,
+            idler: Idler::new(opts.idle),
             idle_us: 0,
             idle_from: None,
             stash: None,
@@ -338,31 +333,19 @@ impl Client {
             *stash = stack.next_event();
         }
         let (sent, done) = port.push(KICK_ROUNDS);
-        if rx > 0 || sent > 0 || done > 0 || events + again > 0 || stash.is_some() {
-            self.empty = 0;
+        let work = rx > 0 || sent > 0 || done > 0 || events + again > 0 || stash.is_some();
+        if work {
             if let Some(from) = self.idle_from.take() {
                 self.idle_us += (now - from.min(now)).total_micros();
             }
-            return;
+        } else {
+            self.idle_from.get_or_insert(now);
         }
-        self.empty = self.empty.saturating_add(1);
-        self.idle_from.get_or_insert(now);
-        if self.idle == Idle::Spin || self.empty < SPIN_ROUNDS {
-            std::hint::spin_loop();
-            return;
-        }
-        let mut sleep = MAX_SLEEP;
-        if self.port.tx_in_flight() > 0 {
-            sleep = Duration::from_micros(100);
-        }
-        if let Some(at) = self.stack.poll_at() {
-            let until = (at - now.min(at)).total_micros();
-            sleep = sleep.min(Duration::from_micros(until));
-        }
-        let ms = sleep.as_millis() as i32;
-        if ms > 0 {
-            self.port.wait(ms);
-        }
+        let stack = &self.stack;
+        self.idler.rest(work, &self.port, || {
+            let at = stack.poll_at()?;
+            Some(Duration::from_micros((at - now.min(at)).total_micros()))
+        });
     }
 
     /// Learns the target's MAC before any measured connection opens: opens a probe

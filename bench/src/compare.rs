@@ -107,6 +107,14 @@ pub(crate) struct Args {
     /// Scenarios to run, comma-separated: held, rps, cps, flood.
     #[arg(long, value_delimiter = ',', default_value = "held,rps,cps")]
     scenarios: Vec<Scenario>,
+    /// Servers to run them against, comma-separated: dataplane, reflector (rps and cps
+    /// only), kernel, nginx (http rps and cps only, where it is installed).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "dataplane,reflector,kernel,nginx"
+    )]
+    servers: Vec<Server>,
     /// Connection counts to hold, comma-separated (each against both servers).
     #[arg(long, value_delimiter = ',', default_value = "10000,100000")]
     held: Vec<u32>,
@@ -143,7 +151,8 @@ pub(crate) struct Args {
     /// flood: seconds of flood.
     #[arg(long, default_value_t = 10.0)]
     flood_secs: f64,
-    /// flood: new connections opened one after another during the flood.
+    /// flood: new connections opened one after another during the flood (fewer, if the
+    /// flood ends first: noted in the report).
     #[arg(long, default_value_t = 200)]
     flood_conns: u32,
     /// The dataplane's receive buffer per connection, bytes.
@@ -246,7 +255,7 @@ fn check(args: &Args) -> anyhow::Result<(PathBuf, PathBuf)> {
     let c10m = bench.with_file_name("c10m");
     if !c10m.is_file() {
         bail!(
-            "no c10m binary next to {}: run cargo build --release -p c10m-dataplane",
+            "no c10m binary next to {}: run cargo build --release -p c10m-daemon",
             bench.display()
         );
     }
@@ -283,9 +292,18 @@ fn run_checked(args: &Args) -> anyhow::Result<bool> {
     let start = Instant::now();
     run.describe();
     let restore = Sysctls::set(&mut run.report.sysctls);
-    run.dataplane();
-    run.kernel();
-    run.nginx();
+    if args.servers.contains(&Server::Dataplane) {
+        run.dataplane();
+    }
+    if args.servers.contains(&Server::Reflector) {
+        run.reflector();
+    }
+    if args.servers.contains(&Server::Kernel) {
+        run.kernel();
+    }
+    if args.servers.contains(&Server::Nginx) {
+        run.nginx();
+    }
     drop(restore);
     let _ = std::fs::remove_dir_all(&sock_dir);
 
@@ -401,8 +419,15 @@ impl Run<'_> {
 
     /// `ip netns exec c10m-gen taskset -c G c10m-bench SUB ARGS… --json`.
     fn gen_cmd(&self, sub: &str, args: &[String]) -> Command {
+        self.gen_cmd_nice(sub, args, 0)
+    }
+
+    /// [`Run::gen_cmd`] under `nice -n NICE`.
+    fn gen_cmd_nice(&self, sub: &str, args: &[String], nice: i32) -> Command {
         let mut c = Command::new("ip");
-        c.args(["netns", "exec", GEN_NS, "taskset", "-c"])
+        c.args(["netns", "exec", GEN_NS, "nice", "-n"])
+            .arg(nice.to_string())
+            .args(["taskset", "-c"])
             .arg(self.args.gen_core.to_string())
             .arg(&self.bench)
             .arg(sub)
@@ -434,7 +459,7 @@ impl Run<'_> {
             self.report.servers.push(ServerRun {
                 server: Some(server),
                 address: match server {
-                    Server::Dataplane => DP_ADDR.into(),
+                    Server::Dataplane | Server::Reflector => DP_ADDR.into(),
                     Server::Kernel => KERNEL_ADDR.into(),
                     Server::Nginx => format!("{KERNEL_ADDR}:{NGINX_PORT}"),
                 },

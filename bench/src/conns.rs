@@ -5,6 +5,11 @@
 //! default: 64,512 ports, 1024–65535, per address, addresses from the prefix's `.1`),
 //! at most `--rate` SYNs per second, holds them for `--hold` seconds, then resets them.
 //!
+//! `--proto echo` (the default) talks to an echo service on sampled connections, as
+//! below; `--proto push` makes every connection a live subscriber of the push service
+//! (`SUB`, a `PING` every `--heartbeat-interval` seconds, `MSG`s counted), and with
+//! `--publish-after` asks the server to publish and measures the fan-out ([`push`]).
+//!
 //! # Stateless
 //!
 //! Connection `i` is the 4-tuple (address `i / 64512`, port `1024 + i % 64512`) →
@@ -23,6 +28,8 @@
 //! the server's next sequence number and the bytes sent and echoed — in a hash map,
 //! since an ACK must acknowledge the server's sequence, which is not derivable.
 //! Lost requests and heartbeats are retransmitted after the same timeout.
+//!
+//! Frames are built and parsed with `smoltcp::wire` in place in UMEM ([`wire`]).
 //!
 //! # Steering replies to the socket
 //!
@@ -46,27 +53,29 @@
 
 use std::collections::hash_map::RandomState;
 use std::collections::{HashMap, VecDeque};
-use std::hash::BuildHasher;
-use std::io::{BufRead, BufReader, Write};
 use std::net::{Ipv4Addr, SocketAddrV4};
-use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow, bail};
-use c10m_dataplane::{Port, ZeroCopy};
+use c10m_dataplane::{KICK_ROUNDS, Port, ZeroCopy};
 use c10m_ebpf::{Proto, Steering, XdpMode};
 use c10m_stack::TxQueue;
 use serde::Serialize;
 
 use crate::net::{Prefix, in_bench_range, mac_of, parse_mac, require_iface, resolve_mac};
 
-/// Lowest source port.
-const PORT_LO: u16 = 1024;
-/// Source ports per source address.
-const PORTS: u32 = 65536 - PORT_LO as u32;
+mod fanout;
+mod mgmt;
+mod push;
+mod wire;
+
+use fanout::Fanout;
+use mgmt::server_counts;
+use wire::{Bits, Flags, PORTS, Plan, Segment};
+
 /// UMEM frames of the socket.
-const FRAMES: u32 = 8192;
+const FRAMES: u32 = 16384;
 /// Bytes of a request.
 const REQ_LEN: u32 = 16;
 /// Bytes of a heartbeat.
@@ -74,11 +83,14 @@ const HB_LEN: u32 = 8;
 /// Retransmissions of a SYN (or of unechoed data) before giving up.
 const RETRIES: u8 = 6;
 
-const FIN: u8 = 0x01;
-const SYN: u8 = 0x02;
-const RST: u8 = 0x04;
-const PSH: u8 = 0x08;
-const ACK: u8 = 0x10;
+/// What the connections say.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Talk {
+    /// Sampled requests and heartbeats to an echo service.
+    Echo,
+    /// Every connection a subscriber of the push service.
+    Push,
+}
 
 /// Arguments of `c10m-bench conns`.
 #[derive(clap::Args, Debug)]
@@ -122,6 +134,27 @@ pub(crate) struct Args {
     /// XDP attach mode: auto, native or generic.
     #[arg(long, default_value = "auto")]
     xdp_mode: XdpMode,
+    /// What the connections say: echo (sampled requests and heartbeats) or push (every
+    /// connection subscribes and heartbeats).
+    #[arg(long, value_enum, default_value = "echo")]
+    proto: Talk,
+    /// push: the topic to subscribe to (with --topics K: NAME0 … NAME{K-1}, connection
+    /// i on topic i % K).
+    #[arg(long, default_value = "news")]
+    topic: String,
+    /// push: spread the connections over this many topics.
+    #[arg(long, default_value_t = 1)]
+    topics: u32,
+    /// push: seconds between a connection's PINGs.
+    #[arg(long, default_value_t = 60.0)]
+    heartbeat_interval: f64,
+    /// push: once every connection is subscribed, wait this many seconds and ask the
+    /// server (--mgmt) to publish --publish-message to the topics.
+    #[arg(long)]
+    publish_after: Option<f64>,
+    /// push: the message to publish (one line, no spaces needed).
+    #[arg(long, default_value = "hello")]
+    publish_message: String,
     /// Print one JSON object instead of a table.
     #[arg(long)]
     json: bool,
@@ -139,8 +172,24 @@ struct Report {
     connect_secs: f64,
     requests: u64,
     requests_ok: u64,
-    heartbeats: u64,
+    heartbeats_sent: u64,
     heartbeats_ok: u64,
+    heartbeats_resent: u64,
+    subscribed: u64,
+    published_to: u64,
+    delivered: u64,
+    duplicates: u64,
+    missed: u64,
+    delivery_secs: f64,
+    /// Deliveries per 100 ms since the publish.
+    deliveries_per_100ms: Vec<u64>,
+    bad_replies: u64,
+    server_publish_queued: Option<u64>,
+    server_publish_delivered: Option<u64>,
+    server_publish_dropped: Option<u64>,
+    client_bytes_per_conn: u64,
+    /// Frames the client's own kernel dropped (its fill ring empty, its rx ring full).
+    client_rx_dropped: u64,
     bad_echo: u64,
     bad_ack: u64,
     resets_received: u64,
@@ -150,110 +199,12 @@ struct Report {
     server_established: Option<u64>,
     server_bytes_per_conn: Option<u64>,
     server_established_after: Option<u64>,
+    /// The server's kernel-side rx drops over the run: fill ring empty (which the
+    /// kernel counts in its `rx_dropped` too), rx ring full and the rest (0 is the goal).
+    server_rx_dropped: Option<u64>,
+    server_rx_fill_ring_empty: Option<u64>,
     xdp_mode: String,
     secs: f64,
-}
-
-/// The addresses, ports and keys of one run.
-struct Plan {
-    src_mac: [u8; 6],
-    dst_mac: [u8; 6],
-    net: u32,
-    target: Ipv4Addr,
-    tport: u16,
-    count: u32,
-    hasher: RandomState,
-}
-
-impl Plan {
-    fn tuple(&self, i: u32) -> (Ipv4Addr, u16) {
-        let addr = Ipv4Addr::from(self.net + 1 + i / PORTS);
-        (addr, PORT_LO + (i % PORTS) as u16)
-    }
-
-    fn index(&self, addr: Ipv4Addr, port: u16) -> Option<u32> {
-        let a = u32::from(addr).checked_sub(self.net + 1)?;
-        let p = u32::from(port.checked_sub(PORT_LO)?);
-        let i = a.checked_mul(PORTS)?.checked_add(p)?;
-        (i < self.count).then_some(i)
-    }
-
-    fn isn(&self, i: u32) -> u32 {
-        let (a, p) = self.tuple(i);
-        let t = (u32::from(a), p, u32::from(self.target), self.tport);
-        self.hasher.hash_one(t) as u32
-    }
-
-    /// Builds and queues one segment of connection `i`; false if the queue was full.
-    fn send(
-        &self,
-        tx: &mut impl TxQueue,
-        i: u32,
-        seq: u32,
-        ack: u32,
-        flags: u8,
-        data: &[u8],
-    ) -> bool {
-        if !tx.has_room() {
-            return false;
-        }
-        let (src, sport) = self.tuple(i);
-        let len = 54 + data.len();
-        tx.transmit(len, |f| {
-            f[0..6].copy_from_slice(&self.dst_mac);
-            f[6..12].copy_from_slice(&self.src_mac);
-            f[12..14].copy_from_slice(&[0x08, 0x00]);
-            let ip = &mut f[14..34];
-            ip.fill(0);
-            ip[0] = 0x45;
-            ip[2..4].copy_from_slice(&((len - 14) as u16).to_be_bytes());
-            ip[6] = 0x40;
-            ip[8] = 64;
-            ip[9] = 6;
-            ip[12..16].copy_from_slice(&src.octets());
-            ip[16..20].copy_from_slice(&self.target.octets());
-            let sum = fold(sum16(ip, 0));
-            ip[10..12].copy_from_slice(&(!sum).to_be_bytes());
-            let tcp = &mut f[34..len];
-            tcp[..20].fill(0);
-            tcp[0..2].copy_from_slice(&sport.to_be_bytes());
-            tcp[2..4].copy_from_slice(&self.tport.to_be_bytes());
-            tcp[4..8].copy_from_slice(&seq.to_be_bytes());
-            tcp[8..12].copy_from_slice(&ack.to_be_bytes());
-            tcp[12] = 5 << 4;
-            tcp[13] = flags;
-            tcp[14..16].copy_from_slice(&65535u16.to_be_bytes());
-            tcp[20..].copy_from_slice(data);
-            let mut pseudo = [0u8; 12];
-            pseudo[0..4].copy_from_slice(&src.octets());
-            pseudo[4..8].copy_from_slice(&self.target.octets());
-            pseudo[9] = 6;
-            pseudo[10..12].copy_from_slice(&((len - 34) as u16).to_be_bytes());
-            let sum = fold(sum16(tcp, sum16(&pseudo, 0)));
-            tcp[16..18].copy_from_slice(&(!sum).to_be_bytes());
-        });
-        true
-    }
-}
-
-/// One's-complement sum of big-endian 16-bit words (odd tail padded with zero).
-fn sum16(data: &[u8], init: u32) -> u32 {
-    let mut s = init;
-    let mut chunks = data.chunks_exact(2);
-    for w in &mut chunks {
-        s += u32::from(u16::from_be_bytes([w[0], w[1]]));
-    }
-    if let [b] = chunks.remainder() {
-        s += u32::from(*b) << 8;
-    }
-    s
-}
-
-fn fold(mut s: u32) -> u16 {
-    while s > 0xffff {
-        s = (s & 0xffff) + (s >> 16);
-    }
-    s as u16
 }
 
 /// The byte at `offset` of connection `i`'s client stream (requests then heartbeats).
@@ -266,25 +217,6 @@ fn stream_byte(i: u32, offset: u32) -> u8 {
 fn stream(i: u32, from: u32, to: u32, out: &mut Vec<u8>) {
     out.clear();
     out.extend((from..to).map(|o| stream_byte(i, o)));
-}
-
-/// A bitmap of `n` bits.
-struct Bits(Vec<u64>);
-
-impl Bits {
-    fn new(n: u32) -> Bits {
-        Bits(vec![0; (n as usize).div_ceil(64)])
-    }
-    fn get(&self, i: u32) -> bool {
-        self.0[(i / 64) as usize] & (1 << (i % 64)) != 0
-    }
-    /// Sets bit `i`; true if it was clear.
-    fn set(&mut self, i: u32) -> bool {
-        let w = &mut self.0[(i / 64) as usize];
-        let was = *w & (1 << (i % 64)) != 0;
-        *w |= 1 << (i % 64);
-        !was
-    }
 }
 
 /// The record of a sampled connection.
@@ -309,7 +241,10 @@ enum Phase {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
     Syn,
+    /// Echo: a sampled connection's unechoed bytes.
     Data,
+    /// Push: PING number `n` (0: the SUB) without its answer.
+    Push(u16),
 }
 
 struct Client {
@@ -321,7 +256,13 @@ struct Client {
     samples: HashMap<u32, Sample>,
     req_every: u32,
     hb_every: u32,
+    /// `--proto push`: every connection's subscriber record.
+    push: Option<push::Push>,
     timeouts: VecDeque<(Instant, u32, u8, Kind)>,
+    /// Push retransmissions, one queue per attempt (each in deadline order): the wait
+    /// doubles with each attempt, as TCP's retransmission timeout does, so that a server
+    /// that fell behind is not buried under copies of what it has not read yet.
+    backoff: [VecDeque<(Instant, u32, u16)>; RETRIES as usize],
     timeout: Duration,
     start: Instant,
     scratch: Vec<u8>,
@@ -336,116 +277,113 @@ impl Client {
 
     /// Our next sequence number on connection `i`.
     fn snd_nxt(&self, i: u32) -> u32 {
+        if let Some(p) = &self.push {
+            return p.snd_nxt(&self.plan, i);
+        }
         let sent = self.samples.get(&i).map_or(0, |s| s.sent);
         self.plan.isn(i).wrapping_add(1).wrapping_add(sent)
     }
 
     fn on_frame(&mut self, f: &[u8], tx: &mut impl TxQueue, now: Instant) {
-        if f.len() < 54 || f[12..14] != [0x08, 0x00] || f[23] != 6 {
-            return;
-        }
-        let ihl = usize::from(f[14] & 0x0f) * 4;
-        let total = usize::from(u16::from_be_bytes([f[16], f[17]]));
-        let l4 = 14 + ihl;
-        if ihl < 20 || f.len() < l4 + 20 || total + 14 > f.len() || total < ihl + 20 {
-            return;
-        }
-        let src = Ipv4Addr::new(f[26], f[27], f[28], f[29]);
-        let dst = Ipv4Addr::new(f[30], f[31], f[32], f[33]);
-        let t = &f[l4..14 + total];
-        let sport = u16::from_be_bytes([t[0], t[1]]);
-        let dport = u16::from_be_bytes([t[2], t[3]]);
-        if src != self.plan.target || sport != self.plan.tport {
-            return;
-        }
-        let Some(i) = self.plan.index(dst, dport) else {
+        let Some(s) = self.plan.parse(f) else {
             return;
         };
-        let seq = u32::from_be_bytes([t[4], t[5], t[6], t[7]]);
-        let ack = u32::from_be_bytes([t[8], t[9], t[10], t[11]]);
-        let off = usize::from(t[12] >> 4) * 4;
-        let flags = t[13];
-        if off < 20 || off > t.len() {
-            return;
-        }
-        let data = &t[off..];
+        let i = s.i;
         let isn = self.plan.isn(i);
-
-        if flags & RST != 0 {
+        if s.rst {
             self.r.resets_received += 1;
             if !self.established.get(i) && self.gone.set(i) {
                 self.r.failed += 1;
             }
             return;
         }
-        if flags & (SYN | ACK) == SYN | ACK {
-            if ack != isn.wrapping_add(1) {
+        if s.syn && s.ack_flag {
+            if s.ack != isn.wrapping_add(1) {
                 self.r.bad_ack += 1;
                 return;
             }
             let ours = isn.wrapping_add(1);
             if self.phase == Phase::Teardown || (self.gone.get(i) && !self.established.get(i)) {
-                self.send_counted(tx, i, ours, 0, RST, &[]);
+                self.send_counted(tx, i, ours, 0, Flags::Rst, &[]);
                 return;
             }
-            let srv = seq.wrapping_add(1);
-            if self.established.set(i) {
+            let srv = s.seq.wrapping_add(1);
+            let first = self.established.set(i);
+            if first {
                 self.r.established += 1;
                 let sec = (now - self.start).as_secs() as usize;
                 if self.r.cps_per_sec.len() <= sec {
                     self.r.cps_per_sec.resize(sec + 1, 0);
                 }
                 self.r.cps_per_sec[sec] += 1;
-                if self.sampled(i) {
-                    self.samples.insert(
-                        i,
-                        Sample {
-                            srv_nxt: srv,
-                            srv_base: srv,
-                            sent: 0,
-                            echoed: 0,
-                        },
-                    );
-                }
             }
-            self.send_counted(tx, i, ours, srv, ACK, &[]);
+            if let Some(p) = &mut self.push {
+                let ok = p.established(&self.plan, tx, i, srv, first);
+                self.r.tx_dropped += u64::from(!ok);
+                if first {
+                    self.timeouts
+                        .push_back((now + self.push_timeout(), i, 0, Kind::Push(0)));
+                }
+                return;
+            }
+            if first && self.sampled(i) {
+                self.samples.insert(
+                    i,
+                    Sample {
+                        srv_nxt: srv,
+                        srv_base: srv,
+                        sent: 0,
+                        echoed: 0,
+                    },
+                );
+            }
+            self.send_counted(tx, i, ours, srv, Flags::Ack, &[]);
             if self.req_every > 0
                 && i.is_multiple_of(self.req_every)
-                && let Some(s) = self.samples.get_mut(&i)
-                && s.sent == 0
+                && let Some(smp) = self.samples.get_mut(&i)
+                && smp.sent == 0
             {
-                s.sent = REQ_LEN;
+                smp.sent = REQ_LEN;
                 self.r.requests += 1;
                 stream(i, 0, REQ_LEN, &mut self.scratch);
-                let ok = self.plan.send(tx, i, ours, srv, PSH | ACK, &self.scratch);
+                let ok = self.plan.send(tx, i, ours, srv, Flags::Ack, &self.scratch);
                 self.r.tx_dropped += u64::from(!ok);
                 self.timeouts
                     .push_back((now + self.timeout, i, 0, Kind::Data));
             }
             return;
         }
-        if flags & ACK == 0 {
+        if !s.ack_flag {
             return;
         }
         if self.phase == Phase::Teardown || !self.established.get(i) {
-            self.send_counted(tx, i, ack, 0, RST, &[]);
+            self.send_counted(tx, i, s.ack, 0, Flags::Rst, &[]);
             return;
         }
-        if flags & FIN != 0 {
+        if s.fin {
             // The server closed a connection we hold: reset it.
             self.r.server_closed += 1;
-            self.send_counted(tx, i, ack, 0, RST, &[]);
+            self.send_counted(tx, i, s.ack, 0, Flags::Rst, &[]);
             return;
         }
-        if data.is_empty() {
+        if let Some(p) = &mut self.push {
+            let ok = p.on_segment(&self.plan, tx, &s, now);
+            self.r.tx_dropped += u64::from(!ok);
             return;
         }
+        if !s.data.is_empty() {
+            self.on_echo(tx, &s);
+        }
+    }
+
+    /// Data on an echo connection: checked against what the sample sent.
+    fn on_echo(&mut self, tx: &mut impl TxQueue, seg: &Segment<'_>) {
+        let (i, seq, ack, data) = (seg.i, seg.seq, seg.ack, seg.data);
         let Some(s) = self.samples.get_mut(&i) else {
             // Data on a connection that sent none: acknowledge it, count it as bad.
             self.r.bad_echo += 1;
-            let ok = self
-                .plan
-                .send(tx, i, ack, seq.wrapping_add(data.len() as u32), ACK, &[]);
+            let next = seq.wrapping_add(data.len() as u32);
+            let ok = self.plan.send(tx, i, ack, next, Flags::Ack, &[]);
             self.r.tx_dropped += u64::from(!ok);
             return;
         };
@@ -474,7 +412,7 @@ impl Client {
                 self.r.bad_echo += 1;
             }
         }
-        let ok = self.plan.send(tx, i, ack, s.srv_nxt, ACK, &[]);
+        let ok = self.plan.send(tx, i, ack, s.srv_nxt, Flags::Ack, &[]);
         self.r.tx_dropped += u64::from(!ok);
     }
 
@@ -484,12 +422,12 @@ impl Client {
         i: u32,
         seq: u32,
         ack: u32,
-        flags: u8,
+        flags: Flags,
         data: &[u8],
     ) {
         let ok = self.plan.send(tx, i, seq, ack, flags, data);
         self.r.tx_dropped += u64::from(!ok);
-        if ok && flags & RST != 0 {
+        if ok && flags == Flags::Rst {
             self.r.resets_sent += 1;
         }
     }
@@ -505,36 +443,26 @@ impl Client {
         stream(i, s.echoed, s.sent, &mut self.scratch);
         let seq = self.plan.isn(i).wrapping_add(1).wrapping_add(s.echoed);
         self.plan
-            .send(tx, i, seq, s.srv_nxt, PSH | ACK, &self.scratch)
+            .send(tx, i, seq, s.srv_nxt, Flags::Ack, &self.scratch)
     }
-}
 
-/// The server's counts from its management socket.
-#[derive(Debug, Clone, Copy)]
-struct ServerCounts {
-    established: u64,
-    bytes_per_conn: u64,
-}
-
-fn server_counts(path: &PathBuf) -> anyhow::Result<ServerCounts> {
-    let mut sock = UnixStream::connect(path)
-        .with_context(|| format!("connecting to the management socket {}", path.display()))?;
-    sock.set_read_timeout(Some(Duration::from_secs(5)))?;
-    sock.write_all(b"{\"cmd\":\"stats\"}\n")?;
-    let mut line = String::new();
-    BufReader::new(&sock).read_line(&mut line)?;
-    let v: serde_json::Value = serde_json::from_str(line.trim())
-        .with_context(|| format!("the management answer {line:?}"))?;
-    if v["ok"] != true {
-        bail!("the server refused the stats request: {line}");
+    /// How long a PING (or SUB) waits for its answer before it is sent again the first
+    /// time (then 6, 12 … s): at least 3 s, since the server's own retransmission timeout
+    /// is at least 1 s, and resending a whole round early under load only adds to it.
+    fn push_timeout(&self) -> Duration {
+        self.timeout.max(Duration::from_secs(3))
     }
-    let t = &v["stats"]["totals"];
-    Ok(ServerCounts {
-        established: t["connections"]["established"]
-            .as_u64()
-            .ok_or_else(|| anyhow!("no connections.established in {line}"))?,
-        bytes_per_conn: t["bytes_per_connection"].as_u64().unwrap_or(0),
-    })
+
+    /// Client bytes per connection: bitmaps, samples, subscriber records, timeouts.
+    fn bytes_per_conn(&self) -> u64 {
+        let bits = self.established.bytes() + self.gone.bytes() + self.checked.bytes();
+        let samples = self.samples.capacity() * (4 + std::mem::size_of::<Sample>() + 1);
+        let push = self.push.as_ref().map_or(0, push::Push::bytes);
+        let queue = self.timeouts.capacity() * std::mem::size_of::<(Instant, u32, u8, Kind)>()
+            + self.backoff.iter().map(VecDeque::capacity).sum::<usize>()
+                * std::mem::size_of::<(Instant, u32, u16)>();
+        ((bits + samples + push + queue) as u64).div_ceil(u64::from(self.plan.count.max(1)))
+    }
 }
 
 /// Runs the benchmark.
@@ -566,10 +494,30 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<()> {
         Some(m) => parse_mac(m).map_err(|e| anyhow!("--dst-mac {m:?}: {e}"))?,
         None => resolve_mac(*args.target.ip())?,
     };
+    let push = args.proto == Talk::Push;
+    if push {
+        if !(0.1..=3600.0).contains(&args.heartbeat_interval) {
+            bail!("--heartbeat-interval must be 0.1 to 3600 seconds");
+        }
+        if args.topics == 0 || args.topic.is_empty() || args.topic.contains(char::is_whitespace) {
+            bail!("--topic must be one word and --topics at least 1");
+        }
+        if args.publish_message.contains('\n') {
+            bail!("--publish-message must be one line");
+        }
+        if args.publish_after.is_some() && args.mgmt.is_none() {
+            bail!("--publish-after publishes through the server's management socket: give --mgmt");
+        }
+    } else if args.publish_after.is_some() {
+        bail!("--publish-after needs --proto push");
+    }
     let max_secs = if args.max_secs > 0.0 {
         args.max_secs
     } else {
-        f64::from(args.count) / f64::from(args.rate) + args.hold + 60.0
+        f64::from(args.count) / f64::from(args.rate)
+            + args.hold
+            + args.publish_after.map_or(0.0, |p| p + 300.0)
+            + 60.0
     };
 
     let steering = Steering::attach(&args.iface, args.xdp_mode)?;
@@ -598,9 +546,21 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<()> {
         gone: Bits::new(args.count),
         checked: Bits::new(args.count),
         samples: HashMap::new(),
-        req_every: args.request_sample,
-        hb_every: args.heartbeat_sample,
+        req_every: if push { 0 } else { args.request_sample },
+        hb_every: if push { 0 } else { args.heartbeat_sample },
+        push: push.then(|| {
+            push::Push::new(
+                args.count,
+                &args.topic,
+                args.topics,
+                &args.publish_message,
+                args.rate,
+                args.heartbeat_interval,
+                start,
+            )
+        }),
         timeouts: VecDeque::new(),
+        backoff: Default::default(),
         timeout: Duration::from_millis(args.timeout_ms.max(10)),
         start,
         scratch: Vec::with_capacity(256),
@@ -619,6 +579,10 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<()> {
     let mut hb_round = 0u32;
     let mut hb_list: Vec<u32> = Vec::new();
     let mut hb_cursor = 0usize;
+    let mut pinged: Vec<(u32, u16)> = Vec::new();
+    let mut fanout = Fanout::new(args.publish_after.is_some(), &args.publish_message);
+    // Push: when the heartbeats stopped, so that the last PONGs come before the RSTs.
+    let mut quiet: Option<Instant> = None;
     let mut rst_cursor = 0u32;
     let mut rst_passes = 0u32;
     let mut rst_wait: Option<Instant> = None;
@@ -633,45 +597,23 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<()> {
             eprintln!("c10m-bench conns: --max-secs reached, tearing down");
             c.phase = Phase::Teardown;
         }
-        // Timeouts: SYNs and data without an answer.
-        while let Some(&(at, i, attempt, kind)) = c.timeouts.front() {
-            if at > now || c.phase == Phase::Teardown {
-                if c.phase == Phase::Teardown {
-                    c.timeouts.clear();
-                }
-                break;
-            }
-            let mut tx = port.tx();
-            match kind {
-                Kind::Syn if c.established.get(i) || c.gone.get(i) => {}
-                Kind::Syn if attempt >= RETRIES => {
-                    c.gone.set(i);
-                    c.r.failed += 1;
-                }
-                Kind::Syn => {
-                    if tokens < 1.0 || !tx.has_room() {
-                        break;
-                    }
-                    tokens -= 1.0;
-                    let isn = c.plan.isn(i);
-                    c.plan.send(&mut tx, i, isn, 0, SYN, &[]);
-                    c.r.syns_sent += 1;
-                    c.r.syn_retransmits += 1;
-                    c.timeouts
-                        .push_back((now + c.timeout, i, attempt + 1, kind));
-                }
-                Kind::Data => {
-                    let open = c.samples.get(&i).is_some_and(|s| s.echoed < s.sent);
-                    if open && attempt < RETRIES {
-                        if !c.resend_data(&mut tx, i) {
-                            break;
-                        }
-                        c.timeouts
-                            .push_back((now + c.timeout, i, attempt + 1, kind));
-                    }
-                }
-            }
-            c.timeouts.pop_front();
+        c.expire(&mut port.tx(), now, &mut tokens);
+        if c.phase != Phase::Teardown
+            && quiet.is_none()
+            && let Some(p) = &mut c.push
+        {
+            let (established, gone) = (&c.established, &c.gone);
+            pinged.clear();
+            p.heartbeat(
+                &c.plan,
+                &mut port.tx(),
+                now,
+                |i| established.get(i) && !gone.get(i),
+                &mut pinged,
+            );
+            let at = now + c.push_timeout();
+            c.timeouts
+                .extend(pinged.iter().map(|&(i, n)| (at, i, 0, Kind::Push(n))));
         }
         match c.phase {
             Phase::Connect => {
@@ -679,7 +621,7 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<()> {
                 while next < args.count && tokens >= 1.0 && tx.has_room() {
                     tokens -= 1.0;
                     let isn = c.plan.isn(next);
-                    c.plan.send(&mut tx, next, isn, 0, SYN, &[]);
+                    c.plan.send(&mut tx, next, isn, 0, Flags::Syn, &[]);
                     c.r.syns_sent += 1;
                     c.timeouts.push_back((now + c.timeout, next, 0, Kind::Syn));
                     next += 1;
@@ -701,30 +643,26 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<()> {
             }
             Phase::Hold => {
                 let held = (now - hold_start).as_secs_f64();
-                if hb_cursor >= hb_list.len()
-                    && held >= f64::from(hb_round) + 1.0
-                    && held + 0.5 < args.hold
+                if !push {
+                    if hb_cursor >= hb_list.len()
+                        && held >= f64::from(hb_round) + 1.0
+                        && held + 0.5 < args.hold
+                    {
+                        hb_round += 1;
+                        hb_cursor = 0;
+                    }
+                    c.echo_heartbeats(&mut port.tx(), &hb_list, &mut hb_cursor, now);
+                }
+                if let Some(after) = args.publish_after
+                    && let Some(mgmt) = &args.mgmt
                 {
-                    hb_round += 1;
-                    hb_cursor = 0;
+                    fanout.step(&mut c, mgmt, after, hold_start, now)?;
                 }
-                let mut tx = port.tx();
-                while hb_cursor < hb_list.len() && tx.has_room() {
-                    let i = hb_list[hb_cursor];
-                    hb_cursor += 1;
-                    let Some(s) = c.samples.get_mut(&i) else {
-                        continue;
-                    };
-                    let (from, to) = (s.sent, s.sent + HB_LEN);
-                    s.sent = to;
-                    let srv = s.srv_nxt;
-                    stream(i, from, to, &mut c.scratch);
-                    let seq = c.plan.isn(i).wrapping_add(1).wrapping_add(from);
-                    c.plan.send(&mut tx, i, seq, srv, PSH | ACK, &c.scratch);
-                    c.r.heartbeats += 1;
-                    c.timeouts.push_back((now + c.timeout, i, 0, Kind::Data));
-                }
-                if held >= args.hold {
+                let settled = held >= args.hold && fanout.settled(&c, now);
+                let quiet_for = c.push_timeout() + Duration::from_secs(1);
+                if settled && push && *quiet.get_or_insert(now) + quiet_for > now {
+                    // The last PINGs' answers (and retransmissions) are on their way.
+                } else if settled {
                     // Let stragglers (ACKs of the last echoes) settle, then count.
                     if let Some(p) = &args.mgmt {
                         match server_counts(p) {
@@ -764,7 +702,7 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<()> {
                     rst_cursor += 1;
                     if c.established.get(i) {
                         let seq = c.snd_nxt(i);
-                        c.plan.send(&mut tx, i, seq, 0, RST, &[]);
+                        c.plan.send(&mut tx, i, seq, 0, Flags::Rst, &[]);
                         c.r.resets_sent += 1;
                         sent += 1.0;
                     }
@@ -774,13 +712,15 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<()> {
                     let wait = *rst_wait.get_or_insert(now + Duration::from_millis(300));
                     if now >= wait {
                         rst_passes += 1;
-                        let after = match &args.mgmt {
-                            Some(p) => server_counts(p).ok().map(|s| s.established),
-                            None => None,
-                        };
-                        c.r.server_established_after = after;
+                        let after = args.mgmt.as_ref().and_then(|p| server_counts(p).ok());
+                        c.r.server_established_after = after.map(|s| s.established);
+                        if let (Some(b), Some(a)) = (before, after) {
+                            c.r.server_rx_fill_ring_empty =
+                                Some(a.fill_ring_empty.saturating_sub(b.fill_ring_empty));
+                            c.r.server_rx_dropped = Some(a.rx_dropped.saturating_sub(b.rx_dropped));
+                        }
                         let base = before.map_or(0, |b| b.established);
-                        if after.is_some_and(|a| a > base) && rst_passes < 3 {
+                        if after.is_some_and(|a| a.established > base) && rst_passes < 3 {
                             rst_cursor = 0;
                             rst_wait = None;
                         } else {
@@ -790,10 +730,14 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<()> {
                 }
             }
         }
-        port.flush();
-        port.reap();
+        // Copy mode sends at most 32 frames a kick: kick a few times while frames wait.
+        port.push(KICK_ROUNDS);
     }
     let end = Instant::now();
+    c.r.client_rx_dropped = {
+        let k = port.kernel_stats();
+        k.rx_dropped + k.rx_ring_full
+    };
     let _ = steering.unregister_xsk(0);
     port.close(Duration::from_millis(200));
 
@@ -805,12 +749,156 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<()> {
         0.0
     };
     c.r.secs = (end - start).as_secs_f64();
+    c.finish(&fanout);
+    if c.r.server_rx_dropped.is_some_and(|d| d > 0) {
+        eprintln!(
+            "c10m-bench conns: THE SERVER'S KERNEL DROPPED {} FRAMES during the run ({} with \
+             its AF_XDP fill ring empty): its TCP peers retransmitted",
+            c.r.server_rx_dropped.unwrap_or(0),
+            c.r.server_rx_fill_ring_empty.unwrap_or(0)
+        );
+    }
     if args.json {
         println!("{}", serde_json::to_string(&c.r)?);
     } else {
         print_table(&c.r);
     }
     Ok(())
+}
+
+impl Client {
+    /// Sends what timed out again: SYNs, unechoed data, unanswered PINGs.
+    fn expire(&mut self, tx: &mut impl TxQueue, now: Instant, tokens: &mut f64) {
+        while let Some(&(at, i, attempt, kind)) = self.timeouts.front() {
+            if self.phase == Phase::Teardown {
+                self.timeouts.clear();
+                self.backoff.iter_mut().for_each(VecDeque::clear);
+                break;
+            }
+            if at > now {
+                break;
+            }
+            match kind {
+                Kind::Syn if self.established.get(i) || self.gone.get(i) => {}
+                Kind::Syn if attempt >= RETRIES => {
+                    self.gone.set(i);
+                    self.r.failed += 1;
+                }
+                Kind::Syn => {
+                    if *tokens < 1.0 || !tx.has_room() {
+                        break;
+                    }
+                    *tokens -= 1.0;
+                    let isn = self.plan.isn(i);
+                    self.plan.send(tx, i, isn, 0, Flags::Syn, &[]);
+                    self.r.syns_sent += 1;
+                    self.r.syn_retransmits += 1;
+                    self.timeouts
+                        .push_back((now + self.timeout, i, attempt + 1, kind));
+                }
+                Kind::Data => {
+                    let open = self.samples.get(&i).is_some_and(|s| s.echoed < s.sent);
+                    if open && attempt < RETRIES {
+                        if !self.resend_data(tx, i) {
+                            break;
+                        }
+                        self.timeouts
+                            .push_back((now + self.timeout, i, attempt + 1, kind));
+                    }
+                }
+                Kind::Push(n) => {
+                    if !self.resend_push(tx, now, i, 0, n) {
+                        break;
+                    }
+                }
+            }
+            self.timeouts.pop_front();
+        }
+        for k in 0..self.backoff.len() {
+            while let Some(&(at, i, n)) = self.backoff[k].front() {
+                if at > now || !self.resend_push(tx, now, i, k as u8 + 1, n) {
+                    break;
+                }
+                self.backoff[k].pop_front();
+            }
+        }
+    }
+
+    /// Push: the `attempt`-th timeout of PING `n` of connection `i` expired: sends again
+    /// what is unanswered and waits twice as long. False if the queue was full.
+    fn resend_push(
+        &mut self,
+        tx: &mut impl TxQueue,
+        now: Instant,
+        i: u32,
+        attempt: u8,
+        n: u16,
+    ) -> bool {
+        let wait = self.push_timeout() * (2u32 << attempt);
+        let Some(p) = &mut self.push else {
+            return true;
+        };
+        if !p.waiting_for(i, n) || self.gone.get(i) || usize::from(attempt) >= self.backoff.len() {
+            return true;
+        }
+        if !p.resend(&self.plan, tx, i) {
+            return false;
+        }
+        p.c.heartbeats_resent += 1;
+        self.backoff[usize::from(attempt)].push_back((now + wait, i, n));
+        true
+    }
+
+    /// Echo: the sampled heartbeats of this round.
+    fn echo_heartbeats(
+        &mut self,
+        tx: &mut impl TxQueue,
+        list: &[u32],
+        cursor: &mut usize,
+        now: Instant,
+    ) {
+        while *cursor < list.len() && tx.has_room() {
+            let i = list[*cursor];
+            *cursor += 1;
+            let Some(s) = self.samples.get_mut(&i) else {
+                continue;
+            };
+            let (from, to) = (s.sent, s.sent + HB_LEN);
+            s.sent = to;
+            let srv = s.srv_nxt;
+            stream(i, from, to, &mut self.scratch);
+            let seq = self.plan.isn(i).wrapping_add(1).wrapping_add(from);
+            self.plan.send(tx, i, seq, srv, Flags::Ack, &self.scratch);
+            self.r.heartbeats_sent += 1;
+            self.timeouts
+                .push_back((now + self.timeout, i, 0, Kind::Data));
+        }
+    }
+
+    /// Fills the report's push figures and the client's memory.
+    fn finish(&mut self, fanout: &Fanout) {
+        self.r.client_bytes_per_conn = self.bytes_per_conn();
+        let Some(p) = &self.push else { return };
+        let r = &mut self.r;
+        r.subscribed = p.c.subscribed;
+        r.heartbeats_sent = p.c.heartbeats_sent;
+        r.heartbeats_ok = p.c.heartbeats_ok;
+        r.heartbeats_resent = p.c.heartbeats_resent;
+        r.bad_replies = p.c.bad_replies;
+        if p.published_at.is_some() {
+            r.published_to = fanout.published_to;
+            r.delivered = p.c.delivered;
+            r.duplicates = p.c.duplicates;
+            r.missed = p.missed();
+            r.delivery_secs = p.delivery_secs();
+            r.deliveries_per_100ms = p.c.curve.clone();
+        }
+        if let Some(s) = fanout.server {
+            r.server_publish_queued = Some(s.queued);
+            r.server_publish_delivered = Some(s.delivered);
+            r.server_publish_dropped = Some(s.dropped);
+        }
+    }
 }
 
 fn print_table(r: &Report) {
@@ -834,7 +922,44 @@ fn print_table(r: &Report) {
     println!(
         "{:<28} {:>12}",
         "heartbeats ok / sent",
-        format!("{}/{}", r.heartbeats_ok, r.heartbeats)
+        format!("{}/{}", r.heartbeats_ok, r.heartbeats_sent)
+    );
+    if r.subscribed > 0 || r.published_to > 0 {
+        println!("{:<28} {:>12}", "subscribed", r.subscribed);
+        println!(
+            "{:<28} {:>12}",
+            "delivered / published to",
+            format!("{}/{}", r.delivered, r.published_to)
+        );
+        println!(
+            "{:<28} {:>12}",
+            "duplicates / missed",
+            format!("{}/{}", r.duplicates, r.missed)
+        );
+        println!("{:<28} {:>12.3}", "publish → last MSG, s", r.delivery_secs);
+        println!(
+            "{:<28} {:>12}",
+            "server queued/deliv./dropped",
+            format!(
+                "{}/{}/{}",
+                opt(r.server_publish_queued),
+                opt(r.server_publish_delivered),
+                opt(r.server_publish_dropped)
+            )
+        );
+    }
+    println!(
+        "{:<28} {:>12}",
+        "server rx dropped (fill empty)",
+        format!(
+            "{} ({})",
+            opt(r.server_rx_dropped),
+            opt(r.server_rx_fill_ring_empty)
+        )
+    );
+    println!(
+        "{:<28} {:>12}",
+        "client bytes/conn", r.client_bytes_per_conn
     );
     println!(
         "{:<28} {:>12}",

@@ -119,7 +119,7 @@ impl Churn {
             }
             Ok(Ok(_)) => {}
             Ok(Err(e)) => {
-                log::debug!("{id:?}: {e}");
+                tracing::debug!("{id:?}: {e}");
                 self.r.bad_responses += 1;
                 self.fail(stack, id);
             }
@@ -178,7 +178,7 @@ impl Handler for Churn {
                     break;
                 }
                 Err(e) => {
-                    log::debug!("connect: {e}");
+                    tracing::debug!("connect: {e}");
                     self.r.local_busy += 1;
                     break;
                 }

@@ -9,6 +9,7 @@ mod flood;
 mod measure;
 mod net;
 mod proto;
+mod reflect;
 mod rps;
 mod stack;
 mod xsk;
@@ -46,6 +47,9 @@ enum Command {
     /// Connections per second: connect, one request, the response, reset (run in
     /// c10m-gen).
     Cps(cps::Args),
+    /// A stateless TCP reflector on AF_XDP where the dataplane would run: SYN-ACK, one
+    /// response segment per request, FIN-ACK; the ceiling of this path (run in c10m-dut).
+    Reflect(reflect::Args),
     /// Hostile traffic: a bounded SYN, ACK or RST flood from spoofed sources in
     /// 198.18.0.0/15 over AF_XDP (run in c10m-gen).
     Flood(flood::Args),
@@ -64,6 +68,7 @@ fn main() -> ExitCode {
         Command::Cps(args) => ("cps", cps::run(&args)),
         Command::Compare(args) => ("compare", compare::run(&args)),
         Command::Flood(args) => ("flood", flood::run(&args)),
+        Command::Reflect(args) => ("reflect", reflect::run(&args)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

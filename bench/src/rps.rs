@@ -158,7 +158,7 @@ impl Load {
                     bad += d.bad;
                 }
                 Ok(Some(Err(e))) => {
-                    log::debug!("{id:?}: {e}");
+                    tracing::debug!("{id:?}: {e}");
                     garbled = true;
                     break;
                 }
@@ -250,7 +250,7 @@ impl Handler for Load {
                     );
                 }
                 Err(e) => {
-                    log::debug!("connect: {e}");
+                    tracing::debug!("connect: {e}");
                     self.r.connect_failed += 1;
                 }
             }

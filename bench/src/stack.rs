@@ -4,16 +4,24 @@
 //!
 //! Both stacks run on this thread, so `handshakes_per_sec` and `ns_per_segment` include
 //! the client's work as well as the server's: every segment is built by one stack and
-//! parsed by the other. `bytes_per_conn` is the server stack's own accounting of what it
+//! parsed by the other. The server's own share is timed apart:
+//! `server_ns_per_segment` is the time spent in the server's half of each round of the
+//! wire ([`Pair::step_side`]: the ingress of the frames delivered to it, the echo
+//! service's reads and writes, its poll and the frames that emits, and the in-memory
+//! wire's bookkeeping of those frames) divided by the segments it received;
+//! `client_ns_per_segment` likewise for the client (whose requests are written outside
+//! its half, so its figure leaves out the `send` calls). `bytes_per_conn` is the server stack's own accounting of what it
 //! reserved, divided by N; `rss_bytes_per_conn` is the process's RSS growth over both
 //! stacks, divided by N.
 
 use std::net::{Ipv4Addr, SocketAddrV4};
-use std::time::Instant as Clock;
+use std::time::{Duration, Instant as Clock};
 
 use anyhow::{Context, bail};
 use c10m_stack::wire::{Impairments, Pair, Side};
-use c10m_stack::{ConnError, ConnId, ConnectOptions, Event, ListenOptions, SocketOptions, Stack};
+use c10m_stack::{
+    Congestion, ConnError, ConnId, ConnectOptions, Event, ListenOptions, SocketOptions, Stack,
+};
 use serde::Serialize;
 
 /// Arguments of `c10m-bench stack`.
@@ -32,6 +40,10 @@ pub(crate) struct Args {
     /// alternating rounds; medians reported).
     #[arg(long, default_value_t = 200_000)]
     exchanges: usize,
+    /// Congestion controller of every connection: reno, none, or cubic (in a build with
+    /// the `cubic` feature).
+    #[arg(long, default_value = "reno")]
+    congestion: Congestion,
     /// Print one JSON object instead of a table.
     #[arg(long)]
     json: bool,
@@ -51,10 +63,23 @@ struct Report {
     /// the same work with the cache misses mostly gone. Close to `ns_per_segment_1k`
     /// when the per-segment work itself does not grow with N.
     ns_per_segment_sequential: f64,
+    /// The server stack's own ns per segment it received (ingress plus the emit it
+    /// causes), at N connections and at 1,000, and their ratio.
+    server_ns_per_segment: f64,
+    server_ns_per_segment_1k: f64,
+    server_segment_ratio: f64,
+    /// The client stack's, likewise.
+    client_ns_per_segment: f64,
+    client_ns_per_segment_1k: f64,
+    /// Frames each side received per request/response exchange in the timed rounds at
+    /// N: 1 each when every ACK rides on a segment with data.
+    server_rx_per_exchange: f64,
+    client_rx_per_exchange: f64,
     handshakes_per_sec: f64,
     establish_secs: f64,
     rx_buf: usize,
     tx_buf: usize,
+    congestion: &'static str,
     memory: MemoryReport,
     hugepages: bool,
 }
@@ -113,8 +138,11 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<()> {
         at_1k.push(small.time_segments(per_round, false)?);
         at_seq.push(big.time_segments(per_round, true)?);
     }
-    let (ns_big, ns_small) = (median(&mut at_n), median(&mut at_1k));
-    let ns_seq = median(&mut at_seq);
+    let of =
+        |xs: &[Timing], f: fn(&Timing) -> f64| median(&mut xs.iter().map(f).collect::<Vec<_>>());
+    let (ns_big, ns_small) = (of(&at_n, |t| t.both), of(&at_1k, |t| t.both));
+    let ns_seq = of(&at_seq, |t| t.both);
+    let (server_big, server_small) = (of(&at_n, |t| t.server), of(&at_1k, |t| t.server));
 
     let report = Report {
         conns: args.conns,
@@ -126,10 +154,18 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<()> {
         ns_per_segment_1k: ns_small,
         segment_ratio: ns_big / ns_small,
         ns_per_segment_sequential: ns_seq,
+        server_ns_per_segment: server_big,
+        server_ns_per_segment_1k: server_small,
+        server_segment_ratio: server_big / server_small,
+        client_ns_per_segment: of(&at_n, |t| t.client),
+        client_ns_per_segment_1k: of(&at_1k, |t| t.client),
+        server_rx_per_exchange: of(&at_n, |t| t.per_exchange.1),
+        client_rx_per_exchange: of(&at_n, |t| t.per_exchange.0),
         handshakes_per_sec: big.established as f64 / establish_secs,
         establish_secs,
         rx_buf: args.rx_buf,
         tx_buf: args.tx_buf,
+        congestion: args.congestion.name(),
         memory: MemoryReport {
             slab: mem.slab,
             table: mem.table,
@@ -160,6 +196,19 @@ struct Scenario {
     buf: Vec<u8>,
     /// Next connection for sequential timing rounds.
     cursor: usize,
+    /// Time spent in each side's half of the wire's rounds: (client, server).
+    spent: (Duration, Duration),
+}
+
+/// One timed round of exchanges: ns per segment of both stacks together (by the wall
+/// clock, over the segments both received) and of each stack's own half.
+#[derive(Debug, Clone, Copy)]
+struct Timing {
+    both: f64,
+    server: f64,
+    client: f64,
+    /// Frames received per exchange: (client, server).
+    per_exchange: (f64, f64),
 }
 
 impl Scenario {
@@ -167,6 +216,7 @@ impl Scenario {
         let opts = SocketOptions {
             rx_buf: args.rx_buf,
             tx_buf: args.tx_buf,
+            congestion: args.congestion,
             ..SocketOptions::default()
         };
         let mut pair = Pair::new(
@@ -194,6 +244,7 @@ impl Scenario {
             pending: 0,
             buf: vec![0; 4096],
             cursor: 0,
+            spent: (Duration::ZERO, Duration::ZERO),
         })
     }
 
@@ -237,10 +288,17 @@ impl Scenario {
     fn round(&mut self) {
         let (mut established, mut exchanged, mut pending) = (0, 0, 0);
         let buf = &mut self.buf;
-        self.pair.step(&mut |side, stack| match side {
+        let mut app = |side, stack: &mut Stack| match side {
             Side::A => client(stack, buf, &mut established, &mut exchanged, &mut pending),
             Side::B => server(stack, buf),
-        });
+        };
+        let t0 = Clock::now();
+        self.pair.step_side(Side::A, &mut app);
+        let t1 = Clock::now();
+        self.pair.step_side(Side::B, &mut app);
+        let t2 = Clock::now();
+        self.spent.0 += t1 - t0;
+        self.spent.1 += t2 - t1;
         self.established += established;
         self.exchanged += exchanged;
         self.pending -= pending;
@@ -288,11 +346,12 @@ impl Scenario {
     /// (segments counted on both stacks' receive side).
     /// `sequential`: pick connections in slot order instead of at random, which keeps the
     /// memory hierarchy out of the measurement (see `ns_per_segment_sequential`).
-    fn time_segments(&mut self, count: usize, sequential: bool) -> anyhow::Result<f64> {
+    fn time_segments(&mut self, count: usize, sequential: bool) -> anyhow::Result<Timing> {
         let mut rng = 0x9e37_79b9_7f4a_7c15u64;
         let batch = 256.min(self.conns.len());
-        let frames = |p: &Pair| p.a.counters().rx_frames + p.b.counters().rx_frames;
+        let frames = |p: &Pair| (p.a.counters().rx_frames, p.b.counters().rx_frames);
         let f0 = frames(&self.pair);
+        let spent0 = self.spent;
         let t = Clock::now();
         let mut ids = Vec::with_capacity(batch);
         let mut done = 0;
@@ -315,7 +374,14 @@ impl Scenario {
             done += batch;
         }
         let ns = t.elapsed().as_nanos() as f64;
-        Ok(ns / (frames(&self.pair) - f0) as f64)
+        let f1 = frames(&self.pair);
+        let (client, server) = ((f1.0 - f0.0) as f64, (f1.1 - f0.1) as f64);
+        Ok(Timing {
+            both: ns / (client + server),
+            server: (self.spent.1 - spent0.1).as_nanos() as f64 / server,
+            client: (self.spent.0 - spent0.0).as_nanos() as f64 / client,
+            per_exchange: (client / done as f64, server / done as f64),
+        })
     }
 }
 
@@ -385,6 +451,32 @@ fn print_table(r: &Report) {
         ),
         ("ratio", format!("{:.2}", r.segment_ratio)),
         (
+            "server's own ns per segment, N",
+            format!(
+                "{:.0} (ingress + the emit it causes)",
+                r.server_ns_per_segment
+            ),
+        ),
+        (
+            "server's own ns per segment, 1,000",
+            format!("{:.0}", r.server_ns_per_segment_1k),
+        ),
+        ("server ratio", format!("{:.2}", r.server_segment_ratio)),
+        (
+            "frames in per exchange, srv / cli",
+            format!(
+                "{:.2} / {:.2}",
+                r.server_rx_per_exchange, r.client_rx_per_exchange
+            ),
+        ),
+        (
+            "client's own ns/segment, N / 1,000",
+            format!(
+                "{:.0} / {:.0}",
+                r.client_ns_per_segment, r.client_ns_per_segment_1k
+            ),
+        ),
+        (
             "ns per segment, N, slot order",
             format!(
                 "{:.0} (memory hierarchy out of the way)",
@@ -392,6 +484,7 @@ fn print_table(r: &Report) {
             ),
         ),
         ("buffers", format!("{} B rx + {} B tx", r.rx_buf, r.tx_buf)),
+        ("congestion control", r.congestion.to_owned()),
     ];
     for (k, v) in rows {
         println!("  {k:<36}{v}");

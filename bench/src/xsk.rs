@@ -122,6 +122,12 @@ fn veth_peer(iface: &str) -> Option<String> {
 
 fn check(iface: &str) -> anyhow::Result<()> {
     require_iface(iface)?;
+    require_root("c10m-bench xsk")
+}
+
+/// Fails with what to do unless this process has CAP_NET_ADMIN and CAP_NET_RAW (for
+/// `what`, the command named in the message).
+pub(crate) fn require_root(what: &str) -> anyhow::Result<()> {
     let caps = fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
@@ -130,7 +136,7 @@ fn check(iface: &str) -> anyhow::Result<()> {
         })
         .unwrap_or(u64::MAX);
     if caps & (1 << 12) == 0 || caps & (1 << 13) == 0 {
-        bail!("c10m-bench xsk needs root (CAP_NET_ADMIN and CAP_NET_RAW): run it with sudo");
+        bail!("{what} needs root (CAP_NET_ADMIN and CAP_NET_RAW): run it with sudo");
     }
     Ok(())
 }

@@ -1,5 +1,6 @@
 //! `c10m-bench compare` on the veth test bed, with tiny settings: 2,000 held connections,
-//! one short rps level, a short cps run, against the dataplane and the kernel.
+//! one short rps level, a short cps run, against the dataplane and the kernel (and rps and
+//! cps against the reflector, the ceiling).
 //!
 //! Privileged: skipped (with "skipped: needs root") when not root, failed under
 //! `CI=true`. Holds the test bed lock `/tmp/c10m-testbed.lock` for its whole run and
@@ -87,9 +88,10 @@ fn compare_writes_a_report_with_both_servers_and_plots() {
         assert!(h["bytes_per_conn"].as_f64().unwrap() > 0.0, "{server}: {h}");
     }
 
-    // RPS and CPS: a rate from both servers, latencies in order, no errors.
+    // RPS and CPS: a rate from every server (the reflector, the ceiling, too), latencies
+    // in order, no errors.
     for (kind, rate) in [("rps", "rps"), ("cps", "cps")] {
-        for server in ["dataplane", "kernel"] {
+        for server in ["dataplane", "kernel", "reflector"] {
             let x = r[kind]
                 .as_array()
                 .unwrap()
@@ -146,11 +148,21 @@ fn compare_writes_a_report_with_both_servers_and_plots() {
             );
         }
     }
-    assert_eq!(r["goals"].as_array().unwrap().len(), 4);
+    assert_eq!(r["goals"].as_array().unwrap().len(), 6);
+    // The ceiling's goals are judged: the dataplane and the reflector both ran.
+    let goals = r["goals"].as_array().unwrap();
+    let cps_goal = goals
+        .iter()
+        .find(|g| g["name"] == "CPS ≥ 0.6× the reflector")
+        .expect("the reflector's CPS goal");
+    assert!(cps_goal["met"].is_boolean(), "{cps_goal}");
 
     // The report and the plots.
     let md = std::fs::read_to_string(out_dir.join("report.md")).expect("report.md");
-    assert!(md.contains("| scenario | dataplane | kernel |"), "{md}");
+    assert!(
+        md.contains("| scenario | dataplane | kernel | dataplane / kernel | reflector | dataplane / reflector |"),
+        "{md}"
+    );
     assert!(md.contains("## CPU use"), "{md}");
     assert!(md.contains("requests per server-core second"), "{md}");
     assert!(
@@ -159,7 +171,7 @@ fn compare_writes_a_report_with_both_servers_and_plots() {
         r["notes"]
     );
     let plots = r["plots"].as_array().unwrap();
-    assert_eq!(plots.len(), 3, "{plots:?}");
+    assert_eq!(plots.len(), 4, "{plots:?}");
     for p in plots {
         let svg = std::fs::read_to_string(out_dir.join(p.as_str().unwrap())).expect("a plot");
         assert!(

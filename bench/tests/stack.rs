@@ -47,6 +47,28 @@ fn stack_benchmark_prints_its_json_report() {
         let v = num(k);
         assert!(v.is_finite() && v > 0.0, "{k} = {v}");
     }
+    // The server's and the client's own shares: each less than both together (by the
+    // wall clock, which also holds the requests' sends and the test's bookkeeping), and
+    // the server's ratio what its fields say.
+    for (side, both) in [
+        ("server_ns_per_segment", "ns_per_segment"),
+        ("server_ns_per_segment_1k", "ns_per_segment_1k"),
+        ("client_ns_per_segment", "ns_per_segment"),
+        ("client_ns_per_segment_1k", "ns_per_segment_1k"),
+    ] {
+        let (v, all) = (num(side), num(both));
+        assert!(v.is_finite() && v > 0.0, "{side} = {v}");
+        assert!(
+            v < 2.0 * all,
+            "{side} {v} vs {both} {all}: per segment of one side"
+        );
+    }
+    let server_ratio = num("server_segment_ratio");
+    let expect = num("server_ns_per_segment") / num("server_ns_per_segment_1k");
+    assert!(
+        (server_ratio - expect).abs() < 1e-9,
+        "server_segment_ratio {server_ratio}"
+    );
     let ratio = num("segment_ratio");
     let expect = num("ns_per_segment") / num("ns_per_segment_1k");
     assert!((ratio - expect).abs() < 1e-9, "segment_ratio {ratio}");

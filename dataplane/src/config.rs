@@ -1,12 +1,14 @@
 //! What the daemon is told to do ([`Options`]), the parsers for its command-line values,
-//! and the one-line errors it stops with ([`StartError`]).
+//! checked before anything starts.
 
 use std::net::Ipv4Addr;
 
 use c10m_ebpf::XdpMode;
 use c10m_stack::SynCookies;
 
-use crate::service::Service;
+use c10m_apps::services::Kind;
+
+use crate::error::{OptionsError, ParseError};
 use crate::worker::Idle;
 use crate::xsk::ZeroCopy;
 
@@ -22,7 +24,7 @@ pub struct Options {
     /// Default gateway of the stack.
     pub gateway: Option<Ipv4Addr>,
     /// Built-in services and their TCP ports ([`run`](crate::run)).
-    pub services: Vec<(Service, u16)>,
+    pub services: Vec<(Kind, u16)>,
     /// The TCP ports of a service of your own ([`run_service`](crate::run_service)); it
     /// excludes `services`.
     pub ports: Vec<u16>,
@@ -60,12 +62,17 @@ pub struct Options {
     pub rx_buf: usize,
     /// Transmit buffer bytes per connection.
     pub tx_buf: usize,
+    /// Congestion controller of every connection (see `c10m_stack::Congestion`).
+    pub congestion: c10m_stack::Congestion,
     /// Fault in the connection buffers at start-up (the stack's `Config::prefault`): the
     /// daemon's memory then stays flat under load and floods, and no page fault lands on
-    /// the per-packet path.
-    pub prefault: bool,
-    /// UMEM frames per worker (a power of two, at least 64).
-    pub frames: u32,
+    /// the per-packet path, but start-up takes about 2.5 s per GiB of buffers. `None`
+    /// (the default): on while a worker's buffers are at most [`PREFAULT_AUTO_BYTES`]
+    /// (see [`Options::prefaults`]).
+    pub prefault: Option<bool>,
+    /// UMEM frames per worker (a power of two, at least 64). `None` (the default): sized
+    /// from `max_conns` ([`Options::umem_frames`]).
+    pub frames: Option<u32>,
     /// UMEM frame size: 2048 or 4096.
     pub frame_size: u32,
     /// How long a stop lets open connections finish before resetting them.
@@ -73,7 +80,9 @@ pub struct Options {
     /// Settings of the built-in services: the http body, and the timeouts that close
     /// slow and silent peers.
     pub settings: c10m_apps::services::Settings,
-    /// The management socket and metrics listener.
+    /// The management socket, metrics listener and `--on-state` hook (the `management`
+    /// feature).
+    #[cfg(feature = "management")]
     pub management: crate::control::Settings,
 }
 
@@ -99,145 +108,68 @@ impl Default for Options {
             rst_rate: 1000,
             rx_buf: 2048,
             tx_buf: 2048,
-            prefault: true,
-            frames: 4096,
+            congestion: c10m_stack::Congestion::default(),
+            prefault: None,
+            frames: None,
             frame_size: 2048,
             grace: std::time::Duration::from_secs(5),
             settings: c10m_apps::services::Settings::default(),
+            #[cfg(feature = "management")]
             management: crate::control::Settings::default(),
         }
     }
 }
 
-/// Why the daemon could not start. Each message is one line that says what to do.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum StartError {
-    /// The interface does not exist here.
-    #[error(
-        "no interface named {0} in this network namespace: check `ip link` \
-         (or `ip netns exec NS ip link`)"
-    )]
-    NoSuchInterface(String),
-    /// Not root and without the capabilities.
-    #[error("c10m needs root (or CAP_NET_ADMIN, CAP_NET_RAW and CAP_BPF): run it with sudo")]
-    NotPrivileged,
-    /// More queues than the interface has.
-    #[error(
-        "--queues {asked} but {iface} has {has} rx queue(s): lower --queues, or raise the \
-         NIC's queues with `ethtool -L {iface} combined {asked}`"
-    )]
-    TooManyQueues {
-        /// Interface.
-        iface: String,
-        /// Queues asked for.
-        asked: u32,
-        /// Queues it has.
-        has: u32,
-    },
-    /// The service address is already one of the host's (the XDP program would take
-    /// its ARP and the host's own traffic on it would stop).
-    #[error(
-        "{addr} is already an address of this host ({iface}): the dataplane needs an \
-         address of its own — pick another in {net}/{prefix}, or remove it with \
-         'ip addr del {addr}/{prefix} dev {iface}'",
-        net = network(*.addr, *.prefix)
-    )]
-    AddressInUse {
-        /// The service address.
-        addr: Ipv4Addr,
-        /// An interface that has it.
-        iface: String,
-        /// Its prefix length there.
-        prefix: u8,
-    },
-    /// The interface was deleted or set down while the dataplane ran: the workers
-    /// stopped (without a grace period). A supervisor should restart the daemon once the
-    /// interface is back. `report` is what they did until then.
-    #[error("interface {iface} went away (deleted or down): exiting; restart when it is back")]
-    InterfaceGone {
-        /// The interface.
-        iface: String,
-        /// The workers' report up to the loss.
-        report: Box<crate::Report>,
-    },
-    /// A bad option value.
-    #[error("{0}")]
-    Invalid(String),
-    /// Attaching or configuring the XDP program failed.
-    #[error(transparent)]
-    Steering(#[from] c10m_ebpf::Error),
-    /// A worker could not set up its socket or stack.
-    #[error("queue {queue}: {message}")]
-    Worker {
-        /// The worker's queue.
-        queue: u32,
-        /// What failed.
-        message: String,
-    },
-}
-
 /// Checks a SYN-ACK retry count against the stack's
 /// [`MAX_SYNACK_RETRIES`](c10m_stack::MAX_SYNACK_RETRIES).
-pub fn check_synack_retries(n: u8) -> Result<u8, String> {
-    let max = c10m_stack::MAX_SYNACK_RETRIES;
-    if n <= max {
+pub fn check_synack_retries(n: u8) -> Result<u8, ParseError> {
+    if n <= c10m_stack::MAX_SYNACK_RETRIES {
         Ok(n)
     } else {
-        Err(format!("synack retries {n}: expected 0 to {max}"))
+        Err(ParseError::SynackRetries(n))
     }
-}
-
-/// The network of `addr/prefix` (the address with its host bits cleared).
-fn network(addr: Ipv4Addr, prefix: u8) -> Ipv4Addr {
-    let mask = u32::MAX
-        .checked_shl(32 - u32::from(prefix.min(32)))
-        .unwrap_or(0);
-    Ipv4Addr::from(u32::from(addr) & mask)
 }
 
 /// Parses `A.B.C.D/PREFIX` (prefix 0..=32). The prefix is required: without one the
 /// stack's subnet would be the address alone, and it answers only hosts in its subnet.
-pub fn parse_cidr(s: &str) -> Result<(Ipv4Addr, u8), String> {
+pub fn parse_cidr(s: &str) -> Result<(Ipv4Addr, u8), ParseError> {
     let Some((a, p)) = s.split_once('/') else {
         return Err(match s.parse::<Ipv4Addr>() {
-            Ok(_) => format!("{s} has no prefix length: write it as ADDR/PREFIX, e.g. {s}/24"),
-            Err(_) => format!("bad address {s:?}: expected A.B.C.D/PREFIX, e.g. 198.18.0.10/24"),
+            Ok(_) => ParseError::NoPrefix(s.to_owned()),
+            Err(_) => ParseError::Address(s.to_owned()),
         });
     };
-    let addr: Ipv4Addr = a
-        .parse()
-        .map_err(|_| format!("bad address {s:?}: expected A.B.C.D/PREFIX, e.g. 198.18.0.10/24"))?;
+    let addr: Ipv4Addr = a.parse().map_err(|_| ParseError::Address(s.to_owned()))?;
     let prefix: u8 = p
         .parse()
         .ok()
         .filter(|&p| p <= 32)
-        .ok_or_else(|| format!("bad prefix in {s:?}: expected 0 to 32"))?;
+        .ok_or_else(|| ParseError::Prefix(s.to_owned()))?;
     if addr.is_unspecified() || addr.is_broadcast() || addr.is_multicast() {
-        return Err(format!(
-            "{addr} cannot be a service address: give a unicast address"
-        ));
+        return Err(ParseError::NotUnicast(addr));
     }
     Ok((addr, prefix))
 }
 
 /// Parses `NAME:PORT`, e.g. `echo:7`.
-pub fn parse_service(s: &str) -> Result<(Service, u16), String> {
+pub fn parse_service(s: &str) -> Result<(Kind, u16), ParseError> {
     let (name, port) = s
         .split_once(':')
-        .ok_or_else(|| format!("bad service {s:?}: expected NAME:PORT, e.g. echo:7"))?;
-    let service = name.parse()?;
+        .ok_or_else(|| ParseError::Service(s.to_owned()))?;
+    let kind = name
+        .parse()
+        .map_err(|_| ParseError::UnknownService(name.to_owned()))?;
     let port = port
         .parse::<u16>()
         .ok()
         .filter(|&p| p != 0)
-        .ok_or_else(|| format!("bad port in {s:?}: expected 1 to 65535"))?;
-    Ok((service, port))
+        .ok_or_else(|| ParseError::Port(s.to_owned()))?;
+    Ok((kind, port))
 }
 
 /// Parses a core list: `0,2,4-7`.
-pub fn parse_cores(s: &str) -> Result<Vec<usize>, String> {
-    let bad = || format!("bad core list {s:?}: expected e.g. 0,2,4-7");
+pub fn parse_cores(s: &str) -> Result<Vec<usize>, ParseError> {
+    let bad = || ParseError::Cores(s.to_owned());
     let mut cores = Vec::new();
     for part in s.split(',').map(str::trim) {
         match part.split_once('-') {
@@ -255,66 +187,80 @@ pub fn parse_cores(s: &str) -> Result<Vec<usize>, String> {
     Ok(cores)
 }
 
+/// The most buffer bytes per worker that the daemon faults in at start-up when
+/// `--prefault` is not given: 1 GiB, about 2.5 s of start-up on the reference machine
+/// (10,000,000 connections at 256 + 256 bytes are 4.8 GiB: 29 s to be ready with
+/// prefaulting, 1.3 s without).
+pub const PREFAULT_AUTO_BYTES: usize = 1 << 30;
+
 impl Options {
+    /// Whether the workers fault in their buffers at start-up: `prefault` if given, else
+    /// whether a worker's buffers (`max_conns` × (`rx_buf` + `tx_buf`)) fit in
+    /// [`PREFAULT_AUTO_BYTES`].
+    pub fn prefaults(&self) -> bool {
+        self.prefault.unwrap_or_else(|| {
+            let bytes = self.max_conns.saturating_mul(self.rx_buf + self.tx_buf);
+            bytes <= PREFAULT_AUTO_BYTES
+        })
+    }
+
+    /// UMEM frames per worker: `frames` if given, else one per 16 connection slots, a
+    /// power of two from 16,384 (32 MiB) to 65,536 (128 MiB, above 524,288 slots).
+    /// The frames buffer what arrives while the loop is busy or off its core: at 10M
+    /// connections, 100K new ones a second and heartbeats, 4,096 frames left the fill ring
+    /// empty 1.8 million times in a run; a fan-out to 1M subscribers during 50K
+    /// heartbeats a second left it empty 1,056 times with 16,384 frames, never with
+    /// 65,536 (bench/RESULTS.md, "Live subscribers").
+    pub fn umem_frames(&self) -> u32 {
+        self.frames.unwrap_or_else(|| {
+            let per = u32::try_from(self.max_conns / 16).unwrap_or(u32::MAX);
+            per.clamp(16384, 65536).next_power_of_two()
+        })
+    }
+
     /// Checks the values that need no system access.
-    pub fn validate(&self) -> Result<(), StartError> {
-        let invalid = |m: String| Err(StartError::Invalid(m));
+    pub fn validate(&self) -> Result<(), OptionsError> {
+        use OptionsError as E;
         let (addr, prefix) = self.addr;
         if addr.is_unspecified() || addr.is_broadcast() || addr.is_multicast() {
-            return invalid(format!(
-                "{addr} cannot be a service address: give a unicast address with its prefix, \
-                 e.g. 198.18.0.10/24"
-            ));
+            return Err(E::NotUnicast(addr));
         }
         if prefix >= 32 {
-            return invalid(format!(
-                "{addr}/{prefix} leaves the dataplane's subnet empty, so it answers no one: \
-                 give the link's prefix, e.g. {addr}/24"
-            ));
+            return Err(E::EmptySubnet { addr, prefix });
         }
         if self.services.is_empty() && self.ports.is_empty() {
-            return invalid(
-                "no service given: add e.g. --service echo:7 (or the `ports` of your own \
-                 service)"
-                    .into(),
-            );
+            return Err(E::NoService);
         }
         if !self.services.is_empty() && !self.ports.is_empty() {
-            return invalid(
-                "built-in `services` and the `ports` of a service of your own exclude each \
-                 other: one service per dataplane"
-                    .into(),
-            );
+            return Err(E::BothServices);
         }
         if self.queues == 0 || self.queues > c10m_ebpf::MAX_QUEUES {
-            return invalid(format!("--queues must be 1 to {}", c10m_ebpf::MAX_QUEUES));
+            return Err(E::Queues);
         }
         if let Some(cores) = &self.cores
             && cores.len() < self.queues as usize
         {
-            return invalid(format!(
-                "--cores lists {} core(s) for {} queue(s): give one per queue",
-                cores.len(),
-                self.queues
-            ));
+            let (cores, queues) = (cores.len(), self.queues);
+            return Err(E::Cores { cores, queues });
         }
         if !matches!(self.frame_size, 2048 | 4096) {
-            return invalid("the UMEM frame size must be 2048 or 4096".into());
+            return Err(E::FrameSize);
         }
-        if !self.frames.is_power_of_two() || self.frames < 64 {
-            return invalid("UMEM frames must be a power of two, at least 64".into());
+        let frames = self.umem_frames();
+        if !frames.is_power_of_two() || frames < 64 {
+            return Err(E::Frames);
         }
         if self.rx_buf == 0 || self.tx_buf == 0 || self.max_conns == 0 || self.backlog == 0 {
-            return invalid("--max-conns, --backlog, --rx-buf and --tx-buf must be above 0".into());
+            return Err(E::Zero);
         }
         let mut ports: Vec<u16> = self.services.iter().map(|s| s.1).collect();
         ports.extend(&self.ports);
         if ports.contains(&0) {
-            return invalid("port 0: services need a port from 1 to 65535".into());
+            return Err(E::PortZero);
         }
         ports.sort_unstable();
         if ports.windows(2).any(|w| w[0] == w[1]) {
-            return invalid("two services on one port".into());
+            return Err(E::SamePort);
         }
         Ok(())
     }
@@ -330,29 +276,73 @@ mod tests {
     use super::*;
 
     #[test]
+    fn umem_frames_follow_max_conns_unless_told() {
+        let at = |max_conns| Options {
+            max_conns,
+            ..Options::default()
+        };
+        assert_eq!(at(16_384).umem_frames(), 16384);
+        assert_eq!(at(300_000).umem_frames(), 32768);
+        assert_eq!(at(1_000_000).umem_frames(), 65536);
+        assert_eq!(at(100_000_000).umem_frames(), 65536);
+        let told = Options {
+            frames: Some(1024),
+            ..at(10_000_000)
+        };
+        assert_eq!(told.umem_frames(), 1024);
+    }
+
+    #[test]
+    fn prefault_is_on_for_small_pools_unless_told() {
+        let small = Options::default();
+        assert!(small.prefaults(), "16,384 × 4 KiB is 64 MiB");
+        let big = Options {
+            max_conns: 10_000_000,
+            rx_buf: 256,
+            tx_buf: 256,
+            ..Options::default()
+        };
+        assert!(!big.prefaults(), "4.8 GiB would take half a minute");
+        let just = Options {
+            max_conns: PREFAULT_AUTO_BYTES / 512,
+            ..big.clone()
+        };
+        assert!(just.prefaults(), "the limit itself is prefaulted");
+        assert!(
+            !Options {
+                prefault: Some(false),
+                ..small
+            }
+            .prefaults()
+        );
+        assert!(
+            Options {
+                prefault: Some(true),
+                ..big
+            }
+            .prefaults()
+        );
+    }
+
+    #[test]
     fn parses_values() {
         assert_eq!(
             parse_cidr("198.18.0.10/24"),
             Ok((Ipv4Addr::new(198, 18, 0, 10), 24))
         );
-        let e = parse_cidr("198.18.0.10").unwrap_err();
+        let e = parse_cidr("198.18.0.10").unwrap_err().to_string();
         assert_eq!(
             e,
             "198.18.0.10 has no prefix length: write it as ADDR/PREFIX, e.g. 198.18.0.10/24"
         );
         assert!(parse_cidr("198.18.0.10/").is_err());
-        assert_eq!(
-            network([198, 18, 7, 9].into(), 16),
-            Ipv4Addr::new(198, 18, 0, 0)
-        );
-        assert_eq!(network([198, 18, 7, 9].into(), 0), Ipv4Addr::UNSPECIFIED);
         assert!(parse_cidr("198.18.0.10/33").is_err());
         assert!(parse_cidr("0.0.0.0/8").is_err());
         assert!(parse_cidr("nonsense").is_err());
-        assert_eq!(parse_service("echo:7"), Ok((Service::Echo, 7)));
-        assert_eq!(parse_service("http:80"), Ok((Service::Http, 80)));
-        assert_eq!(parse_service("push:5222"), Ok((Service::Push, 5222)));
-        let err = parse_service("smtp:25").unwrap_err();
+        assert_eq!(parse_service("echo:7"), Ok((Kind::Echo, 7)));
+        assert_eq!(parse_service("http:80"), Ok((Kind::Http, 80)));
+        assert_eq!(parse_service("push:5222"), Ok((Kind::Push, 5222)));
+        let err = parse_service("smtp:25").unwrap_err().to_string();
         assert!(err.contains("valid services are echo, http, push"), "{err}");
         assert!(parse_service("echo:0").is_err());
         assert_eq!(parse_cores("0,2,4-6"), Ok(vec![0, 2, 4, 5, 6]));
@@ -362,7 +352,7 @@ mod tests {
     #[test]
     fn validates() {
         let mut o = Options {
-            services: vec![(Service::Echo, 7)],
+            services: vec![(Kind::Echo, 7)],
             ..Options::default()
         };
         let e = o.validate().unwrap_err().to_string();
@@ -384,7 +374,7 @@ mod tests {
                 .contains("one per queue")
         );
         o.cores = None;
-        o.services.push((Service::Echo, 7));
+        o.services.push((Kind::Echo, 7));
         assert!(o.validate().is_err());
     }
 
@@ -401,7 +391,7 @@ mod tests {
         o.ports = vec![0];
         assert!(o.validate().unwrap_err().to_string().contains("port 0"));
         o.ports = vec![7000];
-        o.services = vec![(Service::Echo, 7)];
+        o.services = vec![(Kind::Echo, 7)];
         let e = o.validate().unwrap_err().to_string();
         assert!(e.contains("exclude each other"), "{e}");
         o.ports.clear();

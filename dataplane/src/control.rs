@@ -1,10 +1,11 @@
 //! The control thread: one epoll loop (mio) over every management socket, never on a
 //! dataplane core.
 //!
-//! * A Unix socket (default `/run/c10m/c10m.sock`, mode 0600) speaking line-delimited
+//! * A Unix socket (mode 0600; none by default, `/run/c10m/c10m.sock` in `c10m run`) speaking line-delimited
 //!   JSON ([`proto`]); `c10m ctl` is its client.
-//! * Optionally a localhost HTTP listener: `GET /metrics` (Prometheus text) and
-//!   `GET /stats` (JSON), one request per connection ([`http`]).
+//! * Optionally a localhost HTTP listener: `GET /metrics` (Prometheus text),
+//!   `GET /stats` (JSON) and `GET /health` (200 while serving, 503 otherwise: the
+//!   [`state`] a routing daemon announces by), one request per connection ([`http`]).
 //!
 //! The loop reaches the workers only through a [`Dataplane`]: their published counters
 //! and their command/reply rings. So it runs without a dataplane in tests, and a
@@ -20,76 +21,38 @@
 mod clients;
 mod http;
 pub(crate) mod proto;
+pub(crate) mod state;
 #[cfg(test)]
 mod tests;
+mod workers;
 
 use std::io;
-use std::net::{SocketAddr, SocketAddrV4};
+use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
 use std::time::Duration;
 
 use mio::net::{TcpListener, UnixListener};
 use serde_json::Value;
 
-pub(crate) use clients::serve;
+use crate::error::{ManagementError, StartError};
 
-/// The default path of the management socket.
+pub(crate) use crate::msg::{Command, Fanout, Reply};
+pub(crate) use clients::serve;
+pub use state::{DEFAULT_ON_STATE_TIMEOUT, OnState, State};
+pub(crate) use workers::{Workers, services_json};
+
+/// The management socket of the `c10m` daemon when none is given (`c10m run --mgmt`,
+/// `c10m ctl --mgmt`). A library user's [`Settings`] have no socket unless it names one,
+/// so that two embedded services (or one and a `c10m run`) never collide on it.
 pub const DEFAULT_SOCKET: &str = "/run/c10m/c10m.sock";
 /// Longest request line (and HTTP request head).
 pub(crate) const MAX_LINE: usize = 4096;
 /// Most answer bytes that may wait for a client.
 pub(crate) const MAX_OUTPUT: usize = 4 << 20;
-
-/// A command for a worker, through its command ring.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Command {
-    /// Stop accepting new connections; keep serving the others.
-    Drain,
-    /// Reply with up to `limit` connections (endpoints and states).
-    Sample {
-        /// Matches the reply to the request.
-        id: u64,
-        /// Most connections to list.
-        limit: usize,
-    },
-    /// Send `MSG topic payload` to the push service's subscribers of `topic`.
-    Publish {
-        /// Matches the reply to the request.
-        id: u64,
-        /// The topic.
-        topic: Arc<str>,
-        /// The payload (one line).
-        payload: Arc<[u8]>,
-    },
-}
-
-/// One connection in a sample.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct ConnInfo {
-    pub(crate) remote: SocketAddrV4,
-    pub(crate) local: SocketAddrV4,
-    pub(crate) state: &'static str,
-}
-
-/// A worker's answer, through its reply ring.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Reply {
-    /// The answer to [`Command::Sample`].
-    Sample {
-        id: u64,
-        worker: usize,
-        conns: Vec<ConnInfo>,
-    },
-    /// The answer to [`Command::Publish`]: how many subscribers got the message.
-    Published {
-        id: u64,
-        worker: usize,
-        delivered: u64,
-    },
-}
 
 /// What the control loop needs from the workers and the daemon.
 pub(crate) trait Dataplane {
@@ -105,6 +68,10 @@ pub(crate) trait Dataplane {
     fn reply(&mut self) -> Option<Reply>;
     /// The services, as JSON.
     fn services(&self) -> Value;
+    /// The XDP program's counters, as JSON (`None`: none to read).
+    fn xdp(&self) -> Option<Value> {
+        None
+    }
     /// The log filter in force.
     fn log_level(&self) -> String;
     /// Replaces the log filter.
@@ -112,12 +79,18 @@ pub(crate) trait Dataplane {
     /// Starts a shutdown (drain, then close after `grace` or the configured grace);
     /// returns the grace in force.
     fn shutdown(&mut self, grace: Option<Duration>) -> Duration;
+    /// The serving state (`GET /health`).
+    fn state(&self) -> State;
+    /// Moves to `state` (running the `--on-state` hook on a change); returns the one
+    /// before.
+    fn set_state(&mut self, state: State) -> State;
 }
 
 /// Where and how the control loop listens.
 #[derive(Debug, Clone)]
 pub struct Settings {
-    /// The Unix socket path (`None`: no socket).
+    /// The Unix socket path (`None`, the default: no socket; the `c10m` binary uses
+    /// [`DEFAULT_SOCKET`]).
     pub socket: Option<PathBuf>,
     /// The HTTP metrics address (must be a loopback address).
     pub metrics: Option<SocketAddr>,
@@ -125,15 +98,18 @@ pub struct Settings {
     pub idle_timeout: Duration,
     /// Most clients at once; more are turned away.
     pub max_clients: usize,
+    /// The command run on each change of the serving state (`--on-state`).
+    pub on_state: Option<OnState>,
 }
 
 impl Default for Settings {
     fn default() -> Self {
         Settings {
-            socket: Some(DEFAULT_SOCKET.into()),
+            socket: None,
             metrics: None,
             idle_timeout: Duration::from_secs(30),
             max_clients: 1024,
+            on_state: None,
         }
     }
 }
@@ -154,47 +130,49 @@ impl Drop for Listeners {
 }
 
 /// Binds the management sockets of `settings`.
-pub(crate) fn bind(settings: &Settings) -> Result<Listeners, String> {
+pub(crate) fn bind(settings: &Settings) -> Result<Listeners, ManagementError> {
     let unix = match &settings.socket {
         None => None,
         Some(path) => Some((bind_unix(path)?, path.clone())),
     };
     let http = match settings.metrics {
         None => None,
-        Some(addr) if !addr.ip().is_loopback() => {
-            return Err(format!(
-                "--metrics {addr}: the metrics listener serves localhost only: use 127.0.0.1:PORT"
-            ));
-        }
+        Some(addr) if !addr.ip().is_loopback() => return Err(ManagementError::NotLoopback(addr)),
         Some(addr) => Some(
-            TcpListener::bind(addr).map_err(|e| format!("--metrics {addr}: cannot listen: {e}"))?,
+            TcpListener::bind(addr).map_err(|source| ManagementError::Metrics { addr, source })?,
         ),
     };
     Ok(Listeners { unix, http })
 }
 
-fn bind_unix(path: &Path) -> Result<UnixListener, String> {
-    let shown = path.display();
+fn bind_unix(path: &Path) -> Result<UnixListener, ManagementError> {
+    let failed = |what: &'static str| {
+        move |source| ManagementError::Socket {
+            path: path.to_owned(),
+            what,
+            source,
+        }
+    };
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
         && !dir.exists()
     {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| format!("--mgmt {shown}: cannot create {}: {e}", dir.display()))?;
+        std::fs::create_dir_all(dir).map_err(|source| ManagementError::Directory {
+            path: path.to_owned(),
+            dir: dir.to_owned(),
+            source,
+        })?;
         let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
     }
     if path.exists() {
         // A socket left by a daemon that died goes; a live daemon's stays.
         if std::os::unix::net::UnixStream::connect(path).is_ok() {
-            return Err(format!(
-                "--mgmt {shown}: another c10m daemon answers on this socket: stop it or \
-                 give another --mgmt path"
-            ));
+            return Err(ManagementError::Taken(path.to_owned()));
         }
-        std::fs::remove_file(path).map_err(|e| format!("--mgmt {shown}: {e}"))?;
+        std::fs::remove_file(path).map_err(failed(""))?;
     }
-    let listener = UnixListener::bind(path).map_err(|e| format!("--mgmt {shown}: {e}"))?;
+    let listener = UnixListener::bind(path).map_err(failed(""))?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
-        .map_err(|e| format!("--mgmt {shown}: setting mode 0600: {e}"))?;
+        .map_err(failed("setting mode 0600: "))?;
     Ok(listener)
 }
 
@@ -215,4 +193,83 @@ pub(crate) fn spawn(
                 tracing::error!("the control loop failed: {e}");
             }
         })
+}
+
+/// The management of one run, from binding its sockets to joining its threads: what
+/// the daemon does with `Options::management`.
+#[derive(Debug)]
+pub(crate) struct Run {
+    settings: Settings,
+    /// The bound sockets, until the control thread takes them.
+    listeners: Option<Listeners>,
+    lifecycle: Arc<state::Lifecycle>,
+    /// The `--on-state` hook's thread.
+    hook: Option<JoinHandle<()>>,
+    /// The control thread, once started.
+    thread: Option<JoinHandle<()>>,
+    stop: Arc<AtomicBool>,
+    /// The workers' cores, which the control and hook threads keep off.
+    avoid: Vec<usize>,
+}
+
+impl Run {
+    /// Binds the sockets and starts the hook's thread, in `starting`: before the workers
+    /// start, so that a taken socket stops the start-up. The control and hook threads keep
+    /// off the workers' cores, `avoid`.
+    pub(crate) fn bind(settings: &Settings, avoid: Vec<usize>) -> Result<Run, StartError> {
+        let settings = settings.clone();
+        let listeners = bind(&settings)?;
+        let (lifecycle, hook) = state::Lifecycle::new(settings.on_state.clone(), avoid.clone())
+            .map_err(StartError::system("starting the --on-state thread"))?;
+        Ok(Run {
+            settings,
+            listeners: Some(listeners),
+            lifecycle: Arc::new(lifecycle),
+            hook,
+            thread: None,
+            stop: Arc::new(AtomicBool::new(false)),
+            avoid,
+        })
+    }
+
+    /// The serving state, for the [`Workers`].
+    pub(crate) fn lifecycle(&self) -> Arc<state::Lifecycle> {
+        self.lifecycle.clone()
+    }
+
+    /// Starts the control thread over the running workers, then moves to `serving`.
+    pub(crate) fn serve(&mut self, dp: Workers) -> Result<(), StartError> {
+        if let Some(listeners) = self.listeners.take() {
+            let thread = spawn(
+                listeners,
+                self.settings.clone(),
+                Box::new(dp),
+                self.stop.clone(),
+                self.avoid.clone(),
+            )
+            .map_err(StartError::system("starting the control thread"))?;
+            self.thread = Some(thread);
+        }
+        self.lifecycle.set(State::Serving);
+        Ok(())
+    }
+
+    /// The daemon stops: `stopping` for `/health` and the hook.
+    pub(crate) fn stopping(&self) {
+        self.lifecycle.set(State::Stopping);
+    }
+
+    /// Once the workers are gone: stops the control thread, then lets the hook's thread
+    /// run the changes queued (`stopping` last) and end.
+    pub(crate) fn finish(self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(thread) = self.thread {
+            let _ = thread.join();
+        }
+        // The hook's thread ends once the last handle goes.
+        drop(self.lifecycle);
+        if let Some(hook) = self.hook {
+            let _ = hook.join();
+        }
+    }
 }

@@ -15,24 +15,27 @@
 //! account for their frames → [`Report`]. The XDP program goes with the `Steering`
 //! value (a bpf_link), even on `kill -9`.
 
+use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use c10m_ebpf::{Proto, Steering};
-use c10m_stack::{Config, HugePages, ListenOptions, PortChooser, SocketOptions, Stack};
+use c10m_apps::{Fanout, Inbox};
+use c10m_ebpf::{Proto, Steering, XdpCookies};
+use c10m_stack::{Config, HugePages, ListenOptions, PortChooser, SocketOptions, Stack, SynCookies};
 
-use crate::config::{Options, StartError};
+use crate::config::Options;
+use crate::error::{OptionsError, StartError, WorkerError};
 use crate::host;
 use crate::link::{self, Hooks};
-use crate::port::Port;
-use crate::report::{Report, WorkerReport, counters_json};
+use crate::port::{Layout, Port};
+use crate::report::{Report, WorkerReport};
 use crate::service::{self, Apps, Extras};
 use crate::umem::Memory;
 use crate::worker::{self, ArpMesh, Clock};
-use crate::xsk::{Rings, Socket};
+use crate::xsk::Socket;
 
 /// What the daemon tells `on_ready`.
 #[derive(Debug, Clone)]
@@ -72,11 +75,7 @@ pub fn run_with(
     on_ready: impl FnOnce(&Ready),
 ) -> Result<Report, StartError> {
     if !opts.ports.is_empty() {
-        return Err(StartError::Invalid(
-            "`ports` are for a service of your own (run_service); built-in services are \
-             given in `services`"
-                .into(),
-        ));
+        return Err(OptionsError::PortsForRun.into());
     }
     let listen: Vec<(String, u16)> = opts
         .services
@@ -84,7 +83,8 @@ pub fn run_with(
         .map(|&(s, port)| (s.name().to_owned(), port))
         .collect();
     let (services, settings) = (opts.services.clone(), opts.settings);
-    let make = move |_: usize, _: &[SocketAddr]| service::builtin(&services, &settings);
+    let make =
+        move |_: usize, _: &[SocketAddr], _: &Fanout<_>| service::builtin(&services, &settings);
     launch(opts, listen, stop, hooks, make, Extras::builtin(), on_ready)
 }
 
@@ -93,18 +93,21 @@ pub fn run_with(
 /// must be empty: the built-in services run with [`run`]. The start-up checks and the
 /// end when the interface goes away are [`run`]'s.
 ///
-/// `make(worker, addrs)` builds worker `worker`'s service on that worker's thread (so
-/// the service itself need not be `Send`), given the addresses listened on — the same
-/// factory that [`c10m_apps::kernel::Server::start`] takes, so one closure serves both
-/// backends. Every worker has its own service value: state shared between workers is
-/// the service's business (e.g. an `Arc` the factory clones).
+/// `make(worker, addrs, fanout)` builds worker `worker`'s service on that worker's
+/// thread (so the service itself need not be `Send`), given the addresses listened on
+/// and the [`Fanout`] whose [`publish`](Fanout::publish) reaches every worker's
+/// [`on_command`](c10m_apps::Service::on_command) — the same factory that
+/// [`c10m_apps::kernel::Server::start`] takes, so one closure serves both backends.
+/// Every worker has its own service value: state shared between workers is the
+/// service's business (messages through the fanout, or an `Arc` the factory clones).
 ///
-/// What works as for the built-in services: the management socket (`stats`,
-/// `connections`, `drain`, `shutdown`, metrics), the drain and grace period at stop, and
-/// the [`Report`], whose per-worker `echo` counters carry the runtime's `accepted` and
-/// `closed` (the echo, http and push figures stay 0). `c10m ctl publish` reaches no one
-/// (0 delivered): a service's [`Command`](c10m_apps::Service::Command)s are not fed
-/// from the control path yet.
+/// What works as for the built-in services: the management socket (with the `management`
+/// feature: `stats`, `connections`, `drain`, `shutdown`, metrics), the drain and grace
+/// period at stop, and the [`Report`], whose per-worker `echo` counters carry the
+/// runtime's `accepted` and `closed` (the echo, http and push figures stay 0). `c10m ctl
+/// publish` reaches no one (0 delivered): a service's
+/// [`Command`](c10m_apps::Service::Command)s come from its fanout, not from the control
+/// path.
 ///
 /// ```no_run
 /// use std::sync::{Arc, atomic::AtomicBool};
@@ -119,7 +122,7 @@ pub fn run_with(
 /// };
 /// let hooks = Hooks { signals: true, ..Hooks::default() };
 /// let stop = Arc::new(AtomicBool::new(false));
-/// let report = run_service(&opts, stop, hooks, |_worker, _addrs| Echo::default(), |_| {
+/// let report = run_service(&opts, stop, hooks, |_, _, _| Echo::default(), |_| {
 ///     println!("ready")
 /// })?;
 /// println!("{}", report.to_json());
@@ -134,14 +137,11 @@ pub fn run_service<S, F>(
 ) -> Result<Report, StartError>
 where
     S: c10m_apps::Service + 'static,
-    F: Fn(usize, &[SocketAddr]) -> S + Send + Sync + 'static,
+    S::Command: Clone + Send,
+    F: Fn(usize, &[SocketAddr], &Fanout<S::Command>) -> S + Send + Sync + 'static,
 {
     if !opts.services.is_empty() {
-        return Err(StartError::Invalid(
-            "run_service runs one service of your own on `ports`; the built-in `services` \
-             run with `run`"
-                .into(),
-        ));
+        return Err(OptionsError::ServicesForRunService.into());
     }
     let name = type_name::<S>();
     let listen = opts
@@ -175,7 +175,8 @@ fn launch<S, F>(
 ) -> Result<Report, StartError>
 where
     S: c10m_apps::Service + 'static,
-    F: Fn(usize, &[SocketAddr]) -> S + Send + Sync + 'static,
+    S::Command: Clone + Send,
+    F: Fn(usize, &[SocketAddr], &Fanout<S::Command>) -> S + Send + Sync + 'static,
 {
     let signals = hooks.signals;
     opts.validate()?;
@@ -196,28 +197,42 @@ where
     }
     let mac = host::mac(&opts.iface)?;
     let seed = getrandom::u64()
-        .map_err(|e| StartError::Invalid(format!("no random seed from the OS: {e}")))?;
+        .map_err(io::Error::from)
+        .map_err(StartError::system("no random seed from the OS"))?;
     if signals {
-        crate::signal::install()
-            .map_err(|e| StartError::Invalid(format!("installing signal handlers: {e}")))?;
+        crate::signal::install().map_err(StartError::system("installing signal handlers"))?;
     }
 
-    let listeners = crate::control::bind(&opts.management).map_err(StartError::Invalid)?;
+    #[cfg(feature = "management")]
+    let mut management = crate::control::Run::bind(
+        &opts.management,
+        (0..opts.queues).map(|q| opts.core(q)).collect(),
+    )?;
     let grace_ms = Arc::new(AtomicU64::new(opts.grace.as_millis() as u64));
     let steering = Arc::new(Steering::attach(&opts.iface, opts.xdp_mode)?);
     steering.add_address(opts.addr.0)?;
+    // The program answers SYNs with the stack's cookies itself when the listeners would.
+    let window = opts.rx_buf.min(65535) as u16;
+    let cookies = match opts.syn_cookies {
+        SynCookies::Off => XdpCookies::Off,
+        SynCookies::Auto => XdpCookies::Auto { window },
+        SynCookies::Always => XdpCookies::Always { window },
+    };
     for &(_, port) in &listen {
         steering.add_service(opts.addr.0, Proto::Tcp, port)?;
+        steering.set_syn_cookies(opts.addr.0, port, cookies)?;
     }
     let addrs: Vec<SocketAddr> = listen
         .iter()
         .map(|&(_, port)| SocketAddr::from((opts.addr.0, port)))
         .collect();
+    let (fanout, inboxes) = Fanout::new(opts.queues as usize);
     let service = Arc::new(Factory {
         listen,
         addrs,
         make,
         extras,
+        fanout,
     });
 
     // Active opens pick local ports whose replies hash back to their worker's queue.
@@ -226,7 +241,18 @@ where
     let (ready_tx, ready_rx) = mpsc::channel();
     let mut handles = Vec::new();
     let mut links = Vec::new();
-    for (q, mesh) in (0..opts.queues).zip(worker::arp_mesh(opts.queues as usize)) {
+    if opts.prefault.is_none() && !opts.prefaults() {
+        tracing::info!(
+            "not faulting in {} MiB of buffers per worker at start-up (more than {} MiB): \
+             pages fault in as connections first use them; --prefault true forces it",
+            opts.max_conns.saturating_mul(opts.rx_buf + opts.tx_buf) >> 20,
+            crate::config::PREFAULT_AUTO_BYTES >> 20
+        );
+    }
+    let each = worker::arp_mesh(opts.queues as usize)
+        .into_iter()
+        .zip(inboxes);
+    for (q, (mesh, inbox)) in (0..opts.queues).zip(each) {
         let config = Config {
             mac,
             addrs: vec![opts.addr],
@@ -236,7 +262,7 @@ where
             rst_rate: opts.rst_rate,
             rst_burst: opts.rst_rate,
             seed: seed ^ u64::from(q).wrapping_mul(0x9e37_79b9_7f4a_7c15),
-            prefault: opts.prefault,
+            prefault: opts.prefaults(),
             ..Config::default()
         };
         let (link, ends) = link::pair(q as usize, grace_ms.clone());
@@ -255,9 +281,10 @@ where
                 let ports = crate::rss::chooser(rss.as_ref(), q);
                 worker_main(
                     q, &opts, &service, &config, ports, &steering, &stop, mesh, clock, ready, link,
+                    inbox,
                 )
             })
-            .map_err(|e| StartError::Invalid(format!("starting a worker thread: {e}")))?;
+            .map_err(StartError::system("starting a worker thread"))?;
         handles.push(handle);
     }
     drop(ready_tx);
@@ -274,8 +301,8 @@ where
                 ready.zero_copy[q as usize] = zc;
                 ready.hugepages[q as usize] = huge;
             }
-            Ok((queue, Err(message))) => {
-                failure.get_or_insert(StartError::Worker { queue, message });
+            Ok((queue, Err(source))) => {
+                failure.get_or_insert(StartError::Worker { queue, source });
             }
             Err(_) => break,
         }
@@ -287,24 +314,16 @@ where
         }
         return Err(err);
     }
-    let ctl_stop = Arc::new(AtomicBool::new(false));
-    let dp = link::Control::new(
+    #[cfg(feature = "management")]
+    management.serve(crate::control::Workers::new(
         links,
-        opts,
-        &service.listen,
-        hooks.log.take(),
+        crate::control::services_json(opts.addr.0, &service.listen),
+        hooks.log.clone(),
         stop.clone(),
         grace_ms.clone(),
-    );
-    let avoid: Vec<usize> = (0..opts.queues).map(|q| opts.core(q)).collect();
-    let control = crate::control::spawn(
-        listeners,
-        opts.management.clone(),
-        Box::new(dp),
-        ctl_stop.clone(),
-        avoid,
-    )
-    .map_err(|e| StartError::Invalid(format!("starting the control thread: {e}")))?;
+        management.lifecycle(),
+        steering.clone(),
+    ))?;
     on_ready(&ready);
 
     let mut gone = false;
@@ -329,13 +348,15 @@ where
         }
         std::thread::sleep(Duration::from_millis(20));
     }
+    #[cfg(feature = "management")]
+    management.stopping();
     stop.store(true, Ordering::SeqCst);
     let workers: Vec<WorkerReport> = handles
         .into_iter()
         .filter_map(|h| h.join().ok().flatten())
         .collect();
-    ctl_stop.store(true, Ordering::SeqCst);
-    let _ = control.join();
+    #[cfg(feature = "management")]
+    management.finish();
     let steering_counters = steering.counters().ok();
     let report = Report::new(&steering, steering_counters, workers);
     if gone {
@@ -352,7 +373,7 @@ where
 /// period, so the process exits well inside 2 s.
 const LINK_LOOK: Duration = Duration::from_millis(200);
 
-type ReadyMsg = (u32, Result<(bool, bool), String>);
+type ReadyMsg = (u32, Result<(bool, bool), WorkerError>);
 
 /// What every worker needs to build its service.
 struct Factory<F, S: c10m_apps::Service> {
@@ -362,6 +383,8 @@ struct Factory<F, S: c10m_apps::Service> {
     addrs: Vec<SocketAddr>,
     make: F,
     extras: Extras<S>,
+    /// Reaches every worker's service.
+    fanout: Fanout<S::Command>,
 }
 
 /// One worker's thread: set up, report ready, loop, shut down.
@@ -378,45 +401,41 @@ fn worker_main<S, F>(
     clock: Clock,
     ready: mpsc::Sender<ReadyMsg>,
     mut link: worker::Link,
+    inbox: Inbox<S::Command>,
 ) -> Option<WorkerReport>
 where
     S: c10m_apps::Service,
-    F: Fn(usize, &[SocketAddr]) -> S,
+    F: Fn(usize, &[SocketAddr], &Fanout<S::Command>) -> S,
 {
     let core = opts.core(q);
     worker::pin(core);
-    let fail = |m: String| {
-        let _ = ready.send((q, Err(m)));
+    let fail = |e: WorkerError| {
+        let _ = ready.send((q, Err(e)));
         None
     };
-    let Some((mem, book)) = Memory::new(opts.frames, opts.frame_size, HugePages::Auto) else {
-        return fail(format!(
-            "could not map {} bytes of UMEM: lower the UMEM frame count",
-            opts.frames as usize * opts.frame_size as usize
-        ));
+    let frames = opts.umem_frames();
+    let Some((mem, book)) = Memory::new(frames, opts.frame_size, HugePages::Auto) else {
+        let bytes = frames as usize * opts.frame_size as usize;
+        return fail(WorkerError::Umem { bytes });
     };
-    let ring = (opts.frames / 2).min(4096);
-    let rings = Rings {
-        fill: ring,
-        completion: ring,
-        rx: ring,
-        tx: ring,
-    };
+    let layout = Layout::for_frames(frames);
+    let rings = layout.rings;
     let socket = match Socket::open(&opts.iface, q, &mem, opts.frame_size, rings, opts.zero_copy) {
         Ok(s) => s,
-        Err(e) => return fail(e.to_string()),
+        Err(e) => return fail(WorkerError::Socket(e)),
     };
     let zero_copy = socket.zero_copy();
-    let mut port = Port::new(socket, mem, book, opts.frame_size, ring, ring as usize);
+    let mut port = Port::new(socket, mem, book, opts.frame_size, layout);
     let mut stack = match Stack::new(config, clock.now()) {
         Ok(s) => s,
-        Err(e) => return fail(e.to_string()),
+        Err(e) => return fail(e.into()),
     };
     stack.set_port_chooser(ports);
     let listen = ListenOptions {
         socket: SocketOptions {
             rx_buf: opts.rx_buf,
             tx_buf: opts.tx_buf,
+            congestion: opts.congestion,
             send_timeout: opts
                 .send_timeout
                 .map(|d| c10m_stack::Duration::from_millis(d.as_millis() as u64)),
@@ -427,23 +446,31 @@ where
         synack_retries: opts.synack_retries,
         max_per_source: opts.max_conns_per_source,
     };
-    let svc = (service.make)(q as usize, &service.addrs);
-    let mut apps = Apps::new(svc, service.extras, stack.capacity(), clock.now());
+    let svc = (service.make)(q as usize, &service.addrs, &service.fanout);
+    let mut apps = Apps::new(svc, service.extras, inbox, stack.capacity(), clock.now());
     let mut listeners = Vec::new();
     for (name, port_no) in &service.listen {
         match apps.listen(&mut stack, *port_no, listen) {
             Ok(l) => listeners.push(l),
-            Err(e) => return fail(format!("{name} on port {port_no}: {e}")),
+            Err(source) => {
+                let (service, port) = (name.clone(), *port_no);
+                return fail(WorkerError::Listen {
+                    service,
+                    port,
+                    source,
+                });
+            }
         }
     }
     if let Err(e) = steering.register_xsk(q, port.socket().fd()) {
-        return fail(e.to_string());
+        return fail(e.into());
     }
     let _ = ready.send((q, Ok((zero_copy, port.on_hugepages()))));
     drop(ready);
 
     let loop_stats = worker::run(
         &mut stack, &mut port, &mut apps, &mesh, clock, opts.idle, stop, &mut link, &listeners,
+        steering,
     );
 
     // Frames for this queue go to the kernel from here on; then account for ours.
@@ -455,7 +482,7 @@ where
         core,
         zero_copy,
         connections_at_exit: stack.connections(),
-        stack: counters_json(&stack.counters()),
+        stack: crate::stats::stack_json(&stack.counters()),
         echo: apps.stats(),
         port: stats,
         kernel,
@@ -486,10 +513,10 @@ mod tests {
         let e = run(&own, stop.clone(), false, |_| {}).unwrap_err();
         assert!(e.to_string().contains("run_service"), "{e}");
         let builtin = Options {
-            services: vec![(crate::Service::Echo, 7)],
+            services: vec![(c10m_apps::services::Kind::Echo, 7)],
             ..Options::default()
         };
-        let make = |_: usize, _: &[SocketAddr]| Echo::default();
+        let make = |_: usize, _: &[SocketAddr], _: &Fanout<()>| Echo::default();
         let e = run_service(&builtin, stop, Hooks::default(), make, |_| {}).unwrap_err();
         assert!(e.to_string().contains("ports"), "{e}");
     }

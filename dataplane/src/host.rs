@@ -7,7 +7,7 @@ use std::fs;
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
 
-use crate::config::StartError;
+use crate::error::StartError;
 use crate::sys::{self, IfAddr};
 
 fn sys(iface: &str) -> PathBuf {
@@ -23,13 +23,11 @@ pub(crate) fn check_iface(iface: &str) -> Result<(), StartError> {
 }
 
 /// Checks that no interface of this network namespace has `addr` (`iface` is the
-/// dataplane's: a match there is named first).
-pub(crate) fn check_addr_free(addr: Ipv4Addr, iface: &str) -> Result<(), StartError> {
-    let host = sys::ipv4_addrs().map_err(|e| {
-        StartError::Invalid(format!(
-            "cannot list this host's addresses (getifaddrs: {e}): check /proc and netlink"
-        ))
-    })?;
+/// dataplane's: a match there is named first): the kernel would answer for it too, and
+/// the XDP program would take its traffic from the kernel. [`run`](crate::run) checks
+/// it at start; so does any other user of the steering program (`c10m-bench reflect`).
+pub fn check_addr_free(addr: Ipv4Addr, iface: &str) -> Result<(), StartError> {
+    let host = sys::ipv4_addrs().map_err(StartError::HostAddresses)?;
     addr_free(addr, iface, &host)
 }
 
@@ -54,11 +52,9 @@ fn addr_free(addr: Ipv4Addr, iface: &str, host: &[IfAddr]) -> Result<(), StartEr
 pub(crate) fn mac(iface: &str) -> Result<[u8; 6], StartError> {
     let text = fs::read_to_string(sys(iface).join("address"))
         .map_err(|_| StartError::NoSuchInterface(iface.to_owned()))?;
-    parse_mac(text.trim()).ok_or_else(|| {
-        StartError::Invalid(format!(
-            "{iface} has no Ethernet MAC address ({:?}): the dataplane needs an Ethernet NIC",
-            text.trim()
-        ))
+    parse_mac(text.trim()).ok_or_else(|| StartError::NoMac {
+        iface: iface.to_owned(),
+        found: text.trim().to_owned(),
     })
 }
 

@@ -1,15 +1,11 @@
 //! The daemon's side of the control path: the rings and counters that join the control
-//! thread to each worker, the [`Dataplane`] the control loop drives, and the binary's
-//! hooks (log level, SIGHUP reload).
+//! thread to each worker, and the binary's hooks (log level, SIGHUP reload).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use serde_json::{Value, json};
-
-use crate::config::Options;
-use crate::control::{Command, Dataplane, Reply};
+use crate::msg::{Command, Reply};
 use crate::ring;
 use crate::stats::Published;
 use crate::worker;
@@ -19,12 +15,15 @@ const COMMAND_RING: usize = 64;
 /// Replies that may wait for the control thread.
 const REPLY_RING: usize = 64;
 
+/// An error of a [`Hooks`] callback, in one line: the caller's own type, boxed.
+pub type HookError = Box<dyn std::error::Error + Send + Sync>;
+
 /// Reads and changes the process's log filter (the binary owns the subscriber).
 pub trait LogLevel: Send + Sync {
     /// The filter in force, e.g. `info` or `c10m=debug,warn`.
     fn get(&self) -> String;
     /// Replaces the filter; an error says what is wrong with `filter`.
-    fn set(&self, filter: &str) -> Result<(), String>;
+    fn set(&self, filter: &str) -> Result<(), HookError>;
 }
 
 /// What a SIGHUP reload found in the configuration.
@@ -46,7 +45,7 @@ pub struct Hooks {
     /// The log filter, for the `log-level` command and reloads.
     pub log: Option<Arc<dyn LogLevel>>,
     /// Called on SIGHUP: re-reads the configuration.
-    pub on_hangup: Option<Box<dyn FnMut() -> Result<Reload, String> + Send>>,
+    pub on_hangup: Option<Box<dyn FnMut() -> Result<Reload, HookError> + Send>>,
 }
 
 impl std::fmt::Debug for Hooks {
@@ -59,10 +58,17 @@ impl std::fmt::Debug for Hooks {
 
 /// The control thread's ends of one worker's rings.
 #[derive(Debug)]
+#[cfg_attr(
+    not(feature = "management"),
+    expect(
+        dead_code,
+        reason = "no control thread reads them without `management`"
+    )
+)]
 pub(crate) struct Ends {
-    commands: ring::Producer<Command>,
-    replies: ring::Consumer<Reply>,
-    stats: Arc<Published>,
+    pub(crate) commands: ring::Producer<Command>,
+    pub(crate) replies: ring::Consumer<Reply>,
+    pub(crate) stats: Arc<Published>,
 }
 
 /// The rings and counters of worker `queue`: its end and the control thread's.
@@ -83,99 +89,6 @@ pub(crate) fn pair(queue: usize, grace_ms: Arc<AtomicU64>) -> (worker::Link, End
         stats,
     };
     (link, ends)
-}
-
-/// The [`Dataplane`] of a running daemon.
-pub(crate) struct Control {
-    workers: Vec<Ends>,
-    services: Value,
-    log: Option<Arc<dyn LogLevel>>,
-    stop: Arc<AtomicBool>,
-    grace_ms: Arc<AtomicU64>,
-    next_reply: usize,
-}
-
-impl Control {
-    pub(crate) fn new(
-        workers: Vec<Ends>,
-        opts: &Options,
-        listen: &[(String, u16)],
-        log: Option<Arc<dyn LogLevel>>,
-        stop: Arc<AtomicBool>,
-        grace_ms: Arc<AtomicU64>,
-    ) -> Control {
-        let services = listen
-            .iter()
-            .map(
-                |(name, port)| json!({"name": name, "addr": opts.addr.0.to_string(), "port": port}),
-            )
-            .collect();
-        Control {
-            workers,
-            services,
-            log,
-            stop,
-            grace_ms,
-            next_reply: 0,
-        }
-    }
-}
-
-impl Dataplane for Control {
-    fn workers(&self) -> usize {
-        self.workers.len()
-    }
-
-    fn values(&self, w: usize) -> Vec<u64> {
-        self.workers[w].stats.read()
-    }
-
-    fn ring_depths(&self, w: usize) -> (usize, usize) {
-        let e = &self.workers[w];
-        (e.commands.len(), e.replies.len())
-    }
-
-    fn send(&mut self, w: usize, cmd: Command) -> bool {
-        self.workers[w].commands.push(cmd).is_ok()
-    }
-
-    fn reply(&mut self) -> Option<Reply> {
-        let n = self.workers.len();
-        for i in 0..n {
-            let w = (self.next_reply + i) % n;
-            if let Some(r) = self.workers[w].replies.pop() {
-                self.next_reply = (w + 1) % n;
-                return Some(r);
-            }
-        }
-        None
-    }
-
-    fn services(&self) -> Value {
-        self.services.clone()
-    }
-
-    fn log_level(&self) -> String {
-        self.log
-            .as_ref()
-            .map_or_else(|| "unknown".into(), |l| l.get())
-    }
-
-    fn set_log_level(&mut self, level: &str) -> Result<(), String> {
-        match &self.log {
-            Some(l) => l.set(level),
-            None => Err("this daemon cannot change its log level".into()),
-        }
-    }
-
-    fn shutdown(&mut self, grace: Option<Duration>) -> Duration {
-        if let Some(g) = grace {
-            self.grace_ms.store(g.as_millis() as u64, Ordering::Relaxed);
-        }
-        tracing::info!("shutdown requested on the management socket");
-        self.stop.store(true, Ordering::SeqCst);
-        Duration::from_millis(self.grace_ms.load(Ordering::Relaxed))
-    }
 }
 
 /// SIGHUP: re-reads the configuration, applies what can change at run time and logs

@@ -23,6 +23,43 @@ use crate::xsk::{KernelStats, Rings, Socket, ZeroCopy};
 /// Most frames [`Port::receive_batch`] hands over at once.
 pub const MAX_RX_BATCH: usize = 64;
 
+/// How a UMEM's frames are shared between the rings.
+///
+/// A frame the kernel needs to receive into must be on the fill ring *before* the frame
+/// arrives: when the fill ring runs empty, the kernel drops what comes
+/// (`rx_fill_ring_empty`) and TCP peers retransmit, a second or more later. So:
+/// - the kernel may hold up to `fill_target` frames, the fill ring's and the rx ring's
+///   worth, so that frames waiting unread on the rx ring do not take the fill ring's
+///   share (with one ring's worth, a loop that fell behind by one rx ring left the fill
+///   ring empty);
+/// - transmission never takes the frames that topping the fill ring up needs
+///   ([`Tx`] keeps them in reserve), however much it has to send;
+/// - the rings grow with the UMEM: a quarter of it each above 8,192 frames (at least
+///   half of it, at most 4,096 entries, below).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Layout {
+    pub(crate) rings: Rings,
+    pub(crate) fill_target: u32,
+    pub(crate) stage_cap: usize,
+}
+
+impl Layout {
+    /// The layout of a UMEM of `frames` frames (a power of two).
+    pub(crate) fn for_frames(frames: u32) -> Layout {
+        let ring = (frames / 2).min(4096).max(frames / 4);
+        Layout {
+            rings: Rings {
+                fill: ring,
+                completion: ring,
+                rx: ring,
+                tx: ring,
+            },
+            fill_target: (2 * ring).min(frames / 2).max(ring),
+            stage_cap: ring as usize,
+        }
+    }
+}
+
 /// What one port counted.
 #[derive(Debug, Clone, Copy, Default, serde::Serialize)]
 pub struct PortStats {
@@ -70,7 +107,6 @@ pub struct FrameReport {
 /// `refill` to receive, `tx` (a [`TxQueue`]), `flush` and `reap` to transmit. Not `Send`:
 /// open it on the thread that uses it.
 pub struct Port {
-    // Declared before `mem`: the socket must go before its UMEM.
     socket: Socket,
     mem: Memory,
     book: Book,
@@ -94,23 +130,21 @@ impl std::fmt::Debug for Port {
 }
 
 impl Port {
-    /// Wraps an open socket over `mem`; `fill_target` frames are kept on the fill ring,
-    /// at most `stage_cap` built frames wait for the tx ring.
+    /// Wraps an open socket over `mem`, whose rings follow `layout`.
     pub(crate) fn new(
         socket: Socket,
         mem: Memory,
         book: Book,
         frame_size: u32,
-        fill_target: u32,
-        stage_cap: usize,
+        layout: Layout,
     ) -> Port {
         let mut port = Port {
             socket,
             mem,
             book,
-            staged: VecDeque::with_capacity(stage_cap),
-            stage_cap,
-            fill_target,
+            staged: VecDeque::with_capacity(layout.stage_cap),
+            stage_cap: layout.stage_cap,
+            fill_target: layout.fill_target,
             frame_size: frame_size as usize,
             scratch: vec![0; MAX_FRAME.max(frame_size as usize) + 1],
             batch: Vec::with_capacity(MAX_RX_BATCH),
@@ -121,8 +155,8 @@ impl Port {
     }
 
     /// Opens a socket on `iface` queue `queue` over a fresh UMEM of `frames` frames of
-    /// 2048 bytes (a power of two, at least 64); the rings hold half of them (at most
-    /// 4096), and the fill ring is filled.
+    /// 2048 bytes (a power of two, at least 64), its rings sized from it (see `Layout` in
+    /// the source), and fills the fill ring.
     pub fn open(iface: &str, queue: u32, frames: u32, zero_copy: ZeroCopy) -> io::Result<Port> {
         const FRAME: u32 = 2048;
         if !frames.is_power_of_two() || frames < 64 {
@@ -133,15 +167,9 @@ impl Port {
         }
         let (mem, book) = Memory::new(frames, FRAME, HugePages::Auto)
             .ok_or_else(|| io::Error::new(io::ErrorKind::OutOfMemory, "could not map the UMEM"))?;
-        let ring = (frames / 2).min(4096);
-        let rings = Rings {
-            fill: ring,
-            completion: ring,
-            rx: ring,
-            tx: ring,
-        };
-        let socket = Socket::open(iface, queue, &mem, FRAME, rings, zero_copy)?;
-        Ok(Port::new(socket, mem, book, FRAME, ring, ring as usize))
+        let layout = Layout::for_frames(frames);
+        let socket = Socket::open(iface, queue, &mem, FRAME, layout.rings, zero_copy)?;
+        Ok(Port::new(socket, mem, book, FRAME, layout))
     }
 
     /// The socket (for the XSKMAP, and the mode).
@@ -198,11 +226,11 @@ impl Port {
             book,
             staged,
             stage_cap,
+            fill_target,
             frame_size,
             scratch,
             stats,
             batch,
-            ..
         } = self;
         let mem: &Memory = mem;
         batch.clear();
@@ -214,7 +242,7 @@ impl Port {
                 }
                 Err(why) => {
                     stats.rx_bad_desc += 1;
-                    log::trace!("rx descriptor {addr:#x}+{len} refused: {why:?}");
+                    tracing::trace!("rx descriptor {addr:#x}+{len} refused: {why:?}");
                 }
             }
         });
@@ -228,6 +256,7 @@ impl Port {
                 book,
                 staged,
                 stage_cap: *stage_cap,
+                fill_target: *fill_target,
                 frame_size: *frame_size,
                 scratch,
                 stats,
@@ -247,6 +276,7 @@ impl Port {
             book: &mut self.book,
             staged: &mut self.staged,
             stage_cap: self.stage_cap,
+            fill_target: self.fill_target,
             frame_size: self.frame_size,
             scratch: &mut self.scratch,
             stats: &mut self.stats,
@@ -292,7 +322,7 @@ impl Port {
             self.stats.kicks += 1;
             if let Err(e) = self.socket.kick_tx() {
                 self.stats.kick_errors += 1;
-                log::debug!("tx kick failed: {e}");
+                tracing::debug!("tx kick failed: {e}");
             }
         }
         n
@@ -393,6 +423,7 @@ pub struct Tx<'a> {
     book: &'a mut Book,
     staged: &'a mut VecDeque<Frame>,
     stage_cap: usize,
+    fill_target: u32,
     frame_size: usize,
     scratch: &'a mut Vec<u8>,
     stats: &'a mut PortStats,
@@ -406,14 +437,26 @@ impl std::fmt::Debug for Tx<'_> {
     }
 }
 
+impl Tx<'_> {
+    /// Free frames transmission may take: those the fill ring does not need to get back
+    /// to its target.
+    fn spare(&self) -> u32 {
+        let want = self
+            .fill_target
+            .saturating_sub(self.book.count(Place::Fill));
+        self.book.count(Place::Free).saturating_sub(want)
+    }
+}
+
 impl TxQueue for Tx<'_> {
     fn has_room(&self) -> bool {
-        self.staged.len() < self.stage_cap && self.book.count(Place::Free) > 0
+        self.staged.len() < self.stage_cap && self.spare() > 0
     }
 
     fn transmit<R>(&mut self, len: usize, fill: impl FnOnce(&mut [u8]) -> R) -> R {
         if len <= self.frame_size
             && self.staged.len() < self.stage_cap
+            && self.spare() > 0
             && let Some(mut frame) = self.book.alloc()
         {
             let r = fill(self.mem.bytes_mut(&mut frame, len));
@@ -426,5 +469,29 @@ impl TxQueue for Tx<'_> {
             self.scratch.resize(len, 0);
         }
         fill(&mut self.scratch[..len])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Layout;
+
+    #[test]
+    fn the_kernel_may_hold_the_fill_and_the_rx_ring_worth() {
+        for (frames, ring, target) in [
+            (64, 32, 32),
+            (4096, 2048, 2048),
+            (16384, 4096, 8192),
+            (32768, 8192, 16384),
+            (65536, 16384, 32768),
+        ] {
+            let l = Layout::for_frames(frames);
+            assert_eq!(
+                (l.rings.fill, l.rings.rx, l.fill_target),
+                (ring, ring, target)
+            );
+            assert_eq!((l.rings.tx, l.stage_cap), (ring, ring as usize));
+            assert!(l.fill_target <= frames / 2, "{frames}: half is left for tx");
+        }
     }
 }

@@ -3,13 +3,12 @@
 //! UMEM frame accounting; totals; and the XDP program's counters.
 
 use c10m_ebpf::Steering;
-use c10m_stack::{Counters, Drop, Refusal};
+use c10m_stack::Drop;
 use serde::Serialize;
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 
 use crate::port::{FrameReport, PortStats};
-use crate::service::EchoStats;
-use crate::worker::LoopStats;
+use crate::stats::{EchoStats, LoopStats};
 use crate::xsk::KernelStats;
 
 /// One worker's final counters.
@@ -93,12 +92,7 @@ impl Report {
             xdp_mode: steering.mode().to_string(),
             totals: t,
             workers,
-            xdp: xdp.map(|c| {
-                json!({
-                    "steered": c.steered, "passed": c.passed, "no_xsk": c.no_xsk,
-                    "dropped": c.dropped, "errors": c.errors, "vlan": c.vlan,
-                })
-            }),
+            xdp: xdp.as_ref().map(xdp_json),
         }
     }
 
@@ -108,79 +102,13 @@ impl Report {
     }
 }
 
-/// Names of the TCP states in `Counters::states` order.
-pub(crate) const STATE_NAMES: [&str; c10m_stack::STATES] = [
-    "closed",
-    "listen",
-    "syn_sent",
-    "syn_received",
-    "established",
-    "fin_wait1",
-    "fin_wait2",
-    "close_wait",
-    "closing",
-    "last_ack",
-    "time_wait",
-];
-
-/// The stack's counters as a JSON object, arrays turned into maps by name.
-pub(crate) fn counters_json(c: &Counters) -> Value {
-    let named = |names: &mut dyn Iterator<Item = &'static str>, values: &[u64]| {
-        names
-            .zip(values)
-            .map(|(n, &v)| (n.to_owned(), Value::from(v)))
-            .collect::<Map<_, _>>()
-    };
+/// The XDP program's counters as a JSON object (the report's and the `stats` answer's
+/// `xdp`).
+pub(crate) fn xdp_json(c: &c10m_ebpf::Counters) -> Value {
     json!({
-        "rx_frames": c.rx_frames,
-        "rx_bytes": c.rx_bytes,
-        "tx_frames": c.tx_frames,
-        "tx_bytes": c.tx_bytes,
-        "drops": named(&mut Drop::ALL.iter().map(|d| d.name()), &c.drops),
-        "no_connection": c.no_connection,
-        "resets_limited": c.resets_limited,
-        "syns": c.syns,
-        "refused": named(&mut Refusal::ALL.iter().map(|r| r.name()), &c.refused),
-        "accepted": c.accepted,
-        "cookies_sent": c.cookies_sent,
-        "cookies_accepted": c.cookies_accepted,
-        "cookies_invalid": c.cookies_invalid,
-        "connects": c.connects,
-        "connected": c.connected,
-        "closed": c.closed,
-        "idle_timeouts": c.idle_timeouts,
-        "send_timeouts": c.send_timeouts,
-        "half_open_expired": c.half_open_expired,
-        "half_open_evicted": c.half_open_evicted,
-        "challenge_acks": c.challenge_acks,
-        "challenge_acks_limited": c.challenge_acks_limited,
-        "resets_ignored": c.resets_ignored,
-        "resets_sent": c.resets_sent,
-        "resets_received": c.resets_received,
-        "gateway_probes": c.gateway_probes,
-        "states": named(&mut STATE_NAMES.into_iter(), &c.states),
+        "steered": c.steered, "passed": c.passed, "no_xsk": c.no_xsk,
+        "dropped": c.dropped, "errors": c.errors, "vlan": c.vlan,
+        "cookies": c.cookies, "tallied_syn_ack": c.tallied_syn_ack,
+        "tallied_rst": c.tallied_rst, "tallied_other": c.tallied_other,
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn counters_become_named_json() {
-        let mut c = Counters {
-            accepted: 3,
-            half_open_evicted: 5,
-            ..Counters::default()
-        };
-        c.refused[Refusal::PerSource as usize] = 4;
-        c.drops[Drop::TcpChecksum as usize] = 2;
-        c.states[4] = 1;
-        let v = counters_json(&c);
-        assert_eq!(v["accepted"], 3);
-        assert_eq!(v["drops"]["tcp_checksum"], 2, "{v}");
-        assert_eq!(v["states"]["established"], 1);
-        assert_eq!(v["half_open_evicted"], 5);
-        assert_eq!(v["refused"]["per_source"], 4, "{v}");
-    }
 }

@@ -189,6 +189,7 @@ impl<T, A: Index> Producer<T, A> {
     }
 
     /// Messages in the ring now (a snapshot).
+    #[cfg(any(test, feature = "management"))]
     pub(crate) fn len(&self) -> usize {
         self.tail.wrapping_sub(self.shared.head.load(Relaxed))
     }
@@ -224,6 +225,7 @@ impl<T, A: Index> Consumer<T, A> {
     }
 
     /// Messages in the ring now (a snapshot).
+    #[cfg(any(test, feature = "management"))]
     pub(crate) fn len(&self) -> usize {
         self.shared.tail.load(Relaxed).wrapping_sub(self.head)
     }

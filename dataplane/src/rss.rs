@@ -98,6 +98,43 @@ pub struct Rss {
     reta: Vec<u32>,
 }
 
+/// Why an interface's RSS key and table are not known.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RssError {
+    /// `ethtool` could not run.
+    #[error("running `ethtool -x {iface}`: {source}")]
+    Ethtool {
+        /// The interface.
+        iface: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// `ethtool` refused (a driver without RSS, no such interface).
+    #[error("`ethtool -x {iface}`: {message}")]
+    Refused {
+        /// The interface.
+        iface: String,
+        /// What it said.
+        message: String,
+    },
+    /// A RETA entry that is no queue number.
+    #[error("bad RETA entry {0:?}")]
+    Entry(String),
+    /// A key that is not hex bytes.
+    #[error("no readable RSS key ({0:?})")]
+    Key(String),
+    /// A hash function other than Toeplitz.
+    #[error("the RSS hash is {0}, not toeplitz")]
+    Function(String),
+    /// No key in the output.
+    #[error("no RSS hash key")]
+    NoKey,
+    /// No table, or a key too short.
+    #[error("no indirection table or key too short")]
+    NoTable,
+}
+
 impl Rss {
     /// From a key and a non-empty RETA (entry i: the queue of hashes `h % len == i`).
     pub fn new(key: &[u8], reta: Vec<u32>) -> Option<Rss> {
@@ -112,20 +149,26 @@ impl Rss {
 
     /// Reads the key and RETA of `iface` with `ethtool -x`. `Err` says why there is
     /// none (no ethtool, a driver without RSS, a hash function other than Toeplitz).
-    pub fn read(iface: &str) -> Result<Rss, String> {
+    pub fn read(iface: &str) -> Result<Rss, RssError> {
         let out = Command::new("ethtool")
             .args(["-x", iface])
             .output()
-            .map_err(|e| format!("running `ethtool -x {iface}`: {e}"))?;
+            .map_err(|source| RssError::Ethtool {
+                iface: iface.to_owned(),
+                source,
+            })?;
         if !out.status.success() {
             let err = String::from_utf8_lossy(&out.stderr);
-            return Err(format!("`ethtool -x {iface}`: {}", err.trim()));
+            return Err(RssError::Refused {
+                iface: iface.to_owned(),
+                message: err.trim().to_owned(),
+            });
         }
         Rss::parse_ethtool(&String::from_utf8_lossy(&out.stdout))
     }
 
     /// Parses the output of `ethtool -x IFACE`.
-    pub fn parse_ethtool(text: &str) -> Result<Rss, String> {
+    pub fn parse_ethtool(text: &str) -> Result<Rss, RssError> {
         let mut reta = Vec::new();
         let mut key = None;
         let mut lines = text.lines().map(str::trim);
@@ -135,7 +178,7 @@ impl Rss {
                 && index.bytes().all(|b| b.is_ascii_digit())
             {
                 for e in entries.split_whitespace() {
-                    reta.push(e.parse().map_err(|_| format!("bad RETA entry {e:?}"))?);
+                    reta.push(e.parse().map_err(|_| RssError::Entry(e.to_owned()))?);
                 }
             } else if line.starts_with("RSS hash key") {
                 let hex = lines.next().unwrap_or_default();
@@ -143,16 +186,16 @@ impl Rss {
                     .split(':')
                     .map(|b| u8::from_str_radix(b.trim(), 16))
                     .collect();
-                key = Some(bytes.map_err(|_| format!("no readable RSS key ({hex:?})"))?);
+                key = Some(bytes.map_err(|_| RssError::Key(hex.to_owned()))?);
             } else if let Some((func, state)) = line.split_once(':')
                 && state.trim() == "on"
                 && func != "toeplitz"
             {
-                return Err(format!("the RSS hash is {func}, not toeplitz"));
+                return Err(RssError::Function(func.to_owned()));
             }
         }
-        let key = key.ok_or("no RSS hash key")?;
-        Rss::new(&key, reta).ok_or_else(|| "no indirection table or key too short".into())
+        let key = key.ok_or(RssError::NoKey)?;
+        Rss::new(&key, reta).ok_or(RssError::NoTable)
     }
 
     /// The queue of a hash.
@@ -227,7 +270,7 @@ pub(crate) fn chooser(rss: Option<&Arc<Rss>>, queue: u32) -> Box<dyn PortChooser
     match rss {
         Some(rss) if rss.covers(queue) => Box::new(RssPorts::ephemeral(rss.clone(), queue)),
         Some(_) => {
-            log::warn!(
+            tracing::warn!(
                 "queue {queue} is not in the RSS indirection table: its active opens use \
                  sequential ports and their replies land on other queues"
             );
@@ -242,7 +285,7 @@ pub(crate) fn for_workers(iface: &str, queues: u32) -> Option<Arc<Rss>> {
     match Rss::read(iface) {
         Ok(rss) => {
             if rss.max_queue() >= queues {
-                log::warn!(
+                tracing::warn!(
                     "{iface}: the RSS table spreads flows over {} queues but {queues} workers \
                      run: set `ethtool -L {iface} combined {queues}` or `ethtool -X {iface} \
                      equal {queues}`",
@@ -253,12 +296,12 @@ pub(crate) fn for_workers(iface: &str, queues: u32) -> Option<Arc<Rss>> {
         }
         Err(why) => {
             if queues > 1 {
-                log::warn!(
+                tracing::warn!(
                     "{iface}: no RSS key and table ({why}): active opens use sequential \
                      local ports, so their replies may land on another queue's worker"
                 );
             } else {
-                log::debug!("{iface}: no RSS ({why}); one queue, so it does not matter");
+                tracing::debug!("{iface}: no RSS ({why}); one queue, so it does not matter");
             }
             None
         }

@@ -13,93 +13,28 @@
 //! what the runtime counts (accepted, closed).
 
 use std::fmt;
-use std::str::FromStr;
 
 use std::net::SocketAddrV4;
 
-use c10m_apps::Runtime;
 use c10m_apps::services::{Builtin, Kind, Settings, push};
-use c10m_stack::{Instant, ListenError, ListenOptions, ListenerId, Stack};
+use c10m_apps::{Inbox, Runtime};
+use c10m_stack::{Instant, Stack};
 
-use crate::control::ConnInfo;
-use crate::report::STATE_NAMES;
+use crate::msg::ConnInfo;
+use crate::stats::EchoStats;
 
-/// A service a listener runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Service {
-    /// RFC 862 echo: accept everything, send every byte back, close after the peer does.
-    Echo,
-    /// HTTP/1.1 plaintext responder (keep-alive, pipelining, HEAD).
-    Http,
-    /// IM-style push gateway: `SUB topic`, `UNSUB topic`, `PING`, server-sent `MSG`.
-    Push,
-}
-
-impl Service {
-    /// Every service, for help and error messages.
-    pub const ALL: [Service; 3] = [Service::Echo, Service::Http, Service::Push];
-
-    /// The name on the command line.
-    pub fn name(self) -> &'static str {
-        self.kind().name()
-    }
-
-    fn kind(self) -> Kind {
-        match self {
-            Service::Echo => Kind::Echo,
-            Service::Http => Kind::Http,
-            Service::Push => Kind::Push,
-        }
-    }
-}
-
-impl fmt::Display for Service {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-impl FromStr for Service {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Service::ALL
-            .into_iter()
-            .find(|svc| svc.name() == s)
-            .ok_or_else(|| {
-                let valid: Vec<_> = Service::ALL.iter().map(|s| s.name()).collect();
-                format!(
-                    "unknown service {s:?}: valid services are {}",
-                    valid.join(", ")
-                )
-            })
-    }
-}
-
-/// What the services counted (named after the first service, echo, for compatibility
-/// of the report and the metrics). A service of the user's
-/// ([`run_service`](crate::run_service)) has `accepted` and `closed`, counted by its
-/// runtime; the other figures stay 0.
-#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
-pub struct EchoStats {
-    /// Connections accepted (every service, built-in or not).
-    pub accepted: u64,
-    /// Connections whose close completed (every service, built-in or not).
-    pub closed: u64,
-    /// Bytes echoed (echo).
-    pub bytes: u64,
-    /// HTTP requests answered with 200 (http).
-    pub http_requests: u64,
-    /// Messages queued to subscribers (push).
-    pub push_delivered: u64,
-    /// Publish commands handled (push).
-    pub push_published: u64,
-}
+/// Starts a publish (topic, payload); returns its id, `None` without a publish command.
+type PublishFn<S> = fn(&mut Runtime<S>, &mut Stack, Instant, &str, &[u8]) -> Option<u64>;
 
 /// The hooks for what only some services have.
 pub(crate) struct Extras<S: c10m_apps::Service> {
-    /// A publish from the control path: how many subscribers got the message.
-    publish: fn(&mut Runtime<S>, &mut Stack, Instant, &str, &[u8]) -> u64,
+    /// A publish from the control path: starts its fan-out, returns its id (`None`: the
+    /// service has no publish command).
+    publish: PublishFn<S>,
+    /// The outcome of the oldest publish whose fan-out ended, not taken yet.
+    finished: fn(&mut Runtime<S>) -> Option<push::Outcome>,
+    /// Whether the loop has frames waiting to be read (fan-outs slow down).
+    backlog: fn(&mut Runtime<S>, bool),
     /// The counters.
     stats: fn(&Runtime<S>) -> EchoStats,
 }
@@ -121,11 +56,13 @@ impl<S: c10m_apps::Service> Extras<S> {
             _: Instant,
             _: &str,
             _: &[u8],
-        ) -> u64 {
-            0
+        ) -> Option<u64> {
+            None
         }
         Extras {
             publish: no_publish::<S>,
+            finished: |_| None,
+            backlog: |_, _| {},
             stats: runtime_stats::<S>,
         }
     }
@@ -136,6 +73,8 @@ impl Extras<Builtin> {
     pub(crate) fn builtin() -> Extras<Builtin> {
         Extras {
             publish: builtin_publish,
+            finished: |rt| rt.service_mut().push.take_finished(),
+            backlog: |rt, b| rt.service_mut().push.set_backlog(b),
             stats: builtin_stats,
         }
     }
@@ -156,10 +95,9 @@ fn builtin_publish(
     now: Instant,
     topic: &str,
     payload: &[u8],
-) -> u64 {
-    let before = rt.service().push.stats.delivered;
+) -> Option<u64> {
     rt.command(stack, now, &push::Command::publish(topic, payload));
-    rt.service().push.stats.delivered.saturating_sub(before)
+    Some(rt.service().push.stats.published)
 }
 
 fn builtin_stats(rt: &Runtime<Builtin>) -> EchoStats {
@@ -174,15 +112,19 @@ fn builtin_stats(rt: &Runtime<Builtin>) -> EchoStats {
 }
 
 /// The built-in services of `ports`, with these settings.
-pub(crate) fn builtin(ports: &[(Service, u16)], settings: &Settings) -> Builtin {
-    let ports = ports.iter().map(|&(s, p)| (p, s.kind())).collect();
+pub(crate) fn builtin(ports: &[(Kind, u16)], settings: &Settings) -> Builtin {
+    let ports = ports.iter().map(|&(kind, port)| (port, kind)).collect();
     Builtin::new(ports, settings)
 }
 
-/// One worker's service, on its runtime.
+/// One worker's service, on its runtime, its end of the service's fanout, and the hooks
+/// of what only some services have. The runtime's own calls (`listen`, `poll_at`,
+/// `close_all`, `abort_all`) go to it directly (`Deref`); events go through
+/// [`Apps::handle`], which also takes the fanout's commands.
 pub(crate) struct Apps<S: c10m_apps::Service> {
     rt: Runtime<S>,
     extras: Extras<S>,
+    inbox: Inbox<S::Command>,
 }
 
 impl<S: c10m_apps::Service> fmt::Debug for Apps<S> {
@@ -193,61 +135,72 @@ impl<S: c10m_apps::Service> fmt::Debug for Apps<S> {
     }
 }
 
+impl<S: c10m_apps::Service> std::ops::Deref for Apps<S> {
+    type Target = Runtime<S>;
+
+    fn deref(&self) -> &Runtime<S> {
+        &self.rt
+    }
+}
+
+impl<S: c10m_apps::Service> std::ops::DerefMut for Apps<S> {
+    fn deref_mut(&mut self) -> &mut Runtime<S> {
+        &mut self.rt
+    }
+}
+
 impl<S: c10m_apps::Service> Apps<S> {
-    /// `service` for a stack of `capacity` connection slots.
-    pub(crate) fn new(service: S, extras: Extras<S>, capacity: usize, now: Instant) -> Apps<S> {
+    /// `service` for a stack of `capacity` connection slots, with the commands of
+    /// `inbox`.
+    pub(crate) fn new(
+        service: S,
+        extras: Extras<S>,
+        inbox: Inbox<S::Command>,
+        capacity: usize,
+        now: Instant,
+    ) -> Apps<S> {
         Apps {
             rt: Runtime::new(service, capacity, now),
             extras,
+            inbox,
         }
     }
 
-    /// Opens the listener of a service.
-    pub(crate) fn listen(
-        &mut self,
-        stack: &mut Stack,
-        port: u16,
-        opts: ListenOptions,
-    ) -> Result<ListenerId, ListenError> {
-        self.rt.listen(stack, port, opts)
-    }
-
-    /// Handles every pending event of `stack` and the timers due.
+    /// Handles every pending event of `stack` and the timers due, then the commands
+    /// waiting in the fanout's queue (at most its bound: [`c10m_apps::fanout::QUEUE`]).
     pub(crate) fn handle(&mut self, stack: &mut Stack, now: Instant) {
         self.rt.handle_events(stack, now);
+        while let Some(cmd) = self.inbox.try_recv() {
+            self.rt.command(stack, now, &cmd);
+        }
     }
 
-    /// The next instant a service timer (idle timeout, connection timer) is due.
-    pub(crate) fn poll_at(&self) -> Option<Instant> {
-        self.rt.poll_at()
-    }
-
-    /// Publishes to the push service's subscribers; returns how many got the message
-    /// (0 for a service without a publish command).
+    /// Starts a publish to the push service's subscribers (its fan-out goes on in the
+    /// next loop iterations); returns its id, `None` for a service without a publish
+    /// command.
     pub(crate) fn publish(
         &mut self,
         stack: &mut Stack,
         now: Instant,
         topic: &str,
         payload: &[u8],
-    ) -> u64 {
+    ) -> Option<u64> {
         (self.extras.publish)(&mut self.rt, stack, now, topic, payload)
+    }
+
+    /// The outcome of the oldest publish whose fan-out ended, not taken yet.
+    pub(crate) fn finished(&mut self) -> Option<push::Outcome> {
+        (self.extras.finished)(&mut self.rt)
+    }
+
+    /// Says whether the loop has frames waiting to be read, before [`handle`](Self::handle).
+    pub(crate) fn set_backlog(&mut self, backlog: bool) {
+        (self.extras.backlog)(&mut self.rt, backlog);
     }
 
     /// The counters.
     pub(crate) fn stats(&self) -> EchoStats {
         (self.extras.stats)(&self.rt)
-    }
-
-    /// Shutdown: accepts what the listeners still queue, then closes every connection
-    /// (FIN after the data already queued). Data arriving later is read and dropped.
-    pub(crate) fn close_all(&mut self, stack: &mut Stack, now: Instant) {
-        self.rt.close_all(stack, now);
-    }
-
-    /// End of the grace period: resets every connection still open.
-    pub(crate) fn abort_all(&mut self, stack: &mut Stack) {
-        self.rt.abort_all(stack);
     }
 
     /// Up to `limit` connections with their endpoints and states.
@@ -263,7 +216,7 @@ impl<S: c10m_apps::Service> Apps<S> {
             out.push(ConnInfo {
                 remote: SocketAddrV4::new(t.remote_addr.into(), t.remote_port),
                 local: SocketAddrV4::new(t.local_addr.into(), t.local_port),
-                state: STATE_NAMES[c10m_stack::state_index(state)],
+                state: c10m_stack::state_name(state),
             });
         }
         out

@@ -1,6 +1,7 @@
 //! SIGINT and SIGTERM set a process-wide flag that the daemon turns into a stop of its
 //! workers; SIGHUP sets another that it turns into a reload. The handlers only store to
-//! atomics, which is async-signal-safe.
+//! atomics, which is async-signal-safe. (Binaries that only need a stop flag use
+//! [`c10m_apps::stop_on_signal`], re-exported as `c10m_dataplane::stop_on_signal`.)
 
 use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -43,23 +44,4 @@ pub(crate) fn received() -> bool {
 /// Whether SIGHUP arrived since the last call.
 pub(crate) fn hangup() -> bool {
     HANGUP.swap(false, Ordering::SeqCst)
-}
-
-/// Sets `stop` once SIGINT or SIGTERM arrives: installs the handlers and starts a small
-/// thread that watches for them (every 50 ms). For commands other than `c10m run`, such
-/// as `c10m kernel`.
-pub fn stop_on_signal(stop: std::sync::Arc<AtomicBool>) -> io::Result<()> {
-    install()?;
-    std::thread::Builder::new()
-        .name("c10m-signals".into())
-        .spawn(move || {
-            while !stop.load(Ordering::Relaxed) {
-                if received() {
-                    stop.store(true, Ordering::SeqCst);
-                    break;
-                }
-                std::thread::sleep(std::time::Duration::from_millis(50));
-            }
-        })?;
-    Ok(())
 }

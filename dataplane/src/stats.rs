@@ -7,19 +7,53 @@
 //! client asks: a reading may mix two publications, which is fine for monotonic
 //! counters and gauges that are only ever shown.
 //!
-//! [`visit`] is the one list of metrics: the publication order, the JSON names and the
-//! Prometheus names and help all come from it.
+//! [`visit`] is the one list of metrics: the publication order, the JSON names (of the
+//! `stats` answer and of the final report's `stack`) and the Prometheus names and help
+//! all come from it.
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
-use c10m_stack::{Counters, Drop, Refusal};
+use c10m_stack::{Counters, Drop, Refusal, STATE_NAMES};
 use crossbeam_utils::CachePadded;
 use serde_json::{Map, Value};
 
 use crate::port::PortStats;
-use crate::report::STATE_NAMES;
-use crate::service::EchoStats;
-use crate::worker::LoopStats;
+
+/// The loop's own counters.
+#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
+pub struct LoopStats {
+    /// Iterations of the loop.
+    pub loops: u64,
+    /// Sleeps in `poll(2)`.
+    pub sleeps: u64,
+    /// ARP frames copied to other workers.
+    pub arp_forwarded: u64,
+    /// ARP copies dropped because a peer's queue was full.
+    pub arp_dropped: u64,
+    /// ARP copies received from other workers.
+    pub arp_received: u64,
+}
+
+/// What the services counted (named after the first service, echo, for compatibility
+/// of the report and the metrics). A service of the user's
+/// ([`run_service`](crate::run_service)) has `accepted` and `closed`, counted by its
+/// runtime; the other figures stay 0.
+#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
+pub struct EchoStats {
+    /// Connections accepted (every service, built-in or not).
+    pub accepted: u64,
+    /// Connections whose close completed (every service, built-in or not).
+    pub closed: u64,
+    /// Bytes echoed (echo).
+    pub bytes: u64,
+    /// HTTP requests answered with 200 (http).
+    pub http_requests: u64,
+    /// Messages queued to subscribers (push).
+    pub push_delivered: u64,
+    /// Publish commands handled (push).
+    pub push_published: u64,
+}
+use crate::xsk::KernelStats;
 
 /// Counter (monotonic) or gauge.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,7 +67,16 @@ pub(crate) enum Kind {
 pub(crate) struct Metric {
     /// Name without the `c10m_` prefix (and without `_total`).
     pub(crate) name: &'static str,
+    /// Prometheus's `# HELP` and `# TYPE`.
+    #[cfg_attr(
+        not(feature = "management"),
+        expect(dead_code, reason = "only /metrics shows them")
+    )]
     pub(crate) help: &'static str,
+    #[cfg_attr(
+        not(feature = "management"),
+        expect(dead_code, reason = "only /metrics shows them")
+    )]
     pub(crate) kind: Kind,
     /// A label (key, value) for families such as drops by reason.
     pub(crate) label: Option<(&'static str, &'static str)>,
@@ -46,6 +89,8 @@ pub(crate) struct Sample {
     pub(crate) worker: LoopStats,
     pub(crate) echo: EchoStats,
     pub(crate) port: PortStats,
+    /// The kernel's counters of the socket (frames it lost before we saw them).
+    pub(crate) kernel: KernelStats,
     /// Bytes the stack reserved.
     pub(crate) memory: u64,
     /// Buffer bytes held by live connections.
@@ -60,9 +105,11 @@ pub(crate) struct Sample {
     pub(crate) draining: u64,
 }
 
-/// Calls `f` with every metric and its value, in publication order.
+/// Calls `f` with every metric and its value, in publication order: the stack's
+/// ([`visit_stack`]), then the worker's, the services', the port's and the memory's.
 pub(crate) fn visit(s: &Sample, f: &mut dyn FnMut(Metric, u64)) {
     use Kind::{Counter as C, Gauge as G};
+    visit_stack(&s.stack, f);
     let mut m = |name, help, kind, label, v| {
         f(
             Metric {
@@ -74,95 +121,6 @@ pub(crate) fn visit(s: &Sample, f: &mut dyn FnMut(Metric, u64)) {
             v,
         )
     };
-    let c = &s.stack;
-    m("rx_frames", "Frames into the stack", C, None, c.rx_frames);
-    m("rx_bytes", "Bytes into the stack", C, None, c.rx_bytes);
-    m("tx_frames", "Frames out of the stack", C, None, c.tx_frames);
-    m("tx_bytes", "Bytes out of the stack", C, None, c.tx_bytes);
-    for d in Drop::ALL {
-        let v = c.drops[d as usize];
-        m(
-            "drops",
-            "Frames dropped, by reason",
-            C,
-            Some(("reason", d.name())),
-            v,
-        );
-    }
-    let help = "Segments for no connection and no listener";
-    m("no_connection", help, C, None, c.no_connection);
-    let help = "RSTs for segments matching no connection dropped by the RST rate limit";
-    m("resets_limited", help, C, None, c.resets_limited);
-    m("syns", "SYNs for listening ports", C, None, c.syns);
-    for r in Refusal::ALL {
-        let v = c.refused[r as usize];
-        m(
-            "refused",
-            "Connections refused, by reason",
-            C,
-            Some(("reason", r.name())),
-            v,
-        );
-    }
-    m("accepted", "Passive opens established", C, None, c.accepted);
-    m("cookies_sent", "SYN cookies sent", C, None, c.cookies_sent);
-    let help = "Connections born from a SYN cookie";
-    m("cookies_accepted", help, C, None, c.cookies_accepted);
-    let help = "ACKs to a listening port with an invalid SYN cookie";
-    m("cookies_invalid", help, C, None, c.cookies_invalid);
-    m("connects", "Active opens started", C, None, c.connects);
-    m(
-        "connected",
-        "Active opens established",
-        C,
-        None,
-        c.connected,
-    );
-    m("closed", "Connection slots freed", C, None, c.closed);
-    m(
-        "idle_timeouts",
-        "Connections aborted idle",
-        C,
-        None,
-        c.idle_timeouts,
-    );
-    let help = "Connections aborted: queued data unacknowledged for the send timeout";
-    m("send_timeouts", help, C, None, c.send_timeouts);
-    let help = "Half-open connections freed after their SYN-ACK retries";
-    m("half_open_expired", help, C, None, c.half_open_expired);
-    let help = "Half-open connections evicted for a new SYN";
-    m("half_open_evicted", help, C, None, c.half_open_evicted);
-    let help = "Challenge ACKs sent (RFC 5961)";
-    m("challenge_acks", help, C, None, c.challenge_acks);
-    let help = "Challenge ACKs not sent (rate limit, or smoltcp's timer busy)";
-    m(
-        "challenge_acks_limited",
-        help,
-        C,
-        None,
-        c.challenge_acks_limited,
-    );
-    let help = "RSTs ignored: in the window but not exactly RCV.NXT (RFC 5961)";
-    m("resets_ignored", help, C, None, c.resets_ignored);
-    m("resets_sent", "RST segments sent", C, None, c.resets_sent);
-    m(
-        "resets_received",
-        "RST segments received",
-        C,
-        None,
-        c.resets_received,
-    );
-    m(
-        "gateway_probes",
-        "ARP requests keeping the gateway's entry fresh",
-        C,
-        None,
-        c.gateway_probes,
-    );
-    for (i, state) in STATE_NAMES.into_iter().enumerate() {
-        let help = "Connection slots, by TCP state";
-        m("connections", help, G, Some(("state", state)), c.states[i]);
-    }
     m("loops", "Worker loop iterations", C, None, s.worker.loops);
     m(
         "sleeps",
@@ -237,6 +195,19 @@ pub(crate) fn visit(s: &Sample, f: &mut dyn FnMut(Metric, u64)) {
         p.tx_ring_full,
     );
     m("port_kicks", "sendto kicks", C, None, p.kicks);
+    let k = &s.kernel;
+    let help = "Frames the kernel dropped for this socket (fill ring empty included)";
+    m("xsk_rx_dropped", help, C, None, k.rx_dropped);
+    let help = "Frames the kernel dropped because the AF_XDP rx ring was full";
+    m("xsk_rx_ring_full", help, C, None, k.rx_ring_full);
+    let help = "Frames the kernel dropped because the AF_XDP fill ring was empty";
+    m(
+        "xsk_rx_fill_ring_empty",
+        help,
+        C,
+        None,
+        k.rx_fill_ring_empty,
+    );
     m(
         "memory_bytes",
         "Bytes the stack reserved",
@@ -260,6 +231,115 @@ pub(crate) fn visit(s: &Sample, f: &mut dyn FnMut(Metric, u64)) {
     let help = "Replies dropped on a full reply ring";
     m("replies_dropped", help, C, None, s.replies_dropped);
     m("draining", "1 if not accepting", G, None, s.draining);
+}
+
+/// Calls `f` with the stack's metrics ([`Counters`]) and their values: the head of
+/// [`visit`], and the `stack` object of the final report ([`stack_json`]).
+fn visit_stack(c: &Counters, f: &mut dyn FnMut(Metric, u64)) {
+    use Kind::{Counter as C, Gauge as G};
+    let mut m = |name, help, kind, label, v| {
+        f(
+            Metric {
+                name,
+                help,
+                kind,
+                label,
+            },
+            v,
+        )
+    };
+    m("rx_frames", "Frames into the stack", C, None, c.rx_frames);
+    m("rx_bytes", "Bytes into the stack", C, None, c.rx_bytes);
+    m("tx_frames", "Frames out of the stack", C, None, c.tx_frames);
+    m("tx_bytes", "Bytes out of the stack", C, None, c.tx_bytes);
+    for d in Drop::ALL {
+        let v = c.drops[d as usize];
+        m(
+            "drops",
+            "Frames dropped, by reason",
+            C,
+            Some(("reason", d.name())),
+            v,
+        );
+    }
+    let help = "Segments for no connection and no listener";
+    m("no_connection", help, C, None, c.no_connection);
+    let help = "RSTs for segments matching no connection dropped by the RST rate limit";
+    m("resets_limited", help, C, None, c.resets_limited);
+    m("syns", "SYNs for listening ports", C, None, c.syns);
+    for r in Refusal::ALL {
+        let v = c.refused[r as usize];
+        m(
+            "refused",
+            "Connections refused, by reason",
+            C,
+            Some(("reason", r.name())),
+            v,
+        );
+    }
+    m("accepted", "Passive opens established", C, None, c.accepted);
+    m("cookies_sent", "SYN cookies sent", C, None, c.cookies_sent);
+    let help = "Connections born from a SYN cookie";
+    m("cookies_accepted", help, C, None, c.cookies_accepted);
+    let help = "ACKs to a listening port with an invalid SYN cookie";
+    m("cookies_invalid", help, C, None, c.cookies_invalid);
+    m("connects", "Active opens started", C, None, c.connects);
+    m(
+        "connected",
+        "Active opens established",
+        C,
+        None,
+        c.connected,
+    );
+    m("closed", "Connection slots freed", C, None, c.closed);
+    m(
+        "idle_timeouts",
+        "Connections aborted idle",
+        C,
+        None,
+        c.idle_timeouts,
+    );
+    let help = "Connections aborted: queued data unacknowledged for the send timeout";
+    m("send_timeouts", help, C, None, c.send_timeouts);
+    let help = "Half-open connections freed after their SYN-ACK retries";
+    m("half_open_expired", help, C, None, c.half_open_expired);
+    let help = "Half-open connections evicted for a new SYN";
+    m("half_open_evicted", help, C, None, c.half_open_evicted);
+    let help = "Challenge ACKs sent (RFC 5961)";
+    m("challenge_acks", help, C, None, c.challenge_acks);
+    let help = "Challenge ACKs not sent (rate limit, or smoltcp's timer busy)";
+    m(
+        "challenge_acks_limited",
+        help,
+        C,
+        None,
+        c.challenge_acks_limited,
+    );
+    let help = "RSTs ignored: in the window but not exactly RCV.NXT (RFC 5961)";
+    m("resets_ignored", help, C, None, c.resets_ignored);
+    let help = "Bare ACKs from behind RCV.NXT (a peer rewound by its RTO) moved up to it";
+    m("acks_realigned", help, C, None, c.acks_realigned);
+    let help = "Keep-alives sent for connections whose queued data stalled with no timer";
+    m("window_probes", help, C, None, c.window_probes);
+    m("resets_sent", "RST segments sent", C, None, c.resets_sent);
+    m(
+        "resets_received",
+        "RST segments received",
+        C,
+        None,
+        c.resets_received,
+    );
+    m(
+        "gateway_probes",
+        "ARP requests keeping the gateway's entry fresh",
+        C,
+        None,
+        c.gateway_probes,
+    );
+    for (i, state) in STATE_NAMES.into_iter().enumerate() {
+        let help = "Connection slots, by TCP state";
+        m("connections", help, G, Some(("state", state)), c.states[i]);
+    }
 }
 
 /// Number of published cells.
@@ -293,12 +373,14 @@ impl Published {
     }
 
     /// Reads every cell (control side), in [`visit`] order.
+    #[cfg(any(test, feature = "management"))]
     pub(crate) fn read(&self) -> Vec<u64> {
         self.cells.iter().map(|c| c.load(Relaxed)).collect()
     }
 }
 
 /// The metric list, in [`visit`] order.
+#[cfg(any(test, feature = "management"))]
 pub(crate) fn catalogue() -> Vec<Metric> {
     let mut list = Vec::new();
     visit(&Sample::default(), &mut |m, _| list.push(m));
@@ -306,9 +388,25 @@ pub(crate) fn catalogue() -> Vec<Metric> {
 }
 
 /// One worker's values as a JSON object: families become nested objects by label.
+#[cfg(any(test, feature = "management"))]
 pub(crate) fn to_json(values: &[u64]) -> Value {
+    named(&catalogue(), values)
+}
+
+/// A stack's counters as a JSON object, as in [`to_json`] (the final report's `stack`).
+pub(crate) fn stack_json(c: &Counters) -> Value {
+    let (mut list, mut values) = (Vec::new(), Vec::new());
+    visit_stack(c, &mut |m, v| {
+        list.push(m);
+        values.push(v);
+    });
+    named(&list, &values)
+}
+
+/// `values` under the names of `list`: families become nested objects by label.
+fn named(list: &[Metric], values: &[u64]) -> Value {
     let mut out = Map::new();
-    for (m, &v) in catalogue().iter().zip(values) {
+    for (m, &v) in list.iter().zip(values) {
         match m.label {
             None => {
                 out.insert(m.name.into(), v.into());
@@ -327,6 +425,7 @@ pub(crate) fn to_json(values: &[u64]) -> Value {
 }
 
 /// Element-wise sum of per-worker values (`bytes_per_connection` recomputed).
+#[cfg(any(test, feature = "management"))]
 pub(crate) fn totals(workers: &[Vec<u64>]) -> Vec<u64> {
     let list = catalogue();
     let mut sum = vec![0u64; list.len()];
@@ -360,6 +459,7 @@ mod tests {
         s.stack.drops[Drop::TcpChecksum as usize] = 2;
         s.stack.states[4] = 3;
         s.memory = 1000;
+        s.kernel.rx_fill_ring_empty = 9;
         s.capacity = 10;
         let p = Published::default();
         p.publish(&s);
@@ -369,8 +469,28 @@ mod tests {
         assert_eq!(v["drops"]["tcp_checksum"], 2);
         assert_eq!(v["connections"]["established"], 3);
         assert_eq!(v["bytes_per_connection"], 100);
+        assert_eq!(v["xsk_rx_fill_ring_empty"], 9);
         let t = totals(&[p.read(), p.read()]);
         assert_eq!(to_json(&t)["accepted"], 14);
         assert_eq!(to_json(&t)["bytes_per_connection"], 100);
+    }
+
+    #[test]
+    fn stack_counters_become_named_json() {
+        let mut c = Counters {
+            accepted: 3,
+            half_open_evicted: 5,
+            ..Counters::default()
+        };
+        c.refused[Refusal::PerSource as usize] = 4;
+        c.drops[Drop::TcpChecksum as usize] = 2;
+        c.states[4] = 1;
+        let v = stack_json(&c);
+        assert_eq!(v["accepted"], 3);
+        assert_eq!(v["drops"]["tcp_checksum"], 2, "{v}");
+        assert_eq!(v["connections"]["established"], 1, "{v}");
+        assert_eq!(v["half_open_evicted"], 5);
+        assert_eq!(v["refused"]["per_source"], 4, "{v}");
+        assert!(v.get("loops").is_none(), "only the stack's: {v}");
     }
 }

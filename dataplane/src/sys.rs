@@ -1,6 +1,7 @@
 //! The few system calls libc has no safe wrapper for: thread placement (keeps the control
 //! thread off the workers' cores), the host's own IPv4 addresses (`getifaddrs`) and the
-//! interface's liveness (`SIOCGIFINDEX` / `SIOCGIFFLAGS` ioctls).
+//! interface's liveness (`SIOCGIFINDEX` / `SIOCGIFFLAGS` ioctls), and killing a process
+//! group (an `--on-state` command past its timeout, with what it started).
 
 use std::ffi::CStr;
 use std::io;
@@ -9,6 +10,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
 /// Restricts the calling thread to the online cores not in `avoid` (all of them if that
 /// leaves none). Logs, never fails: placement is an optimisation.
+#[cfg(feature = "management")]
 pub(crate) fn avoid_cores(avoid: &[usize]) {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let allowed: Vec<usize> = (0..cores.max(1)).filter(|c| !avoid.contains(c)).collect();
@@ -154,6 +156,15 @@ impl LinkWatch {
             return Err(io::Error::last_os_error());
         }
         Ok(req)
+    }
+}
+
+/// Sends SIGKILL to process group `pgid` (a child started as its own group's leader).
+#[cfg(feature = "management")]
+pub(crate) fn kill_group(pgid: u32) {
+    if let Ok(pgid) = i32::try_from(pgid) {
+        // SAFETY: kill(2) takes plain integers; a negative pid names the group.
+        unsafe { libc::kill(-pgid, libc::SIGKILL) };
     }
 }
 

@@ -29,22 +29,27 @@
 
 use std::fmt;
 use std::ptr::NonNull;
+use std::sync::Arc;
 
 use c10m_stack::{HugePages, Region};
 
 /// Packet memory shared with the kernel. See the [module docs](self).
 pub(crate) struct Memory {
-    // Owns the mapping; never accessed through `Deref` after construction, so the only
-    // way to the bytes is `base`, which carries write provenance.
-    _region: Region<u8>,
+    // Owns the mapping, shared with each socket registered over it ([`Memory::share`]),
+    // so the area lives as long as the last of them whatever the order they are dropped
+    // in. Never accessed through `Deref` after construction, so the only way to the bytes
+    // is `base`, which carries write provenance.
+    region: Arc<Region<u8>>,
     base: NonNull<u8>,
     len: usize,
     frame_size: u32,
     hugepages: bool,
 }
 
-// SAFETY: `Memory` owns its mapping; the raw pointer is only dereferenced through
-// methods that take a `Frame` token, which is itself owned by one thread at a time.
+// SAFETY: `Memory` owns (a share of) its mapping, whose count is atomic and which is
+// only ever dropped through it (munmap from any thread); the raw pointer is only
+// dereferenced through methods that take a `Frame` token, which is itself owned by one
+// thread at a time.
 unsafe impl Send for Memory {}
 
 impl fmt::Debug for Memory {
@@ -67,7 +72,7 @@ impl Memory {
         let hugepages = matches!(region.backing(), c10m_stack::Backing::HugePages);
         let base = NonNull::new(region.as_mut_ptr())?;
         let memory = Memory {
-            _region: region,
+            region: Arc::new(region),
             base,
             len,
             frame_size,
@@ -79,6 +84,12 @@ impl Memory {
     /// The whole area, for registering it with the kernel.
     pub(crate) fn area(&self) -> NonNull<[u8]> {
         NonNull::slice_from_raw_parts(self.base, self.len)
+    }
+
+    /// A share of the mapping, for a socket registered over the area: it keeps the area
+    /// mapped while the kernel may still write into it, even if this `Memory` goes first.
+    pub(crate) fn share(&self) -> Arc<Region<u8>> {
+        self.region.clone()
     }
 
     /// Whether the area is on hugepages.

@@ -5,7 +5,7 @@
 //!
 //! ```text
 //! now ← monotonic clock
-//! rx batch (≤ 64) → stack.ingress(now, frame in UMEM, tx) → frame back to the free list
+//! rx batches (≤ 16 × 64) → stack.ingress(now, frame in UMEM, tx) → frame back to the free list
 //! ARP frames from the other workers → stack.ingress          (multi-queue only)
 //! refill the fill ring
 //! runtime hands the stack's events to the service (built-in or the user's)
@@ -17,8 +17,9 @@
 //! ```
 //!
 //! About once a millisecond the worker publishes its counters ([`crate::stats`]) with
-//! relaxed stores and takes the control thread's commands from its ring (drain: stop
-//! accepting; sample: reply with some connections). It never waits on a ring: a full
+//! relaxed stores, gives the XDP program its stack's SYN-cookie keys and pressure when
+//! they changed (`control`), and takes the control thread's commands from its ring
+//! (drain: stop accepting; sample: reply with some connections). It never waits on a ring: a full
 //! reply ring drops the reply and counts it.
 //!
 //! When the stop flag is set the worker stops accepting, closes every connection with a
@@ -38,22 +39,30 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
 use std::time::Duration;
 
+use c10m_ebpf::Steering;
 use c10m_stack::{Instant, ListenerId, Stack};
 
+use crate::error::ParseError;
 use crate::port::{MAX_RX_BATCH, Port};
 use crate::service::Apps;
+use crate::stats::LoopStats;
 
 mod control;
 
 use control::Control;
 pub(crate) use control::Link;
 
+/// Most rx batches per iteration: a loop that also fans out (a push fan-out step sends
+/// up to 256 messages, each answered by an ACK), runs timers and transmits must still
+/// read frames faster than they come, or the rx ring fills.
+const RX_ROUNDS: u32 = 16;
 /// Empty iterations before an adaptive worker sleeps.
 const SPIN_ROUNDS: u32 = 256;
 /// Longest sleep: bounds how late a worker notices the stop flag.
 const MAX_SLEEP: Duration = Duration::from_millis(10);
-/// Extra flush/kick/reap rounds per iteration while transmissions are in flight.
-const KICK_ROUNDS: u32 = 8;
+/// Extra flush/kick/reap rounds per iteration while transmissions are in flight
+/// ([`Port::push`]).
+pub const KICK_ROUNDS: u32 = 8;
 /// How often counters are published and commands taken.
 const PUBLISH: c10m_stack::Duration = c10m_stack::Duration::from_millis(1);
 
@@ -88,32 +97,70 @@ pub enum Idle {
 }
 
 impl std::str::FromStr for Idle {
-    type Err = String;
+    type Err = ParseError;
 
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
+    fn from_str(s: &str) -> Result<Self, ParseError> {
         match s {
             "adaptive" => Ok(Idle::Adaptive),
             "spin" => Ok(Idle::Spin),
-            _ => Err(format!(
-                "unknown idle policy {s:?}: expected adaptive or spin"
-            )),
+            _ => Err(ParseError::Idle(s.to_owned())),
         }
     }
 }
 
-/// The loop's own counters.
-#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
-pub struct LoopStats {
-    /// Iterations of the loop.
-    pub loops: u64,
-    /// Sleeps in `poll(2)`.
-    pub sleeps: u64,
-    /// ARP frames copied to other workers.
-    pub arp_forwarded: u64,
-    /// ARP copies dropped because a peer's queue was full.
-    pub arp_dropped: u64,
-    /// ARP copies received from other workers.
-    pub arp_received: u64,
+/// The idle policy of a busy-polling loop over a [`Port`]: after each round, say whether
+/// it did any work; after 256 empty rounds an [`Idle::Adaptive`] loop sleeps in `poll(2)`
+/// on the socket (the kernel wakes it when a frame arrives, as with need_wakeup) until
+/// the next deadline, at most 10 ms, or 100 µs while
+/// transmissions are in flight (their completions do not wake `poll(2)`).
+///
+/// The workers use it, and so does any other loop that must idle exactly as they do
+/// (`c10m-bench reflect`).
+#[derive(Debug, Clone, Copy)]
+pub struct Idler {
+    idle: Idle,
+    empty: u32,
+}
+
+impl Idler {
+    /// A policy with no empty rounds yet.
+    pub fn new(idle: Idle) -> Idler {
+        Idler { idle, empty: 0 }
+    }
+
+    /// Ends a round: `work` says whether it received, sent or completed anything;
+    /// `due_in` tells (asked only before a sleep, so a loop with nothing to do reads no
+    /// clock for it) how soon the loop next has something to do on its own (a timer).
+    /// Spins, or sleeps on `port`; returns whether it slept.
+    pub fn rest(
+        &mut self,
+        work: bool,
+        port: &Port,
+        due_in: impl FnOnce() -> Option<Duration>,
+    ) -> bool {
+        if work {
+            self.empty = 0;
+            return false;
+        }
+        self.empty = self.empty.saturating_add(1);
+        if self.idle == Idle::Spin || self.empty < SPIN_ROUNDS {
+            std::hint::spin_loop();
+            return false;
+        }
+        let mut sleep = MAX_SLEEP;
+        if port.tx_in_flight() > 0 {
+            sleep = Duration::from_micros(100);
+        }
+        if let Some(until) = due_in() {
+            sleep = sleep.min(until);
+        }
+        let ms = sleep.as_millis() as i32;
+        if ms == 0 {
+            return false;
+        }
+        port.wait(ms);
+        true
+    }
 }
 
 /// The channels that carry ARP frames between workers.
@@ -174,12 +221,13 @@ pub(crate) fn run<S: c10m_apps::Service>(
     stop: &AtomicBool,
     link: &mut Link,
     listeners: &[ListenerId],
+    steering: &Steering,
 ) -> LoopStats {
     let mut stats = LoopStats::default();
-    let mut empty = 0u32;
+    let mut idler = Idler::new(idle);
     let forward = !mesh.peers.is_empty();
     let mut grace_until = None;
-    let mut control = Control::default();
+    let mut control = Control::new(steering);
     loop {
         stats.loops += 1;
         let now = clock.now();
@@ -206,14 +254,21 @@ pub(crate) fn run<S: c10m_apps::Service>(
                 break;
             }
         }
-        let rx = port.receive_batch(MAX_RX_BATCH as u32, |frames, tx| {
-            if forward {
-                for frame in frames.iter().filter(|f| is_arp(f)) {
-                    forward_arp(frame, &mesh.peers, &mut stats);
+        let mut rx = 0;
+        for _ in 0..RX_ROUNDS {
+            let got = port.receive_batch(MAX_RX_BATCH as u32, |frames, tx| {
+                if forward {
+                    for frame in frames.iter().filter(|f| is_arp(f)) {
+                        forward_arp(frame, &mesh.peers, &mut stats);
+                    }
                 }
+                stack.ingress_batch(now, frames, tx);
+            });
+            rx += got;
+            if got < MAX_RX_BATCH as u32 {
+                break;
             }
-            stack.ingress_batch(now, frames, tx);
-        });
+        }
         let mut replayed = 0;
         if forward {
             while let Ok(frame) = mesh.inbox.try_recv() {
@@ -223,38 +278,23 @@ pub(crate) fn run<S: c10m_apps::Service>(
             stats.arp_received += replayed;
         }
         port.refill();
+        // Read as much as one iteration reads: more is waiting, so fan-outs slow down.
+        apps.set_backlog(rx >= RX_ROUNDS * MAX_RX_BATCH as u32);
         apps.handle(stack, now);
         stack.poll(now, &mut port.tx());
         // Kick a few more times while frames wait, rather than one batch per round.
         let (sent, done) = port.push(KICK_ROUNDS);
 
-        if rx > 0 || sent > 0 || done > 0 || replayed > 0 {
-            empty = 0;
-            continue;
-        }
-        empty = empty.saturating_add(1);
-        if idle == Idle::Spin || empty < SPIN_ROUNDS {
-            std::hint::spin_loop();
-            continue;
-        }
-        // Sleep until a frame comes, the stack's next deadline, or MAX_SLEEP; not while
-        // transmissions are in flight (their completions do not wake poll(2)).
-        let mut sleep = MAX_SLEEP;
-        if port.tx_in_flight() > 0 {
-            sleep = Duration::from_micros(100);
-        }
-        let due = match (stack.poll_at(), apps.poll_at()) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
+        let work = rx > 0 || sent > 0 || done > 0 || replayed > 0;
+        let due_in = || {
+            let at = match (stack.poll_at(), apps.poll_at()) {
+                (Some(a), Some(b)) => a.min(b),
+                (a, b) => a.or(b)?,
+            };
+            Some(Duration::from_micros((at - now.min(at)).total_micros()))
         };
-        if let Some(at) = due {
-            let until = (at - now.min(at)).total_micros();
-            sleep = sleep.min(Duration::from_micros(until));
-        }
-        let ms = sleep.as_millis() as i32;
-        if ms > 0 {
+        if idler.rest(work, port, due_in) {
             stats.sleeps += 1;
-            port.wait(ms);
         }
     }
     stats
@@ -277,7 +317,7 @@ fn forward_arp(frame: &[u8], peers: &[SyncSender<Box<[u8]>>], stats: &mut LoopSt
 pub(crate) fn pin(core: usize) -> bool {
     let ok = core_affinity::set_for_current(core_affinity::CoreId { id: core });
     if !ok {
-        log::warn!("could not pin a worker to core {core}; it runs unpinned");
+        tracing::warn!("could not pin a worker to core {core}; it runs unpinned");
     }
     ok
 }

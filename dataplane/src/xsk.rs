@@ -20,10 +20,13 @@ use std::ffi::CString;
 use std::io;
 use std::num::NonZeroU32;
 use std::os::fd::{BorrowedFd, RawFd};
+use std::sync::Arc;
 
 use xdpilone::{
     DeviceQueue, IfInfo, RingRx, RingTx, Socket as XSocket, SocketConfig, Umem, UmemConfig,
 };
+
+use c10m_stack::Region;
 
 use crate::umem::Memory;
 
@@ -66,15 +69,17 @@ pub struct KernelStats {
 }
 
 /// An AF_XDP socket and its rings. Not `Send` (the UMEM handle is not): build it on the
-/// thread that uses it. Must be dropped before the [`Memory`] it was opened over.
+/// thread that uses it. Keeps the mapping of the [`Memory`] it was opened over.
 pub(crate) struct Socket {
     fq: DeviceQueue,
     rx: RingRx,
     tx: RingTx,
     fd: RawFd,
     zero_copy: bool,
-    // Last: the registration's descriptor is shared with the rings above.
+    // After the rings: the registration's descriptor is shared with them.
     _umem: Umem,
+    // The mapping registered as the UMEM: kept while the socket lives.
+    _area: Arc<Region<u8>>,
 }
 
 impl std::fmt::Debug for Socket {
@@ -119,7 +124,7 @@ impl Socket {
                 }),
             ZeroCopy::Auto => Self::open_mode(ifname, queue, mem, frame_size, rings, true)
                 .or_else(|e| {
-                    log::info!("{ifname} queue {queue}: zero-copy refused ({e}); using copy mode");
+                    tracing::info!("{ifname} queue {queue}: zero-copy refused ({e}); using copy mode");
                     Self::open_mode(ifname, queue, mem, frame_size, rings, false)
                 }),
         }
@@ -146,10 +151,10 @@ impl Socket {
             headroom: 0,
             flags: 0,
         };
-        // SAFETY: `mem.area()` is a page-aligned mapping of `count * frame_size` bytes
-        // owned by `mem`; the caller keeps `mem` alive for longer than this socket (it is
-        // declared after the socket in `Port`, so dropped after it), and the area is only
-        // accessed through `Frame` tokens, which keep us off frames the kernel owns.
+        // SAFETY: `mem.area()` is a page-aligned mapping of `count * frame_size` bytes;
+        // the socket keeps a share of it (`_area`), so it stays mapped as long as the
+        // socket whatever becomes of `mem`, and the area is only accessed through `Frame`
+        // tokens, which keep us off frames the kernel owns.
         let umem = unsafe { Umem::new(config, mem.area()) }
             .map_err(|e| errno("registering the UMEM (AF_XDP needs Linux 5.4+ and root)", e))?;
         let sock =
@@ -191,6 +196,7 @@ impl Socket {
             fd,
             zero_copy: false,
             _umem: umem,
+            _area: mem.share(),
         };
         socket.zero_copy = socket.query_zero_copy().unwrap_or(zero_copy);
         Ok(socket)

@@ -21,8 +21,15 @@ pub const MAX_PREFIXES: u32 = 64;
 pub(crate) const SERVICE_KEY_LEN: usize = 8;
 /// `struct prefix_key`: prefixlen (4, host order), proto, pad (3), addr (4, network order).
 pub(crate) const PREFIX_KEY_LEN: usize = 12;
-/// `struct counters`: six `__u64`.
-pub(crate) const COUNTERS_LEN: usize = 6 * 8;
+/// `struct counters`: ten `__u64`.
+pub(crate) const COUNTERS_LEN: usize = 10 * 8;
+/// The prefix map's values: steer to the AF_XDP socket, or count by TCP flags and drop.
+pub(crate) const PREFIX_STEER: u32 = 1;
+pub(crate) const PREFIX_TALLY: u32 = 2;
+/// `struct service_value`: window (2, host order), cookie mode, pad.
+pub(crate) const SERVICE_VALUE_LEN: usize = 4;
+/// `struct cookie_keys`: lock (4), flags (4), k0 (8), k1 (8), host order.
+pub(crate) const COOKIE_KEYS_LEN: usize = 24;
 
 /// A transport protocol the program can steer by destination port.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -52,14 +59,19 @@ impl fmt::Display for Proto {
     }
 }
 
+/// A protocol name that is not `tcp` or `udp`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown protocol {0:?}: expected tcp or udp")]
+pub struct ProtoError(pub String);
+
 impl FromStr for Proto {
-    type Err = String;
+    type Err = ProtoError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s.to_ascii_lowercase().as_str() {
             "tcp" => Ok(Proto::Tcp),
             "udp" => Ok(Proto::Udp),
-            _ => Err(format!("unknown protocol {s:?}: expected tcp or udp")),
+            _ => Err(ProtoError(s.to_owned())),
         }
     }
 }
@@ -89,12 +101,31 @@ pub struct Counters {
     /// untouched, as the stack does not handle VLANs. The kernel's VLAN interfaces
     /// keep working; a tagged frame for the service address gets no answer from it.
     pub vlan: u64,
+    /// SYNs to a service answered by the program itself with a SYN-cookie SYN-ACK
+    /// (sent back out of the interface, see [`XdpCookies`]): the stack never saw them.
+    pub cookies: u64,
+    /// To a tallied prefix (see `Steering::tally_prefix`): counted by TCP flags and
+    /// dropped (`XDP_DROP`). SYN and ACK set, RST not set.
+    pub tallied_syn_ack: u64,
+    /// To a tallied prefix, RST set.
+    pub tallied_rst: u64,
+    /// To a tallied prefix, any other TCP segment or a UDP datagram.
+    pub tallied_other: u64,
 }
 
 impl Counters {
     /// All frames the program has seen.
     pub fn total(&self) -> u64 {
-        self.steered + self.passed + self.no_xsk + self.dropped + self.errors + self.vlan
+        self.steered
+            + self.passed
+            + self.no_xsk
+            + self.dropped
+            + self.errors
+            + self.vlan
+            + self.cookies
+            + self.tallied_syn_ack
+            + self.tallied_rst
+            + self.tallied_other
     }
 
     /// Sums the per-CPU values of the one-entry `counters` map.
@@ -114,9 +145,74 @@ impl Counters {
             total.dropped += field(3);
             total.errors += field(4);
             total.vlan += field(5);
+            total.cookies += field(6);
+            total.tallied_syn_ack += field(7);
+            total.tallied_rst += field(8);
+            total.tallied_other += field(9);
         }
         total
     }
+}
+
+/// Whether the program answers a TCP service's SYNs with a SYN cookie itself,
+/// so that the SYN never costs the worker anything: the `c10m_stack::SynCookies` mode of
+/// the service's listener, and the window its cookie SYN-ACK carries (`min(rx_buf,
+/// 65535)`, as the stack's).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum XdpCookies {
+    /// Never: every SYN goes to the socket.
+    #[default]
+    Off,
+    /// While the queue's worker says it is under pressure ([`QueueCookies::pressure`]).
+    Auto {
+        /// The SYN-ACK's window.
+        window: u16,
+    },
+    /// Every SYN, whenever the queue's worker has published its keys.
+    Always {
+        /// The SYN-ACK's window.
+        window: u16,
+    },
+}
+
+/// What the worker of one rx queue publishes for the program's SYN cookies: its stack's
+/// keys for the current period (see `c10m_stack::CookieKeys`) and whether it is under
+/// pressure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct QueueCookies {
+    /// The first SipHash-1-3 key.
+    pub k0: u64,
+    /// The second SipHash-1-3 key.
+    pub k1: u64,
+    /// The period's parity (bit 2 of the cookie).
+    pub parity: bool,
+    /// Whether services in [`XdpCookies::Auto`] get cookies from the program now.
+    pub pressure: bool,
+}
+
+/// `struct service_value` for `cookies`.
+pub(crate) fn service_value(cookies: XdpCookies) -> [u8; SERVICE_VALUE_LEN] {
+    let (window, mode) = match cookies {
+        XdpCookies::Off => (0u16, 0u8),
+        XdpCookies::Auto { window } => (window, 1),
+        XdpCookies::Always { window } => (window, 2),
+    };
+    let mut value = [0; SERVICE_VALUE_LEN];
+    value[0..2].copy_from_slice(&window.to_ne_bytes());
+    value[2] = mode;
+    value
+}
+
+/// `struct cookie_keys` for `keys` (`None`: the queue answers no SYN); the lock word zero.
+pub(crate) fn cookie_keys_value(keys: Option<&QueueCookies>) -> [u8; COOKIE_KEYS_LEN] {
+    let mut value = [0; COOKIE_KEYS_LEN];
+    if let Some(k) = keys {
+        let flags = 1 | u32::from(k.parity) << 1 | u32::from(k.pressure) << 2;
+        value[4..8].copy_from_slice(&flags.to_ne_bytes());
+        value[8..16].copy_from_slice(&k.k0.to_ne_bytes());
+        value[16..24].copy_from_slice(&k.k1.to_ne_bytes());
+    }
+    value
 }
 
 /// The service map's key for `(addr, proto, port)`.
@@ -169,7 +265,7 @@ mod tests {
     #[test]
     fn counters_sum_over_cpus() {
         let cpu =
-            |base: u64| -> Vec<u8> { (0..6).flat_map(|i| (base + i).to_ne_bytes()).collect() };
+            |base: u64| -> Vec<u8> { (0..10).flat_map(|i| (base + i).to_ne_bytes()).collect() };
         let sum = Counters::sum(&[cpu(0), cpu(10)]);
         let want = Counters {
             steered: 10,
@@ -178,16 +274,45 @@ mod tests {
             dropped: 16,
             errors: 18,
             vlan: 20,
+            cookies: 22,
+            tallied_syn_ack: 24,
+            tallied_rst: 26,
+            tallied_other: 28,
         };
         assert_eq!(sum, want);
-        assert_eq!(sum.total(), 90);
+        assert_eq!(sum.total(), 190);
         assert_eq!(Counters::sum::<Vec<u8>>(&[]), Counters::default());
+    }
+
+    #[test]
+    fn cookie_values_are_the_c_layout() {
+        let off = service_value(XdpCookies::Off);
+        assert_eq!(off, [0; 4]);
+        let auto = service_value(XdpCookies::Auto { window: 0x1234 });
+        assert_eq!(auto[..2], 0x1234u16.to_ne_bytes());
+        assert_eq!(auto[2..], [1, 0]);
+        assert_eq!(service_value(XdpCookies::Always { window: 7 })[2], 2);
+        assert_eq!(cookie_keys_value(None), [0; COOKIE_KEYS_LEN]);
+        let keys = QueueCookies {
+            k0: 1,
+            k1: 2,
+            parity: true,
+            pressure: false,
+        };
+        let v = cookie_keys_value(Some(&keys));
+        assert_eq!(v[..4], [0; 4], "the lock word");
+        assert_eq!(v[4..8], 3u32.to_ne_bytes(), "ready | parity");
+        assert_eq!(v[8..16], 1u64.to_ne_bytes());
+        assert_eq!(v[16..], 2u64.to_ne_bytes());
     }
 
     #[test]
     fn proto_parses_and_prints() {
         assert_eq!("TCP".parse::<Proto>(), Ok(Proto::Tcp));
         assert_eq!(Proto::Udp.to_string(), "udp");
-        assert!("sctp".parse::<Proto>().is_err());
+        assert_eq!(
+            "sctp".parse::<Proto>().unwrap_err().to_string(),
+            "unknown protocol \"sctp\": expected tcp or udp"
+        );
     }
 }

@@ -8,7 +8,7 @@ use std::sync::Once;
 
 use libbpf_rs::{MapCore, MapFlags, MapHandle, PrintLevel};
 
-use crate::maps::{self, Counters, MAX_QUEUES, Proto};
+use crate::maps::{self, Counters, MAX_QUEUES, Proto, QueueCookies, XdpCookies};
 use crate::{Error, sys};
 
 /// How the program runs on the interface.
@@ -34,17 +34,20 @@ impl fmt::Display for XdpMode {
     }
 }
 
+/// An XDP mode name that is not `auto`, `native` (`drv`) or `generic` (`skb`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown XDP mode {0:?}: expected auto, native or generic")]
+pub struct XdpModeError(pub String);
+
 impl FromStr for XdpMode {
-    type Err = String;
+    type Err = XdpModeError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s.to_ascii_lowercase().as_str() {
             "auto" => Ok(XdpMode::Auto),
             "native" | "drv" => Ok(XdpMode::Native),
             "generic" | "skb" => Ok(XdpMode::Generic),
-            _ => Err(format!(
-                "unknown XDP mode {s:?}: expected auto, native or generic"
-            )),
+            _ => Err(XdpModeError(s.to_owned())),
         }
     }
 }
@@ -96,7 +99,7 @@ impl Steering {
             XdpMode::Auto => match link(&loaded, ifname, ifindex, XdpMode::Native) {
                 Ok(link) => (link, XdpMode::Native),
                 Err(Error::NativeUnsupported { .. }) => {
-                    log::warn!(
+                    tracing::warn!(
                         "driver of {ifname} does not support native XDP: using generic mode \
                          (slower; AF_XDP in copy mode)"
                     );
@@ -109,7 +112,7 @@ impl Steering {
             },
         };
         let prog_id = libbpf_rs::Program::id_from_fd(loaded.prog.as_fd()).unwrap_or(0);
-        log::info!(
+        tracing::info!(
             "XDP program id {prog_id} attached to {ifname} (ifindex {ifindex}) in {mode} mode"
         );
         Ok(Steering {
@@ -146,12 +149,57 @@ impl Steering {
     /// service twice is not an error.
     pub fn add_service(&self, addr: Ipv4Addr, proto: Proto, port: u16) -> Result<(), Error> {
         let key = maps::service_key(addr, proto, port);
-        update(&self.loaded.services, &key, &1u32.to_ne_bytes(), || {
+        let value = maps::service_value(XdpCookies::Off);
+        update(&self.loaded.services, &key, &value, || {
             format!(
                 "adding service {addr} {proto}/{port} (at most {})",
                 maps::MAX_SERVICES
             )
         })
+    }
+
+    /// Sets whether the program answers the SYNs of the TCP service `addr:port` with SYN
+    /// cookies itself (see the crate docs); [`XdpCookies::Off`] when it is added. The
+    /// service must have been added ([`Error::NoSuchService`] otherwise).
+    pub fn set_syn_cookies(
+        &self,
+        addr: Ipv4Addr,
+        port: u16,
+        cookies: XdpCookies,
+    ) -> Result<(), Error> {
+        let proto = Proto::Tcp;
+        let key = maps::service_key(addr, proto, port);
+        let value = maps::service_value(cookies);
+        match self.loaded.services.update(&key, &value, MapFlags::EXIST) {
+            Ok(()) => Ok(()),
+            Err(err) if err.kind() == libbpf_rs::ErrorKind::NotFound => {
+                Err(Error::NoSuchService { addr, proto, port })
+            }
+            Err(cause) => Err(Error::Map {
+                what: format!("setting the SYN cookies of service {addr} {proto}/{port}"),
+                cause,
+            }),
+        }
+    }
+
+    /// Publishes rx `queue`'s SYN-cookie keys and pressure for the program (`None`: it
+    /// answers no SYN of that queue). The entry is written under its lock, so the
+    /// program never reads half of it. One system call: for the worker's periodic
+    /// control work, not its packet path.
+    pub fn publish_cookie_keys(
+        &self,
+        queue: u32,
+        keys: Option<&QueueCookies>,
+    ) -> Result<(), Error> {
+        check_queue(queue)?;
+        let value = maps::cookie_keys_value(keys);
+        self.loaded
+            .cookie_keys
+            .update(&queue.to_ne_bytes(), &value, MapFlags::LOCK)
+            .map_err(|cause| Error::Map {
+                what: format!("publishing the SYN-cookie keys of rx queue {queue}"),
+                cause,
+            })
     }
 
     /// Stops steering `addr:port`: its traffic goes to the kernel again.
@@ -169,8 +217,21 @@ impl Steering {
     /// (`c10m-bench conns`). Services and prefixes add up. `len` is at most 32; the
     /// address bits past it are ignored. Adding a prefix twice is not an error.
     pub fn add_prefix(&self, addr: Ipv4Addr, len: u8, proto: Proto) -> Result<(), Error> {
+        self.set_prefix(addr, len, proto, maps::PREFIX_STEER)
+    }
+
+    /// Counts IPv4 `proto` traffic to any address in `addr/len` by TCP flags in the
+    /// program's `tallied_*` [`Counters`] and drops it: for a flood generator, whose
+    /// spoofed sources get replies it only needs to count, at the cost of a map
+    /// update rather than a copy to userspace. Replaces a steered prefix of the same
+    /// key ([`Steering::remove_prefix`] removes either).
+    pub fn tally_prefix(&self, addr: Ipv4Addr, len: u8, proto: Proto) -> Result<(), Error> {
+        self.set_prefix(addr, len, proto, maps::PREFIX_TALLY)
+    }
+
+    fn set_prefix(&self, addr: Ipv4Addr, len: u8, proto: Proto, how: u32) -> Result<(), Error> {
         let key = maps::prefix_key(addr, len, proto);
-        update(&self.loaded.prefixes, &key, &1u32.to_ne_bytes(), || {
+        update(&self.loaded.prefixes, &key, &how.to_ne_bytes(), || {
             format!(
                 "adding prefix {addr}/{len} {proto} (at most {})",
                 maps::MAX_PREFIXES
@@ -227,9 +288,11 @@ impl Steering {
     }
 
     /// Removes rx `queue`'s socket: its frames for the dataplane go to the kernel and
-    /// count as `no_xsk`. Not an error if none was registered.
+    /// count as `no_xsk`, and the program answers none of its SYNs any more (its cookie
+    /// keys are withdrawn). Not an error if none was registered.
     pub fn unregister_xsk(&self, queue: u32) -> Result<(), Error> {
         check_queue(queue)?;
+        self.publish_cookie_keys(queue, None)?;
         delete(&self.loaded.xsks, &queue.to_ne_bytes(), || {
             format!("unregistering the AF_XDP socket of rx queue {queue}")
         })
@@ -348,8 +411,10 @@ fn route_libbpf_log() {
         let forward = |level: PrintLevel, message: String| {
             let message = message.trim_end();
             match level {
-                PrintLevel::Warn => log::warn!(target: "libbpf", "{message}"),
-                PrintLevel::Info | PrintLevel::Debug => log::debug!(target: "libbpf", "{message}"),
+                PrintLevel::Warn => tracing::warn!(target: "libbpf", "{message}"),
+                PrintLevel::Info | PrintLevel::Debug => {
+                    tracing::debug!(target: "libbpf", "{message}")
+                }
             }
         };
         libbpf_rs::set_print(Some((PrintLevel::Debug, forward)));
@@ -366,7 +431,12 @@ mod tests {
             assert_eq!(mode.to_string().parse::<XdpMode>(), Ok(mode));
         }
         assert_eq!("skb".parse::<XdpMode>(), Ok(XdpMode::Generic));
-        assert!("offload".parse::<XdpMode>().is_err());
+        let err = "offload".parse::<XdpMode>().unwrap_err();
+        assert_eq!(err, XdpModeError("offload".into()));
+        assert_eq!(
+            err.to_string(),
+            "unknown XDP mode \"offload\": expected auto, native or generic"
+        );
     }
 
     #[test]

@@ -33,6 +33,8 @@ mod skel {
 const _: () = assert!(size_of::<skel::types::service_key>() == crate::maps::SERVICE_KEY_LEN);
 const _: () = assert!(size_of::<skel::types::prefix_key>() == crate::maps::PREFIX_KEY_LEN);
 const _: () = assert!(size_of::<skel::types::counters>() == crate::maps::COUNTERS_LEN);
+const _: () = assert!(size_of::<skel::types::service_value>() == crate::maps::SERVICE_VALUE_LEN);
+const _: () = assert!(size_of::<skel::types::cookie_keys>() == crate::maps::COOKIE_KEYS_LEN);
 
 /// `XDP_FLAGS_SKB_MODE`: generic XDP, run on the `sk_buff` after the driver.
 pub(crate) const XDP_FLAGS_SKB_MODE: u32 = libbpf_sys::XDP_FLAGS_SKB_MODE;
@@ -51,6 +53,7 @@ pub(crate) struct Loaded {
     pub(crate) addrs: MapHandle,
     pub(crate) prefixes: MapHandle,
     pub(crate) counters: MapHandle,
+    pub(crate) cookie_keys: MapHandle,
 }
 
 /// Opens the embedded BPF object, loads it through the verifier and returns its handles.
@@ -68,6 +71,7 @@ pub(crate) fn load() -> libbpf_rs::Result<Loaded> {
         addrs: MapHandle::try_from(&skel.maps.addrs)?,
         prefixes: MapHandle::try_from(&skel.maps.prefixes)?,
         counters: MapHandle::try_from(&skel.maps.counters)?,
+        cookie_keys: MapHandle::try_from(&skel.maps.cookie_keys)?,
     })
     // `skel` drops here: libbpf closes its own descriptors; ours stay valid.
 }
@@ -107,23 +111,32 @@ pub(crate) fn ifindex(name: &str) -> Option<u32> {
 }
 
 /// Runs the program `repeat` times over `frame` with `BPF_PROG_TEST_RUN` (rx queue 0)
-/// and returns its XDP action and the mean run time in nanoseconds. The crate's tests
-/// use it to exercise the parser without a network.
+/// and returns its XDP action, the mean run time in nanoseconds and the frame as the
+/// program left it (after the last run). The crate's tests use it to exercise the
+/// parser and the SYN-cookie answer without a network.
 #[cfg(test)]
-pub(crate) fn test_run(prog: BorrowedFd<'_>, frame: &[u8], repeat: i32) -> io::Result<(u32, u32)> {
+pub(crate) fn test_run(
+    prog: BorrowedFd<'_>,
+    frame: &[u8],
+    repeat: i32,
+) -> io::Result<(u32, u32, Vec<u8>)> {
+    let mut out = vec![0u8; frame.len() + 256];
     let mut opts = libbpf_sys::bpf_test_run_opts {
         sz: size_of::<libbpf_sys::bpf_test_run_opts>() as libbpf_sys::size_t,
         data_in: frame.as_ptr().cast(),
         data_size_in: u32::try_from(frame.len()).map_err(|_| io::ErrorKind::InvalidInput)?,
+        data_out: out.as_mut_ptr().cast(),
+        data_size_out: out.len() as u32,
         repeat,
         ..Default::default()
     };
     // SAFETY: `opts` is initialised with its own size; `data_in` points to `frame`, which
-    // outlives the call and which the kernel copies, never writes. No output buffers are
-    // given, so the kernel writes only the scalar result fields of `opts`.
+    // outlives the call and which the kernel copies, never writes; `data_out` points to
+    // `out`, whose length is `data_size_out`, the most the kernel writes there.
     let ret = unsafe { libbpf_sys::bpf_prog_test_run_opts(prog.as_raw_fd(), &mut opts) };
     if ret < 0 {
         return Err(io::Error::from_raw_os_error(-ret));
     }
-    Ok((opts.retval, opts.duration))
+    out.truncate(opts.data_size_out as usize);
+    Ok((opts.retval, opts.duration, out))
 }

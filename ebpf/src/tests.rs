@@ -1,14 +1,17 @@
 //! The program's verdicts on hand-made frames, through `BPF_PROG_TEST_RUN`: loaded by
 //! the kernel verifier, never attached, so no interface or namespace is involved.
-//! Needs root; skipped otherwise (failed when `CI=true`).
+//! Needs root; skipped otherwise (failed when `CI=true`). The SYN-cookie answers are
+//! in `tests/cookies.rs`.
 
 use std::net::Ipv4Addr;
 use std::os::fd::AsFd;
 
 use libbpf_rs::{MapCore, MapFlags};
 
-use crate::maps::{self, Counters, Proto};
+use crate::maps::{self, Counters, Proto, XdpCookies};
 use crate::sys;
+
+mod cookies;
 
 const XDP_DROP: u32 = 1;
 const XDP_PASS: u32 = 2;
@@ -118,7 +121,8 @@ fn verdicts_on_handmade_frames() {
     let one = 1u32.to_ne_bytes();
     for (proto, port) in [(Proto::Tcp, 80), (Proto::Udp, 9000)] {
         let key = maps::service_key(SERVICE, proto, port);
-        loaded.services.update(&key, &one, MapFlags::ANY).unwrap();
+        let value = maps::service_value(XdpCookies::Off);
+        loaded.services.update(&key, &value, MapFlags::ANY).unwrap();
     }
     loaded
         .addrs
@@ -127,6 +131,18 @@ fn verdicts_on_handmade_frames() {
     let clients = Ipv4Addr::new(198, 19, 0, 0);
     let key = maps::prefix_key(clients, 16, Proto::Tcp);
     loaded.prefixes.update(&key, &one, MapFlags::ANY).unwrap();
+    let spoofed = Ipv4Addr::new(198, 19, 128, 0);
+    let tally = maps::PREFIX_TALLY.to_ne_bytes();
+    for proto in [Proto::Tcp, Proto::Udp] {
+        let key = maps::prefix_key(spoofed, 17, proto);
+        loaded.prefixes.update(&key, &tally, MapFlags::ANY).unwrap();
+    }
+    let victim = Ipv4Addr::new(198, 19, 200, 1);
+    let with_flags = |flags: u8| {
+        let mut seg = l4(80);
+        seg[13] = flags;
+        eth(0x0800, None, &ipv4(victim, 6, &[], 0, &seg))
+    };
     let client = Ipv4Addr::new(198, 19, 3, 4);
     let outside = Ipv4Addr::new(198, 20, 3, 4);
 
@@ -176,11 +192,19 @@ fn verdicts_on_handmade_frames() {
         ("ihl 4 to kernel", eth(0x0800, None, &bad_ihl_other), XDP_PASS, Counters { errors: 1, ..Default::default() }),
         ("ports cut short, service", cut_tcp, XDP_DROP, Counters { dropped: 1, ..Default::default() }),
         ("ports cut short, kernel", cut_other, XDP_PASS, Counters { errors: 1, ..Default::default() }),
+        ("syn-ack to a tallied prefix", with_flags(0x12), XDP_DROP,
+            Counters { tallied_syn_ack: 1, ..Default::default() }),
+        ("rst-ack to a tallied prefix", with_flags(0x14), XDP_DROP,
+            Counters { tallied_rst: 1, ..Default::default() }),
+        ("ack to a tallied prefix", with_flags(0x10), XDP_DROP,
+            Counters { tallied_other: 1, ..Default::default() }),
+        ("udp to a tallied prefix", udp(victim, 80), XDP_DROP,
+            Counters { tallied_other: 1, ..Default::default() }),
     ];
 
     for (name, frame, want_action, want) in cases {
         let before = counters(&loaded);
-        let (action, _) = sys::test_run(loaded.prog.as_fd(), &frame, 1).unwrap();
+        let (action, _, _) = sys::test_run(loaded.prog.as_fd(), &frame, 1).unwrap();
         let after = counters(&loaded);
         let delta = Counters {
             steered: after.steered - before.steered,
@@ -189,6 +213,10 @@ fn verdicts_on_handmade_frames() {
             dropped: after.dropped - before.dropped,
             errors: after.errors - before.errors,
             vlan: after.vlan - before.vlan,
+            cookies: after.cookies - before.cookies,
+            tallied_syn_ack: after.tallied_syn_ack - before.tallied_syn_ack,
+            tallied_rst: after.tallied_rst - before.tallied_rst,
+            tallied_other: after.tallied_other - before.tallied_other,
         };
         assert_eq!((action, delta), (want_action, want), "{name}");
     }
@@ -211,12 +239,10 @@ fn cost_per_frame() {
         info.verified_insns
     );
     let key = maps::service_key(SERVICE, Proto::Tcp, 80);
-    loaded
-        .services
-        .update(&key, &1u32.to_ne_bytes(), MapFlags::ANY)
-        .unwrap();
+    let value = maps::service_value(XdpCookies::Off);
+    loaded.services.update(&key, &value, MapFlags::ANY).unwrap();
     for (name, frame) in [("service", tcp(SERVICE, 80)), ("kernel", tcp(KERNEL, 80))] {
-        let (action, ns) = sys::test_run(loaded.prog.as_fd(), &frame, 100_000).unwrap();
+        let (action, ns, _) = sys::test_run(loaded.prog.as_fd(), &frame, 100_000).unwrap();
         assert_eq!(action, XDP_PASS);
         eprintln!("test_run: {name} frame {ns} ns per run");
     }

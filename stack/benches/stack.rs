@@ -56,7 +56,8 @@ fn pools(c: &mut Criterion) {
     // Touch every chunk first, so that the timed loop measures the pool, not page faults.
     let all: Vec<u32> = (0..(1 << 20))
         .map(|_| {
-            let (idx, bytes) = pool.take().unwrap();
+            // SAFETY: the slice is dropped at once, before the pool and before a release.
+            let (idx, bytes) = unsafe { pool.take() }.unwrap();
             bytes[0] = 1;
             idx
         })
@@ -75,7 +76,8 @@ fn pools(c: &mut Criterion) {
             // SAFETY: the slices `take` returned were dropped right away; each index is
             // released once and taken again at once.
             unsafe { pool.release(held[i]) };
-            held[i] = pool.take().unwrap().0;
+            // SAFETY: as above: only the index is kept.
+            held[i] = unsafe { pool.take() }.unwrap().0;
         })
     });
     g.finish();

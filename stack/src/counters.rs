@@ -66,6 +66,27 @@ pub fn state_index(state: State) -> usize {
     }
 }
 
+/// The names of the TCP states in [`state_index`] order (the `states` of the reports, the
+/// `state` label of the metrics, the state of a listed connection).
+pub const STATE_NAMES: [&str; STATES] = [
+    "closed",
+    "listen",
+    "syn_sent",
+    "syn_received",
+    "established",
+    "fin_wait1",
+    "fin_wait2",
+    "close_wait",
+    "closing",
+    "last_ack",
+    "time_wait",
+];
+
+/// The name of `state` ([`STATE_NAMES`]).
+pub fn state_name(state: State) -> &'static str {
+    STATE_NAMES[state_index(state)]
+}
+
 /// Counters of one stack. Monotonic unless noted as a gauge.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Counters {
@@ -117,6 +138,14 @@ pub struct Counters {
     /// RSTs ignored because their sequence number was not exactly the next expected one
     /// (RFC 5961 §3.2).
     pub resets_ignored: u64,
+    /// Bare ACKs whose sequence number was behind RCV.NXT, from a peer that rewound after
+    /// a retransmission timeout, moved up to it so that smoltcp takes them (see the
+    /// `recovery` module of the stack's source).
+    pub acks_realigned: u64,
+    /// Keep-alive segments sent to draw the peer's window out for a connection whose
+    /// queued data made no progress while smoltcp had no timer running (see the `recovery`
+    /// module of the stack's source).
+    pub window_probes: u64,
     /// RST segments sent (smoltcp's and ours).
     pub resets_sent: u64,
     /// RST segments received.

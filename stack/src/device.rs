@@ -141,7 +141,7 @@ impl<T: TxQueue> phy::TxToken for Tx<'_, T> {
         self.queue.transmit(len, |buf| {
             let r = f(buf);
             if seq_delta != 0 {
-                crate::cookie::shift_seq(buf, seq_delta);
+                crate::seqshift::shift_seq(buf, seq_delta);
             }
             tally.count(buf);
             r

@@ -2,6 +2,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
+use std::str::FromStr;
 
 use smoltcp::socket::tcp;
 use smoltcp::time::Duration;
@@ -37,6 +38,103 @@ pub struct SocketOptions {
     /// Measured in quarter-second steps and capped at [`MAX_SEND_TIMEOUT`]; `None` for
     /// none.
     pub send_timeout: Option<Duration>,
+    /// The congestion controller: [`Congestion::Reno`] by default.
+    pub congestion: Congestion,
+}
+
+/// A connection's congestion controller: how much it may have in flight beyond what the
+/// peer's window allows, and how it backs off on loss.
+///
+/// smoltcp implements both: CUBIC (RFC 9438) and Reno (RFC 5681 slow start, congestion
+/// avoidance, fast retransmit on three duplicate ACKs and a simplified fast recovery).
+/// Either halves (Reno) or scales by 0.7 (CUBIC) its window on a loss and restarts from
+/// one segment after a retransmission timeout.
+///
+/// What it costs: smoltcp keeps the state of the largest controller built in inside every
+/// socket, whichever one the socket uses. Reno (40 bytes) is always built in and is the
+/// default; CUBIC (104 bytes) only with the `cubic` cargo feature, which makes every
+/// connection 64 bytes bigger (see the crate docs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Congestion {
+    /// CUBIC, RFC 9438 (Linux's default). Only with the `cubic` feature.
+    #[cfg(feature = "cubic")]
+    Cubic,
+    /// Reno, RFC 5681.
+    #[default]
+    Reno,
+    /// No congestion control: the sender fills the peer's window whatever the loss (the
+    /// cheapest per segment, and what a lossless LAN needs).
+    None,
+}
+
+impl Congestion {
+    /// The name used by flags and config files: `cubic`, `reno`, `none`.
+    pub fn name(self) -> &'static str {
+        match self {
+            #[cfg(feature = "cubic")]
+            Congestion::Cubic => "cubic",
+            Congestion::Reno => "reno",
+            Congestion::None => "none",
+        }
+    }
+
+    pub(crate) fn smoltcp(self) -> tcp::CongestionControl {
+        match self {
+            #[cfg(feature = "cubic")]
+            Congestion::Cubic => tcp::CongestionControl::Cubic,
+            Congestion::Reno => tcp::CongestionControl::Reno,
+            Congestion::None => tcp::CongestionControl::None,
+        }
+    }
+}
+
+impl fmt::Display for Congestion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Why a congestion controller name did not parse.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CongestionError {
+    /// Not `cubic`, `reno` or `none`.
+    Unknown(String),
+    /// `cubic` in a build without the `cubic` feature.
+    NotBuilt,
+}
+
+impl fmt::Display for CongestionError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CongestionError::Unknown(s) => {
+                write!(
+                    f,
+                    "unknown congestion control {s:?}: use cubic, reno or none"
+                )
+            }
+            CongestionError::NotBuilt => f.write_str(
+                "congestion control cubic is not in this build: use reno, or rebuild with \
+                 `--features cubic` (64 bytes more per connection)",
+            ),
+        }
+    }
+}
+
+impl std::error::Error for CongestionError {}
+
+impl FromStr for Congestion {
+    type Err = CongestionError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            #[cfg(feature = "cubic")]
+            "cubic" => Ok(Congestion::Cubic),
+            #[cfg(not(feature = "cubic"))]
+            "cubic" => Err(CongestionError::NotBuilt),
+            "reno" => Ok(Congestion::Reno),
+            "none" => Ok(Congestion::None),
+            _ => Err(CongestionError::Unknown(s.to_owned())),
+        }
+    }
 }
 
 /// The longest [`SocketOptions::send_timeout`] (about 2.3 hours; longer values are
@@ -54,6 +152,7 @@ impl Default for SocketOptions {
             keep_alive: None,
             idle_timeout: None,
             send_timeout: Some(Duration::from_secs(60)),
+            congestion: Congestion::Reno,
         }
     }
 }
@@ -63,6 +162,10 @@ impl SocketOptions {
         socket.set_nagle_enabled(self.nagle);
         socket.set_ack_delay(self.ack_delay);
         socket.set_keep_alive(self.keep_alive);
+        socket.set_congestion_control(self.congestion.smoltcp());
+        // Offered on active opens, answered when a SYN offers it (smoltcp drops it for
+        // the connection otherwise); see `tsval`.
+        socket.set_tsval_generator(Some(crate::tsval::tsval));
     }
 }
 
@@ -158,28 +261,158 @@ impl fmt::Display for ListenError {
 
 impl std::error::Error for ListenError {}
 
+/// A listener and its accounting: the connections waiting on it, half-open or queued for
+/// accept, and its live connections per source address. Each count changes only through
+/// its methods, called from the stack's state transitions.
 pub(crate) struct Listener {
     pub(crate) port: u16,
     pub(crate) opts: ListenOptions,
     pub(crate) profile: u16,
+    pub(crate) open: bool,
     /// Half-open connections (SynReceived).
-    pub(crate) half_open: u32,
+    half_open: u32,
     /// Established connections waiting in `queue`.
-    pub(crate) queued: u32,
+    queued: u32,
     /// The accept queue. May hold stale ids of connections that died while queued; they
     /// are skipped (and no longer counted in `queued`).
-    pub(crate) queue: VecDeque<ConnId>,
+    queue: VecDeque<ConnId>,
     /// Half-open connections, oldest first, for eviction. May hold stale ids (connections
     /// since established or freed); they are skipped, and swept out when they outnumber
-    /// the live ones (see `Stack::remember_half_open`).
-    pub(crate) half_open_fifo: VecDeque<ConnId>,
+    /// the live ones (see [`Listener::syn_received`]).
+    half_open_fifo: VecDeque<ConnId>,
     /// Live connections per source address, when `opts.max_per_source` is set.
-    pub(crate) per_source: Option<HashMap<u32, u32>>,
-    pub(crate) open: bool,
+    per_source: Option<HashMap<u32, u32>>,
 }
 
 impl Listener {
+    pub(crate) fn new(port: u16, opts: ListenOptions, profile: u16) -> Listener {
+        Listener {
+            port,
+            opts,
+            profile,
+            open: true,
+            half_open: 0,
+            queued: 0,
+            queue: VecDeque::new(),
+            half_open_fifo: VecDeque::new(),
+            per_source: opts.max_per_source.map(|_| HashMap::new()),
+        }
+    }
+
+    /// Half-open connections.
+    pub(crate) fn half_open(&self) -> u32 {
+        self.half_open
+    }
+
+    /// Established connections not yet accepted.
+    pub(crate) fn queued(&self) -> u32 {
+        self.queued
+    }
+
+    /// Connections that count against the backlog: half-open plus queued.
     pub(crate) fn waiting(&self) -> u32 {
         self.half_open + self.queued
+    }
+
+    /// Connection `id` reached SynReceived: counted half-open and remembered, oldest first,
+    /// for eviction. `live` tells whether a remembered id is still half-open; stale ones
+    /// are swept out when they outnumber the live ones.
+    pub(crate) fn syn_received(&mut self, id: ConnId, live: impl Fn(ConnId) -> bool) {
+        self.half_open += 1;
+        self.half_open_fifo.push_back(id);
+        if self.half_open_fifo.len() > 2 * self.half_open as usize + 64 {
+            // Amortized O(1): after the sweep the FIFO holds only live entries, and the
+            // next sweep is at least `half_open + 64` pushes away.
+            self.half_open_fifo.retain(|&id| live(id));
+        }
+    }
+
+    /// A half-open connection left SynReceived: established, closed or freed.
+    pub(crate) fn half_open_ended(&mut self) {
+        self.half_open -= 1;
+    }
+
+    /// The oldest remembered half-open connection (possibly stale: check it).
+    pub(crate) fn oldest_half_open(&mut self) -> Option<ConnId> {
+        self.half_open_fifo.pop_front()
+    }
+
+    /// Connection `id` was established from SynReceived: queued for accept. Returns
+    /// whether the queue was empty before (the application is to be told).
+    pub(crate) fn established(&mut self, id: ConnId) -> bool {
+        self.queued += 1;
+        self.queue.push_back(id);
+        self.queued == 1
+    }
+
+    /// The next id in the accept queue (possibly stale: check it).
+    pub(crate) fn next_queued(&mut self) -> Option<ConnId> {
+        self.queue.pop_front()
+    }
+
+    /// A queued connection left the queue: accepted, or over before it was.
+    pub(crate) fn dequeued(&mut self) {
+        self.queued -= 1;
+    }
+
+    /// Whether `addr` already holds the most connections this listener allows one source.
+    pub(crate) fn over_source_limit(&self, addr: u32) -> bool {
+        matches!((self.opts.max_per_source, &self.per_source),
+            (Some(max), Some(map)) if map.get(&addr).is_some_and(|&n| n >= max))
+    }
+
+    /// Counts (`up`) or uncounts a connection from `addr` for the per-source limit, if
+    /// there is one.
+    pub(crate) fn count_source(&mut self, addr: u32, up: bool) {
+        let Some(map) = self.per_source.as_mut() else {
+            return;
+        };
+        if up {
+            *map.entry(addr).or_insert(0) += 1;
+        } else if let Some(n) = map.get_mut(&addr) {
+            *n -= 1;
+            if *n == 0 {
+                map.remove(&addr);
+            }
+        }
+    }
+
+    /// Bytes reserved by the queues and the per-source map.
+    pub(crate) fn bytes(&self) -> usize {
+        (self.queue.capacity() + self.half_open_fifo.capacity()) * size_of::<ConnId>()
+            + self
+                .per_source
+                .as_ref()
+                .map_or(0, |m| m.capacity() * (size_of::<(u32, u32)>() + 1))
+    }
+}
+
+/// The stack-wide half-open budget ([`Config::max_half_open`](crate::Config::max_half_open)).
+pub(crate) struct HalfOpenBudget {
+    count: u32,
+    max: u32,
+}
+
+impl HalfOpenBudget {
+    pub(crate) fn new(max: usize) -> HalfOpenBudget {
+        HalfOpenBudget {
+            count: 0,
+            max: max.min(u32::MAX as usize) as u32,
+        }
+    }
+
+    /// Whether a new half-open connection would exceed the budget.
+    pub(crate) fn full(&self) -> bool {
+        self.count >= self.max
+    }
+
+    /// A connection entered SynReceived.
+    pub(crate) fn syn_received(&mut self) {
+        self.count += 1;
+    }
+
+    /// A half-open connection left SynReceived: established, closed or freed.
+    pub(crate) fn half_open_ended(&mut self) {
+        self.count -= 1;
     }
 }

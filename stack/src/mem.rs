@@ -155,7 +155,7 @@ fn map(bytes: usize, hugepages: HugePages) -> Option<(NonNull<u8>, Backing)> {
             return Some((p, Backing::HugePages));
         }
         FALLBACK_WARNING.call_once(|| {
-            log::warn!(
+            tracing::warn!(
                 "no 2 MiB hugepages reserved: using 4 KiB pages with MADV_HUGEPAGE \
                  (reserve some with `scripts/hugepages N` for fewer TLB misses)"
             );
@@ -247,7 +247,11 @@ impl BufferPool {
     /// Takes a chunk: its index (to give back with [`release`](Self::release)) and its bytes.
     ///
     /// `None` when every chunk is in use.
-    pub fn take(&mut self) -> Option<(u32, &'static mut [u8])> {
+    ///
+    /// # Safety
+    /// The slice borrows the pool's memory but is not tied to the pool's lifetime: the
+    /// caller must drop it before the pool is dropped and before it releases `idx`.
+    pub unsafe fn take(&mut self) -> Option<(u32, &'static mut [u8])> {
         let idx = if self.free_head != NIL {
             let idx = self.free_head;
             self.free_head = self.link(idx);
@@ -263,8 +267,8 @@ impl BufferPool {
         debug_assert!(at + self.chunk <= self.region.len());
         // SAFETY: `idx` was free (never handed out, or released — the caller of `release`
         // promised its previous slice is gone), so no other reference to these bytes
-        // exists. The bytes live until the pool is dropped; the owner of the pool drops
-        // every slice before that (module docs). `at + chunk <= region.len()`.
+        // exists. The bytes live until the pool is dropped, and our caller promised to
+        // drop the slice before that. `at + chunk <= region.len()`.
         let bytes =
             unsafe { std::slice::from_raw_parts_mut(self.region.ptr.as_ptr().add(at), self.chunk) };
         Some((idx, bytes))
@@ -378,9 +382,29 @@ pub(crate) fn one_slot<'b>(slot: &'b mut SocketStorage<'static>) -> SocketSet<'b
     SocketSet::new(std::slice::from_mut(slot))
 }
 
-/// Puts `socket` (holding buffers from a pool) into the empty `slot`.
-pub(crate) fn install(slot: &mut SocketStorage<'static>, socket: tcp::Socket<'static>) {
+/// Takes a chunk of `pool`, builds a socket on it (`rx_len` bytes to receive, the rest to
+/// send), lets `setup` configure it and puts it into the empty `slot`. Returns the
+/// chunk's index, which [`uninstall`] gives back; `None` (nothing installed) when the
+/// pool is dry.
+///
+/// The socket holds the pool's bytes as `'static`: `slot` must be emptied by
+/// [`uninstall`] or dropped before `pool` is. `Stack` declares its slab, which holds
+/// every slot, before its pools, so its fields drop in that order.
+pub(crate) fn install_new(
+    slot: &mut SocketStorage<'static>,
+    pool: &mut BufferPool,
+    rx_len: usize,
+    setup: impl FnOnce(&mut tcp::Socket<'static>),
+) -> Option<u32> {
+    // SAFETY: the chunk's only slices become the socket's buffers, which live in `slot`;
+    // `uninstall` drops them before it releases the chunk, and the owner of `slot` and
+    // `pool` drops the slot first (above).
+    let (idx, bytes) = unsafe { pool.take() }?;
+    let (rx, tx) = bytes.split_at_mut(rx_len.min(bytes.len()));
+    let mut socket = tcp::Socket::new(tcp::SocketBuffer::new(rx), tcp::SocketBuffer::new(tx));
+    setup(&mut socket);
     one_slot(slot).add(socket);
+    Some(idx)
 }
 
 /// Empties `slot`, dropping its socket, then gives the socket's buffer chunk `idx` back to
@@ -466,11 +490,13 @@ mod tests {
         eager.prefault();
         let at = eager.chunk_addr(0) as *const u8;
         assert_eq!(resident(at, chunk * n), n, "every page faulted in");
-        let (idx, bytes) = eager.take().unwrap();
+        // SAFETY: `bytes` is dropped before its release and before the pool.
+        let (idx, bytes) = unsafe { eager.take() }.unwrap();
         assert!(bytes.iter().all(|&b| b == 0), "and still zero");
         // SAFETY: `bytes` is not used after this.
         unsafe { eager.release(idx) };
-        let (idx, _) = lazy.take().unwrap();
+        // SAFETY: the slice is dropped at once.
+        let (idx, _) = unsafe { lazy.take() }.unwrap();
         // SAFETY: the slice was dropped above.
         unsafe { lazy.release(idx) };
     }
@@ -490,10 +516,14 @@ mod tests {
     #[test]
     fn pool_hands_out_disjoint_chunks_and_refuses_when_dry() {
         let mut pool = BufferPool::new(64, 3, HugePages::Off).unwrap();
-        let (a, ca) = pool.take().unwrap();
-        let (b, cb) = pool.take().unwrap();
-        let (c, cc) = pool.take().unwrap();
-        assert!(pool.take().is_none(), "a dry pool refuses");
+        // SAFETY: `ca` is dropped before the pool.
+        let (a, ca) = unsafe { pool.take() }.unwrap();
+        // SAFETY: `cb` is last used before `b` is released.
+        let (b, cb) = unsafe { pool.take() }.unwrap();
+        // SAFETY: `cc` is dropped before the pool.
+        let (c, cc) = unsafe { pool.take() }.unwrap();
+        // SAFETY: nothing is handed out.
+        assert!(unsafe { pool.take() }.is_none(), "a dry pool refuses");
         assert_eq!(pool.in_use(), 3);
         ca.fill(1);
         cb.fill(2);
@@ -503,7 +533,8 @@ mod tests {
         let _ = (ca, cc);
         // SAFETY: the slice for `b` is not used again.
         unsafe { pool.release(b) };
-        let (b2, cb2) = pool.take().unwrap();
+        // SAFETY: `cb2` is dropped before the pool.
+        let (b2, cb2) = unsafe { pool.take() }.unwrap();
         assert_eq!(b2, b, "a released chunk is reused first");
         assert_eq!(cb2.len(), 64);
         assert_eq!(pool.in_use(), 3);

@@ -86,6 +86,7 @@ pub(crate) struct Flags {
     pub(crate) syn: bool,
     pub(crate) ack: bool,
     pub(crate) rst: bool,
+    pub(crate) fin: bool,
 }
 
 /// Who this stack is, for the "for us?" checks.
@@ -170,6 +171,7 @@ pub(crate) fn classify(frame: &[u8], local: &Local<'_>) -> Result<Class, Drop> {
             syn: tcp.syn(),
             ack: tcp.ack(),
             rst: tcp.rst(),
+            fin: tcp.fin(),
         },
         payload: u16::try_from(tcp.payload().len()).unwrap_or(u16::MAX),
     })

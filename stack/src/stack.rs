@@ -27,12 +27,19 @@ use crate::cookie::{Jar, SynCookies};
 use crate::counters::{Counters, Refusal, state_index};
 use crate::defense::{self, TokenBucket};
 use crate::device::{self, Port, TxQueue, TxTally};
-use crate::listener::{Listener, SocketOptions};
+use crate::listener::{HalfOpenBudget, Listener, SocketOptions};
 use crate::mem::{self, BufferPool, HugePages};
 use crate::parse::{self, Class, Local};
 use crate::ports::{PortChooser, SequentialPorts};
 use crate::table::{FourTuple, Table};
 use crate::wheel::Timers;
+
+// The stack's implementation, split by concern. They are children of this module so that
+// they, and only they, see `Stack`'s private fields.
+pub(crate) mod api;
+mod cookie_ack;
+mod defend;
+mod recover;
 
 /// Most segments one connection may send in one [`Stack::poll`]; the rest waits for the
 /// next round, so one bulk sender cannot starve the others.
@@ -119,39 +126,40 @@ pub(crate) fn ms(t: Instant) -> u64 {
 
 /// One core's TCP/IP stack. See the [crate docs](crate) for the model.
 pub struct Stack {
-    pub(crate) iface: Interface,
-    pub(crate) caps: DeviceCapabilities,
-    pub(crate) mac: EthernetAddress,
-    pub(crate) nets: Vec<(u32, u32)>,
-    pub(crate) addrs: Vec<Ipv4Addr>,
+    iface: Interface,
+    caps: DeviceCapabilities,
+    mac: EthernetAddress,
+    nets: Vec<(u32, u32)>,
+    addrs: Vec<Ipv4Addr>,
     // `slab` must stay declared before `pools`: its sockets borrow the pools' memory.
-    pub(crate) slab: Slab,
-    pub(crate) pools: Vec<BufferPool>,
-    pub(crate) table: Table,
-    pub(crate) wheel: Timers,
-    pub(crate) profiles: Vec<Profile>,
-    pub(crate) listeners: Vec<Listener>,
+    slab: Slab,
+    pools: Vec<BufferPool>,
+    table: Table,
+    wheel: Timers,
+    profiles: Vec<Profile>,
+    listeners: Vec<Listener>,
     /// Port → listener index + 1 (0: none).
-    pub(crate) ports: Box<[u16]>,
-    pub(crate) events: VecDeque<Event>,
-    pub(crate) dirty: Vec<u32>,
-    pub(crate) spare: Vec<u32>,
-    pub(crate) counters: Counters,
-    pub(crate) tally: TxTally,
-    pub(crate) half_open: u32,
-    pub(crate) max_half_open: u32,
+    ports: Box<[u16]>,
+    events: VecDeque<Event>,
+    dirty: Vec<u32>,
+    spare: Vec<u32>,
+    counters: Counters,
+    tally: TxTally,
+    half_open: HalfOpenBudget,
     /// Paces RSTs for segments that match no connection (`Config::rst_rate`).
-    pub(crate) rst_bucket: TokenBucket,
+    rst_bucket: TokenBucket,
     /// Paces challenge ACKs (RFC 5961 §7).
-    pub(crate) challenge_bucket: TokenBucket,
-    pub(crate) hugepages: HugePages,
-    pub(crate) prefault: bool,
-    pub(crate) chooser: Box<dyn PortChooser>,
+    challenge_bucket: TokenBucket,
+    hugepages: HugePages,
+    prefault: bool,
+    chooser: Box<dyn PortChooser>,
     /// The gateway and the address to ask for it from; the next probe's time.
-    pub(crate) gateway: Option<(Ipv4Addr, Ipv4Addr)>,
-    pub(crate) next_probe: Instant,
+    gateway: Option<(Ipv4Addr, Ipv4Addr)>,
+    next_probe: Instant,
     /// SYN-cookie secrets and scratch space.
-    pub(crate) cookies: Jar,
+    cookies: Jar,
+    /// Random start of this stack's TCP timestamp clock (see `tsval`).
+    ts_offset: u32,
 }
 
 impl std::fmt::Debug for Stack {
@@ -252,8 +260,7 @@ impl Stack {
             spare: Vec::with_capacity(1024),
             counters: Counters::default(),
             tally: TxTally::default(),
-            half_open: 0,
-            max_half_open: config.max_half_open.min(u32::MAX as usize) as u32,
+            half_open: HalfOpenBudget::new(config.max_half_open),
             rst_bucket: TokenBucket::new(config.rst_rate, config.rst_burst, ms(now)),
             challenge_bucket: TokenBucket::new(
                 defense::CHALLENGE_ACK_RATE,
@@ -272,6 +279,7 @@ impl Stack {
             }),
             next_probe: now,
             cookies: Jar::new(crate::config::mix(config.seed, 3)),
+            ts_offset: crate::config::mix(config.seed, 4) as u32,
         })
     }
 
@@ -284,6 +292,7 @@ impl Stack {
     /// Takes one received Ethernet frame. Replies that smoltcp makes at once (ARP, ICMP
     /// echo, RST) go to `tx`; everything else is sent by the next [`poll`](Self::poll).
     pub fn ingress<T: TxQueue>(&mut self, now: Instant, frame: &[u8], tx: &mut T) {
+        crate::tsval::publish(ms(now), self.ts_offset);
         let class = self.classify(frame);
         let hash = match class {
             Ok(Class::Tcp { key, .. }) => self.table.hash(&key),
@@ -302,6 +311,7 @@ impl Stack {
         frames: &[F],
         tx: &mut T,
     ) {
+        crate::tsval::publish(ms(now), self.ts_offset);
         // A software pipeline over chunks of BATCH frames, three stages ahead of the work:
         // while chunk i is processed, chunk i+1's slots and chunk i+2's demux buckets are
         // on their way from memory, so the misses overlap with useful work.
@@ -445,11 +455,15 @@ impl Stack {
     ) {
         match class {
             Err(why) => {
-                log::trace!("dropped frame: {}", why.name());
+                tracing::trace!("dropped frame: {}", why.name());
                 self.counters.drop(why);
             }
             Ok(Class::Control) => self.ingress_unowned(now, frame, tx),
-            Ok(Class::Tcp { key, flags, .. }) => {
+            Ok(Class::Tcp {
+                key,
+                flags,
+                payload,
+            }) => {
                 if flags.rst {
                     self.counters.resets_received += 1;
                 }
@@ -458,7 +472,13 @@ impl Stack {
                     if (flags.rst || flags.syn) && self.screen(now, slot, frame, flags, tx) {
                         return;
                     }
-                    self.ingress_slot(now, slot, frame, tx);
+                    let bare_ack = payload == 0 && !(flags.syn || flags.fin || flags.rst);
+                    let behind = if bare_ack {
+                        self.ack_behind(slot, frame)
+                    } else {
+                        0
+                    };
+                    self.ingress_slot(now, slot, frame, behind, tx);
                 } else if flags.syn && !flags.ack && !flags.rst {
                     self.ingress_syn(now, key, frame, tx);
                 } else if flags.ack
@@ -508,14 +528,14 @@ impl Stack {
         let l = l - 1;
         self.counters.syns += 1;
         let refusal = if self.listeners[l].opts.syn_cookies == SynCookies::Always {
-            if !self.over_source_limit(l, key.remote_addr) {
+            if !self.listeners[l].over_source_limit(key.remote_addr) {
                 return self.send_cookie(now, l, key, frame, tx);
             }
             Refusal::PerSource
         } else {
             match self.admit(l, key) {
                 Ok(slot) => {
-                    self.ingress_slot(now, slot, frame, tx);
+                    self.ingress_slot(now, slot, frame, 0, tx);
                     return;
                 }
                 Err(why) => why,
@@ -525,7 +545,7 @@ impl Stack {
             return self.send_cookie(now, l, key, frame, tx);
         }
         // Dropped silently: the source is likely spoofed, and a RST would be backscatter.
-        log::debug!("refused SYN from {:?}: {}", key, refusal.name());
+        tracing::debug!("refused SYN from {:?}: {}", key, refusal.name());
         self.counters.refuse(refusal);
     }
 
@@ -539,7 +559,7 @@ impl Stack {
             // A non-zero port (checked by `listen`) cannot fail to listen.
             let _ = s.listen((IpAddress::Ipv4(local), key.local_port));
         })?;
-        self.count_source(l, key.remote_addr, true);
+        self.listeners[l].count_source(key.remote_addr, true);
         Ok(slot)
     }
 
@@ -554,16 +574,22 @@ impl Stack {
         let p = &self.profiles[usize::from(profile)];
         let (opts, pool) = (p.opts, p.pool);
         let slot = self.slab.alloc(key).ok_or(Refusal::Slots)?;
-        let Some((chunk, bytes)) = self.pools[usize::from(pool)].take() else {
+        let mut state = State::Closed;
+        let iface = &mut self.iface;
+        let installed = mem::install_new(
+            &mut self.slab.slots[slot as usize].storage,
+            &mut self.pools[usize::from(pool)],
+            opts.rx_buf,
+            |socket| {
+                opts.apply(socket);
+                setup(socket, iface);
+                state = socket.state();
+            },
+        );
+        let Some(chunk) = installed else {
             self.slab.release(slot);
             return Err(Refusal::Buffers);
         };
-        let (rx, txb) = bytes.split_at_mut(opts.rx_buf);
-        let mut socket = tcp::Socket::new(tcp::SocketBuffer::new(rx), tcp::SocketBuffer::new(txb));
-        opts.apply(&mut socket);
-        setup(&mut socket, &mut self.iface);
-        let state = socket.state();
-        mem::install(&mut self.slab.slots[slot as usize].storage, socket);
         let m = &mut self.slab.slots[slot as usize].meta;
         m.link = chunk;
         m.rx_at = 0;
@@ -580,16 +606,20 @@ impl Stack {
         Ok(slot)
     }
 
+    /// Hands `frame` to `slot`'s socket, its sequence number first moved `behind` bytes
+    /// forward (a bare ACK from a rewound peer, see `recovery`; 0 for none).
     pub(crate) fn ingress_slot<T: TxQueue>(
         &mut self,
         now: Instant,
         slot: u32,
         frame: &[u8],
+        behind: u16,
         tx: &mut T,
     ) {
-        if self.slab.slots[slot as usize].meta.seq_delta != 0 {
-            // Born from a SYN cookie: the peer acknowledges in the cookie's number space.
-            return self.ingress_cookie_born(now, slot, frame, tx);
+        if self.slab.slots[slot as usize].meta.seq_delta != 0 || behind != 0 {
+            // Born from a SYN cookie (the peer acknowledges in the cookie's number space),
+            // or a stranded ACK: translated on a copy.
+            return self.ingress_translated(now, slot, frame, behind, tx);
         }
         self.ingress_polled(now, slot, frame, tx);
     }
@@ -645,6 +675,7 @@ impl Stack {
     /// Sends what every touched connection has to send and runs expired timers. Call it
     /// once per batch, after the application has handled the batch's events.
     pub fn poll<T: TxQueue>(&mut self, now: Instant, tx: &mut T) {
+        crate::tsval::publish(ms(now), self.ts_offset);
         if let Some((gw, src)) = self.gateway
             && now >= self.next_probe
             && tx.has_room()
@@ -659,7 +690,7 @@ impl Stack {
         let mut due = std::mem::take(&mut self.spare);
         self.wheel.expire(&mut self.slab, ms(now), &mut due);
         for &slot in &due {
-            self.timer_fired(now, slot);
+            self.timer_fired(now, slot, tx);
         }
         due.clear();
         // Egress may dirty further slots (a freed slot's successor, application writes
@@ -679,11 +710,12 @@ impl Stack {
         self.spare = due;
     }
 
-    fn timer_fired(&mut self, now: Instant, slot: u32) {
+    fn timer_fired<T: TxQueue>(&mut self, now: Instant, slot: u32, tx: &mut T) {
         let m = self.slab.slots[slot as usize].meta;
         if !m.has(flag::LIVE) || self.defense_timers(now, slot) {
             return;
         }
+        self.unstall(now, slot, tx);
         let idle = self.profiles[usize::from(m.profile)].opts.idle_timeout;
         if let Some(idle) = idle {
             let silent = (ms(now) as u32).wrapping_sub(m.last_rx);
@@ -800,31 +832,24 @@ impl Stack {
         let listener = self.profiles[usize::from(m.profile)]
             .listener
             .map(usize::from);
-        if m.has(flag::HALF_OPEN) {
-            self.slab.slots[i].meta.flags &= !flag::HALF_OPEN;
-            self.half_open -= 1;
-            if let Some(l) = listener {
-                self.listeners[l].half_open -= 1;
-            }
-        }
+        self.end_half_open(slot);
         match to {
             State::SynReceived => {
                 if let Some(l) = listener {
                     self.slab.slots[i].meta.flags |= flag::HALF_OPEN;
-                    self.half_open += 1;
-                    self.listeners[l].half_open += 1;
-                    self.remember_half_open(l, self.slab.id(slot));
+                    self.half_open.syn_received();
+                    let slab = &self.slab;
+                    self.listeners[l].syn_received(slab.id(slot), |id| {
+                        slab.check(id)
+                            .is_some_and(|s| slab.slots[s as usize].meta.has(flag::HALF_OPEN))
+                    });
                 }
             }
             State::Established if from == state_index(State::SynReceived) => {
                 if let Some(l) = listener {
                     self.counters.accepted += 1;
                     self.slab.slots[i].meta.flags |= flag::QUEUED;
-                    let id = self.slab.id(slot);
-                    let lst = &mut self.listeners[l];
-                    lst.queued += 1;
-                    lst.queue.push_back(id);
-                    if lst.queued == 1 {
+                    if self.listeners[l].established(self.slab.id(slot)) {
                         self.events
                             .push_back(Event::Acceptable(crate::ListenerId(l as u16)));
                     }
@@ -844,17 +869,36 @@ impl Stack {
         true
     }
 
+    /// Uncounts `slot` as half-open, if it was: it was established, closed or freed.
+    fn end_half_open(&mut self, slot: u32) {
+        let m = &mut self.slab.slots[slot as usize].meta;
+        if m.has(flag::HALF_OPEN) {
+            m.flags &= !flag::HALF_OPEN;
+            self.half_open.half_open_ended();
+            if let Some(l) = self.profiles[usize::from(m.profile)].listener {
+                self.listeners[usize::from(l)].half_open_ended();
+            }
+        }
+    }
+
+    /// Takes `slot` off its listener's accept queue count, if it was queued: it was
+    /// accepted, or is over.
+    pub(crate) fn end_queued(&mut self, slot: u32) {
+        let m = &mut self.slab.slots[slot as usize].meta;
+        if m.has(flag::QUEUED) {
+            m.flags &= !flag::QUEUED;
+            if let Some(l) = self.profiles[usize::from(m.profile)].listener {
+                self.listeners[usize::from(l)].dequeued();
+            }
+        }
+    }
+
     /// Tells the application (once) that the connection is over, and takes it off its
     /// listener's queue count.
     fn end_visible(&mut self, slot: u32) {
         let i = slot as usize;
+        self.end_queued(slot);
         let m = self.slab.slots[i].meta;
-        if m.has(flag::QUEUED) {
-            self.slab.slots[i].meta.flags &= !flag::QUEUED;
-            if let Some(l) = self.profiles[usize::from(m.profile)].listener {
-                self.listeners[usize::from(l)].queued -= 1;
-            }
-        }
         if m.has(flag::VISIBLE) && !m.has(flag::CLOSED_SEEN) {
             self.slab.slots[i].meta.flags |= flag::CLOSED_SEEN;
             self.events.push_back(Event::Closed(self.slab.id(slot)));
@@ -865,16 +909,10 @@ impl Stack {
     pub(crate) fn free_slot(&mut self, slot: u32) {
         let i = slot as usize;
         self.end_visible(slot);
+        self.end_half_open(slot);
         let m = self.slab.slots[i].meta;
-        let listener = self.profiles[usize::from(m.profile)].listener;
-        if m.has(flag::HALF_OPEN) {
-            self.half_open -= 1;
-            if let Some(l) = listener {
-                self.listeners[usize::from(l)].half_open -= 1;
-            }
-        }
-        if let Some(l) = listener {
-            self.count_source(usize::from(l), m.key.remote_addr, false);
+        if let Some(l) = self.profiles[usize::from(m.profile)].listener {
+            self.listeners[usize::from(l)].count_source(m.key.remote_addr, false);
         }
         let slab = &self.slab;
         self.table.remove(&m.key, |s| slab.key(s));

@@ -27,11 +27,49 @@ use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
 use std::net::Ipv4Addr;
 
+use smoltcp::phy::ChecksumCapabilities;
+use smoltcp::wire::{
+    EthernetAddress, EthernetFrame, EthernetProtocol, EthernetRepr, IpAddress, IpProtocol,
+    Ipv4Packet, Ipv4Repr, TcpPacket, TcpRepr,
+};
+
 use crate::config::Config;
 use crate::device::TxQueue;
 use crate::mem::HugePages;
 use crate::stack::Stack;
 use crate::{Instant, MAX_FRAME};
+
+/// An Ethernet/IPv4 frame from `(mac, addr)` `src` to `dst` carrying `tcp`, both
+/// checksums filled (TTL 64, no IP options): for tests and tools that hand-build
+/// segments.
+pub fn tcp_frame(src: ([u8; 6], Ipv4Addr), dst: ([u8; 6], Ipv4Addr), tcp: &TcpRepr) -> Vec<u8> {
+    let ip = Ipv4Repr {
+        src_addr: src.1,
+        dst_addr: dst.1,
+        next_header: IpProtocol::Tcp,
+        payload_len: tcp.buffer_len(),
+        hop_limit: 64,
+    };
+    let eth = EthernetRepr {
+        src_addr: EthernetAddress(src.0),
+        dst_addr: EthernetAddress(dst.0),
+        ethertype: EthernetProtocol::Ipv4,
+    };
+    let mut buf = vec![0u8; 14 + ip.buffer_len() + tcp.buffer_len()];
+    let caps = ChecksumCapabilities::default();
+    let mut f = EthernetFrame::new_unchecked(&mut buf[..]);
+    eth.emit(&mut f);
+    let mut p = Ipv4Packet::new_unchecked(f.payload_mut());
+    ip.emit(&mut p, &caps);
+    let (s, d) = (IpAddress::Ipv4(src.1), IpAddress::Ipv4(dst.1));
+    tcp.emit(
+        &mut TcpPacket::new_unchecked(p.payload_mut()),
+        &s,
+        &d,
+        &caps,
+    );
+    buf
+}
 
 /// A transmit queue of owned frames, recycling their buffers.
 #[derive(Debug)]
@@ -185,6 +223,9 @@ pub struct Pair {
     now: u64,
     /// Frames the wire dropped on purpose.
     pub lost: u64,
+    /// When `Some`, every frame a side transmits is copied here (before the wire's
+    /// impairments) with the time and the sender: for tests that look at segments.
+    pub capture: Option<Vec<(Instant, Side, Vec<u8>)>>,
     batch: Vec<Vec<u8>>,
 }
 
@@ -239,6 +280,7 @@ impl Pair {
             rng: imp.seed | 1,
             now: 0,
             lost: 0,
+            capture: None,
             batch: Vec::new(),
         }
     }
@@ -264,43 +306,58 @@ impl Pair {
     /// that side's events, poll, and put what it sent on the wire. Returns whether any
     /// frame moved.
     pub fn step(&mut self, app: &mut impl FnMut(Side, &mut Stack)) -> bool {
+        let a = self.step_side(Side::A, app);
+        let b = self.step_side(Side::B, app);
+        a || b
+    }
+
+    /// One side's half of [`step`](Self::step): deliver the frames due to `side` as one
+    /// batch, let `app` handle its events, poll it, and put what it sent on the wire.
+    /// Separate so that a benchmark can time each side's work on its own. Returns whether
+    /// any frame moved.
+    pub fn step_side(&mut self, side: Side, app: &mut impl FnMut(Side, &mut Stack)) -> bool {
         let now = Instant::from_millis(self.now as i64);
         let mut moved = false;
-        for (i, side) in [(0usize, Side::A), (1, Side::B)] {
-            let stack = if i == 0 { &mut self.a } else { &mut self.b };
-            // Lane i carries frames *to* side i; deliver what is due as one batch.
-            let mut batch = std::mem::take(&mut self.batch);
-            while let Some(frame) = self.lanes[i].pop_due(self.now) {
-                batch.push(frame);
+        let i = match side {
+            Side::A => 0,
+            Side::B => 1,
+        };
+        let stack = if i == 0 { &mut self.a } else { &mut self.b };
+        // Lane i carries frames *to* side i; deliver what is due as one batch.
+        let mut batch = std::mem::take(&mut self.batch);
+        while let Some(frame) = self.lanes[i].pop_due(self.now) {
+            batch.push(frame);
+        }
+        if !batch.is_empty() {
+            moved = true;
+            stack.ingress_batch(now, &batch, &mut self.tx[i]);
+            // Buffers go back to the side that sent them, so neither side's free
+            // list grows while the other allocates.
+            for frame in batch.drain(..) {
+                self.tx[1 - i].recycle(frame);
             }
-            if !batch.is_empty() {
-                moved = true;
-                stack.ingress_batch(now, &batch, &mut self.tx[i]);
-                // Buffers go back to the side that sent them, so neither side's free
-                // list grows while the other allocates.
-                for frame in batch.drain(..) {
-                    self.tx[1 - i].recycle(frame);
-                }
+        }
+        self.batch = batch;
+        app(side, stack);
+        stack.poll(now, &mut self.tx[i]);
+        while let Some(frame) = self.tx[i].pop() {
+            moved = true;
+            if let Some(c) = &mut self.capture {
+                c.push((now, side, frame.clone()));
             }
-            self.batch = batch;
-            app(side, stack);
-            stack.poll(now, &mut self.tx[i]);
-            while let Some(frame) = self.tx[i].pop() {
-                moved = true;
-                if self.chance(self.imp.loss) {
-                    self.lost += 1;
-                    self.tx[i].recycle(frame);
-                    continue;
-                }
-                let mut at = self.now + self.imp.delay_ms;
-                if self.chance(self.imp.reorder) {
-                    at += 1 + self.rng % self.imp.jitter_ms.max(1);
-                }
-                if self.chance(self.imp.duplicate) {
-                    self.lanes[1 - i].push(at, frame.clone());
-                }
-                self.lanes[1 - i].push(at, frame);
+            if self.chance(self.imp.loss) {
+                self.lost += 1;
+                self.tx[i].recycle(frame);
+                continue;
             }
+            let mut at = self.now + self.imp.delay_ms;
+            if self.chance(self.imp.reorder) {
+                at += 1 + self.rng % self.imp.jitter_ms.max(1);
+            }
+            if self.chance(self.imp.duplicate) {
+                self.lanes[1 - i].push(at, frame.clone());
+            }
+            self.lanes[1 - i].push(at, frame);
         }
         moved
     }

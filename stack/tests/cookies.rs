@@ -111,6 +111,7 @@ fn auto_uses_cookies_once_the_half_open_budget_is_full() {
 
     // A flood from spoofed sources that never answer (routed away via the gateway, where
     // nobody owns them) fills the budget.
+    assert!(!pair.b.cookie_pressure(), "room in the budget: no pressure");
     let mut sink = Queue::default();
     for i in 0..budget as u16 * 3 {
         let src = (Ipv4Addr::new(198, 18, 1, (i % 250) as u8 + 1), 1000 + i);
@@ -123,6 +124,10 @@ fn auto_uses_cookies_once_the_half_open_budget_is_full() {
         c.in_state(State::SynReceived),
         budget as u64,
         "the budget is full"
+    );
+    assert!(
+        pair.b.cookie_pressure(),
+        "an auto listener answers with cookies now"
     );
     assert_eq!(c.cookies_sent, 2 * budget as u64, "the rest got cookies");
     assert_eq!(c.refusals(Refusal::HalfOpen), 0, "nothing was refused");
@@ -696,4 +701,35 @@ fn a_cookie_born_connection_takes_an_exact_rst_and_screens_a_blind_one() {
     );
     s.poll(now, &mut tx);
     assert_eq!(s.connections(), 0, "the exact RST resets the connection");
+}
+
+/// The cookie as `CookieKeys` documents it, computed outside the stack.
+fn cookie_from_keys(k: c10m_stack::CookieKeys, src: (Ipv4Addr, u16), isn: u32, m: u8) -> u32 {
+    use std::hash::Hasher;
+    let mut h = siphasher::sip::SipHasher13::new_with_keys(k.k0, k.k1);
+    h.write_u64(u64::from(u32::from(src.0)) << 32 | u64::from(u32::from(Pair::SERVER)));
+    h.write_u64(u64::from(src.1) << 48 | 80 << 32 | u64::from(isn));
+    h.write_u8(m);
+    (h.finish() as u32 & !7) | u32::from(k.parity) << 2 | u32::from(m)
+}
+
+#[test]
+fn cookie_keys_make_the_stacks_cookies_and_change_only_with_the_period() {
+    let (mut s, mut tx) = server(SynCookies::Always);
+    let src = (CLIENT, 41000);
+    let at = 5 * PERIOD + 10;
+    let keys = s.cookie_keys(Instant::from_millis(at));
+    assert!(keys.parity, "period 5 is odd");
+    let cookie = cookie_for(&mut s, &mut tx, at, src, 4242);
+    // The SYN announced 1400: index 1 (1220).
+    assert_eq!(cookie_from_keys(keys, src, 4242, 1), cookie);
+
+    // A new secret keys the next period, not this one.
+    s.set_cookie_secret(Instant::from_millis(at + 1), 99);
+    assert_eq!(s.cookie_keys(Instant::from_millis(at + 2)), keys);
+    let next = s.cookie_keys(Instant::from_millis(6 * PERIOD));
+    assert_ne!((next.k0, next.k1), (keys.k0, keys.k1));
+    assert!(!next.parity);
+    let cookie = cookie_for(&mut s, &mut tx, 6 * PERIOD + 5, src, 4243);
+    assert_eq!(cookie_from_keys(next, src, 4243, 1), cookie);
 }

@@ -198,3 +198,34 @@ fn slot_exhaustion_refuses_new_connections_and_keeps_old_ones() {
         assert_eq!(client.flows[c].received.len(), 600);
     }
 }
+
+#[test]
+fn an_unlistened_port_resets_and_a_relisten_accepts_again() {
+    let mut pair = pair(16, Impairments::none());
+    let mut client = EchoClient::default();
+    let mut server = EchoServer::default();
+    let l = pair.b.listen(80, server_opts(1024)).unwrap();
+    pair.b.unlisten(l);
+    let to = SocketAddrV4::new(Pair::SERVER, 80);
+    client.open(&mut pair.a, to, client_opts(1024), vec![1]);
+    assert!(run(&mut pair, &mut client, &mut server, 10_000, |c, _| c
+        .closed
+        == 1));
+    assert_eq!((client.connected, server.accepted.len()), (0, 0));
+
+    pair.b.relisten(l).unwrap();
+    client.open(&mut pair.a, to, client_opts(1024), pattern(7, 100));
+    assert!(run(&mut pair, &mut client, &mut server, 10_000, |c, _| c
+        .connected
+        == 1));
+    assert_eq!(server.accepted.len(), 1);
+
+    // A port another listener took in between stays that listener's.
+    pair.b.unlisten(l);
+    let other = pair.b.listen(80, server_opts(1024)).unwrap();
+    assert_ne!(other, l);
+    assert_eq!(
+        pair.b.relisten(l),
+        Err(c10m_stack::ListenError::PortInUse(80))
+    );
+}

@@ -16,7 +16,8 @@
 //! use c10m_apps::kernel::{Config, Server};
 //! use c10m_apps::services::Echo;
 //!
-//! let server = Server::start(&Config::default(), &["127.0.0.1:7".parse().unwrap()], |_worker, _addrs| {
+//! let addrs = ["127.0.0.1:7".parse().unwrap()];
+//! let server = Server::start(&Config::default(), &addrs, |_worker, _addrs, _fanout| {
 //!     Echo::default()
 //! })
 //! .unwrap();
@@ -24,14 +25,12 @@
 //! server.join().unwrap();
 //! ```
 
-pub(crate) mod sock;
 mod worker;
 
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{self, SyncSender};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
@@ -39,8 +38,9 @@ use mio::{Poll, Waker};
 use socket2::{Domain, Socket, Type};
 
 use crate::core::Core;
+pub use crate::fanout::Fanout;
 use crate::service::{Service, Stats};
-use sock::Socks;
+use crate::sock::Socks;
 use worker::{WAKER, Worker};
 
 /// Sizing of the kernel backend.
@@ -104,36 +104,6 @@ pub enum Error {
     Panicked,
 }
 
-/// Sends control commands to every worker: the in-process fan-out behind
-/// `c10m ctl publish`.
-#[derive(Debug)]
-pub struct Fanout<C> {
-    workers: Vec<(SyncSender<C>, Arc<Waker>)>,
-}
-
-impl<C> Clone for Fanout<C> {
-    fn clone(&self) -> Self {
-        Fanout {
-            workers: self.workers.clone(),
-        }
-    }
-}
-
-impl<C: Clone> Fanout<C> {
-    /// Delivers `cmd` to every worker (waiting if a worker's queue of 4096 is full) and
-    /// wakes them. Returns how many workers it reached.
-    pub fn publish(&self, cmd: C) -> usize {
-        let mut n = 0;
-        for (tx, waker) in &self.workers {
-            if tx.send(cmd.clone()).is_ok() {
-                let _ = waker.wake();
-                n += 1;
-            }
-        }
-        n
-    }
-}
-
 /// A running kernel-backend server.
 #[derive(Debug)]
 pub struct Server<C> {
@@ -169,12 +139,14 @@ fn probe(addr: SocketAddr) -> Result<(), Error> {
 impl<C: Clone + Send + 'static> Server<C> {
     /// Starts `cfg.workers` reactors listening on every address of `listen` (port 0
     /// picks one port, shared by all workers; a port another process listens on is
-    /// refused unless `cfg.reuseport`); `make(i)` builds worker `i`'s service on
-    /// its thread, given the bound addresses.
+    /// refused unless `cfg.reuseport`); `make(i, addrs, fanout)` builds worker `i`'s
+    /// service on its thread, given the bound addresses and the [`Fanout`] that
+    /// reaches every worker's [`on_command`](Service::on_command) (the same one
+    /// [`fanout`](Self::fanout) returns).
     pub fn start<S, F>(cfg: &Config, listen: &[SocketAddr], make: F) -> Result<Self, Error>
     where
         S: Service<Command = C> + 'static,
-        F: Fn(usize, &[SocketAddr]) -> S + Send + Sync + 'static,
+        F: Fn(usize, &[SocketAddr], &Fanout<C>) -> S + Send + Sync + 'static,
     {
         if cfg.workers == 0 || listen.is_empty() || cfg.max_connections == 0 {
             return Err(Error::Invalid(
@@ -200,18 +172,24 @@ impl<C: Clone + Send + 'static> Server<C> {
         let make = Arc::new(make);
         let stop = Arc::new(AtomicBool::new(false));
         let start = Instant::now();
-        let mut workers = Vec::new();
-        let mut threads = Vec::new();
-        for (i, ls) in per_worker.into_iter().enumerate() {
+        let mut polls = Vec::new();
+        let mut wakers = Vec::new();
+        for _ in 0..cfg.workers {
             let poll = Poll::new()?;
-            let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
-            let (tx, rx) = mpsc::sync_channel(4096);
-            workers.push((tx, waker));
+            wakers.push(Some(Arc::new(Waker::new(poll.registry(), WAKER)?)));
+            polls.push(poll);
+        }
+        let (fanout, inboxes) = Fanout::with_wakers(wakers);
+        let mut threads = Vec::new();
+        let each = per_worker.into_iter().zip(polls).zip(inboxes);
+        for (i, ((ls, poll), inbox)) in each.enumerate() {
             let (make, stop, cfg, bound) = (make.clone(), stop.clone(), *cfg, addrs.clone());
+            let fanout = fanout.clone();
             let t = std::thread::Builder::new()
                 .name(format!("c10m-kernel-{i}"))
                 .spawn(move || {
-                    let service = make(i, &bound);
+                    let service = make(i, &bound, &fanout);
+                    drop(fanout);
                     let listeners = ls
                         .into_iter()
                         .map(|(l, p)| (mio::net::TcpListener::from_std(l), p))
@@ -222,7 +200,7 @@ impl<C: Clone + Send + 'static> Server<C> {
                         listeners,
                         socks: Socks::new(cfg.max_connections, cfg.tx_buf, 64 * 1024),
                         core: Core::new(service, cfg.max_connections, now),
-                        commands: rx,
+                        commands: inbox,
                         stop,
                         start,
                         again: Vec::new(),
@@ -233,7 +211,7 @@ impl<C: Clone + Send + 'static> Server<C> {
         }
         Ok(Server {
             addrs,
-            fanout: Fanout { workers },
+            fanout,
             stop,
             threads,
         })

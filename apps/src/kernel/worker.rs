@@ -4,7 +4,6 @@
 use std::io;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
 
 use mio::net::{TcpListener, TcpStream};
@@ -12,8 +11,9 @@ use mio::{Events, Interest, Poll, Token};
 
 use crate::conn::{Io, Net};
 use crate::core::{Core, Ev};
-use crate::kernel::sock::{READ_BUDGET, Sock, Socks};
+use crate::fanout::Inbox;
 use crate::service::{Service, Stats};
+use crate::sock::{READ_BUDGET, Sock, Socks};
 
 pub(crate) const WAKER: Token = Token(usize::MAX);
 const LISTENER_BASE: usize = usize::MAX - 1024;
@@ -27,7 +27,7 @@ pub(crate) struct Worker<S: Service> {
     pub(crate) listeners: Vec<(TcpListener, u16)>,
     pub(crate) socks: Socks,
     pub(crate) core: Core<S>,
-    pub(crate) commands: Receiver<S::Command>,
+    pub(crate) commands: Inbox<S::Command>,
     pub(crate) stop: Arc<AtomicBool>,
     pub(crate) start: Instant,
     pub(crate) again: Vec<u32>,
@@ -101,7 +101,7 @@ impl<S: Service> Worker<S> {
     }
 
     fn commands(&mut self) {
-        while let Ok(cmd) = self.commands.try_recv() {
+        while let Some(cmd) = self.commands.try_recv() {
             self.core.command(&cmd, Net::Kernel(&mut self.socks));
             self.settle_touched();
         }
@@ -117,7 +117,7 @@ impl<S: Service> Worker<S> {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
                     // EMFILE and the like: leave the rest in the backlog for now.
-                    log::warn!("accept: {e}");
+                    tracing::warn!("accept: {e}");
                     return;
                 }
             };
@@ -137,7 +137,7 @@ impl<S: Service> Worker<S> {
             .registry()
             .register(&mut stream, Token(slot as usize), interest)
         {
-            log::warn!("register: {e}");
+            tracing::warn!("register: {e}");
             return;
         }
         let slot = match self.socks.insert(Sock::new(stream)) {

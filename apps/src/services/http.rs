@@ -154,26 +154,32 @@ fn parse(b: &[u8], cfg: &Config) -> Parsed {
     Parsed::Request { head, resp, body }
 }
 
+/// The `200 OK` this service answers a request with: a body of `body_size` bytes
+/// (`Hello, World!` for 13, otherwise `abc…`), `Connection: close` if `close`, the head
+/// alone for HEAD. Public so that a benchmark's stateless responder (`c10m-bench reflect`)
+/// sends the very same bytes.
+pub fn ok_response(body_size: usize, close: bool, head: bool) -> Vec<u8> {
+    let body: Vec<u8> = if body_size == 13 {
+        b"Hello, World!".to_vec()
+    } else {
+        (0..body_size).map(|i| b'a' + (i % 26) as u8).collect()
+    };
+    let c = if close { "Connection: close\r\n" } else { "" };
+    let mut r = format!(
+        "HTTP/1.1 200 OK\r\nServer: c10m\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n{c}\r\n",
+        body.len()
+    )
+    .into_bytes();
+    if !head {
+        r.extend_from_slice(&body);
+    }
+    r
+}
+
 impl Http {
     /// An http service with these settings.
     pub fn new(cfg: Config) -> Self {
-        let body: Vec<u8> = if cfg.body_size == 13 {
-            b"Hello, World!".to_vec()
-        } else {
-            (0..cfg.body_size).map(|i| b'a' + (i % 26) as u8).collect()
-        };
-        let ok = |close: bool, head: bool| {
-            let c = if close { "Connection: close\r\n" } else { "" };
-            let mut r = format!(
-                "HTTP/1.1 200 OK\r\nServer: c10m\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n{c}\r\n",
-                body.len()
-            )
-            .into_bytes();
-            if !head {
-                r.extend_from_slice(&body);
-            }
-            r
-        };
+        let ok = |close: bool, head: bool| ok_response(cfg.body_size, close, head);
         let err = |status: &str| {
             format!("HTTP/1.1 {status}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
                 .into_bytes()

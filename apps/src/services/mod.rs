@@ -189,15 +189,26 @@ impl Service for Builtin {
     }
 
     fn on_command(&mut self, cmd: &push::Command, conns: &mut Conns<'_, State>) {
+        self.push.start(cmd);
+        self.on_poll(conns);
+    }
+
+    fn on_poll(&mut self, conns: &mut Conns<'_, State>) {
+        if !self.push.fanning_out() {
+            return;
+        }
         // The push service's subscribers are exactly the connections in `Push` state, so
         // its handles only ever reach those.
-        let push = &mut self.push;
-        push.publish_with(cmd, |h, f| {
+        self.push.fan_out(|h, f| {
             conns.with(h, |conn, st| {
                 if let State::Push(_) = st {
                     f(conn);
                 }
             });
         });
+    }
+
+    fn busy(&self) -> bool {
+        self.push.fanning_out()
     }
 }

@@ -11,8 +11,24 @@
 //! runtime's timing wheel. A subscriber's output is bounded by its transmit buffer: one
 //! that does not read, so that a message or reply no longer fits, is reset rather than
 //! allowed to grow memory.
+//!
+//! # Paced fan-out
+//!
+//! A publish does not write to every subscriber at once: a topic may have millions, and
+//! a handler must return in microseconds so that the loop keeps reading frames (and
+//! answering heartbeats). [`Push::start`] records the fan-out; each call of
+//! [`Push::fan_out`] (the service's `on_poll`, once per loop iteration) reaches at most
+//! [`Config::fanout_budget`] subscribers (a sixteenth of it while the loop says frames
+//! are waiting to be read, [`Push::set_backlog`]: each message sent brings an ACK back,
+//! and a fan-out that outran the loop's reading would fill its receive ring), resuming
+//! after the last handle it reached (a
+//! topic's subscribers are kept in handle order). A subscriber that joins while the
+//! fan-out runs gets the message if its handle comes after the cursor; one that leaves
+//! before its turn does not. When a fan-out ends its [`Outcome`] waits in
+//! [`Push::take_finished`].
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::ops::Bound;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -27,6 +43,8 @@ pub struct Config {
     pub max_line: usize,
     /// Most topics one connection may subscribe to.
     pub max_topics: usize,
+    /// Most subscribers a publish reaches per loop iteration (see the module docs).
+    pub fanout_budget: usize,
 }
 
 impl Default for Config {
@@ -35,6 +53,7 @@ impl Default for Config {
             idle_timeout: Some(Duration::from_secs(60)),
             max_line: 1024,
             max_topics: 64,
+            fanout_budget: 256,
         }
     }
 }
@@ -74,6 +93,33 @@ pub struct Stats {
     pub pongs: u64,
 }
 
+/// How one publish went, once its fan-out ended.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Outcome {
+    /// The publish, numbered from 1 by [`Push::start`] (its [`Stats::published`] then).
+    pub id: u64,
+    /// Subscribers of the topic when the publish started.
+    pub queued: u64,
+    /// Subscribers whose transmit buffer took the message (TCP delivers it from there).
+    pub delivered: u64,
+    /// Subscribers reset because their output was full. `queued - delivered - dropped`
+    /// left the topic before their turn.
+    pub dropped: u64,
+}
+
+/// A publish whose fan-out is under way.
+#[derive(Debug)]
+struct Fanout {
+    topic: Arc<str>,
+    msg: Vec<u8>,
+    /// The last subscriber reached; the fan-out resumes after it.
+    after: Option<Handle>,
+    outcome: Outcome,
+}
+
+/// Finished outcomes kept for [`Push::take_finished`]; older ones are forgotten.
+const FINISHED: usize = 64;
+
 /// A connection's state: its partial line and its topics.
 #[derive(Debug, Default)]
 pub struct State {
@@ -86,7 +132,12 @@ pub struct State {
 pub struct Push {
     cfg: Config,
     topics: BTreeMap<Arc<str>, BTreeSet<Handle>>,
-    msg: Vec<u8>,
+    fanouts: VecDeque<Fanout>,
+    finished: VecDeque<Outcome>,
+    /// The handles of one step of a fan-out.
+    step: Vec<Handle>,
+    /// Whether the loop has frames waiting to be read.
+    backlog: bool,
     /// Counters.
     pub stats: Stats,
 }
@@ -120,7 +171,7 @@ fn line(l: &[u8]) -> Line {
 
 /// Queues `bytes` whole, or resets the connection: a peer that does not read is dropped.
 fn send_whole(conn: &mut Conn<'_>, bytes: &[u8], stats: &mut Stats) -> bool {
-    if conn.send_room().is_ok_and(|r| r >= bytes.len()) && conn.send(bytes) == Ok(bytes.len()) {
+    if conn.send_whole(bytes) {
         return true;
     }
     stats.dropped_slow += 1;
@@ -137,32 +188,97 @@ impl Push {
         }
     }
 
-    /// Runs a publish: `visit` is called with each subscriber's handle and a function to
-    /// run on its connection (for services that embed this one).
-    pub fn publish_with(
-        &mut self,
-        cmd: &Command,
-        mut visit: impl FnMut(Handle, &mut dyn FnMut(&mut Conn<'_>)),
-    ) {
+    /// Starts a publish: its fan-out runs in steps of [`fan_out`](Self::fan_out). Returns
+    /// the publish's id (its [`Outcome::id`]).
+    pub fn start(&mut self, cmd: &Command) -> u64 {
         let Command::Publish { topic, payload } = cmd;
         self.stats.published += 1;
-        self.msg.clear();
-        self.msg.extend_from_slice(b"MSG ");
-        self.msg.extend_from_slice(topic.as_bytes());
-        self.msg.push(b' ');
-        self.msg.extend_from_slice(payload);
-        self.msg.push(b'\n');
-        let Some(set) = self.topics.get(topic) else {
-            return;
-        };
-        let (msg, stats) = (&self.msg, &mut self.stats);
-        for &h in set {
-            visit(h, &mut |conn| {
-                if send_whole(conn, msg, stats) {
-                    stats.delivered += 1;
-                }
-            });
+        let mut msg = Vec::with_capacity(topic.len() + payload.len() + 6);
+        msg.extend_from_slice(b"MSG ");
+        msg.extend_from_slice(topic.as_bytes());
+        msg.push(b' ');
+        msg.extend_from_slice(payload);
+        msg.push(b'\n');
+        let queued = self.topics.get(topic).map_or(0, BTreeSet::len) as u64;
+        self.fanouts.push_back(Fanout {
+            topic: topic.clone(),
+            msg,
+            after: None,
+            outcome: Outcome {
+                id: self.stats.published,
+                queued,
+                ..Outcome::default()
+            },
+        });
+        self.stats.published
+    }
+
+    /// One step of the fan-outs under way: at most [`Config::fanout_budget`] subscribers
+    /// reached, oldest publish first. `visit` is called with each subscriber's handle and
+    /// a function to run on its connection (so a service that embeds this one reaches its
+    /// connections its own way). Returns how many subscribers it visited.
+    pub fn fan_out(
+        &mut self,
+        mut visit: impl FnMut(Handle, &mut dyn FnMut(&mut Conn<'_>)),
+    ) -> usize {
+        let mut budget = self.cfg.fanout_budget;
+        if self.backlog {
+            budget /= 16;
         }
+        let mut budget = budget.max(1);
+        let mut visited = 0;
+        while budget > 0
+            && let Some(f) = self.fanouts.front_mut()
+        {
+            self.step.clear();
+            if let Some(set) = self.topics.get(&f.topic) {
+                let from = f.after.map_or(Bound::Unbounded, Bound::Excluded);
+                self.step
+                    .extend(set.range((from, Bound::Unbounded)).take(budget).copied());
+            }
+            let (msg, stats, out) = (&f.msg, &mut self.stats, &mut f.outcome);
+            for &h in &self.step {
+                visit(h, &mut |conn| {
+                    if send_whole(conn, msg, stats) {
+                        stats.delivered += 1;
+                        out.delivered += 1;
+                    } else {
+                        out.dropped += 1;
+                    }
+                });
+            }
+            visited += self.step.len();
+            budget -= self.step.len();
+            f.after = self.step.last().copied().or(f.after);
+            if budget > 0 {
+                // The topic had fewer subscribers left than the budget: this one is done.
+                let done = f.outcome;
+                self.fanouts.pop_front();
+                if self.finished.len() == FINISHED {
+                    self.finished.pop_front();
+                }
+                self.finished.push_back(done);
+            }
+        }
+        visited
+    }
+
+    /// The outcome of the oldest finished publish not taken yet (the last
+    /// 64 are kept).
+    pub fn take_finished(&mut self) -> Option<Outcome> {
+        self.finished.pop_front()
+    }
+
+    /// Tells the service whether the loop that drives it has frames waiting to be read
+    /// (it read as many as it reads in one iteration): fan-out steps are then a sixteenth
+    /// of [`Config::fanout_budget`], so that reading catches up.
+    pub fn set_backlog(&mut self, backlog: bool) {
+        self.backlog = backlog;
+    }
+
+    /// Whether a fan-out is under way.
+    pub fn fanning_out(&self) -> bool {
+        !self.fanouts.is_empty()
     }
 
     /// Subscriptions across all topics.
@@ -254,9 +370,20 @@ impl Service for Push {
     }
 
     fn on_command(&mut self, cmd: &Command, conns: &mut Conns<'_, State>) {
-        self.publish_with(cmd, |h, f| {
-            conns.with(h, |conn, _| f(conn));
-        });
+        self.start(cmd);
+        self.on_poll(conns);
+    }
+
+    fn on_poll(&mut self, conns: &mut Conns<'_, State>) {
+        if self.fanning_out() {
+            self.fan_out(|h, f| {
+                conns.with(h, |conn, _| f(conn));
+            });
+        }
+    }
+
+    fn busy(&self) -> bool {
+        self.fanning_out()
     }
 
     fn idle_timeout(&self) -> Option<Duration> {

@@ -108,42 +108,6 @@ pub(crate) fn server_work(server: &CoreUse, generator: &CoreUse) -> f64 {
     server.user + server.system + server.irq + generator.softirq
 }
 
-/// The share (percent) of the server core's busy time that the server process itself
-/// had; well under 100 means other work shared the core (or its receive path for the
-/// generator's frames ran in ksoftirqd).
-pub(crate) fn process_share(cpu: &Cpu) -> Option<f64> {
-    let busy_secs = cpu.server_core.as_ref()?.busy / 100.0 * cpu.window_secs;
-    let p = cpu.server_process_cpu_secs?;
-    (busy_secs > 0.0).then(|| 100.0 * p / busy_secs)
-}
-
-/// Below this share the server shared its core with other work: the run's figures are
-/// not the server's alone.
-pub(crate) const SHARED: f64 = 80.0;
-
-/// A core at least this busy (percent) is saturated.
-pub(crate) const FULL: f64 = 95.0;
-/// A generator whose loop found nothing to do for at least this share of the window
-/// (percent) was waiting on the server, however busy its core (it spins before it
-/// sleeps).
-pub(crate) const WAITING: f64 = 5.0;
-
-/// What bounds a run: a core ≥ [`FULL`] busy is saturated, except the generator's when
-/// its loop idled for ≥ [`WAITING`] of the window.
-pub(crate) fn bound(cpu: &Cpu) -> &'static str {
-    let busy = |c: &Option<CoreUse>| c.as_ref().map(|c| c.busy);
-    let (Some(s), Some(g)) = (busy(&cpu.server_core), busy(&cpu.generator_core)) else {
-        return "unknown";
-    };
-    let generator = g >= FULL && cpu.generator_idle.is_none_or(|i| i < WAITING);
-    match (s >= FULL, generator) {
-        (true, true) => "both cores",
-        (true, false) => "server core",
-        (false, true) => "generator core",
-        (false, false) => "neither core",
-    }
-}
-
 /// `(ppid, utime + stime in ticks)` from the text of `/proc/<pid>/stat`. The command
 /// name (field 2) is in parentheses and may hold spaces and parentheses itself, so the
 /// fields are counted from the last `)`.
@@ -352,52 +316,6 @@ mod tests {
         assert!((server_work(&server, &generator) - 90.0).abs() < 1e-9);
         // 270,000 requests/s with 90% of a core of server work: 300,000 per second of it.
         assert_eq!(per_core_second(270_000.0, 90.0), Some(300_000.0));
-    }
-
-    #[test]
-    fn the_server_process_share_of_its_busy_core() {
-        let c = Cpu {
-            server_core: Some(CoreUse {
-                busy: 100.0,
-                ..CoreUse::default()
-            }),
-            server_process_cpu_secs: Some(2.5),
-            window_secs: 5.0,
-            ..Cpu::default()
-        };
-        assert_eq!(process_share(&c), Some(50.0));
-        assert_eq!(process_share(&Cpu::default()), None);
-    }
-
-    #[test]
-    fn the_bound_is_the_saturated_core() {
-        let cpu = |s: f64, g: f64| Cpu {
-            server_core: Some(CoreUse {
-                busy: s,
-                ..CoreUse::default()
-            }),
-            generator_core: Some(CoreUse {
-                busy: g,
-                ..CoreUse::default()
-            }),
-            ..Cpu::default()
-        };
-        assert_eq!(bound(&cpu(60.0, 99.0)), "generator core");
-        assert_eq!(bound(&cpu(99.0, 60.0)), "server core");
-        assert_eq!(bound(&cpu(99.0, 97.0)), "both cores");
-        assert_eq!(bound(&cpu(50.0, 50.0)), "neither core");
-        assert_eq!(bound(&Cpu::default()), "unknown");
-        // A spinning generator: its core is full but its loop waited on the server.
-        let spinning = Cpu {
-            generator_idle: Some(30.0),
-            ..cpu(100.0, 100.0)
-        };
-        assert_eq!(bound(&spinning), "server core");
-        let working = Cpu {
-            generator_idle: Some(1.0),
-            ..cpu(100.0, 100.0)
-        };
-        assert_eq!(bound(&working), "both cores");
     }
 
     #[test]

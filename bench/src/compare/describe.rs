@@ -127,6 +127,17 @@ impl Run<'_> {
              socket): every slot is preallocated at start, so it does not grow with the count."
                 .into(),
         );
+        if a.scenarios.contains(&Scenario::Rps) || a.scenarios.contains(&Scenario::Cps) {
+            notes.push(format!(
+                "The reflector (`c10m-bench reflect`) is the ceiling of the rps and cps runs: \
+                 on {DP_ADDR}, the dataplane's address, interface, XDP program, AF_XDP port \
+                 code, idle policy and core, it answers each SYN with a SYN-ACK, each request \
+                 segment with one response segment (the http service's own bytes) and each \
+                 FIN with a FIN-ACK, keeping no connection state. Its rates are what this \
+                 path and generator allow at all; dataplane / reflector is the dataplane's \
+                 share of that."
+            ));
+        }
         if a.scenarios.contains(&Scenario::Flood) {
             notes.push(
                 "Flood: the kernel baseline runs with net.ipv4.tcp_syncookies=1 in c10m-dut (set \

@@ -19,6 +19,7 @@ struct Series {
 const DP: RGBColor = RGBColor(0x1f, 0x77, 0xb4);
 const KERNEL: RGBColor = RGBColor(0xd6, 0x27, 0x28);
 const NGINX: RGBColor = RGBColor(0x2c, 0xa0, 0x2c);
+const REFLECTOR: RGBColor = RGBColor(0x7f, 0x7f, 0x7f);
 
 /// A tick label: 10k, 100k, 1.5M rather than "10000.0".
 fn human(v: f64) -> String {
@@ -56,10 +57,16 @@ fn color(s: Server) -> RGBColor {
         Server::Dataplane => DP,
         Server::Kernel => KERNEL,
         Server::Nginx => NGINX,
+        Server::Reflector => REFLECTOR,
     }
 }
 
-const SERVERS: [Server; 3] = [Server::Dataplane, Server::Kernel, Server::Nginx];
+const SERVERS: [Server; 4] = [
+    Server::Dataplane,
+    Server::Kernel,
+    Server::Nginx,
+    Server::Reflector,
+];
 
 /// Draws `series` against a logarithmic x axis (and y axis if `log_y`).
 fn draw(
@@ -158,7 +165,8 @@ fn sorted(mut v: Vec<(f64, f64)>) -> Vec<(f64, f64)> {
     v
 }
 
-/// Writes `rps.svg`, `latency.svg` and `memory.svg` into `dir`; returns their names.
+/// Writes `rps.svg`, `latency.svg`, `cps.svg` and `memory.svg` into `dir`; returns their
+/// names. Every server that ran has its line (the reflector's is the ceiling).
 pub(crate) fn write_all(r: &Report, dir: &Path) -> anyhow::Result<Vec<String>> {
     let proto = r.rps.first().map_or("http".to_owned(), |x| x.proto.clone());
     let rps_of = |s: Server, f: fn(&super::report::RpsOut) -> f64| {
@@ -210,6 +218,29 @@ pub(crate) fn write_all(r: &Report, dir: &Path) -> anyhow::Result<Vec<String>> {
         true,
     )?;
 
+    let cps: Vec<Series> = SERVERS
+        .iter()
+        .map(|&s| Series {
+            name: s.name().into(),
+            color: color(s),
+            points: sorted(
+                r.cps
+                    .iter()
+                    .filter(|x| x.server == Some(s))
+                    .filter_map(|x| Some((x.concurrency as f64, x.measured.out.as_ref()?.cps)))
+                    .collect(),
+            ),
+        })
+        .collect();
+    draw(
+        &dir.join("cps.svg"),
+        "New connections per second against connections in flight",
+        "connections in flight (log)",
+        "connections/s",
+        &cps,
+        false,
+    )?;
+
     let mut mem = Vec::new();
     for s in [Server::Dataplane, Server::Kernel] {
         let of = |f: fn(&super::report::Held) -> Option<f64>| {
@@ -253,6 +284,7 @@ pub(crate) fn write_all(r: &Report, dir: &Path) -> anyhow::Result<Vec<String>> {
     Ok(vec![
         "rps.svg".into(),
         "latency.svg".into(),
+        "cps.svg".into(),
         "memory.svg".into(),
     ])
 }
@@ -333,6 +365,27 @@ mod tests {
         );
         let mem = std::fs::read_to_string(dir.join("memory.svg")).unwrap();
         assert!(!mem.contains("kernel (process RSS growth)"), "{mem}");
+        r.cps.push(crate::compare::report::Cps {
+            server: Some(Server::Reflector),
+            proto: "http".into(),
+            concurrency: 100,
+            measured: Measured {
+                out: Some(crate::compare::report::CpsOut {
+                    cps: 90_000.0,
+                    ..Default::default()
+                }),
+                error: None,
+                cpu: None,
+                per_core_second: None,
+                per_server_work_second: None,
+            },
+        });
+        write_all(&r, &dir).unwrap();
+        let cps = std::fs::read_to_string(dir.join("cps.svg")).unwrap();
+        assert!(
+            cps.contains("reflector") && !cps.contains("no measurements"),
+            "{cps}"
+        );
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -14,7 +14,9 @@ pub(crate) use load::{Cps, CpsOut, Load, Measured, Output, Rps, RpsOut};
 pub(crate) use render::{group, markdown, table};
 
 /// The servers compared.
-#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(
+    Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, clap::ValueEnum,
+)]
 #[serde(rename_all = "lowercase")]
 pub(crate) enum Server {
     /// `c10m run` on AF_XDP at 198.18.0.10.
@@ -23,6 +25,9 @@ pub(crate) enum Server {
     Kernel,
     /// nginx at 198.18.0.2 (http only), where installed.
     Nginx,
+    /// `c10m-bench reflect` at 198.18.0.10: the stateless reflector on the dataplane's
+    /// AF_XDP path, the ceiling (rps and cps only).
+    Reflector,
 }
 
 impl Server {
@@ -31,6 +36,7 @@ impl Server {
             Server::Dataplane => "dataplane",
             Server::Kernel => "kernel",
             Server::Nginx => "nginx",
+            Server::Reflector => "reflector",
         }
     }
 }
@@ -132,6 +138,44 @@ pub(crate) struct Cpu {
     pub(crate) window: String,
 }
 
+/// Below this share the server shared its core with other work: the run's figures are
+/// not the server's alone.
+pub(crate) const SHARED: f64 = 80.0;
+
+/// A core at least this busy (percent) is saturated.
+pub(crate) const FULL: f64 = 95.0;
+/// A generator whose loop found nothing to do for at least this share of the window
+/// (percent) was waiting on the server, however busy its core (it spins before it
+/// sleeps).
+pub(crate) const WAITING: f64 = 5.0;
+
+impl Cpu {
+    /// The share (percent) of the server core's busy time that the server process itself
+    /// had; well under 100 means other work shared the core (or its receive path for the
+    /// generator's frames ran in ksoftirqd).
+    pub(crate) fn process_share(&self) -> Option<f64> {
+        let busy_secs = self.server_core.as_ref()?.busy / 100.0 * self.window_secs;
+        let p = self.server_process_cpu_secs?;
+        (busy_secs > 0.0).then(|| 100.0 * p / busy_secs)
+    }
+
+    /// What bounds a run: a core ≥ [`FULL`] busy is saturated, except the generator's when
+    /// its loop idled for ≥ [`WAITING`] of the window.
+    pub(crate) fn bound(&self) -> &'static str {
+        let busy = |c: &Option<CoreUse>| c.as_ref().map(|c| c.busy);
+        let (Some(s), Some(g)) = (busy(&self.server_core), busy(&self.generator_core)) else {
+            return "unknown";
+        };
+        let generator = g >= FULL && self.generator_idle.is_none_or(|i| i < WAITING);
+        match (s >= FULL, generator) {
+            (true, true) => "both cores",
+            (true, false) => "server core",
+            (false, true) => "generator core",
+            (false, false) => "neither core",
+        }
+    }
+}
+
 /// The machine the run was on.
 #[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq)]
 pub(crate) struct Machine {
@@ -224,12 +268,15 @@ impl Cell {
     }
 }
 
-/// One row: a scenario, both servers, and the ratio dataplane / kernel.
+/// One row: a scenario, the dataplane, its baseline (the kernel, or nginx in the rows
+/// that say so) and the reflector (the ceiling, rps and cps rows only), and the ratios
+/// dataplane / kernel and dataplane / reflector.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Row {
     pub(crate) scenario: String,
     pub(crate) dataplane: Cell,
     pub(crate) kernel: Cell,
+    pub(crate) reflector: Cell,
     pub(crate) decimals: usize,
     /// Whether dataplane / kernel means something (not for a core's busy share).
     pub(crate) relative: bool,
@@ -241,6 +288,14 @@ impl Row {
             return None;
         }
         ratio(self.dataplane.value(), self.kernel.value())
+    }
+
+    /// dataplane / reflector: the dataplane's share of the ceiling.
+    pub(crate) fn of_reflector(&self) -> Option<f64> {
+        if !self.relative {
+            return None;
+        }
+        ratio(self.dataplane.value(), self.reflector.value())
     }
 }
 
@@ -294,6 +349,7 @@ pub(crate) fn rows(r: &Report) -> Vec<Row> {
                 scenario: name,
                 dataplane: cell(d, failed, f),
                 kernel: cell(k, failed, f),
+                reflector: Cell::Missing,
                 decimals,
                 relative: true,
             });
@@ -392,7 +448,7 @@ pub(crate) fn cpu_notes(r: &Report, server_core: usize, gen_core: usize) -> Vec<
     let mut generator_bound = false;
     for x in &runs {
         let Some(c) = x.cpu else { continue };
-        let b = super::cpu::bound(c);
+        let b = c.bound();
         generator_bound |= b == "generator core";
         let busy = |u: Option<&CoreUse>| u.map_or("?".to_owned(), |u| format!("{:.0}%", u.busy));
         let idle = c
@@ -423,8 +479,8 @@ pub(crate) fn cpu_notes(r: &Report, server_core: usize, gen_core: usize) -> Vec<
     let shared: Vec<String> = runs
         .iter()
         .filter_map(|x| {
-            let share = super::cpu::process_share(x.cpu?)?;
-            (share < super::cpu::SHARED).then(|| {
+            let share = x.cpu?.process_share()?;
+            (share < SHARED).then(|| {
                 format!(
                     "{} {} ({share:.0}%)",
                     x.server.map_or("?", Server::name),
@@ -438,7 +494,7 @@ pub(crate) fn cpu_notes(r: &Report, server_core: usize, gen_core: usize) -> Vec<
             "The server process had under {:.0}% of its core's busy time in: {}. Other work \
              shared the core (the machine was not quiet), so these runs' rates and CPU \
              figures are not the server's alone; run again on a quiet machine.",
-            super::cpu::SHARED,
+            SHARED,
             shared.join(", ")
         ));
     }
@@ -516,6 +572,53 @@ pub(crate) fn goals(r: &Report) -> Vec<Goal> {
         name: "p99 latency ≤ the kernel's p50 at equal concurrency".into(),
         measured: or_none(lat_text),
         met: lat_met,
+    });
+
+    // The ceiling: the dataplane's share of the reflector's rate, same generator, same run.
+    let share = |xs: Vec<(String, Option<f64>, Option<f64>)>, floor: f64| {
+        let (mut text, mut met) = (Vec::new(), None);
+        for (level, d, c) in xs {
+            if let Some(x) = ratio(d, c) {
+                text.push(format!("{level}: {}", times(x)));
+                met = Some(met.unwrap_or(true) && x >= floor);
+            }
+        }
+        (or_none(text), met)
+    };
+    let rps_levels = load::levels(&r.rps)
+        .into_iter()
+        .filter(|(proto, c)| proto == "http" && *c >= 100)
+        .map(|(proto, c)| {
+            let rate = |s| load::find(&r.rps, s, &proto, c).and_then(|x| x.measured.rate());
+            (
+                format!("c={c}"),
+                rate(Server::Dataplane),
+                rate(Server::Reflector),
+            )
+        })
+        .collect();
+    let (measured, met) = share(rps_levels, 0.8);
+    goals.push(Goal {
+        name: "HTTP RPS ≥ 0.8× the reflector at ≥ 100 connections".into(),
+        measured,
+        met,
+    });
+    let cps_levels = load::levels(&r.cps)
+        .into_iter()
+        .map(|(proto, c)| {
+            let rate = |s| load::find(&r.cps, s, &proto, c).and_then(|x| x.measured.rate());
+            (
+                format!("{proto} c={c}"),
+                rate(Server::Dataplane),
+                rate(Server::Reflector),
+            )
+        })
+        .collect();
+    let (measured, met) = share(cps_levels, 0.6);
+    goals.push(Goal {
+        name: "CPS ≥ 0.6× the reflector".into(),
+        measured,
+        met,
     });
 
     let biggest = r

@@ -1,5 +1,5 @@
-//! The servers in turn — the dataplane, the kernel baseline, nginx where installed — and
-//! the `rps` and `cps` scenarios against each.
+//! The servers in turn — the dataplane, the reflector (the ceiling), the kernel baseline,
+//! nginx where installed — and the `rps` and `cps` scenarios against each.
 
 use super::held::refusals;
 use super::report::{CoreUse, Cpu, Measured, Output};
@@ -74,10 +74,44 @@ impl Run<'_> {
         }
     }
 
+    // ---- the reflector ---------------------------------------------------------------
+
+    /// `c10m-bench reflect` where the dataplane was — same interface, address, core and
+    /// XDP program — against the same rps and cps runs: the ceiling of this path.
+    pub(super) fn reflector(&mut self) {
+        let a = self.args;
+        if self.interrupted() || !(self.has(Scenario::Rps) || self.has(Scenario::Cps)) {
+            return;
+        }
+        let args: Vec<String> = ["reflect", "--iface", "dut0", "--addr", "198.18.0.10/24"]
+            .iter()
+            .map(|s| s.to_string())
+            .chain([
+                "--port".into(),
+                a.proto.port().to_string(),
+                "--cores".into(),
+                a.server_core.to_string(),
+            ])
+            .collect();
+        let cmd = self.dut_cmd(&self.bench, &args);
+        let mut server = match self.start(Server::Reflector, "reflector", cmd, proc::Ready::Line) {
+            Ok(s) => s,
+            Err(e) => {
+                self.note_failure("the reflector did not start", &e);
+                self.fail_all(Server::Reflector, &format!("{e:#}"));
+                return;
+            }
+        };
+        self.load(Server::Reflector, &dp_target(a.proto), &mut server);
+        self.stop_server(server, "reflector");
+    }
+
     /// Records every scenario of `server` as failed with `why`.
     fn fail_all(&mut self, server: Server, why: &str) {
         let a = self.args;
-        if self.has(Scenario::Held) {
+        // The reflector runs rps and cps only.
+        let all = server != Server::Reflector;
+        if all && self.has(Scenario::Held) {
             for &n in &a.held {
                 self.report.held.push(Held {
                     server: Some(server),
@@ -99,7 +133,7 @@ impl Run<'_> {
                 self.report.cps.push(x);
             }
         }
-        if self.has(Scenario::Flood) {
+        if all && self.has(Scenario::Flood) {
             self.report.flood.push(report::Flood {
                 server: Some(server),
                 error: Some(why.into()),

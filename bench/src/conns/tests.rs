@@ -1,4 +1,6 @@
 use super::*;
+use crate::conns::wire::PORT_LO;
+use smoltcp::wire::{EthernetFrame, IpAddress, Ipv4Packet, TcpPacket};
 
 fn plan(count: u32) -> Plan {
     Plan {
@@ -49,34 +51,61 @@ fn tuples_and_indices_round_trip() {
 fn segments_have_valid_checksums() {
     let p = plan(10);
     let mut w = Wire::default();
-    assert!(p.send(&mut w, 3, 100, 200, PSH | ACK, b"hello"));
+    assert!(p.send(&mut w, 3, 100, 200, Flags::Ack, b"hello"));
     let f = &w.0[0];
     assert_eq!(f.len(), 54 + 5);
-    assert_eq!(fold(sum16(&f[14..34], 0)), 0xffff, "IP checksum");
-    let mut pseudo = [0u8; 12];
-    pseudo[0..8].copy_from_slice(&f[26..34]);
-    pseudo[9] = 6;
-    pseudo[10..12].copy_from_slice(&((f.len() - 34) as u16).to_be_bytes());
-    assert_eq!(
-        fold(sum16(&f[34..], sum16(&pseudo, 0))),
-        0xffff,
-        "TCP checksum"
+    let eth = EthernetFrame::new_checked(&f[..]).unwrap();
+    let ip = Ipv4Packet::new_checked(eth.payload()).unwrap();
+    assert!(ip.verify_checksum(), "IP checksum");
+    let tcp = TcpPacket::new_checked(ip.payload()).unwrap();
+    let (s, d) = (
+        IpAddress::Ipv4(ip.src_addr()),
+        IpAddress::Ipv4(ip.dst_addr()),
     );
-    assert_eq!(&f[34 + 20..], b"hello");
+    assert!(tcp.verify_checksum(&s, &d), "TCP checksum");
+    assert!(tcp.psh() && tcp.ack() && !tcp.syn());
+    assert_eq!((tcp.seq_number().0, tcp.ack_number().0), (100, 200));
+    assert_eq!(tcp.payload(), b"hello");
+    assert_eq!(ip.src_addr(), Ipv4Addr::new(198, 19, 0, 1));
+    assert_eq!(tcp.src_port(), PORT_LO + 3);
 }
 
-/// A frame from the server to connection `i` (made by swapping a client frame).
+/// A frame from the server to connection `i`.
 fn from_server(p: &Plan, i: u32, seq: u32, ack: u32, flags: u8, data: &[u8]) -> Vec<u8> {
-    let mut w = Wire::default();
-    p.send(&mut w, i, seq, ack, flags, data);
-    let mut f = w.0.remove(0);
-    let (src, dst) = (f[26..30].to_vec(), f[30..34].to_vec());
-    f[26..30].copy_from_slice(&dst);
-    f[30..34].copy_from_slice(&src);
-    let (sp, dp) = (f[34..36].to_vec(), f[36..38].to_vec());
-    f[34..36].copy_from_slice(&dp);
-    f[36..38].copy_from_slice(&sp);
-    f
+    let (addr, port) = p.tuple(i);
+    let mut tcp = smoltcp::wire::TcpRepr {
+        src_port: p.tport,
+        dst_port: port,
+        control: smoltcp::wire::TcpControl::None,
+        seq_number: smoltcp::wire::TcpSeqNumber(seq as i32),
+        ack_number: (flags & ACK != 0).then_some(smoltcp::wire::TcpSeqNumber(ack as i32)),
+        window_len: 1000,
+        window_scale: None,
+        max_seg_size: None,
+        sack_permitted: false,
+        sack_ranges: [None; 3],
+        timestamp: None,
+        payload: data,
+    };
+    tcp.control = match flags {
+        f if f & SYN != 0 => smoltcp::wire::TcpControl::Syn,
+        f if f & RST != 0 => smoltcp::wire::TcpControl::Rst,
+        f if f & FIN != 0 => smoltcp::wire::TcpControl::Fin,
+        f if f & PSH != 0 => smoltcp::wire::TcpControl::Psh,
+        _ => smoltcp::wire::TcpControl::None,
+    };
+    c10m_stack::wire::tcp_frame((p.dst_mac, p.target), (p.src_mac, addr), &tcp)
+}
+
+const FIN: u8 = 0x01;
+const SYN: u8 = 0x02;
+const RST: u8 = 0x04;
+const PSH: u8 = 0x08;
+const ACK: u8 = 0x10;
+
+/// The flags byte of a frame the client sent.
+fn flags_of(f: &[u8]) -> u8 {
+    f[47]
 }
 
 fn client(count: u32) -> Client {
@@ -89,7 +118,9 @@ fn client(count: u32) -> Client {
         samples: HashMap::new(),
         req_every: 2,
         hb_every: 0,
+        push: None,
         timeouts: VecDeque::new(),
+        backoff: Default::default(),
         timeout: Duration::from_secs(1),
         start: Instant::now(),
         scratch: Vec::new(),
@@ -119,7 +150,7 @@ fn syn_ack_is_checked_answered_and_echo_verified() {
     c.on_frame(&good, &mut w, now); // a duplicate is ACKed again, counted once
     assert_eq!(c.r.established, 1);
     assert_eq!(w.0.len(), 2);
-    assert_eq!(w.0[0][47], ACK);
+    assert_eq!(flags_of(&w.0[0]), ACK);
     // Sampled connection 2: ACK plus the request, whose echo is checked.
     let isn2 = c.plan.isn(2).wrapping_add(1);
     let sa = from_server(&c.plan, 2, 7000, isn2, SYN | ACK, &[]);
@@ -155,7 +186,7 @@ fn syn_ack_is_checked_answered_and_echo_verified() {
     let n = w.0.len();
     c.on_frame(&late, &mut w, now);
     let rst = &w.0[n];
-    assert_eq!(rst[47], RST);
+    assert_eq!(flags_of(rst), RST);
     assert_eq!(
         u32::from_be_bytes([rst[38], rst[39], rst[40], rst[41]]),
         4242
@@ -168,4 +199,96 @@ fn bitmap_sets_once() {
     assert!(b.set(129));
     assert!(!b.set(129));
     assert!(b.get(129) && !b.get(128));
+}
+
+/// The payload of the last frame the client sent.
+fn payload_of(f: &[u8]) -> &[u8] {
+    let eth = EthernetFrame::new_checked(f).unwrap();
+    let ip = Ipv4Packet::new_checked(eth.payload()).unwrap();
+    TcpPacket::new_checked(ip.payload()).unwrap().payload()
+}
+
+/// The (seq, ack) of a frame the client sent.
+fn seq_ack(f: &[u8]) -> (u32, u32) {
+    let eth = EthernetFrame::new_checked(f).unwrap();
+    let ip = Ipv4Packet::new_checked(eth.payload()).unwrap();
+    let t = TcpPacket::new_checked(ip.payload()).unwrap();
+    (t.seq_number().0 as u32, t.ack_number().0 as u32)
+}
+
+#[test]
+fn a_push_subscriber_subscribes_pings_and_counts_each_message_once() {
+    let start = Instant::now();
+    let mut c = client(10);
+    c.push = Some(push::Push::new(10, "news", 1, "hi", 1000, 1.0, start));
+    let mut w = Wire::default();
+    let isn = c.plan.isn(4).wrapping_add(1);
+    let sa = from_server(&c.plan, 4, 9000, isn, SYN | ACK, &[]);
+    c.on_frame(&sa, &mut w, start);
+    assert_eq!(c.r.established, 1);
+    let sub = w.0.last().unwrap();
+    assert_eq!(payload_of(sub), b"SUB news\n");
+    assert_eq!(seq_ack(sub), (isn, 9001));
+    // The server acknowledges the SUB: subscribed.
+    let ack = from_server(&c.plan, 4, 9001, isn.wrapping_add(9), ACK, &[]);
+    c.on_frame(&ack, &mut w, start);
+    assert_eq!(c.push.as_ref().unwrap().c.subscribed, 1);
+    // Connection 4's first PING is due 4 ms + 1 s after the start.
+    let mut pinged = Vec::new();
+    let est = c.established.clone_bits();
+    let p = c.push.as_mut().unwrap();
+    p.heartbeat(
+        &c.plan,
+        &mut w,
+        start + Duration::from_millis(1003),
+        |i| est.get(i),
+        &mut pinged,
+    );
+    assert!(pinged.is_empty(), "not due yet");
+    p.heartbeat(
+        &c.plan,
+        &mut w,
+        start + Duration::from_millis(1005),
+        |i| est.get(i),
+        &mut pinged,
+    );
+    assert_eq!(pinged, [(4, 1)]);
+    let ping = w.0.last().unwrap();
+    assert_eq!(payload_of(ping), b"PING\n");
+    assert_eq!(seq_ack(ping), (isn.wrapping_add(9), 9001));
+    assert!(p.waiting_for(4, 1) && !p.waiting_for(4, 0));
+    // PONG and a MSG in one segment, then the MSG again as new data, then a partial line.
+    let data = b"PONG\nMSG news hi\n";
+    let seg = from_server(&c.plan, 4, 9001, isn.wrapping_add(14), PSH | ACK, data);
+    c.on_frame(&seg, &mut w, start);
+    let again = from_server(
+        &c.plan,
+        4,
+        9018,
+        isn.wrapping_add(14),
+        PSH | ACK,
+        b"MSG news hi\nMSG",
+    );
+    c.on_frame(&again, &mut w, start);
+    assert_eq!(
+        seq_ack(w.0.last().unwrap()),
+        (isn.wrapping_add(14), 9018 + 12),
+        "up to the last whole line"
+    );
+    // A retransmission of what we had changes nothing.
+    c.on_frame(&seg, &mut w, start);
+    let p = c.push.as_ref().unwrap();
+    assert!(!p.waiting_for(4, 1));
+    assert_eq!(
+        (
+            p.c.heartbeats_sent,
+            p.c.heartbeats_ok,
+            p.c.delivered,
+            p.c.duplicates,
+            p.c.bad_replies
+        ),
+        (1, 1, 1, 1, 0)
+    );
+    assert_eq!(p.missed(), 0);
+    assert_eq!(c.snd_nxt(4), isn.wrapping_add(14));
 }

@@ -119,27 +119,47 @@ fn small_prefixes_keep_sources_inside() {
 }
 
 #[test]
-fn replies_are_counted_by_kind() {
-    let mut r = Replies::default();
-    for f in frames(Kind::Rst, "198.19.0.0/16", 3) {
-        r.count(&f);
-    }
-    for f in frames(Kind::Ack, "198.19.0.0/16", 2) {
-        r.count(&f);
-    }
-    // A SYN-ACK: the SYN frame with the ACK flag set (checksum not checked here).
-    let mut f = frames(Kind::Syn, "198.19.0.0/16", 1).remove(0);
-    f[34 + 13] |= 0x10;
-    r.count(&f);
-    r.count(&f[..20]);
-    assert_eq!(
-        r,
-        Replies {
-            syn_ack: 1,
-            rst: 3,
-            other: 2
-        }
+fn runt_frames_are_syns_with_a_malformed_ip_header() {
+    let (runts, syns) = (
+        frames(Kind::Runt, "198.19.0.0/16", 50),
+        frames(Kind::Syn, "198.19.0.0/16", 50),
     );
+    for (runt, syn) in runts.iter().zip(&syns) {
+        assert_eq!(runt.len(), 58);
+        assert_eq!(runt[14], 0x44, "IPv4, IHL 4");
+        assert!(
+            Ipv4Packet::new_checked(&runt[14..]).is_err(),
+            "smoltcp refuses it"
+        );
+        // Otherwise the very SYN the same seed forges.
+        assert_eq!(runt[..14], syn[..14]);
+        assert_eq!(runt[15..], syn[15..]);
+        assert_eq!(parse(syn).1.control, TcpControl::Syn);
+    }
+}
+
+#[test]
+fn replies_are_what_the_program_tallied_over_the_run() {
+    let before = Counters {
+        tallied_syn_ack: 5,
+        tallied_rst: 1,
+        tallied_other: 2,
+        cookies: 9,
+        ..Counters::default()
+    };
+    let after = Counters {
+        tallied_syn_ack: 105,
+        tallied_rst: 4,
+        tallied_other: 2,
+        cookies: 90,
+        ..Counters::default()
+    };
+    let want = Replies {
+        syn_ack: 100,
+        rst: 3,
+        other: 0,
+    };
+    assert_eq!(Replies::between(&before, &after), want);
 }
 
 #[test]

@@ -3,7 +3,7 @@
 //! processes), plus servers in c10m-dut and `c10m-bench` in c10m-gen.
 #![allow(dead_code, unreachable_pub)]
 
-#[path = "../../../dataplane/tests/common/harness.rs"]
+#[path = "../../../dataplane/daemon/tests/common/harness.rs"]
 mod harness;
 
 use std::path::PathBuf;
@@ -22,7 +22,7 @@ pub fn c10m_binary() -> PathBuf {
     let bin = dir.join("c10m");
     if !bin.exists() {
         let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-        cmd.args(["build", "-p", "c10m-dataplane", "--bin", "c10m"]);
+        cmd.args(["build", "-p", "c10m-daemon", "--bin", "c10m"]);
         if dir.ends_with("release") {
             cmd.arg("--release");
         }

@@ -10,7 +10,7 @@ use mio::{Events, Interest, Poll, Token};
 use serde_json::{Value, json};
 
 use super::proto::{self, Outcome};
-use super::{Command, Dataplane, Listeners, MAX_LINE, MAX_OUTPUT, Reply, Settings, http};
+use super::{Command, Dataplane, Fanout, Listeners, MAX_LINE, MAX_OUTPUT, Reply, Settings, http};
 
 const UNIX: Token = Token(0);
 const HTTP: Token = Token(1);
@@ -18,6 +18,9 @@ const HTTP: Token = Token(1);
 const FIRST: usize = 2;
 /// How long a `connections` request waits for the workers.
 const SAMPLE_WAIT: Duration = Duration::from_secs(1);
+/// How long a publish may wait for the workers' fan-outs to end (they are paced through
+/// the workers' loops: ten million subscribers take tens of seconds).
+const PUBLISH_WAIT: Duration = Duration::from_secs(300);
 
 trait Stream: Read + Write + Source + Send {}
 impl<T: Read + Write + Source + Send> Stream for T {}
@@ -33,8 +36,9 @@ struct Pending {
     sample: Vec<Value>,
     limit: usize,
     deadline: Instant,
-    /// A publish (not a sample): subscribers reached so far, and when it was sent.
-    publish: Option<(u64, Instant)>,
+    /// A publish (not a sample): what the workers that answered did, and when it was
+    /// sent.
+    publish: Option<(Fanout, Instant)>,
 }
 
 impl Pending {
@@ -128,10 +132,10 @@ pub(crate) fn serve(
                 .flatten()
                 .find_map(|c| c.pending.as_mut().filter(|p| p.id == id));
             let Some(p) = found else { continue };
-            if let Reply::Published { delivered, .. } = reply {
+            if let Reply::Published { fanout, .. } = reply {
                 p.waiting = p.waiting.saturating_sub(1);
                 if let Some((sum, _)) = &mut p.publish {
-                    *sum += delivered;
+                    *sum += fanout;
                 }
                 continue;
             }
@@ -263,8 +267,8 @@ impl Client {
             let p = self.pending.take().unwrap_or_else(|| unreachable!());
             let missing = p.waiting + p.unreached;
             let answer = match p.publish {
-                Some((delivered, sent)) => {
-                    proto::publish_json(dp.workers(), delivered, missing, now.duration_since(sent))
+                Some((fanout, sent)) => {
+                    proto::publish_json(dp.workers(), fanout, missing, now.duration_since(sent))
                 }
                 None => proto::connections_json(dp, p.sample, missing),
             };
@@ -303,7 +307,8 @@ impl Client {
                         payload: payload.clone(),
                     });
                     self.pending = Some(Pending {
-                        publish: Some((0, now)),
+                        publish: Some((Fanout::default(), now)),
+                        deadline: now + PUBLISH_WAIT,
                         ..p
                     });
                 }

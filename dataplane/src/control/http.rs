@@ -1,6 +1,8 @@
 //! The metrics listener's HTTP/1.x: `GET /metrics` (Prometheus text format, encoded by
 //! prometheus-client, every metric prefixed `c10m_` and labelled with its `worker`) and
-//! `GET /stats` (the `stats` JSON). One request per connection, then close.
+//! `GET /stats` (the `stats` JSON) and `GET /health` (the serving state: 200 with
+//! `{"state":"serving"}`, or 503 with `starting`, `draining` or `stopping`, for a BGP
+//! speaker's or load balancer's health check). One request per connection, then close.
 
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
@@ -8,8 +10,8 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
-use super::Dataplane;
 use super::proto::stats_json;
+use super::{Dataplane, State};
 use crate::stats::{self, Kind};
 
 type Labels = Vec<(String, String)>;
@@ -29,9 +31,23 @@ pub(crate) fn respond(input: &[u8], dp: &dyn Dataplane) -> Option<Vec<u8>> {
             let body = stats_json(dp).to_string() + "\n";
             response(200, "application/json", &body)
         }
-        ("GET", _) => response(404, "text/plain", "not found: try /metrics or /stats\n"),
+        ("GET", "/health") => {
+            let state = dp.state();
+            let body = serde_json::json!({"state": state.name()}).to_string() + "\n";
+            response(health_status(state), "application/json", &body)
+        }
+        ("GET", _) => response(
+            404,
+            "text/plain",
+            "not found: try /metrics, /stats or /health\n",
+        ),
         _ => response(405, "text/plain", "only GET\n"),
     })
+}
+
+/// `GET /health`'s status: 200 only while serving.
+pub(crate) fn health_status(state: State) -> u16 {
+    if state.healthy() { 200 } else { 503 }
 }
 
 /// A complete HTTP/1.1 response that closes the connection.
@@ -41,6 +57,7 @@ pub(crate) fn response(status: u16, content_type: &str, body: &str) -> Vec<u8> {
         404 => "Not Found",
         405 => "Method Not Allowed",
         413 => "Content Too Large",
+        503 => "Service Unavailable",
         _ => "Internal Server Error",
     };
     format!(

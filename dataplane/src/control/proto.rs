@@ -1,7 +1,8 @@
 //! The management protocol: one JSON object per line each way.
 //!
 //! Requests: `{"cmd":"stats"}`, `{"cmd":"connections","limit":16}`, `{"cmd":"services"}`,
-//! `{"cmd":"log-level"}` or `{"cmd":"log-level","level":"debug"}`, `{"cmd":"drain"}`,
+//! `{"cmd":"log-level"}` or `{"cmd":"log-level","level":"debug"}`, `{"cmd":"drain"}` or
+//! `{"cmd":"drain","close":5}`, `{"cmd":"undrain"}`, `{"cmd":"state"}`,
 //! `{"cmd":"shutdown","grace":5}`, `{"cmd":"publish","topic":"t","message":"hi"}`. Responses: `{"ok":true,"<cmd>":…}` or
 //! `{"ok":false,"error":"…"}`.
 
@@ -9,16 +10,18 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use super::{Command, Dataplane};
+use super::{Command, Dataplane, Fanout, State};
 use crate::stats;
 
 /// Every command, for the error that names them.
-pub(crate) const COMMANDS: [&str; 7] = [
+pub(crate) const COMMANDS: [&str; 9] = [
     "stats",
     "connections",
     "services",
     "log-level",
     "drain",
+    "undrain",
+    "state",
     "shutdown",
     "publish",
 ];
@@ -94,16 +97,42 @@ pub(crate) fn handle(line: &[u8], dp: &mut dyn Dataplane) -> Outcome {
             Some(_) => error("\"level\" must be a string such as \"info\" or \"c10m=debug\""),
         },
         "drain" => {
-            let refused = (0..dp.workers())
-                .filter(|&w| !dp.send(w, Command::Drain))
-                .count();
-            if refused == 0 {
-                json!({"ok": true, "drain": {"workers": dp.workers()}})
-            } else {
-                error(format!(
-                    "{refused} worker(s) had a full command ring: retry"
-                ))
+            let close_after = match req.get("close") {
+                None => None,
+                Some(v) => match v.as_f64().filter(|c| (0.0..=3600.0).contains(c)) {
+                    Some(c) => Some(Duration::from_secs_f64(c)),
+                    None => return Outcome::Reply(error("\"close\" must be 0 to 3600 seconds")),
+                },
+            };
+            match tell_workers(dp, &Command::Drain { close_after }) {
+                Ok(()) => {
+                    let before = dp.set_state(State::Draining);
+                    let mut answer = json!({"workers": dp.workers(), "was": before.name()});
+                    if let Some(c) = close_after {
+                        answer["close_secs"] = c.as_secs_f64().into();
+                    }
+                    json!({"ok": true, "drain": answer})
+                }
+                Err(e) => e,
             }
+        }
+        "undrain" => {
+            if dp.state() == State::Stopping {
+                return Outcome::Reply(error(
+                    "the daemon is stopping: it cannot accept again; start a new one",
+                ));
+            }
+            match tell_workers(dp, &Command::Undrain) {
+                Ok(()) => {
+                    let before = dp.set_state(State::Serving);
+                    json!({"ok": true, "undrain": {"workers": dp.workers(), "was": before.name()}})
+                }
+                Err(e) => e,
+            }
+        }
+        "state" => {
+            let state = dp.state();
+            json!({"ok": true, "state": {"state": state.name(), "healthy": state.healthy()}})
         }
         "shutdown" => {
             let grace = match req.get("grace") {
@@ -123,6 +152,20 @@ pub(crate) fn handle(line: &[u8], dp: &mut dyn Dataplane) -> Outcome {
     })
 }
 
+/// Sends `cmd` to every worker; the error answer says how many had a full ring.
+fn tell_workers(dp: &mut dyn Dataplane, cmd: &Command) -> Result<(), Value> {
+    let refused = (0..dp.workers())
+        .filter(|&w| !dp.send(w, cmd.clone()))
+        .count();
+    if refused == 0 {
+        Ok(())
+    } else {
+        Err(error(format!(
+            "{refused} worker(s) had a full command ring: retry"
+        )))
+    }
+}
+
 /// Per worker and totals, with ring depths: the `stats` answer and `GET /stats`.
 pub(crate) fn stats_json(dp: &dyn Dataplane) -> Value {
     let values: Vec<Vec<u64>> = (0..dp.workers()).map(|w| dp.values(w)).collect();
@@ -138,21 +181,28 @@ pub(crate) fn stats_json(dp: &dyn Dataplane) -> Value {
             obj
         })
         .collect();
-    json!({"workers": workers, "totals": stats::to_json(&stats::totals(&values))})
+    let mut answer = json!({"workers": workers, "totals": stats::to_json(&stats::totals(&values))});
+    if let Some(xdp) = dp.xdp() {
+        answer["xdp"] = xdp;
+    }
+    answer
 }
 
 /// The `publish` answer from the workers' counts.
 pub(crate) fn publish_json(
     workers: usize,
-    delivered: u64,
+    fanout: Fanout,
     missing: usize,
     elapsed: Duration,
 ) -> Value {
     let secs = elapsed.as_secs_f64().max(1e-6);
+    let delivered = fanout.delivered;
     let mut answer = json!({
         "ok": true,
         "publish": {
+            "queued": fanout.queued,
             "delivered": delivered,
+            "dropped": fanout.dropped,
             "workers": workers,
             "elapsed_us": elapsed.as_micros() as u64,
             "fanout_per_sec": (delivered as f64 / secs).round(),

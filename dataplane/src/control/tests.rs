@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
+use crate::msg::ConnInfo;
+
 use super::*;
 use crate::stats::{Published, Sample};
 
@@ -22,6 +24,11 @@ struct Fake {
     shutdown: Arc<Mutex<Option<Duration>>>,
     /// While set, worker 1's command ring is full: every send to it is refused.
     full: Arc<AtomicBool>,
+    undrained: Arc<AtomicUsize>,
+    /// The close delay of the last drain.
+    close_after: Arc<Mutex<Option<Duration>>>,
+    /// The serving state, shared with the test.
+    state: Arc<Mutex<Option<State>>>,
 }
 
 impl Dataplane for Fake {
@@ -39,8 +46,12 @@ impl Dataplane for Fake {
             return false;
         }
         match cmd {
-            Command::Drain => {
+            Command::Drain { close_after } => {
+                *self.close_after.lock().unwrap() = close_after;
                 self.drained.fetch_add(1, Ordering::SeqCst);
+            }
+            Command::Undrain => {
+                self.undrained.fetch_add(1, Ordering::SeqCst);
             }
             Command::Sample { id, limit } => {
                 let conn = |port| ConnInfo {
@@ -60,7 +71,11 @@ impl Dataplane for Fake {
                 self.replies.push_back(Reply::Published {
                     id,
                     worker: w,
-                    delivered,
+                    fanout: Fanout {
+                        queued: delivered + 1,
+                        delivered,
+                        dropped: 1,
+                    },
                 });
             }
         }
@@ -85,7 +100,16 @@ impl Dataplane for Fake {
     fn shutdown(&mut self, grace: Option<Duration>) -> Duration {
         let g = grace.unwrap_or(Duration::from_secs(5));
         *self.shutdown.lock().unwrap() = Some(g);
+        self.set_state(State::Stopping);
         g
+    }
+    fn state(&self) -> State {
+        self.state.lock().unwrap().unwrap_or(State::Serving)
+    }
+    fn set_state(&mut self, state: State) -> State {
+        let before = self.state();
+        *self.state.lock().unwrap() = Some(state);
+        before
     }
 }
 
@@ -98,6 +122,9 @@ struct Loop {
     drained: Arc<AtomicUsize>,
     shutdown: Arc<Mutex<Option<Duration>>>,
     full: Arc<AtomicBool>,
+    undrained: Arc<AtomicUsize>,
+    close_after: Arc<Mutex<Option<Duration>>>,
+    state: Arc<Mutex<Option<State>>>,
 }
 
 impl Loop {
@@ -113,6 +140,7 @@ impl Loop {
             metrics: Some("127.0.0.1:0".parse().unwrap()),
             idle_timeout: idle,
             max_clients: 200,
+            on_state: None,
         };
         let listeners = bind(&settings).unwrap();
         let http = listeners.http.as_ref().unwrap().local_addr().unwrap();
@@ -130,6 +158,8 @@ impl Loop {
         }
         let (drained, shutdown) = (fake.drained.clone(), fake.shutdown.clone());
         let full = fake.full.clone();
+        let (undrained, close_after) = (fake.undrained.clone(), fake.close_after.clone());
+        let state = fake.state.clone();
         let stop = Arc::new(AtomicBool::new(false));
         let thread = spawn(listeners, settings, Box::new(fake), stop.clone(), vec![]).unwrap();
         Loop {
@@ -140,6 +170,9 @@ impl Loop {
             drained,
             shutdown,
             full,
+            undrained,
+            close_after,
+            state,
         }
     }
 
@@ -209,6 +242,8 @@ fn every_command_answers() {
 
     let v = l.ask(r#"{"cmd":"publish","topic":"news","message":"hello"}"#);
     assert_eq!(v["publish"]["delivered"], 4, "2 per worker: {v}");
+    assert_eq!(v["publish"]["queued"], 6, "{v}");
+    assert_eq!(v["publish"]["dropped"], 2, "{v}");
     assert_eq!(v["publish"]["workers"], 2);
     let v = l.ask(r#"{"cmd":"publish","topic":"a b","message":"x"}"#);
     assert_eq!(v["ok"], false, "{v}");
@@ -375,4 +410,83 @@ pub(crate) fn parse_prometheus(text: &str) -> Vec<(String, String, f64)> {
             (name.to_owned(), labels.to_owned(), value)
         })
         .collect()
+}
+
+/// Splits an HTTP response into its status code and body.
+fn status_and_body(response: &str) -> (u16, Value) {
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = response.split("\r\n\r\n").nth(1).unwrap_or("");
+    (status, serde_json::from_str(body).unwrap_or(Value::Null))
+}
+
+#[test]
+fn health_follows_the_state_through_drain_undrain_and_shutdown() {
+    let l = Loop::start(Duration::from_secs(10));
+    let set = |s: State| *l.state.lock().unwrap() = Some(s);
+    set(State::Starting);
+    let r = l.get("/health");
+    assert!(r.starts_with("HTTP/1.1 503 Service Unavailable\r\n"), "{r}");
+    assert_eq!(status_and_body(&r), (503, json!({"state": "starting"})));
+    set(State::Serving);
+    assert_eq!(
+        status_and_body(&l.get("/health")),
+        (200, json!({"state": "serving"}))
+    );
+    assert_eq!(l.ask(r#"{"cmd":"state"}"#)["state"]["healthy"], true);
+
+    let v = l.ask(r#"{"cmd":"drain","close":2.5}"#);
+    assert_eq!(v["drain"]["was"], "serving", "{v}");
+    assert_eq!(v["drain"]["close_secs"], 2.5, "{v}");
+    assert_eq!(l.drained.load(Ordering::SeqCst), 2, "every worker told");
+    assert_eq!(
+        *l.close_after.lock().unwrap(),
+        Some(Duration::from_millis(2500))
+    );
+    assert_eq!(
+        status_and_body(&l.get("/health")),
+        (503, json!({"state": "draining"}))
+    );
+    assert_eq!(l.ask(r#"{"cmd":"state"}"#)["state"]["state"], "draining");
+    let v = l.ask(r#"{"cmd":"drain","close":-1}"#);
+    assert_eq!(v["ok"], false, "{v}");
+
+    let v = l.ask(r#"{"cmd":"undrain"}"#);
+    assert_eq!(v["undrain"]["was"], "draining", "{v}");
+    assert_eq!(l.undrained.load(Ordering::SeqCst), 2, "every worker told");
+    assert_eq!(status_and_body(&l.get("/health")).0, 200);
+
+    // A full ring: the state does not move, and the answer says to retry.
+    l.full.store(true, Ordering::SeqCst);
+    let v = l.ask(r#"{"cmd":"drain"}"#);
+    assert_eq!(v["ok"], false, "{v}");
+    assert_eq!(status_and_body(&l.get("/health")).0, 200);
+    l.full.store(false, Ordering::SeqCst);
+
+    assert_eq!(l.ask(r#"{"cmd":"shutdown"}"#)["ok"], true);
+    assert_eq!(
+        status_and_body(&l.get("/health")),
+        (503, json!({"state": "stopping"}))
+    );
+    let v = l.ask(r#"{"cmd":"undrain"}"#);
+    assert_eq!(
+        v["ok"], false,
+        "a stopping daemon does not accept again: {v}"
+    );
+    assert_eq!(status_and_body(&l.get("/health")).0, 503);
+}
+
+#[test]
+fn only_get_on_known_paths() {
+    let l = Loop::start(Duration::from_secs(10));
+    assert!(l.get("/healthz").starts_with("HTTP/1.1 404"));
+    let mut s = TcpStream::connect(l.http).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    write!(s, "POST /health HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    assert!(out.starts_with("HTTP/1.1 405"), "{out}");
 }

@@ -148,7 +148,12 @@ RSS input transformation:
     let xor = text
         .replace("toeplitz: on", "toeplitz: off")
         .replace("xor: off", "xor: on");
-    assert!(Rss::parse_ethtool(&xor).unwrap_err().contains("xor"));
+    assert!(
+        Rss::parse_ethtool(&xor)
+            .unwrap_err()
+            .to_string()
+            .contains("xor")
+    );
     let no_key = text.replace(
         "RSS hash key:\n6d",
         "RSS hash key:\nOperation not supported\n6d",

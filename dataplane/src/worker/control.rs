@@ -1,20 +1,29 @@
 //! The worker's end of the control path: its rings and published counters, and what it
 //! does with the control thread's commands.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 
+use c10m_ebpf::{QueueCookies, Steering};
 use c10m_stack::{Instant, ListenerId, Stack};
 
 use super::LoopStats;
-use crate::control::{Command, Reply};
+use crate::msg::{Command, Fanout, Reply};
 use crate::port::Port;
 use crate::ring;
 use crate::service::Apps;
 use crate::stats::{Published, Sample};
+use crate::xsk::KernelStats;
 
 /// How often a worker gives its stack a new SYN-cookie secret.
 const REKEY: c10m_stack::Duration = c10m_stack::Duration::from_secs(600);
+
+/// How long the XDP program keeps answering `auto` SYNs after the stack last said it was
+/// under pressure. While the program answers, the flood no longer reaches the stack and
+/// its half-open connections expire, which ends the pressure it sees; without a hold the
+/// flood would come back to the worker at each expiry, and fill its budget again.
+const PRESSURE_HOLD: c10m_stack::Duration = c10m_stack::Duration::from_secs(5);
 
 /// What connects a worker to the control thread.
 #[derive(Debug)]
@@ -29,16 +38,51 @@ pub(crate) struct Link {
 
 /// The worker's side of the control path.
 #[derive(Debug)]
-pub(super) struct Control {
+pub(super) struct Control<'a> {
     pub(super) next: Instant,
+    /// Where the stack's SYN-cookie keys are published for the XDP program.
+    steering: &'a Steering,
+    /// What the program has of this queue now.
+    published: Option<QueueCookies>,
+    /// Until when `auto` SYNs get their cookie from the program.
+    pressure_until: Instant,
+    /// Whether a failed publication was logged already.
+    publish_failed: bool,
     /// When the stack's SYN-cookie secret is next replaced with fresh OS randomness.
     rekey: Instant,
     commands: u64,
     replies_dropped: u64,
     draining: bool,
+    /// When a drain closes the connections, and when it resets those left.
+    close_at: Option<Instant>,
+    abort_at: Option<Instant>,
+    /// Publishes whose fan-out is under way: (request id, the service's publish id).
+    fanouts: VecDeque<(u64, u64)>,
+    /// Frames the kernel lost for this socket, as last logged, and when.
+    lost: u64,
+    lost_logged: Instant,
 }
 
-impl Control {
+impl<'a> Control<'a> {
+    pub(super) fn new(steering: &'a Steering) -> Control<'a> {
+        Control {
+            next: Instant::ZERO,
+            steering,
+            published: None,
+            pressure_until: Instant::ZERO,
+            publish_failed: false,
+            rekey: Instant::ZERO + REKEY,
+            commands: 0,
+            replies_dropped: 0,
+            draining: false,
+            close_at: None,
+            abort_at: None,
+            fanouts: VecDeque::new(),
+            lost: 0,
+            lost_logged: Instant::ZERO,
+        }
+    }
+
     /// Publishes the counters and takes the waiting commands.
     #[allow(clippy::too_many_arguments)]
     pub(super) fn serve<S: c10m_apps::Service>(
@@ -54,7 +98,14 @@ impl Control {
         while let Some(cmd) = link.commands.pop() {
             self.commands += 1;
             match cmd {
-                Command::Drain => self.drain(stack, listeners),
+                Command::Drain { close_after } => {
+                    self.drain(stack, listeners);
+                    if let Some(after) = close_after {
+                        let after = c10m_stack::Duration::from_millis(after.as_millis() as u64);
+                        self.close_at = Some(now + after);
+                    }
+                }
+                Command::Undrain => self.undrain(stack, listeners),
                 Command::Sample { id, limit } => {
                     let conns = apps.sample(stack, limit);
                     let reply = Reply::Sample {
@@ -67,18 +118,30 @@ impl Control {
                     }
                 }
                 Command::Publish { id, topic, payload } => {
-                    let delivered = apps.publish(stack, now, &topic, &payload);
-                    let reply = Reply::Published {
-                        id,
-                        worker: link.queue,
-                        delivered,
-                    };
-                    if link.replies.push(reply).is_err() {
-                        self.replies_dropped += 1;
+                    match apps.publish(stack, now, &topic, &payload) {
+                        Some(started) => self.fanouts.push_back((id, started)),
+                        None => self.reply(link, id, Fanout::default()),
                     }
                 }
             }
         }
+        // A publish is answered when its fan-out (paced by the service) has ended.
+        while let Some(o) = apps.finished() {
+            while let Some(&(id, started)) = self.fanouts.front()
+                && started <= o.id
+            {
+                self.fanouts.pop_front();
+                if started == o.id {
+                    let fanout = Fanout {
+                        queued: o.queued,
+                        delivered: o.delivered,
+                        dropped: o.dropped,
+                    };
+                    self.reply(link, id, fanout);
+                }
+            }
+        }
+        self.close_due(stack, apps, link, now);
         if now >= self.rekey {
             // The stack keys each period's cookies from this secret (seeded from the OS
             // at start): renewing it bounds what a leaked secret is worth.
@@ -88,12 +151,16 @@ impl Control {
                 Err(e) => tracing::warn!("no fresh SYN-cookie secret from the OS: {e}"),
             }
         }
+        self.publish_cookies(stack, link.queue, now);
+        let kernel = port.kernel_stats();
+        self.warn_lost(&kernel, now);
         let memory = stack.memory();
         link.stats.publish(&Sample {
             stack: stack.counters(),
             worker: *stats,
             echo: apps.stats(),
             port: port.stats(),
+            kernel,
             memory: memory.total as u64,
             buffers_in_use: memory.buffers_in_use as u64,
             capacity: stack.capacity() as u64,
@@ -101,6 +168,117 @@ impl Control {
             replies_dropped: self.replies_dropped,
             draining: u64::from(self.draining),
         });
+    }
+
+    /// Says loudly (once a second at most) that the kernel dropped frames of this socket:
+    /// a TCP peer then retransmits, late, and no counter of the stack shows it.
+    fn warn_lost(&mut self, k: &KernelStats, now: Instant) {
+        // The kernel counts a drop for an empty fill ring in `rx_dropped` too.
+        let lost = k.rx_dropped + k.rx_ring_full;
+        if lost > self.lost && now >= self.lost_logged + c10m_stack::Duration::from_secs(1) {
+            tracing::warn!(
+                "the kernel dropped {} frame(s) of this queue since the last warning \
+                 (fill ring empty: {} in all, rx ring full: {}, all drops: {}): raise \
+                 --umem-frames, or give the worker a core of its own",
+                lost - self.lost,
+                k.rx_fill_ring_empty,
+                k.rx_ring_full,
+                k.rx_dropped
+            );
+            self.lost = lost;
+            self.lost_logged = now;
+        }
+    }
+
+    fn reply(&mut self, link: &mut Link, id: u64, fanout: Fanout) {
+        let reply = Reply::Published {
+            id,
+            worker: link.queue,
+            fanout,
+        };
+        if link.replies.push(reply).is_err() {
+            self.replies_dropped += 1;
+        }
+    }
+
+    /// Gives the XDP program this queue's SYN-cookie keys and pressure when they changed
+    /// (a new period every 64 s, pressure coming or going, a drain): one comparison
+    /// per call, a system call only on a change. A draining worker answers no SYN, so
+    /// the program does not either.
+    fn publish_cookies(&mut self, stack: &Stack, queue: usize, now: Instant) {
+        if stack.cookie_pressure() {
+            self.pressure_until = now + PRESSURE_HOLD;
+        }
+        let keys = stack.cookie_keys(now);
+        let want = (!self.draining).then_some(QueueCookies {
+            k0: keys.k0,
+            k1: keys.k1,
+            parity: keys.parity,
+            pressure: now < self.pressure_until,
+        });
+        if want == self.published {
+            return;
+        }
+        match self
+            .steering
+            .publish_cookie_keys(queue as u32, want.as_ref())
+        {
+            Ok(()) => {
+                if want.map(|w| w.pressure) != self.published.map(|p| p.pressure) {
+                    tracing::info!(
+                        "SYN cookies from XDP for auto listeners: {}",
+                        if want.is_some_and(|w| w.pressure) {
+                            "on"
+                        } else {
+                            "off"
+                        }
+                    );
+                }
+                self.published = want;
+            }
+            Err(e) if !self.publish_failed => {
+                self.publish_failed = true;
+                tracing::warn!("the XDP program answers no SYN of this queue: {e}");
+            }
+            Err(_) => {}
+        }
+    }
+
+    /// A drain's close: FIN every connection when it is due, RST those left a grace
+    /// period later (the grace in force then).
+    fn close_due<S: c10m_apps::Service>(
+        &mut self,
+        stack: &mut Stack,
+        apps: &mut Apps<S>,
+        link: &Link,
+        now: Instant,
+    ) {
+        if self.close_at.is_some_and(|at| now >= at) {
+            self.close_at = None;
+            tracing::info!("drained: closing every connection");
+            apps.close_all(stack, now);
+            let grace = link.grace_ms.load(std::sync::atomic::Ordering::Relaxed);
+            self.abort_at = Some(now + c10m_stack::Duration::from_millis(grace));
+        }
+        if self.abort_at.is_some_and(|at| now >= at) {
+            self.abort_at = None;
+            apps.abort_all(stack);
+        }
+    }
+
+    /// Accepts on every listener again and forgets a pending close.
+    fn undrain(&mut self, stack: &mut Stack, listeners: &[ListenerId]) {
+        if self.draining {
+            tracing::info!("undrained: accepting again");
+        }
+        self.draining = false;
+        self.close_at = None;
+        self.abort_at = None;
+        for &l in listeners {
+            if let Err(e) = stack.relisten(l) {
+                tracing::error!("undrain: listener {l:?}: {e:?}");
+            }
+        }
     }
 
     /// Stops accepting on every listener.
@@ -111,18 +289,6 @@ impl Control {
         self.draining = true;
         for &l in listeners {
             stack.unlisten(l);
-        }
-    }
-}
-
-impl Default for Control {
-    fn default() -> Self {
-        Control {
-            next: Instant::ZERO,
-            rekey: Instant::ZERO + REKEY,
-            commands: 0,
-            replies_dropped: 0,
-            draining: false,
         }
     }
 }

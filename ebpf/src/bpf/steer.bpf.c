@@ -9,7 +9,9 @@
 //     IPv4, not a fragment
 //       ICMP to an address in `addrs`                  -> XSK
 //       TCP/UDP, (daddr, proto, dport) in `services`   -> XSK
-//       TCP/UDP, (proto, daddr) in a prefix of `prefixes` -> XSK
+//         TCP SYN whose service and queue say cookie  -> SYN-ACK out (redirect)
+//       TCP/UDP, (proto, daddr) in a prefix of `prefixes` -> XSK, or for a
+//         tallied prefix: counted by TCP flags, XDP_DROP
 //       malformed (IHL < 5, L4 header cut short)
 //         to an address in `addrs`                     -> XDP_DROP
 //         to any other address                         -> XDP_PASS, counted as error
@@ -27,11 +29,41 @@
 // Addresses and ports in the map keys are in network byte order, exactly as
 // they appear on the wire, so the program never swaps bytes. The Rust loader
 // (ebpf/src/maps.rs) builds keys with the same layout.
+//
+// SYN cookies. A TCP service's value says whether the program answers its SYNs
+// itself (`off`, `auto`, `always`, as the listener's --syn-cookies), with the
+// cookie SYN-ACK the stack would send (stack/src/cookie.rs): same SipHash-1-3
+// cookie, MSS option alone, IPv4 fields as smoltcp writes them. It is sent back
+// out of the interface it came in on (bpf_redirect to ingress_ifindex) and
+// counted in `cookies`; the client's ACK goes to the socket like any segment,
+// and the stack validates it and makes the connection. The two paths share the
+// cookie through `cookie_keys`: per rx queue (each worker's stack has its own
+// secret) the worker publishes the current 64-second period's SipHash keys,
+// its parity and whether it is under pressure (a full backlog or half-open
+// budget: then `auto` services get cookies here), on a change only, from its
+// periodic control work. A frame is answered only if it is a SYN alone (not
+// ACK, RST or FIN), to a unicast MAC, IHL 5, no data, both checksums right and
+// options smoltcp accepts, and the queue's worker has published its keys;
+// anything else goes on to the socket, whose stack decides as before.
+//
+// Cost: about 140 ns more than steering a frame (BPF_PROG_TEST_RUN, no
+// options), 260 ns with MSS, window scale, SACK and timestamps, against 6-7 us
+// of the worker's core per SYN through AF_XDP copy mode and the stack. The
+// work runs where XDP runs: on a NIC, the rx queue's interrupt core (usually
+// the worker's own, but with no copy, socket or ring); on veth, in the
+// sender's NAPI context, so a veth peer's flood is paid for by the peer's CPU.
+// On veth the answer reaches the peer only if the peer has NAPI (GRO on, or an
+// XDP program): scripts/testbed turns gen0's GRO on. Measured there
+// (c10m-bench compare --scenarios flood, bench/RESULTS.md): with userspace
+// cookies alone the worker's core saturated and the echo connection kept 3% of
+// its round trips; with this path, at 150,000 SYNs/s, every SYN was answered
+// here and the echo connection kept its round-trip rate.
 
 #include <linux/bpf.h>
 #include <linux/if_ether.h>
 #include <linux/in.h>
 #include <linux/ip.h>
+#include <linux/tcp.h>
 #include <bpf/bpf_endian.h>
 #include <bpf/bpf_helpers.h>
 
@@ -40,6 +72,20 @@
 #define MAX_SERVICES 4096
 #define MAX_ADDRS 64
 #define MAX_PREFIXES 64
+
+// SYN cookies (see the header comment and stack/src/cookie.rs).
+#define COOKIE_OFF 0
+#define COOKIE_AUTO 1
+#define COOKIE_ALWAYS 2
+#define KEYS_READY 1    // the worker of this queue published its keys and answers SYNs
+#define KEYS_PARITY 2   // the period's parity (bit 2 of every cookie)
+#define KEYS_PRESSURE 4 // the worker is under pressure: `auto` services get cookies here
+#define OUR_MSS 1460    // what the stack announces (1500-byte MTU)
+#define TCP_SYN 0x02
+#define TCP_RST 0x04
+#define TCP_ACK 0x10
+#define TCP_FIN 0x01
+#define SYNACK_LEN (14 + 20 + 24)
 
 #define ARPHRD_ETHER 1
 #define ARP_REQUEST_OR_REPLY_HLEN 28
@@ -62,6 +108,23 @@ struct prefix_key {
 	__u32 addr;   // IPv4 destination, network order
 };
 
+// The value of a service: whether and how its SYNs are answered with a cookie here.
+struct service_value {
+	__u16 window;  // the SYN-ACK's window, host order (min(rx_buf, 65535))
+	__u8 cookies;  // COOKIE_OFF, COOKIE_AUTO or COOKIE_ALWAYS
+	__u8 pad;      // always zero
+};
+
+// One rx queue's SipHash-1-3 keys for the current cookie period, published by the
+// worker of that queue; read and written under the lock (userspace: BPF_F_LOCK), so
+// the program never sees half of a new key.
+struct cookie_keys {
+	struct bpf_spin_lock lock;
+	__u32 flags;   // KEYS_READY | KEYS_PARITY | KEYS_PRESSURE
+	__u64 k0;
+	__u64 k1;
+};
+
 struct counters {
 	__u64 steered; // handed to an XSK (bpf_redirect_map said XDP_REDIRECT)
 	__u64 passed;  // not for the dataplane: XDP_PASS
@@ -69,6 +132,11 @@ struct counters {
 	__u64 dropped; // malformed and addressed to the dataplane: XDP_DROP
 	__u64 errors;  // malformed, not known to be ours: XDP_PASS
 	__u64 vlan;    // 802.1Q/802.1ad tagged: XDP_PASS (the stack has no VLANs)
+	__u64 cookies; // SYN answered here with a cookie SYN-ACK: XDP_REDIRECT to itself
+	// To a tallied prefix, by TCP flags (UDP: other): XDP_DROP.
+	__u64 tallied_syn_ack;
+	__u64 tallied_rst;
+	__u64 tallied_other;
 };
 
 struct {
@@ -82,8 +150,15 @@ struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, MAX_SERVICES);
 	__type(key, struct service_key);
-	__type(value, __u32);
+	__type(value, struct service_value);
 } services SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, MAX_QUEUES);
+	__type(key, __u32);
+	__type(value, struct cookie_keys);
+} cookie_keys SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -93,7 +168,12 @@ struct {
 } addrs SEC(".maps");
 
 // Whole destination prefixes steered for one protocol (e.g. a client's source
-// range, whose replies come back to many addresses and ports).
+// range, whose replies come back to many addresses and ports). The value says
+// what happens to their frames: PREFIX_STEER to the AF_XDP socket, PREFIX_TALLY
+// counted by TCP flags and dropped (a flood generator's spoofed sources: what
+// came back is counted without a copy to userspace).
+#define PREFIX_STEER 1
+#define PREFIX_TALLY 2
 struct {
 	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
 	__uint(max_entries, MAX_PREFIXES);
@@ -149,6 +229,291 @@ static __always_inline int drop(struct counters *c)
 {
 	c->dropped++;
 	return XDP_DROP;
+}
+
+// A frame to a tallied prefix: counted by its TCP flags, dropped.
+static __always_inline int tally(struct counters *c, __u8 proto, void *l4, void *end)
+{
+	__u8 *flags = l4 + 13;
+
+	if (proto != IPPROTO_TCP || (void *)(flags + 1) > end)
+		c->tallied_other++;
+	else if (*flags & TCP_RST)
+		c->tallied_rst++;
+	else if ((*flags & (TCP_SYN | TCP_ACK)) == (TCP_SYN | TCP_ACK))
+		c->tallied_syn_ack++;
+	else
+		c->tallied_other++;
+	return XDP_DROP;
+}
+
+#define ROTL(x, b) (((x) << (b)) | ((x) >> (64 - (b))))
+#define SIPROUND                                                                 \
+	do {                                                                     \
+		v0 += v1; v1 = ROTL(v1, 13); v1 ^= v0; v0 = ROTL(v0, 32);        \
+		v2 += v3; v3 = ROTL(v3, 16); v3 ^= v2;                           \
+		v0 += v3; v3 = ROTL(v3, 21); v3 ^= v0;                           \
+		v2 += v1; v1 = ROTL(v1, 17); v1 ^= v2; v2 = ROTL(v2, 32);        \
+	} while (0)
+
+// SipHash-1-3 of 17 bytes, as the Rust `siphasher` crate computes
+// write_u64(m0); write_u64(m1); write_u8(last); finish(): the two words are
+// taken little-endian (their numeric value on x86 and in BPF), the last block
+// holds the byte and the total length 17 in its top byte.
+static __always_inline __u64 siphash13_17(__u64 k0, __u64 k1, __u64 m0, __u64 m1, __u8 last)
+{
+	__u64 v0 = k0 ^ 0x736f6d6570736575ULL;
+	__u64 v1 = k1 ^ 0x646f72616e646f6dULL;
+	__u64 v2 = k0 ^ 0x6c7967656e657261ULL;
+	__u64 v3 = k1 ^ 0x7465646279746573ULL;
+	__u64 b = (17ULL << 56) | last;
+
+	v3 ^= m0;
+	SIPROUND;
+	v0 ^= m0;
+	v3 ^= m1;
+	SIPROUND;
+	v0 ^= m1;
+	v3 ^= b;
+	SIPROUND;
+	v0 ^= b;
+	v2 ^= 0xff;
+	SIPROUND;
+	SIPROUND;
+	SIPROUND;
+	return v0 ^ v1 ^ v2 ^ v3;
+}
+
+// The stack's `mss_index`: the largest of 536, 1220, 1440, 1460 not above the
+// client's MSS (536 when it sent none, or 0) and ours.
+static __always_inline __u32 mss_index(__u32 mss)
+{
+	if (mss >= 1460)
+		return 3;
+	if (mss >= 1440)
+		return 2;
+	if (mss >= 1220)
+		return 1;
+	return 0;
+}
+
+// The walk over a SYN's TCP options (copied out of the frame), one option per
+// bpf_loop step: the verifier checks the step once, not once per option.
+struct options_walk {
+	__u8 bytes[40];
+	__u32 len;  // option bytes in `bytes`
+	__u32 off;  // where the next option starts
+	int mss;    // the MSS option's value (0: none yet), or -1: malformed
+};
+
+static long options_step(__u32 i, void *arg)
+{
+	struct options_walk *w = arg;
+	__u32 off = w->off;
+
+	if (off >= w->len || off >= sizeof(w->bytes))
+		return 1;
+	__u8 kind = w->bytes[off];
+	if (kind == 0) // end of list
+		return 1;
+	if (kind == 1) { // no-operation
+		w->off = off + 1;
+		return 0;
+	}
+	if (off + 1 >= w->len || off + 1 >= sizeof(w->bytes))
+		goto malformed;
+	__u32 olen = w->bytes[off + 1];
+	// smoltcp's `TcpOption::parse`: these lengths it refuses, the stack drops the SYN.
+	if (olen < 2 || off + olen > w->len || (kind == 2 && olen != 4) ||
+	    (kind == 3 && olen != 3) || (kind == 4 && olen != 2) || (kind == 8 && olen != 10) ||
+	    (kind == 5 && (olen < 10 || ((olen - 2) & 7))))
+		goto malformed;
+	if (kind == 2) {
+		if (off + 3 >= sizeof(w->bytes))
+			goto malformed;
+		w->mss = w->bytes[off + 2] << 8 | w->bytes[off + 3];
+	}
+	w->off = off + olen;
+	return 0;
+malformed:
+	w->mss = -1;
+	return 1;
+}
+
+// The client's MSS option (0: none) among the `len` option bytes of a TCP
+// header at offset 34 (IHL 5), or -1 when smoltcp would refuse the options
+// (the stack then drops the SYN, so the program must not answer it).
+static __always_inline int client_mss(struct xdp_md *ctx, __u32 len)
+{
+	struct options_walk w = {};
+
+	if (len == 0)
+		return 0;
+	if (len > sizeof(w.bytes) || bpf_xdp_load_bytes(ctx, 54, w.bytes, len))
+		return -1;
+	w.len = len;
+	// At most 40 steps: each consumes at least one byte.
+	bpf_loop(sizeof(w.bytes), options_step, &w, 0);
+	return w.mss;
+}
+
+static __always_inline __u16 fold(__u32 sum)
+{
+	sum = (sum & 0xffff) + (sum >> 16);
+	sum = (sum & 0xffff) + (sum >> 16);
+	return sum;
+}
+
+// Ones'-complement sum of the 16-bit words of the `len` bytes (even, at most
+// 60) at offset 34, the TCP header of an IHL-5 frame; -1 if cut short.
+static __always_inline long tcp_sum(void *data, void *end, __u32 len)
+{
+	__u32 sum = 0;
+
+#pragma unroll
+	for (int i = 0; i < 30; i++) {
+		if (i * 2 >= len)
+			break;
+		__u16 *w = data + 34 + i * 2;
+		if ((void *)(w + 1) > end)
+			return -1;
+		sum += *w;
+	}
+	return sum;
+}
+
+static __always_inline __u32 ip_sum(struct iphdr *ip)
+{
+	__u16 *w = (__u16 *)ip;
+	__u32 sum = 0;
+
+#pragma unroll
+	for (int i = 0; i < 10; i++)
+		sum += w[i];
+	return sum;
+}
+
+// The pseudo-header's sum (RFC 9293 §3.1) for a TCP segment of `len` bytes.
+static __always_inline __u32 pseudo_sum(__u32 saddr, __u32 daddr, __u32 len)
+{
+	return (saddr & 0xffff) + (saddr >> 16) + (daddr & 0xffff) + (daddr >> 16) +
+	       bpf_htons(IPPROTO_TCP) + bpf_htons(len);
+}
+
+// A SYN to a service whose cookie mode says so, answered right here with the
+// cookie SYN-ACK the stack's `send_cookie` would send (back out of the same
+// interface, XDP_REDIRECT); -1 to let it
+// go on to the socket as any other frame. The frame is IPv4 with IHL 5, not a
+// fragment, and holds the ports.
+static __always_inline int syn_cookie(struct xdp_md *ctx, struct counters *c,
+				      const struct service_value *svc)
+{
+	void *data = (void *)(long)ctx->data;
+	void *end = (void *)(long)ctx->data_end;
+	struct ethhdr *eth = data;
+	struct iphdr *ip = data + 14;
+	struct tcphdr *tcp = data + 34;
+
+	if ((void *)(tcp + 1) > end)
+		return -1;
+	// SYN alone among SYN, ACK, RST and FIN, as the stack's `ingress_syn` sees it;
+	// frames to a group address are the stack's (it answers from its own MAC).
+	__u8 flags = ((__u8 *)tcp)[13];
+	if ((flags & (TCP_SYN | TCP_ACK | TCP_RST | TCP_FIN)) != TCP_SYN || eth->h_dest[0] & 1)
+		return -1;
+	__u32 queue = ctx->rx_queue_index;
+	struct cookie_keys *keys = bpf_map_lookup_elem(&cookie_keys, &queue);
+	if (!keys)
+		return -1;
+	bpf_spin_lock(&keys->lock);
+	__u32 kflags = keys->flags;
+	__u64 k0 = keys->k0;
+	__u64 k1 = keys->k1;
+	bpf_spin_unlock(&keys->lock);
+	if (!(kflags & KEYS_READY) ||
+	    !(svc->cookies == COOKIE_ALWAYS ||
+	      (svc->cookies == COOKIE_AUTO && (kflags & KEYS_PRESSURE))))
+		return -1;
+
+	// What the stack would drop (and so not answer): bad checksums, malformed
+	// options. A SYN carrying data goes to the stack too.
+	__u32 doff = tcp->doff * 4;
+	if (doff < 20 || bpf_ntohs(ip->tot_len) != 20 + doff || (void *)ip + 20 + doff > end ||
+	    tcp->source == 0 || tcp->dest == 0)
+		return -1;
+	if (fold(ip_sum(ip)) != 0xffff)
+		return -1;
+	long sum = tcp_sum(data, end, doff);
+	if (sum < 0 || fold(sum + pseudo_sum(ip->saddr, ip->daddr, doff)) != 0xffff)
+		return -1;
+	int mss = client_mss(ctx, doff - 20);
+	if (mss < 0)
+		return -1;
+
+	// The cookie, exactly as `cookie::Jar::make` computes it.
+	__u32 remote = bpf_ntohl(ip->saddr), local = bpf_ntohl(ip->daddr);
+	__u32 isn = bpf_ntohl(tcp->seq);
+	__u16 rport = bpf_ntohs(tcp->source), lport = bpf_ntohs(tcp->dest);
+	__u32 idx = mss_index(mss);
+	__u64 mac = siphash13_17(k0, k1, (__u64)remote << 32 | local,
+				 (__u64)rport << 48 | (__u64)lport << 32 | isn, idx);
+	__u32 cookie = ((__u32)mac & ~7U) | ((kflags & KEYS_PARITY) ? 4 : 0) | idx;
+
+	__u8 smac[ETH_ALEN], dmac[ETH_ALEN];
+	__builtin_memcpy(smac, eth->h_source, ETH_ALEN);
+	__builtin_memcpy(dmac, eth->h_dest, ETH_ALEN);
+	__be32 saddr = ip->saddr, daddr = ip->daddr;
+	__be16 sport = tcp->source, dport = tcp->dest;
+	__u16 window = svc->window;
+
+	int delta = SYNACK_LEN - (int)(end - data);
+	if (delta && bpf_xdp_adjust_tail(ctx, delta))
+		return -1; // the frame is unchanged: the stack answers it
+	data = (void *)(long)ctx->data;
+	end = (void *)(long)ctx->data_end;
+	if (data + SYNACK_LEN > end)
+		return drop(c); // cannot happen: the tail was just set
+	eth = data;
+	ip = data + 14;
+	tcp = data + 34;
+
+	__builtin_memcpy(eth->h_dest, smac, ETH_ALEN);
+	__builtin_memcpy(eth->h_source, dmac, ETH_ALEN);
+	// IPv4 as smoltcp's `Ipv4Repr::emit` writes it: no options, DF, TTL 64.
+	ip->version = 4;
+	ip->ihl = 5;
+	ip->tos = 0;
+	ip->tot_len = bpf_htons(20 + 24);
+	ip->id = 0;
+	ip->frag_off = bpf_htons(0x4000);
+	ip->ttl = 64;
+	ip->protocol = IPPROTO_TCP;
+	ip->check = 0;
+	ip->saddr = daddr;
+	ip->daddr = saddr;
+	ip->check = ~fold(ip_sum(ip));
+	// TCP: SYN|ACK, the cookie, the client's ISN + 1, the MSS option alone.
+	tcp->source = dport;
+	tcp->dest = sport;
+	tcp->seq = bpf_htonl(cookie);
+	tcp->ack_seq = bpf_htonl(isn + 1);
+	((__u8 *)tcp)[12] = 6 << 4;
+	((__u8 *)tcp)[13] = TCP_SYN | TCP_ACK;
+	tcp->window = bpf_htons(window);
+	tcp->check = 0;
+	tcp->urg_ptr = 0;
+	*(__be32 *)(tcp + 1) = bpf_htonl(2 << 24 | 4 << 16 | OUR_MSS);
+	sum = tcp_sum(data, end, 24);
+	if (sum < 0)
+		return drop(c);
+	tcp->check = ~fold(sum + pseudo_sum(daddr, saddr, 24));
+	c->cookies++;
+	// Out of the interface it came in on. Not XDP_TX: on veth, frames sent with
+	// XDP_TX wait in the peer's queue until something else wakes it, unless the
+	// peer has an XDP program of its own (veth_xdp_flush), while a redirect to
+	// the same device is flushed at the end of the poll. On a NIC the two differ
+	// little: the driver's ndo_xdp_xmit rather than its XDP_TX ring.
+	return bpf_redirect(ctx->ingress_ifindex, 0);
 }
 
 SEC("xdp")
@@ -220,16 +585,24 @@ int steer(struct xdp_md *ctx)
 		.proto = ip->protocol,
 		.pad = 0,
 	};
-	if (bpf_map_lookup_elem(&services, &key))
+	struct service_value *svc = bpf_map_lookup_elem(&services, &key);
+	if (svc) {
+		if (svc->cookies != COOKIE_OFF && ip->protocol == IPPROTO_TCP && ihl == 5) {
+			int action = syn_cookie(ctx, c, svc);
+			if (action >= 0)
+				return action;
+		}
 		return to_xsk(ctx, c);
+	}
 	struct prefix_key pkey = {
 		.prefixlen = 64,
 		.proto = ip->protocol,
 		.pad = {0, 0, 0},
 		.addr = daddr,
 	};
-	if (bpf_map_lookup_elem(&prefixes, &pkey))
-		return to_xsk(ctx, c);
+	__u32 *how = bpf_map_lookup_elem(&prefixes, &pkey);
+	if (how)
+		return *how == PREFIX_TALLY ? tally(c, ip->protocol, l4, end) : to_xsk(ctx, c);
 	return pass(&c->passed);
 }
 

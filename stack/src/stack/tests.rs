@@ -8,8 +8,8 @@ use smoltcp::iface::SocketHandle;
 use smoltcp::socket::tcp;
 
 use super::{ConnId, Event, Stack};
+use crate::ConnectOptions;
 use crate::ListenOptions;
-use crate::api::ConnectOptions;
 use crate::listener::SocketOptions;
 use crate::mem;
 use crate::wire::{Impairments, Pair, Side};

@@ -49,32 +49,7 @@ pub fn tcp_with(
         timestamp: None,
         payload,
     };
-    let ip = Ipv4Repr {
-        src_addr: src.0,
-        dst_addr: dst.0,
-        next_header: IpProtocol::Tcp,
-        payload_len: tcp.buffer_len(),
-        hop_limit: 64,
-    };
-    let eth = EthernetRepr {
-        src_addr: EthernetAddress(CLIENT_MAC),
-        dst_addr: EthernetAddress(SERVER_MAC),
-        ethertype: EthernetProtocol::Ipv4,
-    };
-    let mut buf = vec![0u8; 14 + ip.buffer_len() + tcp.buffer_len()];
-    let caps = ChecksumCapabilities::default();
-    let mut f = EthernetFrame::new_unchecked(&mut buf[..]);
-    eth.emit(&mut f);
-    let mut p = Ipv4Packet::new_unchecked(f.payload_mut());
-    ip.emit(&mut p, &caps);
-    let mut t = TcpPacket::new_unchecked(p.payload_mut());
-    tcp.emit(
-        &mut t,
-        &IpAddress::Ipv4(src.0),
-        &IpAddress::Ipv4(dst.0),
-        &caps,
-    );
-    buf
+    c10m_stack::wire::tcp_frame((CLIENT_MAC, src.0), (SERVER_MAC, dst.0), &tcp)
 }
 
 /// Recomputes the IPv4 header checksum and the TCP checksum of `frame` in place (after a

@@ -59,6 +59,9 @@ pub(crate) struct Flood {
     /// The decoy flood's report (same generator and rate, to an address nobody has):
     /// the load on the client core while the "before" round trips were measured.
     pub(crate) decoy: Option<FloodOut>,
+    /// New connections under the decoy flood, beside the "before" round trips.
+    #[serde(default)]
+    pub(crate) before: Attempts,
     /// New connections during the flood.
     pub(crate) during: Attempts,
     /// New connections from 1 s after the flood.
@@ -106,6 +109,7 @@ pub(crate) fn flood_rows(rows: &mut Vec<Row>, floods: &[Flood]) {
             scenario: format!("flood: {name}"),
             dataplane: cell(d, failed, v),
             kernel: cell(k, failed, v),
+            reflector: Cell::Missing,
             decimals,
             relative: false,
         });
@@ -119,6 +123,11 @@ pub(crate) fn flood_rows(rows: &mut Vec<Row>, floods: &[Flood]) {
     row(
         "new connections attempted",
         &|f| Some(f.during.attempted as f64),
+        0,
+    );
+    row(
+        "the same under the baseline load (3 s), attempted",
+        &|f| Some(f.before.attempted as f64),
         0,
     );
     row("echo round trips/s before", &|f| f.rtt_before, 0);

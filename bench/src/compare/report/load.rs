@@ -243,8 +243,8 @@ pub(super) fn levels<L: Load>(xs: &[L]) -> Vec<(String, u64)> {
     distinct(xs.iter().map(|x| (x.proto().to_owned(), x.level())))
 }
 
-/// The side-by-side rows of `xs` at every level: the dataplane against `base`, the
-/// scenario names ending in `suffix`. Levels `base` did not run at are left out for
+/// The side-by-side rows of `xs` at every level: the dataplane against `base` (and the
+/// reflector, when `base` is the kernel), the scenario names ending in `suffix`. Levels `base` did not run at are left out for
 /// nginx.
 pub(super) fn load_rows<L: Load>(rows: &mut Vec<Row>, xs: &[L], base: Server, suffix: &str) {
     let (unit, sub) = (L::Out::UNIT, L::Out::NAME);
@@ -256,6 +256,8 @@ pub(super) fn load_rows<L: Load>(rows: &mut Vec<Row>, xs: &[L], base: Server, su
         if k.is_none() && base == Server::Nginx {
             continue;
         }
+        // The ceiling beside the kernel baseline's rows (not repeated beside nginx's).
+        let r = find(xs, Server::Reflector, &proto, c).filter(|_| base == Server::Kernel);
         let failed = |x: &L| x.measured().out.is_none();
         let mut row =
             |name: &str, f: &dyn Fn(&Measured<L::Out>) -> Option<f64>, decimals, relative| {
@@ -264,6 +266,7 @@ pub(super) fn load_rows<L: Load>(rows: &mut Vec<Row>, xs: &[L], base: Server, su
                     scenario: format!("{proto} c={c}: {name}{suffix}"),
                     dataplane: cell(d, failed, f),
                     kernel: cell(k, failed, f),
+                    reflector: cell(r, failed, f),
                     decimals,
                     relative,
                 });

@@ -48,14 +48,20 @@ pub(crate) fn table(r: &Report) -> String {
         .unwrap_or(8)
         .max(8);
     let mut s = String::new();
-    let _ = writeln!(
+    // The reflector's columns only when it ran.
+    let ceiling = rows.iter().any(|x| x.reflector != Cell::Missing);
+    let _ = write!(
         s,
         "{:<w$}  {:>14}  {:>14}  {:>9}",
         "scenario", "dataplane", "kernel", "dp/kernel"
     );
+    if ceiling {
+        let _ = write!(s, "  {:>14}  {:>12}", "reflector", "dp/reflector");
+    }
+    let _ = writeln!(s);
     for x in &rows {
         let ratio = x.ratio().map_or("-".to_owned(), times);
-        let _ = writeln!(
+        let _ = write!(
             s,
             "{:<w$}  {:>14}  {:>14}  {:>9}",
             x.scenario,
@@ -63,6 +69,11 @@ pub(crate) fn table(r: &Report) -> String {
             x.kernel.show(x.decimals),
             ratio
         );
+        if ceiling {
+            let share = x.of_reflector().map_or("-".to_owned(), times);
+            let _ = write!(s, "  {:>14}  {:>12}", x.reflector.show(x.decimals), share);
+        }
+        let _ = writeln!(s);
     }
     let _ = writeln!(s);
     for g in &r.goals {
@@ -95,19 +106,25 @@ pub(crate) fn markdown(r: &Report) -> String {
     let _ = writeln!(
         s,
         "The dataplane (AF_XDP, 198.18.0.10) against the kernel baseline on the same host \
-         (198.18.0.2), measured in one run of {:.0} s by {}. Ratio = dataplane / kernel.\n",
+         (198.18.0.2), and against the stateless reflector (`c10m-bench reflect`, the same \
+         AF_XDP path with no TCP state: the ceiling), measured in one run of {:.0} s by {}.\n",
         r.secs, r.tool
     );
-    let _ = writeln!(s, "| scenario | dataplane | kernel | dataplane / kernel |");
-    let _ = writeln!(s, "|---|---:|---:|---:|");
+    let _ = writeln!(
+        s,
+        "| scenario | dataplane | kernel | dataplane / kernel | reflector | dataplane / reflector |"
+    );
+    let _ = writeln!(s, "|---|---:|---:|---:|---:|---:|");
     for x in rows(r) {
         let _ = writeln!(
             s,
-            "| {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} |",
             x.scenario,
             x.dataplane.show(x.decimals),
             x.kernel.show(x.decimals),
-            x.ratio().map_or("-".to_owned(), times)
+            x.ratio().map_or("-".to_owned(), times),
+            x.reflector.show(x.decimals),
+            x.of_reflector().map_or("-".to_owned(), times)
         );
     }
     let _ = writeln!(
@@ -368,7 +385,7 @@ fn cpu_section(s: &mut String, r: &Report) {
             opt(x.per_core_second, 0),
             opt(c.server_work, 1),
             opt(x.per_server_work_second, 0),
-            super::super::cpu::bound(c),
+            c.bound(),
         );
     }
 }

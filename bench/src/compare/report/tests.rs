@@ -133,16 +133,18 @@ fn a_failed_scenario_shows_as_failed() {
 #[test]
 fn goals_are_judged_at_every_level() {
     let g = sample().goals;
-    assert_eq!(g.len(), 4);
+    assert_eq!(g.len(), 6);
     // 3× at c=10 but 2× at c=100.
     assert_eq!(g[0].met, Some(false), "{:?}", g[0]);
     assert!(g[0].measured.contains("c=100: 2.00×"), "{:?}", g[0]);
     assert_eq!(g[1].met, Some(true), "{:?}", g[1]);
     // p99 40 ≤ 50 at c=10 but 120 > 100 at c=100.
     assert_eq!(g[2].met, Some(false), "{:?}", g[2]);
+    // No reflector in the sample: its goals are not judged.
+    assert_eq!((g[3].met, g[4].met), (None, None), "{g:?}");
     // 1000 bytes at the biggest dataplane count.
-    assert_eq!(g[3].met, Some(true), "{:?}", g[3]);
-    assert!(g[3].measured.contains("100,000 held"), "{:?}", g[3]);
+    assert_eq!(g[5].met, Some(true), "{:?}", g[5]);
+    assert!(g[5].measured.contains("100,000 held"), "{:?}", g[5]);
 }
 
 #[test]
@@ -204,6 +206,62 @@ fn the_child_contract_parses_integers_and_floats() {
     let c: CpsOut = serde_json::from_str(r#"{"cps":1000,"p99_us":5}"#).unwrap();
     assert_eq!(c.cps, 1000.0);
     assert!(serde_json::from_str::<RpsOut>(r#"{"p50_us":1}"#).is_err());
+}
+
+#[test]
+fn the_reflector_is_the_third_column_and_its_goals_are_judged() {
+    let mut r = sample();
+    assert!(
+        !table(&r).contains("dp/reflector"),
+        "no column when it did not run"
+    );
+    r.rps
+        .push(rps(Server::Reflector, 10, 400_000.0, 10.0, 20.0));
+    r.rps
+        .push(rps(Server::Reflector, 100, 250_000.0, 30.0, 60.0));
+    r.cps.push(cps(Server::Reflector, 200_000.0));
+    r.rps.push(rps(Server::Nginx, 10, 150_000.0, 40.0, 80.0));
+    r.goals = goals(&r);
+    let rows = rows(&r);
+    let x = rows
+        .iter()
+        .find(|x| x.scenario == "http c=100: requests/s")
+        .unwrap();
+    assert_eq!(x.reflector, Cell::Value(250_000.0));
+    assert_eq!((x.ratio(), x.of_reflector()), (Some(2.0), Some(0.8)));
+    let c = rows
+        .iter()
+        .find(|x| x.scenario == "http c=100: connections/s")
+        .unwrap();
+    assert_eq!(c.of_reflector(), Some(0.5));
+    // Not beside nginx, nor in rows of other kinds.
+    let n = rows
+        .iter()
+        .find(|x| x.scenario == "http c=10: requests/s vs nginx")
+        .unwrap();
+    assert_eq!(n.reflector, Cell::Missing);
+    assert!(
+        rows.iter()
+            .filter(|x| x.scenario.starts_with("held"))
+            .all(|x| x.reflector == Cell::Missing)
+    );
+    let t = table(&r);
+    assert!(
+        t.lines()
+            .next()
+            .unwrap()
+            .ends_with("reflector  dp/reflector"),
+        "{t}"
+    );
+    assert!(t.contains("250,000") && t.contains("0.80×"), "{t}");
+    let md = markdown(&r);
+    assert!(md.contains("| dataplane / reflector |"), "{md}");
+    assert!(md.contains("| 250,000 | 0.80× |"), "{md}");
+    assert!(md.contains("| 200,000 | 0.50× |"), "{md}");
+    // RPS: 0.8× at c=100 (c=10 is not judged); CPS: 0.5× < 0.6.
+    assert_eq!(r.goals[3].met, Some(true), "{:?}", r.goals[3]);
+    assert_eq!(r.goals[3].measured, "c=100: 0.80×");
+    assert_eq!(r.goals[4].met, Some(false), "{:?}", r.goals[4]);
 }
 
 #[test]
@@ -463,4 +521,50 @@ fn flood_rows_put_the_servers_side_by_side() {
     );
     let back: Report = serde_json::from_str(&serde_json::to_string(&r).unwrap()).unwrap();
     assert_eq!(back, r);
+}
+
+#[test]
+fn the_server_process_share_of_its_busy_core() {
+    let c = Cpu {
+        server_core: Some(CoreUse {
+            busy: 100.0,
+            ..CoreUse::default()
+        }),
+        server_process_cpu_secs: Some(2.5),
+        window_secs: 5.0,
+        ..Cpu::default()
+    };
+    assert_eq!(c.process_share(), Some(50.0));
+    assert_eq!(Cpu::default().process_share(), None);
+}
+
+#[test]
+fn the_bound_is_the_saturated_core() {
+    let cpu = |s: f64, g: f64| Cpu {
+        server_core: Some(CoreUse {
+            busy: s,
+            ..CoreUse::default()
+        }),
+        generator_core: Some(CoreUse {
+            busy: g,
+            ..CoreUse::default()
+        }),
+        ..Cpu::default()
+    };
+    assert_eq!(cpu(60.0, 99.0).bound(), "generator core");
+    assert_eq!(cpu(99.0, 60.0).bound(), "server core");
+    assert_eq!(cpu(99.0, 97.0).bound(), "both cores");
+    assert_eq!(cpu(50.0, 50.0).bound(), "neither core");
+    assert_eq!(Cpu::default().bound(), "unknown");
+    // A spinning generator: its core is full but its loop waited on the server.
+    let spinning = Cpu {
+        generator_idle: Some(30.0),
+        ..cpu(100.0, 100.0)
+    };
+    assert_eq!(spinning.bound(), "server core");
+    let working = Cpu {
+        generator_idle: Some(1.0),
+        ..cpu(100.0, 100.0)
+    };
+    assert_eq!(working.bound(), "both cores");
 }

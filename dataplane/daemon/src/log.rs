@@ -3,7 +3,7 @@
 
 use std::sync::{Arc, Mutex};
 
-use c10m_dataplane::LogLevel;
+use c10m_dataplane::{HookError, LogLevel};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Registry, reload};
@@ -19,10 +19,10 @@ impl LogLevel for Filter {
         self.current.lock().map(|s| s.clone()).unwrap_or_default()
     }
 
-    fn set(&self, filter: &str) -> Result<(), String> {
+    fn set(&self, filter: &str) -> Result<(), HookError> {
         let f =
             EnvFilter::try_new(filter).map_err(|e| format!("bad log filter {filter:?}: {e}"))?;
-        self.handle.reload(f).map_err(|e| e.to_string())?;
+        self.handle.reload(f)?;
         if let Ok(mut c) = self.current.lock() {
             *c = filter.to_owned();
         }

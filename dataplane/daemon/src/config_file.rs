@@ -1,70 +1,83 @@
 //! The TOML configuration file of `c10m run --config FILE`: the flags' names with `_`
 //! for `-`, every key optional; flags given on the command line override it. See
-//! `dataplane/c10m.example.toml`.
+//! `dataplane/daemon/c10m.example.toml`.
 
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::{Options, check_synack_retries, parse_cidr, parse_cores, parse_service};
+use c10m_dataplane::{
+    DEFAULT_ON_STATE_TIMEOUT, OnState, Options, ZeroCopy, check_synack_retries, parse_cidr,
+    parse_cores, parse_service,
+};
 
 /// The file's contents. Unknown keys are errors that name the key.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 #[allow(missing_docs)] // the flags of `c10m run` document these
-pub struct FileConfig {
-    pub iface: Option<String>,
-    pub addr: Option<String>,
-    pub gateway: Option<String>,
-    pub services: Option<Vec<String>>,
-    pub queues: Option<u32>,
-    pub cores: Option<String>,
-    pub xdp_mode: Option<String>,
-    pub zero_copy: Option<String>,
-    pub idle: Option<String>,
-    pub max_conns: Option<usize>,
-    pub backlog: Option<u32>,
-    pub syn_cookies: Option<String>,
-    pub synack_retries: Option<u8>,
+pub(crate) struct FileConfig {
+    pub(crate) iface: Option<String>,
+    pub(crate) addr: Option<String>,
+    pub(crate) gateway: Option<String>,
+    pub(crate) services: Option<Vec<String>>,
+    pub(crate) queues: Option<u32>,
+    pub(crate) cores: Option<String>,
+    pub(crate) xdp_mode: Option<String>,
+    pub(crate) zero_copy: Option<String>,
+    pub(crate) idle: Option<String>,
+    pub(crate) max_conns: Option<usize>,
+    pub(crate) backlog: Option<u32>,
+    pub(crate) syn_cookies: Option<String>,
+    pub(crate) synack_retries: Option<u8>,
     /// Seconds; 0 for none.
-    pub send_timeout: Option<f64>,
+    pub(crate) send_timeout: Option<f64>,
     /// 0 for no limit.
-    pub max_conns_per_source: Option<u32>,
-    pub rst_rate: Option<u32>,
-    pub rx_buf: Option<usize>,
-    pub tx_buf: Option<usize>,
-    pub umem_frames: Option<u32>,
-    pub prefault: Option<bool>,
-    pub frame_size: Option<u32>,
+    pub(crate) max_conns_per_source: Option<u32>,
+    pub(crate) rst_rate: Option<u32>,
+    pub(crate) rx_buf: Option<usize>,
+    pub(crate) tx_buf: Option<usize>,
+    /// cubic, reno or none.
+    pub(crate) congestion: Option<String>,
+    pub(crate) umem_frames: Option<u32>,
+    pub(crate) prefault: Option<bool>,
+    pub(crate) frame_size: Option<u32>,
     /// Seconds.
-    pub grace: Option<f64>,
-    pub mgmt: Option<String>,
-    pub metrics: Option<String>,
-    pub log_level: Option<String>,
-    pub http_body: Option<usize>,
+    pub(crate) grace: Option<f64>,
+    pub(crate) mgmt: Option<String>,
+    pub(crate) metrics: Option<String>,
+    pub(crate) log_level: Option<String>,
+    /// The `--on-state` command.
+    pub(crate) on_state: Option<String>,
+    /// Seconds.
+    pub(crate) on_state_timeout: Option<f64>,
+    pub(crate) http_body: Option<usize>,
     /// Seconds; 0 for none.
-    pub http_header_timeout: Option<f64>,
+    pub(crate) http_header_timeout: Option<f64>,
     /// Seconds; 0 for none.
-    pub http_idle_timeout: Option<f64>,
+    pub(crate) http_idle_timeout: Option<f64>,
     /// Seconds; 0 for none.
-    pub echo_idle_timeout: Option<f64>,
+    pub(crate) echo_idle_timeout: Option<f64>,
     /// Seconds; 0 for none.
-    pub push_idle_timeout: Option<f64>,
+    pub(crate) push_idle_timeout: Option<f64>,
+}
+
+/// Names the key of a bad value.
+fn field<E: std::fmt::Display>(name: &'static str) -> impl Fn(E) -> String {
+    move |e| format!("config key `{name}`: {e}")
 }
 
 /// Keys that a SIGHUP applies without a restart.
-pub const RELOADABLE: [&str; 2] = ["log_level", "grace"];
+pub(crate) const RELOADABLE: [&str; 2] = ["log_level", "grace"];
 
 impl FileConfig {
     /// Reads and parses `path`; the error names the file and the bad key.
-    pub fn load(path: &str) -> Result<FileConfig, String> {
+    pub(crate) fn load(path: &str) -> Result<FileConfig, String> {
         let text = std::fs::read_to_string(path).map_err(|e| format!("--config {path}: {e}"))?;
         parse(&text).map_err(|e| format!("{path}, {e}"))
     }
 
     /// Sets the options this file gives; errors name the key.
-    pub fn apply(&self, o: &mut Options) -> Result<(), String> {
-        let field = |name: &'static str| move |e: String| format!("config key `{name}`: {e}");
+    pub(crate) fn apply(&self, o: &mut Options) -> Result<(), String> {
         if let Some(v) = &self.iface {
             o.iface = v.clone();
         }
@@ -94,10 +107,15 @@ impl FileConfig {
         if let Some(v) = &self.idle {
             o.idle = v.parse().map_err(field("idle"))?;
         }
+        if let Some(v) = &self.congestion {
+            o.congestion = v
+                .parse()
+                .map_err(|e: c10m_stack::CongestionError| field("congestion")(e.to_string()))?;
+        }
         if let Some(v) = &self.syn_cookies {
             o.syn_cookies = v
                 .parse()
-                .map_err(|e: c10m_stack::SynCookiesError| field("syn_cookies")(e.to_string()))?;
+                .map_err(field::<c10m_stack::SynCookiesError>("syn_cookies"))?;
         }
         macro_rules! plain {
             ($($key:ident => $field:ident),*) => {$(
@@ -105,8 +123,13 @@ impl FileConfig {
             )*};
         }
         plain!(max_conns => max_conns, backlog => backlog, rx_buf => rx_buf, tx_buf => tx_buf,
-               umem_frames => frames, frame_size => frame_size, rst_rate => rst_rate,
-               prefault => prefault);
+               frame_size => frame_size, rst_rate => rst_rate);
+        if self.umem_frames.is_some() {
+            o.frames = self.umem_frames;
+        }
+        if let Some(v) = self.prefault {
+            o.prefault = Some(v);
+        }
         let s = &mut o.settings;
         if let Some(v) = self.http_body {
             s.http.body_size = v;
@@ -153,6 +176,19 @@ impl FileConfig {
         if let Some(v) = &self.mgmt {
             o.management.socket = (!v.is_empty()).then(|| v.into());
         }
+        if let Some(cmd) = &self.on_state {
+            o.management.on_state = (!cmd.trim().is_empty()).then(|| OnState {
+                command: cmd.clone(),
+                timeout: DEFAULT_ON_STATE_TIMEOUT,
+            });
+        }
+        if let Some(t) = self.on_state_timeout {
+            let t = parse_on_state_timeout(t).map_err(field("on_state_timeout"))?;
+            match &mut o.management.on_state {
+                Some(hook) => hook.timeout = t,
+                None => return Err("config key `on_state_timeout`: no `on_state` command".into()),
+            }
+        }
         if let Some(v) = &self.metrics {
             let a = v
                 .parse()
@@ -163,7 +199,7 @@ impl FileConfig {
     }
 
     /// The keys whose values differ between `self` and `other`.
-    pub fn changed(&self, other: &FileConfig) -> Vec<String> {
+    pub(crate) fn changed(&self, other: &FileConfig) -> Vec<String> {
         let (a, b) = (toml::Value::try_from(self), toml::Value::try_from(other));
         let (Ok(toml::Value::Table(a)), Ok(toml::Value::Table(b))) = (a, b) else {
             return vec!["(unreadable)".into()];
@@ -192,7 +228,7 @@ fn parse(text: &str) -> Result<FileConfig, String> {
 }
 
 /// A grace period in seconds: 0 to 3600.
-pub fn parse_grace(secs: f64) -> Result<Duration, String> {
+pub(crate) fn parse_grace(secs: f64) -> Result<Duration, String> {
     if (0.0..=3600.0).contains(&secs) {
         Ok(Duration::from_secs_f64(secs))
     } else {
@@ -200,11 +236,22 @@ pub fn parse_grace(secs: f64) -> Result<Duration, String> {
     }
 }
 
+/// An `--on-state` timeout in seconds: more than 0, at most 600.
+pub(crate) fn parse_on_state_timeout(secs: f64) -> Result<Duration, String> {
+    if secs > 0.0 && secs <= 600.0 {
+        Ok(Duration::from_secs_f64(secs))
+    } else {
+        Err(format!(
+            "on-state timeout {secs} s: expected more than 0, at most 600 seconds"
+        ))
+    }
+}
+
 /// The longest service timeout (`http_header_timeout` and the idle timeouts): a day.
-pub const MAX_SERVICE_TIMEOUT: Duration = Duration::from_secs(86_400);
+pub(crate) const MAX_SERVICE_TIMEOUT: Duration = Duration::from_secs(86_400);
 
 /// A timeout in seconds, at most `max`: 0 turns it off (`None`).
-pub fn parse_timeout(secs: f64, max: Duration) -> Result<Option<Duration>, String> {
+pub(crate) fn parse_timeout(secs: f64, max: Duration) -> Result<Option<Duration>, String> {
     if (0.0..=max.as_secs_f64()).contains(&secs) {
         Ok((secs > 0.0).then(|| Duration::from_secs_f64(secs)))
     } else {
@@ -217,16 +264,16 @@ pub fn parse_timeout(secs: f64, max: Duration) -> Result<Option<Duration>, Strin
 
 /// The longest `send_timeout`: the stack's
 /// [`MAX_SEND_TIMEOUT`](c10m_stack::MAX_SEND_TIMEOUT).
-pub fn max_send_timeout() -> Duration {
+pub(crate) fn max_send_timeout() -> Duration {
     Duration::from_millis(c10m_stack::MAX_SEND_TIMEOUT.total_millis())
 }
 
 /// `auto`, `on` or `off`.
-pub fn parse_zero_copy(s: &str) -> Result<crate::ZeroCopy, String> {
+pub(crate) fn parse_zero_copy(s: &str) -> Result<ZeroCopy, String> {
     match s {
-        "auto" => Ok(crate::ZeroCopy::Auto),
-        "on" => Ok(crate::ZeroCopy::On),
-        "off" => Ok(crate::ZeroCopy::Off),
+        "auto" => Ok(ZeroCopy::Auto),
+        "on" => Ok(ZeroCopy::On),
+        "off" => Ok(ZeroCopy::Off),
         _ => Err(format!(
             "unknown zero-copy mode {s:?}: expected auto, on or off"
         )),
@@ -278,6 +325,34 @@ mod tests {
     }
 
     #[test]
+    fn sets_the_congestion_control() {
+        use c10m_stack::Congestion;
+        assert_eq!(parse("").unwrap().congestion, Congestion::Reno);
+        assert_eq!(
+            parse("congestion = \"none\"").unwrap().congestion,
+            Congestion::None
+        );
+        #[cfg(feature = "cubic")]
+        assert_eq!(
+            parse("congestion = \"cubic\"").unwrap().congestion,
+            Congestion::Cubic
+        );
+        #[cfg(not(feature = "cubic"))]
+        {
+            let e = parse("congestion = \"cubic\"").unwrap_err();
+            assert!(
+                e.contains("`congestion`") && e.contains("--features cubic"),
+                "{e}"
+            );
+        }
+        let e = parse("congestion = \"bbr\"").unwrap_err();
+        assert!(
+            e.contains("`congestion`") && e.contains("cubic, reno or none"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn errors_name_the_key() {
         let e = parse("queues = \"two\"").unwrap_err();
         assert!(e.contains("key `queues`"), "{e}");
@@ -289,6 +364,14 @@ mod tests {
         assert!(e.contains("`grace`"), "{e}");
         let e = parse("colour = \"blue\"").unwrap_err();
         assert!(e.contains("colour"), "{e}");
+        let o = parse("on_state = \"/usr/local/bin/announce\"\non_state_timeout = 2").unwrap();
+        let hook = o.management.on_state.unwrap();
+        assert_eq!(hook.command, "/usr/local/bin/announce");
+        assert_eq!(hook.timeout, Duration::from_secs(2));
+        let e = parse("on_state_timeout = 2").unwrap_err();
+        assert!(e.contains("`on_state_timeout`"), "{e}");
+        let e = parse("on_state = \"x\"\non_state_timeout = 0").unwrap_err();
+        assert!(e.contains("`on_state_timeout`"), "{e}");
         let o = parse("grace = 2.5\nmetrics = \"127.0.0.1:9100\"").unwrap();
         assert_eq!(o.grace, Duration::from_millis(2500));
         assert_eq!(o.management.metrics.unwrap().port(), 9100);

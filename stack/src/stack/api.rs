@@ -1,6 +1,5 @@
 //! What the application calls: listen, accept, connect, read, write, close.
 
-use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::net::{Ipv4Addr, SocketAddrV4};
 
@@ -121,17 +120,7 @@ impl Stack {
         let profile = self
             .new_profile(opts.socket, Some(l))
             .ok_or(ListenError::OutOfMemory)?;
-        self.listeners.push(Listener {
-            port,
-            opts,
-            profile,
-            half_open: 0,
-            queued: 0,
-            queue: VecDeque::new(),
-            half_open_fifo: VecDeque::new(),
-            per_source: opts.max_per_source.map(|_| HashMap::new()),
-            open: true,
-        });
+        self.listeners.push(Listener::new(port, opts, profile));
         self.ports[usize::from(port)] = l + 1;
         Ok(ListenerId(l))
     }
@@ -148,21 +137,38 @@ impl Stack {
         }
     }
 
+    /// Takes new connections on `listener` again after [`unlisten`](Self::unlisten),
+    /// with the options it was opened with (an undrain). Fails with
+    /// [`ListenError::PortInUse`] if another listener took its port meanwhile, and with
+    /// [`ListenError::Invalid`] for a listener this stack never opened.
+    pub fn relisten(&mut self, listener: ListenerId) -> Result<(), ListenError> {
+        let l = self
+            .listeners
+            .get_mut(listener.index())
+            .ok_or(ListenError::Invalid)?;
+        let owner = &mut self.ports[usize::from(l.port)];
+        if *owner != 0 && *owner != listener.0 + 1 {
+            return Err(ListenError::PortInUse(l.port));
+        }
+        *owner = listener.0 + 1;
+        l.open = true;
+        Ok(())
+    }
+
     /// Takes the next established connection from `listener`'s accept queue. Data that
     /// arrived before the accept is reported with a [`Event::Readable`].
     pub fn accept(&mut self, listener: ListenerId) -> Option<ConnId> {
         let li = listener.index();
         loop {
-            let id = self.listeners.get_mut(li)?.queue.pop_front()?;
+            let id = self.listeners.get_mut(li)?.next_queued()?;
             let Some(slot) = self.slab.check(id) else {
                 continue;
             };
-            let m = &mut self.slab.slots[slot as usize].meta;
-            if !m.has(flag::QUEUED) {
+            if !self.slab.slots[slot as usize].meta.has(flag::QUEUED) {
                 continue;
             }
-            m.flags = (m.flags & !flag::QUEUED) | flag::VISIBLE;
-            self.listeners[li].queued -= 1;
+            self.end_queued(slot);
+            self.slab.slots[slot as usize].meta.flags |= flag::VISIBLE;
             let s = self.socket_seen(slot);
             if s.recv_queue > 0 || !s.may_recv {
                 self.slab.slots[slot as usize].meta.flags |= flag::READ_PENDING;
@@ -372,16 +378,7 @@ impl Stack {
         let wheel = size_of_val(&self.wheel);
         let buffers = self.pools.iter().map(|p| p.bytes()).sum();
         let buffers_in_use = self.pools.iter().map(|p| p.in_use() * p.chunk_size()).sum();
-        let queues: usize = self
-            .listeners
-            .iter()
-            .map(|l| {
-                (l.queue.capacity() + l.half_open_fifo.capacity()) * size_of::<ConnId>()
-                    + l.per_source
-                        .as_ref()
-                        .map_or(0, |m| m.capacity() * (size_of::<(u32, u32)>() + 1))
-            })
-            .sum();
+        let queues: usize = self.listeners.iter().map(Listener::bytes).sum();
         let other = queues
             + self.ports.len() * 2
             + self.events.capacity() * size_of::<Event>()

@@ -6,7 +6,7 @@ use std::io::{self, Read, Write};
 
 use mio::net::TcpStream;
 
-use crate::service::Error;
+use crate::slot::Error;
 
 /// Bytes one readable dispatch may read before the connection goes to the back of the
 /// line (fairness under edge-triggered epoll: it is dispatched again, without a new

@@ -99,6 +99,8 @@ fn publish_reaches_every_subscriber_on_every_worker_exactly_once() {
     eprintln!("publish: {p}");
     assert_eq!(v["ok"], true, "{v}");
     assert_eq!(p["delivered"], SUBSCRIBERS, "{v}");
+    assert_eq!(p["queued"], SUBSCRIBERS, "{v}");
+    assert_eq!(p["dropped"], 0, "{v}");
     assert_eq!(p["workers"], QUEUES, "{v}");
     assert!(p.get("workers_not_answering").is_none(), "{v}");
 

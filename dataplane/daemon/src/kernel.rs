@@ -54,7 +54,12 @@ pub(crate) fn main(a: &Args) -> ExitCode {
         return fail("--workers must be at least 1".into());
     }
     let stop = Arc::new(AtomicBool::new(false));
-    if let Err(e) = c10m_dataplane::stop_on_signal(stop.clone()) {
+    // SIGHUP is caught and ignored (the kernel backend has nothing to reload), as `c10m
+    // run` catches it for its reload: a closed terminal does not end the server.
+    let hangup = Arc::new(AtomicBool::new(false));
+    let handlers = c10m_apps::stop_on_signal(stop.clone())
+        .and_then(|()| signal_hook::flag::register(signal_hook::consts::SIGHUP, hangup).map(drop));
+    if let Err(e) = handlers {
         return fail(format!("cannot install signal handlers: {e}"));
     }
     let mut settings = Settings::default();

@@ -46,8 +46,17 @@ pub fn privileged() -> bool {
     false
 }
 
+/// `scripts/testbed` of the workspace (this file serves crates at several depths).
 fn testbed_script() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scripts/testbed")
+    workspace_root().join("scripts/testbed")
+}
+
+/// The workspace's root: the nearest ancestor of the crate's directory with `scripts/`.
+pub fn workspace_root() -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    dir.ancestors()
+        .find(|d| d.join("scripts/testbed").exists())
+        .map_or(dir.clone(), PathBuf::from)
 }
 
 fn testbed(args: &[&str]) -> Result<String, String> {
@@ -223,4 +232,17 @@ impl Drop for Process {
             let _ = self.child.wait();
         }
     }
+}
+
+/// The test-bed lock alone, for a test whose script builds its own bed (the multi-host
+/// bed of `scripts/demo-scaleout`); `None` (after [`privileged`]) if not root.
+pub fn bed_lock() -> Option<File> {
+    if !privileged() {
+        return None;
+    }
+    let lock = File::create("/tmp/c10m-testbed.lock").expect("creating the lock file");
+    // SAFETY: flock on a descriptor we own, which stays open as long as the returned file.
+    let r = unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) };
+    assert_eq!(r, 0, "locking the test bed");
+    Some(lock)
 }

@@ -19,7 +19,7 @@ pub(crate) struct Args {
     json: bool,
     /// The command (its list is the help text below).
     #[arg(
-        help = "stats | connections [LIMIT] | services | log-level [FILTER] | drain | shutdown [GRACE_SECS] | publish TOPIC MESSAGE"
+        help = "stats | connections [LIMIT] | services | log-level [FILTER] | drain [CLOSE_SECS] | undrain | state | shutdown [GRACE_SECS] | publish TOPIC MESSAGE"
     )]
     command: String,
     /// The command's argument.
@@ -50,6 +50,12 @@ fn request(a: &Args) -> Result<Value, String> {
                 .into();
         }
         ("log-level", Some(f)) => req["level"] = f.clone().into(),
+        ("drain", Some(c)) => {
+            req["close"] = c
+                .parse::<f64>()
+                .map_err(|_| "CLOSE_SECS must be a number")?
+                .into();
+        }
         ("shutdown", Some(g)) => {
             req["grace"] = g
                 .parse::<f64>()
@@ -65,7 +71,9 @@ fn ask(path: &str, req: &Value) -> Result<Value, String> {
     let mut s = UnixStream::connect(path).map_err(|e| {
         format!("cannot reach the daemon at {path}: {e} (is `c10m run` running? as root? --mgmt?)")
     })?;
-    let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
+    // A publish is answered when its paced fan-out ends: tens of seconds at 10M.
+    let wait = if req["cmd"] == "publish" { 310 } else { 10 };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(wait)));
     writeln!(s, "{req}").map_err(|e| format!("{path}: {e}"))?;
     let mut line = String::new();
     BufReader::new(s)
@@ -103,17 +111,32 @@ pub(crate) fn main(a: &Args) -> ExitCode {
             table(&["SERVICE", "ADDRESS", "PORT"], &rows);
         }
         "log-level" => println!("log level: {}", text(&v["log-level"])),
-        "drain" => println!(
-            "draining: {} worker(s) stopped accepting",
-            text(&v["drain"]["workers"])
+        "drain" => {
+            println!(
+                "draining (was {}): {} worker(s) stopped accepting; /health answers 503",
+                text(&v["drain"]["was"]),
+                text(&v["drain"]["workers"])
+            );
+            if let Some(c) = v["drain"]["close_secs"].as_f64() {
+                println!("connections close in {c} s (reset after the grace period)");
+            }
+        }
+        "undrain" => println!(
+            "serving (was {}): {} worker(s) accept again; /health answers 200",
+            text(&v["undrain"]["was"]),
+            text(&v["undrain"]["workers"])
         ),
+        "state" => println!("{}", text(&v["state"]["state"])),
         "shutdown" => println!(
             "shutting down: connections get {} s to finish",
             text(&v["shutdown"]["grace_secs"])
         ),
         "publish" => println!(
-            "published to {} subscriber(s) on {} worker(s) in {} us ({} deliveries/s)",
+            "published to {} of {} subscriber(s) ({} dropped: output full) on {} worker(s) \
+             in {} us ({} deliveries/s)",
             text(&v["publish"]["delivered"]),
+            text(&v["publish"]["queued"]),
+            text(&v["publish"]["dropped"]),
             text(&v["publish"]["workers"]),
             text(&v["publish"]["elapsed_us"]),
             text(&v["publish"]["fanout_per_sec"]),

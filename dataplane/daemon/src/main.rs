@@ -14,6 +14,7 @@
 //! what to do), 2 for a bad command line, 3 when the interface went away while running
 //! (deleted or set down: restart the daemon once it is back).
 
+mod config_file;
 mod ctl;
 mod kernel;
 mod log;
@@ -25,12 +26,16 @@ use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 
 use c10m_dataplane::{
-    FileConfig, Hooks, Idle, Options, RELOADABLE, Reload, StartError, check_synack_retries,
-    max_send_timeout, parse_cidr, parse_cores, parse_grace, parse_service, parse_timeout,
-    parse_zero_copy,
+    DEFAULT_ON_STATE_TIMEOUT, DEFAULT_SOCKET, HookError, Hooks, Idle, OnState, Options, Reload,
+    StartError, check_synack_retries, parse_cidr, parse_cores, parse_service,
 };
 use c10m_ebpf::XdpMode;
 use clap::{Parser, Subcommand};
+
+use crate::config_file::{
+    FileConfig, RELOADABLE, max_send_timeout, parse_grace, parse_on_state_timeout, parse_timeout,
+    parse_zero_copy,
+};
 
 #[derive(Parser)]
 #[command(
@@ -75,7 +80,7 @@ struct RunArgs {
     gateway: Option<Ipv4Addr>,
     /// Service and TCP port, e.g. echo:7 (repeatable). Services: echo, http, push.
     #[arg(long = "service", value_parser = parse_service)]
-    services: Vec<(c10m_dataplane::Service, u16)>,
+    services: Vec<(c10m_apps::services::Kind, u16)>,
     /// Queues (one worker each): 0..N. Default 1.
     #[arg(long)]
     queues: Option<u32>,
@@ -104,7 +109,7 @@ struct RunArgs {
     syn_cookies: Option<c10m_stack::SynCookies>,
     /// SYN-ACK retransmissions before an unanswered half-open connection is freed, 0 to 15
     /// (default 3: given up 15 s after the SYN).
-    #[arg(long, value_parser = |s: &str| s.parse::<u8>().map_err(|e| e.to_string()).and_then(check_synack_retries))]
+    #[arg(long, value_parser = |s: &str| s.parse::<u8>().map_err(|e| e.to_string()).and_then(|n| check_synack_retries(n).map_err(|e| e.to_string())))]
     synack_retries: Option<u8>,
     /// Seconds queued data may go unacknowledged before the connection is aborted; 0 for
     /// never (default 60).
@@ -116,17 +121,24 @@ struct RunArgs {
     /// RSTs per second per worker for segments that match no connection (default 1000).
     #[arg(long)]
     rst_rate: Option<u32>,
-    /// Receive buffer bytes per connection (default 2048).
+    /// Receive buffer bytes per connection (default 2048). Above 64 KiB the window is
+    /// scaled (RFC 7323) when the client offers it.
     #[arg(long)]
     rx_buf: Option<usize>,
     /// Transmit buffer bytes per connection (default 2048).
     #[arg(long)]
     tx_buf: Option<usize>,
-    /// Fault in the connection buffers at start-up, true or false (default true): memory
-    /// then stays flat under load and floods, and no page fault hits the packet path.
+    /// Congestion control: reno (the default), none, or cubic (in a build with the `cubic`
+    /// feature).
+    #[arg(long)]
+    congestion: Option<c10m_stack::Congestion>,
+    /// Fault in the connection buffers at start-up, true or false (default: true while a
+    /// worker's buffers are at most 1 GiB): memory then stays flat under load and floods
+    /// and no page fault hits the packet path, but start-up takes about 2.5 s per GiB.
     #[arg(long)]
     prefault: Option<bool>,
-    /// UMEM frames per worker, a power of two (default 4096).
+    /// UMEM frames per worker, a power of two (default: one per 16 --max-conns, 16384
+    /// to 65536).
     #[arg(long)]
     umem_frames: Option<u32>,
     /// UMEM frame size: 2048 or 4096.
@@ -144,6 +156,14 @@ struct RunArgs {
     /// Log filter, e.g. info or c10m_dataplane=debug (default: RUST_LOG, else info).
     #[arg(long)]
     log_level: Option<String>,
+    /// Run this shell command with the new state (serving, draining, stopping) as its
+    /// argument on every change, e.g. to announce or withdraw a BGP route; off the
+    /// dataplane cores, killed after --on-state-timeout.
+    #[arg(long, value_name = "CMD")]
+    on_state: Option<String>,
+    /// Seconds an --on-state command may run before it is killed (default 10).
+    #[arg(long, value_parser = |s: &str| s.parse::<f64>().map_err(|e| e.to_string()).and_then(parse_on_state_timeout))]
+    on_state_timeout: Option<std::time::Duration>,
     #[command(flatten)]
     service: settings::ServiceArgs,
 }
@@ -153,12 +173,14 @@ struct RunArgs {
 struct CoreList(Vec<usize>);
 
 fn core_list(s: &str) -> Result<CoreList, String> {
-    parse_cores(s).map(CoreList)
+    parse_cores(s).map(CoreList).map_err(|e| e.to_string())
 }
 
 /// The options: built-in defaults, then the file, then the flags.
 fn options(a: &RunArgs, file: Option<&FileConfig>) -> Result<Options, String> {
     let mut o = Options::default();
+    // The daemon has a management socket unless told otherwise (the library has none).
+    o.management.socket = Some(DEFAULT_SOCKET.into());
     if let Some(f) = file {
         f.apply(&mut o)?;
     }
@@ -170,9 +192,15 @@ fn options(a: &RunArgs, file: Option<&FileConfig>) -> Result<Options, String> {
     flag!(iface <- a.iface, addr <- a.addr, queues <- a.queues, xdp_mode <- a.xdp_mode,
           zero_copy <- a.zero_copy, idle <- a.idle, max_conns <- a.max_conns, backlog <- a.backlog,
           syn_cookies <- a.syn_cookies,
-          rx_buf <- a.rx_buf, tx_buf <- a.tx_buf, frames <- a.umem_frames, prefault <- a.prefault,
+          rx_buf <- a.rx_buf, tx_buf <- a.tx_buf, congestion <- a.congestion,
           frame_size <- a.frame_size, grace <- a.grace,
           synack_retries <- a.synack_retries, rst_rate <- a.rst_rate);
+    if a.prefault.is_some() {
+        o.prefault = a.prefault;
+    }
+    if a.umem_frames.is_some() {
+        o.frames = a.umem_frames;
+    }
     a.service.apply(&mut o.settings);
     if let Some(s) = a.send_timeout {
         o.send_timeout = parse_timeout(s, max_send_timeout())?;
@@ -194,6 +222,18 @@ fn options(a: &RunArgs, file: Option<&FileConfig>) -> Result<Options, String> {
     }
     if a.metrics.is_some() {
         o.management.metrics = a.metrics;
+    }
+    if let Some(cmd) = &a.on_state {
+        o.management.on_state = (!cmd.trim().is_empty()).then(|| OnState {
+            command: cmd.clone(),
+            timeout: DEFAULT_ON_STATE_TIMEOUT,
+        });
+    }
+    if let Some(t) = a.on_state_timeout {
+        match &mut o.management.on_state {
+            Some(hook) => hook.timeout = t,
+            None => return Err("--on-state-timeout: no --on-state command to time".into()),
+        }
     }
     if o.iface.is_empty() {
         return Err("iface: no interface given: use --iface or `iface` in the config file".into());
@@ -260,7 +300,7 @@ fn run(a: &RunArgs) -> ExitCode {
     };
     if let (Some(path), Some(first)) = (a.config.clone(), file) {
         let last = Mutex::new(first);
-        hooks.on_hangup = Some(Box::new(move || {
+        hooks.on_hangup = Some(Box::new(move || -> Result<Reload, HookError> {
             let new = FileConfig::load(&path)?;
             let mut last = last.lock().map_err(|_| "poisoned".to_owned())?;
             let changed = last.changed(&new);

@@ -1,6 +1,6 @@
 //! The daemon on the veth test bed, end to end: ARP and ping, TCP echo at 1,000
-//! concurrent connections, kernel traffic alongside, two queues, `kill -9`, UMEM
-//! accounting, start-up errors. Privileged: see `common`.
+//! concurrent connections, kernel traffic alongside, two queues, SYN cookies from the
+//! XDP program, `kill -9`, UMEM accounting, start-up errors. Privileged: see `common`.
 
 mod common;
 
@@ -144,6 +144,41 @@ fn two_queues_share_the_connections() {
         "both workers got connections: {accepted:?}"
     );
     assert!(accepted.iter().sum::<u64>() >= 1000);
+}
+
+#[test]
+fn syn_cookies_always_are_answered_by_the_xdp_program_on_every_queue() {
+    let Some(_bed) = Bed::up(2) else { return };
+    let daemon = Daemon::start(&["--queues", "2", "--cores", "0,1", "--syn-cookies", "always"]);
+    echo_clients(200, 300);
+    let report = daemon.stop();
+    assert_clean(&report);
+    // Every SYN got its SYN-ACK from XDP, with the keys of its queue's worker: the stack
+    // sent no cookie itself, yet every connection was born from one.
+    let xdp = &report["xdp"];
+    assert!(xdp["cookies"].as_u64().unwrap() >= 200, "{xdp}");
+    let workers = report["workers"].as_array().unwrap();
+    let stack = |w: &serde_json::Value, k: &str| w["stack"][k].as_u64().unwrap();
+    let born: Vec<u64> = workers
+        .iter()
+        .map(|w| stack(w, "cookies_accepted"))
+        .collect();
+    eprintln!("cookie-born connections per worker: {born:?}; {xdp}");
+    assert!(
+        born.iter().all(|&n| n > 0),
+        "both queues' keys work: {born:?}"
+    );
+    assert!(born.iter().sum::<u64>() >= 200);
+    for w in workers {
+        assert_eq!(stack(w, "cookies_sent"), 0, "{}", w["stack"]);
+        assert_eq!(stack(w, "cookies_invalid"), 0, "{}", w["stack"]);
+        assert_eq!(
+            stack(w, "syns"),
+            0,
+            "no SYN reached the stack: {}",
+            w["stack"]
+        );
+    }
 }
 
 #[test]

@@ -32,7 +32,7 @@ struct Timeout(Option<Duration>);
 
 fn timeout(s: &str) -> Result<Timeout, String> {
     let secs: f64 = s.parse().map_err(|e| format!("{s:?}: {e}"))?;
-    c10m_dataplane::parse_timeout(secs, c10m_dataplane::MAX_SERVICE_TIMEOUT).map(Timeout)
+    crate::config_file::parse_timeout(secs, crate::config_file::MAX_SERVICE_TIMEOUT).map(Timeout)
 }
 
 impl ServiceArgs {

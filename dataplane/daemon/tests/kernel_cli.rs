@@ -1,6 +1,6 @@
 //! `c10m kernel`: the built-in services on Linux sockets over loopback, bounded, with
 //! curl, an echo client and a push heartbeat; SIGTERM stops it with a report; a second
-//! server on a port in use is refused unless `--reuseport`. No privileges needed.
+//! server on a port in use is refused unless `--reuseport`; SIGHUP is ignored. No privileges needed.
 
 mod common;
 
@@ -119,8 +119,24 @@ fn kernel_backend_serves_curl_echo_and_push_until_sigterm() {
     assert_eq!(line, "PONG\n");
     drop(push);
 
+    // SIGHUP (a closed terminal) is ignored: nothing to reload, and the server serves on.
+    // SAFETY: kill(2) with the pid of our own child and a valid signal number.
+    assert_eq!(unsafe { libc::kill(server.process.pid(), libc::SIGHUP) }, 0);
+    std::thread::sleep(Duration::from_millis(200));
+    let mut echo = TcpStream::connect_timeout(&server.addr("echo"), TIMEOUT)
+        .expect("c10m kernel still serving after SIGHUP");
+    echo.set_read_timeout(Some(TIMEOUT)).unwrap();
+    echo.write_all(b"after HUP").unwrap();
+    echo.shutdown(Shutdown::Write).unwrap();
+    let mut got = Vec::new();
+    echo.read_to_end(&mut got).unwrap();
+    assert_eq!(got, b"after HUP");
+
     let report = server.process.stop();
-    assert_eq!(report["accepted"], 4, "curl twice, echo, push: {report}");
+    assert_eq!(
+        report["accepted"], 5,
+        "curl twice, echo twice, push: {report}"
+    );
 }
 
 #[test]

@@ -1,7 +1,7 @@
 //! The control path on the veth test bed: `c10m ctl`, a /metrics scrape whose counters
 //! move with traffic, 100 management clients (one of them slow) while the dataplane
-//! serves, drain, and the SIGTERM lifecycle with 1,000 open connections. Privileged:
-//! see `common`.
+//! serves, drain, a SIGHUP reload of the log level, and the SIGTERM lifecycle with 1,000
+//! open connections. Privileged: see `common`.
 
 mod common;
 
@@ -193,6 +193,31 @@ fn drain_stops_accepting_and_keeps_serving() {
         held.read_exact(&mut got).unwrap();
         assert_eq!(&got, b"still here");
     });
+    assert_clean(&daemon.stop());
+}
+
+#[test]
+fn sighup_applies_the_files_new_log_level() {
+    let Some(_bed) = Bed::up(1) else { return };
+    let path = std::env::temp_dir().join(format!("c10m-hup-{}.toml", std::process::id()));
+    std::fs::write(&path, "log_level = \"warn\"\n").unwrap();
+    let daemon = Daemon::start(&["--mgmt", SOCK, "--config", path.to_str().unwrap()]);
+    assert_eq!(ask(r#"{"cmd":"log-level"}"#)["log-level"], "warn");
+    std::fs::write(&path, "log_level = \"error\"\n").unwrap();
+    // SAFETY: kill(2) on the daemon's pid, a child the harness has not reaped.
+    unsafe { libc::kill(daemon.pid(), libc::SIGHUP) };
+    // The main thread looks for the signal every 20 ms.
+    let deadline = Instant::now() + TIMEOUT;
+    let mut level = Value::Null;
+    while Instant::now() < deadline {
+        level = ask(r#"{"cmd":"log-level"}"#)["log-level"].clone();
+        if level == "error" {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = std::fs::remove_file(&path);
+    assert_eq!(level, "error", "the reload did not reach the log filter");
     assert_clean(&daemon.stop());
 }
 
