@@ -141,16 +141,14 @@ impl<S: Service> Simulation<S> {
     fn advance_until(&mut self, limit_ms: u64) -> bool {
         let now = self.pair.now().total_millis() as u64;
         let timer = self.rt.poll_at().map(|t| t.total_millis() as u64);
-        if self.pair.advance() {
+        // The runtime's timer when it comes before anything on the wire or in the stacks.
+        if let Some(t) = timer
+            && self.pair.next_at().is_none_or(|next| t < next)
+        {
+            self.pair.sleep(t.min(limit_ms).saturating_sub(now).max(1));
             return true;
         }
-        match timer {
-            Some(t) => {
-                self.pair.sleep(t.min(limit_ms).saturating_sub(now).max(1));
-                true
-            }
-            None => false,
-        }
+        self.pair.advance()
     }
 
     /// Steps until `client` returns true after a round, or `limit_ms` of simulated time

@@ -362,6 +362,20 @@ impl Pair {
         moved
     }
 
+    /// When the next frame is delivered or a stack timer is due (ms, simulated time; the
+    /// current time when a frame is due now), `None` when nothing at all is pending.
+    pub fn next_at(&self) -> Option<u64> {
+        [
+            self.lanes[0].next(),
+            self.lanes[1].next(),
+            self.a.poll_at().map(|t| t.total_millis() as u64),
+            self.b.poll_at().map(|t| t.total_millis() as u64),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
     /// Advances simulated time to the next frame delivery or timer, if nothing is due now.
     /// Returns false when nothing at all is pending.
     pub fn advance(&mut self) -> bool {
@@ -372,16 +386,7 @@ impl Pair {
         if due_now {
             return true;
         }
-        let next = [
-            self.lanes[0].next(),
-            self.lanes[1].next(),
-            self.a.poll_at().map(|t| t.total_millis() as u64),
-            self.b.poll_at().map(|t| t.total_millis() as u64),
-        ]
-        .into_iter()
-        .flatten()
-        .min();
-        match next {
+        match self.next_at() {
             Some(t) => {
                 self.now = t.max(self.now + 1);
                 true
