@@ -61,7 +61,7 @@ use std::time::{Duration, Instant};
 
 pub use conn::{Conn, Conns};
 pub use fanout::{Fanout, Inbox};
-pub use runtime::Runtime;
+pub use runtime::{CLOSES_PER_MS, Runtime};
 pub use service::{Service, Stats};
 pub use slot::{Error, Handle, LINGER};
 

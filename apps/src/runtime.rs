@@ -32,6 +32,23 @@ pub struct Runtime<S: Service> {
     ports: Vec<Option<u16>>,
     /// The listeners the runtime opened.
     listeners: Vec<ListenerId>,
+    /// A paced shutdown under way ([`close_all`](Runtime::close_all)).
+    closing: Option<Closing>,
+}
+
+/// Connections a shutdown closes per millisecond: 100,000 FINs a second, so a million
+/// connections close in ten seconds. Every FIN at once overflows the queues on the way (a
+/// Linux router's 1,000-frame backlog drops most of a 10,000-FIN burst), and the lost
+/// FINs' retransmissions would come due together as well.
+pub const CLOSES_PER_MS: usize = 100;
+
+/// Where a paced shutdown stands.
+#[derive(Debug, Clone, Copy)]
+struct Closing {
+    /// The first slot not yet visited.
+    next_slot: usize,
+    /// The millisecond of the last batch.
+    last_ms: u64,
 }
 
 fn ms(t: Instant) -> u64 {
@@ -45,6 +62,7 @@ impl<S: Service> Runtime<S> {
             core: Core::new(service, capacity, ms(now)),
             ports: Vec::new(),
             listeners: Vec::new(),
+            closing: None,
         }
     }
 
@@ -101,6 +119,7 @@ impl<S: Service> Runtime<S> {
         }
         self.core.put_fired(fired);
         self.core.poll(Net::Stack(stack));
+        self.close_paced(stack, ms(now));
     }
 
     fn event(&mut self, stack: &mut Stack, id: c10m_stack::ConnId, ev: Ev) {
@@ -117,13 +136,11 @@ impl<S: Service> Runtime<S> {
     }
 
     /// The next instant a runtime timer is due (a lower bound); combine it with
-    /// [`Stack::poll_at`] to sleep. While the service is [`busy`](Service::busy), one
-    /// millisecond from the last [`handle_events`](Self::handle_events).
+    /// [`Stack::poll_at`] to sleep. While the service is [`busy`](Service::busy) or a
+    /// shutdown is [`closing`](Self::closing), one millisecond from the last
+    /// [`handle_events`](Self::handle_events).
     pub fn poll_at(&self) -> Option<Instant> {
-        let busy = self
-            .core
-            .service
-            .busy()
+        let busy = (self.core.service.busy() || self.closing.is_some())
             .then_some(self.core.timers.now_ms + 1);
         let t = match (self.core.next_timer(), busy) {
             (Some(a), Some(b)) => Some(a.min(b)),
@@ -138,9 +155,12 @@ impl<S: Service> Runtime<S> {
     }
 
     /// Shutdown: hands the connections still queued on the runtime's listeners to the
-    /// service, then closes every connection (a FIN after the data already queued). The
-    /// service's handlers are not called for them again, except `on_closed`; bytes that
-    /// still arrive are read and dropped. Unlisten first to refuse new connections.
+    /// service, then closes every connection (a FIN after the data already queued),
+    /// [`CLOSES_PER_MS`] a millisecond: this call closes the first batch and
+    /// [`handle_events`](Self::handle_events) the rest, in slot order, while
+    /// [`closing`](Self::closing) says so. The service's handlers are not called for them
+    /// again, except `on_closed`; bytes that still arrive are read and dropped. Unlisten
+    /// first to refuse new connections.
     pub fn close_all(&mut self, stack: &mut Stack, now: Instant) {
         self.core.set_now(ms(now));
         for i in 0..self.listeners.len() {
@@ -153,7 +173,32 @@ impl<S: Service> Runtime<S> {
                     .accept(id.slot() as u32, Io::Stack(stack, id), port, Some(id));
             }
         }
-        for slot in 0..self.core.capacity() {
+        self.closing = Some(Closing {
+            next_slot: 0,
+            last_ms: ms(now).saturating_sub(1),
+        });
+        self.close_paced(stack, ms(now));
+    }
+
+    /// Is a shutdown still closing connections ([`close_all`](Self::close_all))?
+    pub fn closing(&self) -> bool {
+        self.closing.is_some()
+    }
+
+    /// The next batch of a paced shutdown: [`CLOSES_PER_MS`] for each millisecond since
+    /// the last batch (ten at most, after a long sleep).
+    fn close_paced(&mut self, stack: &mut Stack, now_ms: u64) {
+        let Some(c) = &mut self.closing else {
+            return;
+        };
+        let mut budget = (now_ms.saturating_sub(c.last_ms).min(10) as usize) * CLOSES_PER_MS;
+        if budget == 0 {
+            return;
+        }
+        c.last_ms = now_ms;
+        while budget > 0 && c.next_slot < self.core.capacity() {
+            let slot = c.next_slot;
+            c.next_slot += 1;
             if !self.core.owns(slot, None) {
                 continue;
             }
@@ -163,12 +208,18 @@ impl<S: Service> Runtime<S> {
             {
                 meta.closing = true;
                 let _ = stack.close(id);
+                budget -= 1;
             }
+        }
+        if c.next_slot >= self.core.capacity() {
+            self.closing = None;
         }
     }
 
-    /// End of a grace period: resets every connection the runtime still holds.
+    /// End of a grace period: resets every connection the runtime still holds (and ends
+    /// a paced shutdown).
     pub fn abort_all(&mut self, stack: &mut Stack) {
+        self.closing = None;
         for slot in 0..self.core.capacity() {
             if !self.core.owns(slot, None) {
                 continue;

@@ -114,6 +114,13 @@ impl<S: Service> Simulation<S> {
         self.rt.command(&mut self.pair.b, now, cmd);
     }
 
+    /// Shuts the service down as a worker does: every connection closed (FIN), paced
+    /// ([`Runtime::close_all`]); the rest of the close happens as time moves on.
+    pub fn close_all(&mut self) {
+        let now = self.pair.now();
+        self.rt.close_all(&mut self.pair.b, now);
+    }
+
     /// One round at the current time: frames are delivered, `client` runs on the client
     /// end (it must take that stack's events), the service on the other.
     pub fn step(&mut self, client: &mut impl FnMut(&mut Stack)) {

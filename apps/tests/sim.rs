@@ -37,6 +37,47 @@ fn echo_many_connections() {
     assert_eq!(sim.runtime().service().bytes, 50 * 10_000);
 }
 
+#[test]
+fn a_shutdown_paces_its_fins() {
+    let n = 1_000;
+    let mut sim = Simulation::new(Echo::default(), 2 * n);
+    sim.listen(7, listen_opts(1024)).unwrap();
+    let mut cl = Clients::default();
+    for _ in 0..n {
+        let c = cl.open(&mut sim, 7, 1024);
+        cl.queue(c, b"x");
+    }
+    assert!(run(&mut sim, &mut cl, 10_000, |c| c.all(|p| p.rx == b"x")));
+    let start = sim.now();
+    sim.close_all();
+    assert!(sim.runtime().closing());
+    // Each millisecond the clients see at most one more batch of FINs.
+    let mut seen = Vec::new();
+    while !cl.all(|p| p.eof) && (sim.now() - start).total_millis() < 1_000 {
+        let before = sim.now();
+        run(&mut sim, &mut cl, 0, |_| false);
+        let ms = (sim.now() - start).total_millis() as usize;
+        let eof = cl.peers.values().filter(|p| p.eof).count();
+        assert!(
+            eof <= (ms + 1) * c10m_apps::CLOSES_PER_MS,
+            "{eof} FINs by {ms} ms"
+        );
+        seen.push((ms, eof));
+        if sim.now() == before {
+            sim.sleep(1);
+        }
+    }
+    assert!(cl.all(|p| p.eof), "every connection closed: {seen:?}");
+    let last = (sim.now() - start).total_millis() as usize;
+    assert!(
+        (n / c10m_apps::CLOSES_PER_MS - 1..=n / c10m_apps::CLOSES_PER_MS + 5).contains(&last),
+        "{n} FINs took {last} ms: {seen:?}"
+    );
+    // The last batch visits the slots no connection holds: done a millisecond later.
+    run(&mut sim, &mut cl, 2, |_| false);
+    assert!(!sim.runtime().closing());
+}
+
 fn responses(rx: &[u8]) -> Vec<String> {
     let s = String::from_utf8_lossy(rx);
     s.split("HTTP/1.1 ")

@@ -226,6 +226,7 @@ pub(crate) fn run<S: c10m_apps::Service>(
     let mut stats = LoopStats::default();
     let mut idler = Idler::new(idle);
     let forward = !mesh.peers.is_empty();
+    let mut stopping = false;
     let mut grace_until = None;
     let mut control = Control::new(steering);
     loop {
@@ -236,17 +237,21 @@ pub(crate) fn run<S: c10m_apps::Service>(
             control.serve(stack, port, apps, link, listeners, &stats, now);
         }
         if stop.load(Ordering::Relaxed) {
-            let until = *grace_until.get_or_insert_with(|| {
+            if !stopping {
+                stopping = true;
                 control.drain(stack, listeners);
                 apps.close_all(stack, now);
+            }
+            // The grace period counts from the last FIN of the paced close.
+            if grace_until.is_none() && !apps.closing() {
                 let grace = link.grace_ms.load(Ordering::Relaxed);
-                now + c10m_stack::Duration::from_millis(grace)
-            });
+                grace_until = Some(now + c10m_stack::Duration::from_millis(grace));
+            }
             if !active(stack) {
                 control.serve(stack, port, apps, link, listeners, &stats, now);
                 break;
             }
-            if now >= until {
+            if grace_until.is_some_and(|until| now >= until) {
                 apps.abort_all(stack);
                 stack.poll(now, &mut port.tx());
                 port.flush();

@@ -37,6 +37,19 @@ pub(crate) struct Link {
 }
 
 /// The worker's side of the control path.
+/// A drain's close of the connections.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Close {
+    /// None pending.
+    None,
+    /// Due at this instant.
+    At(Instant),
+    /// FINs going out, paced by the runtime.
+    Closing,
+    /// Every FIN sent; those still open are reset at this instant.
+    AbortAt(Instant),
+}
+
 #[derive(Debug)]
 pub(super) struct Control<'a> {
     pub(super) next: Instant,
@@ -53,9 +66,8 @@ pub(super) struct Control<'a> {
     commands: u64,
     replies_dropped: u64,
     draining: bool,
-    /// When a drain closes the connections, and when it resets those left.
-    close_at: Option<Instant>,
-    abort_at: Option<Instant>,
+    /// Where a drain's close stands.
+    close: Close,
     /// Publishes whose fan-out is under way: (request id, the service's publish id).
     fanouts: VecDeque<(u64, u64)>,
     /// Frames the kernel lost for this socket, as last logged, and when.
@@ -75,8 +87,7 @@ impl<'a> Control<'a> {
             commands: 0,
             replies_dropped: 0,
             draining: false,
-            close_at: None,
-            abort_at: None,
+            close: Close::None,
             fanouts: VecDeque::new(),
             lost: 0,
             lost_logged: Instant::ZERO,
@@ -102,7 +113,7 @@ impl<'a> Control<'a> {
                     self.drain(stack, listeners);
                     if let Some(after) = close_after {
                         let after = c10m_stack::Duration::from_millis(after.as_millis() as u64);
-                        self.close_at = Some(now + after);
+                        self.close = Close::At(now + after);
                     }
                 }
                 Command::Undrain => self.undrain(stack, listeners),
@@ -244,8 +255,8 @@ impl<'a> Control<'a> {
         }
     }
 
-    /// A drain's close: FIN every connection when it is due, RST those left a grace
-    /// period later (the grace in force then).
+    /// A drain's close: FIN every connection when it is due (paced by the runtime), RST
+    /// those left a grace period after the last FIN (the grace in force then).
     fn close_due<S: c10m_apps::Service>(
         &mut self,
         stack: &mut Stack,
@@ -253,16 +264,24 @@ impl<'a> Control<'a> {
         link: &Link,
         now: Instant,
     ) {
-        if self.close_at.is_some_and(|at| now >= at) {
-            self.close_at = None;
-            tracing::info!("drained: closing every connection");
-            apps.close_all(stack, now);
-            let grace = link.grace_ms.load(std::sync::atomic::Ordering::Relaxed);
-            self.abort_at = Some(now + c10m_stack::Duration::from_millis(grace));
-        }
-        if self.abort_at.is_some_and(|at| now >= at) {
-            self.abort_at = None;
-            apps.abort_all(stack);
+        match self.close {
+            Close::At(at) if now >= at => {
+                tracing::info!(
+                    "drained: closing every connection, {} a millisecond",
+                    c10m_apps::CLOSES_PER_MS
+                );
+                apps.close_all(stack, now);
+                self.close = Close::Closing;
+            }
+            Close::Closing if !apps.closing() => {
+                let grace = link.grace_ms.load(std::sync::atomic::Ordering::Relaxed);
+                self.close = Close::AbortAt(now + c10m_stack::Duration::from_millis(grace));
+            }
+            Close::AbortAt(at) if now >= at => {
+                self.close = Close::None;
+                apps.abort_all(stack);
+            }
+            _ => {}
         }
     }
 
@@ -272,8 +291,7 @@ impl<'a> Control<'a> {
             tracing::info!("undrained: accepting again");
         }
         self.draining = false;
-        self.close_at = None;
-        self.abort_at = None;
+        self.close = Close::None;
         for &l in listeners {
             if let Err(e) = stack.relisten(l) {
                 tracing::error!("undrain: listener {l:?}: {e:?}");
