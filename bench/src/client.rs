@@ -8,12 +8,12 @@
 //! The targets, 198.18.0.10 (the dataplane) and 198.18.0.2 (dut0's kernel), are on-link:
 //! the stack ARPs for them itself.
 //!
-//! [`Client::turn`] is one round of the dataplane worker's loop with the roles turned
-//! around (see `dataplane/src/worker.rs`): rx batch → `stack.ingress` → the handler's
-//! events and its own work (new connections, requests) → `stack.poll` → tx → completions
-//! → idle. Idle is the worker's policy itself ([`Idler`]): spin a while, then sleep in `poll(2)` on the
-//! socket until a frame comes, the stack's next timer or a short limit, so a generator
-//! waiting on a slow server leaves the machine's other core alone.
+//! [`Client::turn`] is one turn of the dataplane workers' own loop ([`Driver`]) with the
+//! roles turned around: rx batch → `stack.ingress` → the handler's events and its own work
+//! (new connections, requests) → `stack.poll` → tx → completions → idle, by the workers'
+//! policy: spin a while, then sleep in `poll(2)` on the socket until a frame comes, the
+//! stack's next timer or a short limit, so a generator waiting on a slow server leaves the
+//! machine's other core alone.
 
 use std::collections::hash_map::RandomState;
 use std::hash::BuildHasher;
@@ -21,7 +21,7 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 use std::time::Duration;
 
 use anyhow::{Context, anyhow, bail};
-use c10m_dataplane::{Idle, Idler, Port, ZeroCopy};
+use c10m_dataplane::{Driver, Idle, Port, ZeroCopy, driver};
 use c10m_ebpf::{Proto, Steering, XdpMode};
 use c10m_stack::{Config, ConnectOptions, Event, Instant, SequentialPorts, Stack};
 
@@ -31,9 +31,6 @@ use crate::net::{in_bench_range, mac_of, require_iface, sys};
 const FRAMES: u32 = 8192;
 /// Frames read from the rx ring per turn.
 const RX_BATCH: u32 = 64;
-/// Extra flush/kick/reap rounds per turn while transmissions are in flight (copy mode
-/// sends at most 32 frames per kick).
-const KICK_ROUNDS: u32 = 8;
 
 /// Where and how the client runs.
 #[derive(Debug, Clone)]
@@ -84,6 +81,31 @@ pub(crate) struct Stats {
     pub(crate) resets_received: u64,
 }
 
+/// A client's handler on the dataplane's driver: the events to the handler, then its
+/// work; while resolving, an eye on the ARP answers.
+struct OnDriver<'a, H> {
+    h: &'a mut H,
+    arp_wait: &'a mut Option<(Ipv4Addr, bool)>,
+}
+
+impl<H: Handler> driver::Handler for OnDriver<'_, H> {
+    fn frames(&mut self, frames: &[&[u8]]) {
+        if let Some((addr, seen)) = self.arp_wait {
+            *seen |= frames.iter().any(|f| arp_from(f) == Some(*addr));
+        }
+    }
+
+    fn handle(&mut self, stack: &mut Stack, _: &mut Port, now: Instant, _: u32) -> bool {
+        let mut events = 0u32;
+        while let Some(ev) = stack.next_event() {
+            events += 1;
+            self.h.event(stack, ev, now);
+        }
+        self.h.work(stack, now);
+        events > 0
+    }
+}
+
 /// The handler of a client with nothing to do yet.
 struct Nothing;
 
@@ -99,14 +121,12 @@ pub(crate) struct Client {
     steering: Steering,
     pub(crate) stack: Stack,
     clock: std::time::Instant,
-    /// The workers' idle policy (spin, then sleep on the socket).
-    idler: Idler,
+    /// The workers' loop and idle policy (spin, then sleep on the socket).
+    driver: Driver,
     /// Microseconds of turns that found nothing to do (spinning or asleep), closed runs.
     idle_us: u64,
     /// Since when the current run of empty turns lasts.
     idle_from: Option<Instant>,
-    /// An event taken from the stack after the last poll, handled first next turn.
-    stash: Option<Event>,
     /// While resolving: the address whose ARP answer is awaited, and whether it came.
     arp_wait: Option<(Ipv4Addr, bool)>,
 }
@@ -264,10 +284,9 @@ impl Client {
             steering,
             stack,
             clock: std::time::Instant::now(),
-            idler: Idler::new(opts.idle),
+            driver: Driver::new(opts.idle, 1, RX_BATCH),
             idle_us: 0,
             idle_from: None,
-            stash: None,
             arp_wait: None,
         })
     }
@@ -296,44 +315,14 @@ impl Client {
     /// One round of the loop (see the [module docs](self)); idles when it found no work.
     pub(crate) fn turn(&mut self, h: &mut impl Handler) {
         let now = self.now();
-        let Client {
-            port,
-            stack,
-            stash,
-            arp_wait,
-            ..
-        } = self;
-        let rx = port.receive_batch(RX_BATCH, |frames, tx| {
-            if let Some((addr, seen)) = arp_wait {
-                *seen |= frames.iter().any(|f| arp_from(f) == Some(*addr));
-            }
-            stack.ingress_batch(now, frames, tx)
-        });
-        port.refill();
-        let mut events = 0u32;
-        if let Some(ev) = stash.take() {
-            events += 1;
-            h.event(stack, ev, now);
-        }
-        while let Some(ev) = stack.next_event() {
-            events += 1;
-            h.event(stack, ev, now);
-        }
-        h.work(stack, now);
-        stack.poll(now, &mut port.tx());
-        // Events of the poll (a timer's Closed, a Connected): once more, then keep one
-        // for the next turn so that the client does not sleep on it.
-        let mut again = 0;
-        while let Some(ev) = stack.next_event() {
-            again += 1;
-            h.event(stack, ev, now);
-        }
-        if again > 0 {
-            stack.poll(now, &mut port.tx());
-            *stash = stack.next_event();
-        }
-        let (sent, done) = port.push(KICK_ROUNDS);
-        let work = rx > 0 || sent > 0 || done > 0 || events + again > 0 || stash.is_some();
+        let mut on = OnDriver {
+            h,
+            arp_wait: &mut self.arp_wait,
+        };
+        let work = self
+            .driver
+            .turn(&mut self.port, &mut self.stack, now, &mut on)
+            .work;
         if work {
             if let Some(from) = self.idle_from.take() {
                 self.idle_us += (now - from.min(now)).total_micros();
@@ -341,11 +330,6 @@ impl Client {
         } else {
             self.idle_from.get_or_insert(now);
         }
-        let stack = &self.stack;
-        self.idler.rest(work, &self.port, || {
-            let at = stack.poll_at()?;
-            Some(Duration::from_micros((at - now.min(at)).total_micros()))
-        });
     }
 
     /// Learns the target's MAC before any measured connection opens: opens a probe

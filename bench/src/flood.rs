@@ -53,7 +53,7 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow, bail};
-use c10m_dataplane::{Port, ZeroCopy};
+use c10m_dataplane::{KICK_ROUNDS, Port, ZeroCopy};
 use c10m_ebpf::{Counters, Proto, Steering, XdpMode};
 use c10m_stack::TxQueue;
 use serde::Serialize;
@@ -70,8 +70,6 @@ use crate::net::{Prefix, in_bench_range, mac_of, parse_mac, require_iface, resol
 const FRAMES: u32 = 4096;
 /// Frames built per round at most.
 const BATCH: u32 = 64;
-/// Extra flush/reap rounds per loop: copy mode sends at most 32 frames per kick.
-const KICK_ROUNDS: u32 = 8;
 /// Lowest source port.
 const PORT_LO: u16 = 1024;
 /// The longest flood.

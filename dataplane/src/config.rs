@@ -8,8 +8,8 @@ use c10m_stack::SynCookies;
 
 use c10m_apps::services::Kind;
 
+use crate::driver::Idle;
 use crate::error::{OptionsError, ParseError};
-use crate::worker::Idle;
 use crate::xsk::ZeroCopy;
 
 /// Everything [`run`](crate::run) and [`run_service`](crate::run_service) need. The

@@ -29,7 +29,8 @@
 //! | `umem` | the packet memory (a hugepage [`Region`](c10m_stack::Region)) and the book of where each frame is: free, held, fill/rx, tx/completion | yes: the raw view of the area |
 //! | `xsk` | one AF_XDP socket bound to (interface, queue) with need_wakeup, copy or zero-copy; the only user of `xdpilone` | yes: the UMEM registration, `sendto`, `poll`, `getsockopt` |
 //! | `port` | socket + UMEM as the stack's device: rx frames read in place, tx frames built in place, batched rings, no frame leaks | no |
-//! | `worker` | the per-core loop: rx batch → stack → service → poll → tx → completions → idle policy | no |
+//! | `driver` | the per-core loop over a port and a stack, with a handler on top: rx batch → stack → handler → poll → tx → completions → idle policy; the workers and the bench generators turn it | no |
+//! | `worker` | a worker's thread on the driver: the ARP mesh, the service, counters and commands each millisecond, stop and grace | no |
 //! | `rss` | Toeplitz hash and indirection table: local ports whose replies come back to the worker's own queue | no |
 //! | `service` | a worker's service on its `c10m_apps::Runtime`: the built-in `echo`, `http`, `push`, or one of the user's | no |
 //! | `ring` | bounded SPSC lock-free rings (control ↔ worker) | yes: the slots |
@@ -80,6 +81,7 @@ mod config;
 #[cfg(feature = "management")]
 mod control;
 mod daemon;
+pub mod driver;
 mod error;
 mod host;
 mod link;
@@ -110,6 +112,7 @@ pub use control::{
     DEFAULT_ON_STATE_TIMEOUT, DEFAULT_SOCKET, OnState, Settings as Management, State,
 };
 pub use daemon::{Ready, run, run_service, run_with};
+pub use driver::{Driver, Idle, Idler, KICK_ROUNDS};
 #[cfg(feature = "management")]
 pub use error::ManagementError;
 pub use error::{OptionsError, ParseError, StartError, WorkerError};
@@ -119,5 +122,4 @@ pub use port::{FrameReport, MAX_RX_BATCH, Port, PortStats, Tx};
 pub use report::{Report, Totals, WorkerReport};
 pub use rss::{Rss, RssError, RssPorts, Toeplitz};
 pub use stats::{EchoStats, LoopStats};
-pub use worker::{Idle, Idler, KICK_ROUNDS};
 pub use xsk::{KernelStats, ZeroCopy};

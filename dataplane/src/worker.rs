@@ -1,20 +1,10 @@
 //! A worker: one thread per NIC queue, pinned to one core, owning one [`Stack`] and one
 //! [`Port`] and nothing else on the hot path.
 //!
-//! The loop is run-to-completion, one clock read per iteration:
-//!
-//! ```text
-//! now ← monotonic clock
-//! rx batches (≤ 16 × 64) → stack.ingress(now, frame in UMEM, tx) → frame back to the free list
-//! ARP frames from the other workers → stack.ingress          (multi-queue only)
-//! refill the fill ring
-//! runtime hands the stack's events to the service (built-in or the user's)
-//! stack.poll(now, tx)  — transmits what the service wrote, runs timers
-//! flush: staged frames → tx ring, kick with sendto if the kernel needs it
-//! reap completions → free list (flush and reap again, a few times, while frames wait)
-//! idle? spin, or after SPIN_ROUNDS empty rounds sleep in poll(2) on the socket until a
-//!       frame comes or the stack's or the services' next timer (at most MAX_SLEEP)
-//! ```
+//! The loop is the per-core [driver](crate::driver)'s, one clock read per iteration: rx
+//! batches (≤ 16 × 64) into the stack, ARP frames from the other workers (multi-queue
+//! only), the runtime handing the stack's events to the service (built-in or the
+//! user's), the stack's poll, transmit, completions, and the idle policy.
 //!
 //! About once a millisecond the worker publishes its counters ([`crate::stats`]) with
 //! relaxed stores, gives the XDP program its stack's SYN-cookie keys and pressure when
@@ -35,14 +25,12 @@
 //! rewritten to "reply" so that only the worker that received a request answers it and
 //! the others just learn the sender's address.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
-use std::time::Duration;
-
 use c10m_ebpf::Steering;
 use c10m_stack::{Instant, ListenerId, Stack};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
 
-use crate::error::ParseError;
+use crate::driver::{Driver, Handler, Idle};
 use crate::port::{MAX_RX_BATCH, Port};
 use crate::service::Apps;
 use crate::stats::LoopStats;
@@ -56,13 +44,6 @@ pub(crate) use control::Link;
 /// up to 256 messages, each answered by an ACK), runs timers and transmits must still
 /// read frames faster than they come, or the rx ring fills.
 const RX_ROUNDS: u32 = 16;
-/// Empty iterations before an adaptive worker sleeps.
-const SPIN_ROUNDS: u32 = 256;
-/// Longest sleep: bounds how late a worker notices the stop flag.
-const MAX_SLEEP: Duration = Duration::from_millis(10);
-/// Extra flush/kick/reap rounds per iteration while transmissions are in flight
-/// ([`Port::push`]).
-pub const KICK_ROUNDS: u32 = 8;
 /// How often counters are published and commands taken.
 const PUBLISH: c10m_stack::Duration = c10m_stack::Duration::from_millis(1);
 
@@ -85,83 +66,6 @@ fn active(stack: &Stack) -> bool {
 
 /// ARP frames that may wait for one worker.
 pub(crate) const ARP_QUEUE: usize = 64;
-
-/// What a worker does when there is no work.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Idle {
-    /// Spin a while, then sleep in `poll(2)` until a frame or a timer is due.
-    #[default]
-    Adaptive,
-    /// Never sleep: lowest latency, one core at 100%.
-    Spin,
-}
-
-impl std::str::FromStr for Idle {
-    type Err = ParseError;
-
-    fn from_str(s: &str) -> Result<Self, ParseError> {
-        match s {
-            "adaptive" => Ok(Idle::Adaptive),
-            "spin" => Ok(Idle::Spin),
-            _ => Err(ParseError::Idle(s.to_owned())),
-        }
-    }
-}
-
-/// The idle policy of a busy-polling loop over a [`Port`]: after each round, say whether
-/// it did any work; after 256 empty rounds an [`Idle::Adaptive`] loop sleeps in `poll(2)`
-/// on the socket (the kernel wakes it when a frame arrives, as with need_wakeup) until
-/// the next deadline, at most 10 ms, or 100 µs while
-/// transmissions are in flight (their completions do not wake `poll(2)`).
-///
-/// The workers use it, and so does any other loop that must idle exactly as they do
-/// (`c10m-bench reflect`).
-#[derive(Debug, Clone, Copy)]
-pub struct Idler {
-    idle: Idle,
-    empty: u32,
-}
-
-impl Idler {
-    /// A policy with no empty rounds yet.
-    pub fn new(idle: Idle) -> Idler {
-        Idler { idle, empty: 0 }
-    }
-
-    /// Ends a round: `work` says whether it received, sent or completed anything;
-    /// `due_in` tells (asked only before a sleep, so a loop with nothing to do reads no
-    /// clock for it) how soon the loop next has something to do on its own (a timer).
-    /// Spins, or sleeps on `port`; returns whether it slept.
-    pub fn rest(
-        &mut self,
-        work: bool,
-        port: &Port,
-        due_in: impl FnOnce() -> Option<Duration>,
-    ) -> bool {
-        if work {
-            self.empty = 0;
-            return false;
-        }
-        self.empty = self.empty.saturating_add(1);
-        if self.idle == Idle::Spin || self.empty < SPIN_ROUNDS {
-            std::hint::spin_loop();
-            return false;
-        }
-        let mut sleep = MAX_SLEEP;
-        if port.tx_in_flight() > 0 {
-            sleep = Duration::from_micros(100);
-        }
-        if let Some(until) = due_in() {
-            sleep = sleep.min(until);
-        }
-        let ms = sleep.as_millis() as i32;
-        if ms == 0 {
-            return false;
-        }
-        port.wait(ms);
-        true
-    }
-}
 
 /// The channels that carry ARP frames between workers.
 #[derive(Debug)]
@@ -224,8 +128,7 @@ pub(crate) fn run<S: c10m_apps::Service>(
     steering: &Steering,
 ) -> LoopStats {
     let mut stats = LoopStats::default();
-    let mut idler = Idler::new(idle);
-    let forward = !mesh.peers.is_empty();
+    let mut driver = Driver::new(idle, RX_ROUNDS, MAX_RX_BATCH as u32);
     let mut stopping = false;
     let mut grace_until = None;
     let mut control = Control::new(steering);
@@ -259,50 +162,53 @@ pub(crate) fn run<S: c10m_apps::Service>(
                 break;
             }
         }
-        let mut rx = 0;
-        for _ in 0..RX_ROUNDS {
-            let got = port.receive_batch(MAX_RX_BATCH as u32, |frames, tx| {
-                if forward {
-                    for frame in frames.iter().filter(|f| is_arp(f)) {
-                        forward_arp(frame, &mesh.peers, &mut stats);
-                    }
-                }
-                stack.ingress_batch(now, frames, tx);
-            });
-            rx += got;
-            if got < MAX_RX_BATCH as u32 {
-                break;
-            }
-        }
-        let mut replayed = 0;
-        if forward {
-            while let Ok(frame) = mesh.inbox.try_recv() {
-                replayed += 1;
-                stack.ingress(now, &frame, &mut port.tx());
-            }
-            stats.arp_received += replayed;
-        }
-        port.refill();
-        // Read as much as one iteration reads: more is waiting, so fan-outs slow down.
-        apps.set_backlog(rx >= RX_ROUNDS * MAX_RX_BATCH as u32);
-        apps.handle(stack, now);
-        stack.poll(now, &mut port.tx());
-        // Kick a few more times while frames wait, rather than one batch per round.
-        let (sent, done) = port.push(KICK_ROUNDS);
-
-        let work = rx > 0 || sent > 0 || done > 0 || replayed > 0;
-        let due_in = || {
-            let at = match (stack.poll_at(), apps.poll_at()) {
-                (Some(a), Some(b)) => a.min(b),
-                (a, b) => a.or(b)?,
-            };
-            Some(Duration::from_micros((at - now.min(at)).total_micros()))
+        let mut serve = Serve {
+            apps: &mut *apps,
+            mesh,
+            stats: &mut stats,
         };
-        if idler.rest(work, port, due_in) {
+        if driver.turn(port, stack, now, &mut serve).slept {
             stats.sleeps += 1;
         }
     }
     stats
+}
+
+/// What a worker runs on its driver: the ARP mesh and the service.
+struct Serve<'a, S: c10m_apps::Service> {
+    apps: &'a mut Apps<S>,
+    mesh: &'a ArpMesh,
+    stats: &'a mut LoopStats,
+}
+
+impl<S: c10m_apps::Service> Handler for Serve<'_, S> {
+    fn frames(&mut self, frames: &[&[u8]]) {
+        if self.mesh.peers.is_empty() {
+            return;
+        }
+        for frame in frames.iter().filter(|f| is_arp(f)) {
+            forward_arp(frame, &self.mesh.peers, self.stats);
+        }
+    }
+
+    fn handle(&mut self, stack: &mut Stack, port: &mut Port, now: Instant, rx: u32) -> bool {
+        let mut replayed = 0;
+        if !self.mesh.peers.is_empty() {
+            while let Ok(frame) = self.mesh.inbox.try_recv() {
+                replayed += 1;
+                stack.ingress(now, &frame, &mut port.tx());
+            }
+            self.stats.arp_received += replayed;
+        }
+        // Read as much as one turn reads: more is waiting, so fan-outs slow down.
+        self.apps.set_backlog(rx >= RX_ROUNDS * MAX_RX_BATCH as u32);
+        self.apps.handle(stack, now);
+        replayed > 0
+    }
+
+    fn poll_at(&self) -> Option<Instant> {
+        self.apps.poll_at()
+    }
 }
 
 /// Copies an ARP frame to every peer, as a reply (operation 2) so that peers only learn

@@ -938,6 +938,12 @@ impl Stack {
             .map(|t| Instant::from_millis(t as i64))
     }
 
+    /// Whether an event waits for the application ([`next_event`](Self::next_event)): a
+    /// loop must not sleep on one.
+    pub fn has_events(&self) -> bool {
+        !self.events.is_empty()
+    }
+
     /// Takes the next event for the application.
     pub fn next_event(&mut self) -> Option<Event> {
         let ev = self.events.pop_front()?;

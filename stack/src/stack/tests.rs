@@ -118,3 +118,36 @@ fn ring_hints_follow_the_rings_through_wraps_and_short_writes() {
         seen[1].len()
     );
 }
+
+#[test]
+fn has_events_says_whether_an_event_waits() {
+    let mut pair = Pair::new(
+        &Pair::client_config(4),
+        &Pair::server_config(4),
+        Impairments::none(),
+    );
+    pair.b.listen(80, ListenOptions::default()).unwrap();
+    let connect = ConnectOptions {
+        socket: opts(512, 512),
+        local_addr: None,
+        local_port: None,
+    };
+    pair.a
+        .connect(SocketAddrV4::new(Pair::SERVER, 80), connect)
+        .unwrap();
+    assert!(!pair.b.has_events());
+    // Leave the server's events where they are until its listener has one.
+    assert!(pair.run_until(5_000, |side, stack| {
+        if side == Side::A {
+            while stack.next_event().is_some() {}
+        }
+        side == Side::B && stack.has_events()
+    }));
+    let mut taken = 0;
+    while pair.b.has_events() {
+        assert!(pair.b.next_event().is_some());
+        taken += 1;
+    }
+    assert!(taken > 0);
+    assert_eq!(pair.b.next_event(), None);
+}
