@@ -44,6 +44,9 @@ pub(crate) struct Args {
     /// the `cubic` feature).
     #[arg(long, default_value = "reno")]
     congestion: Congestion,
+    /// TCP timestamps (RFC 7323) on every connection, true or false.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    timestamps: bool,
     /// Print one JSON object instead of a table.
     #[arg(long)]
     json: bool,
@@ -80,6 +83,7 @@ struct Report {
     rx_buf: usize,
     tx_buf: usize,
     congestion: &'static str,
+    timestamps: bool,
     memory: MemoryReport,
     hugepages: bool,
 }
@@ -166,6 +170,7 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<()> {
         rx_buf: args.rx_buf,
         tx_buf: args.tx_buf,
         congestion: args.congestion.name(),
+        timestamps: args.timestamps,
         memory: MemoryReport {
             slab: mem.slab,
             table: mem.table,
@@ -217,6 +222,7 @@ impl Scenario {
             rx_buf: args.rx_buf,
             tx_buf: args.tx_buf,
             congestion: args.congestion,
+            timestamps: args.timestamps,
             ..SocketOptions::default()
         };
         let mut pair = Pair::new(
@@ -485,6 +491,10 @@ fn print_table(r: &Report) {
         ),
         ("buffers", format!("{} B rx + {} B tx", r.rx_buf, r.tx_buf)),
         ("congestion control", r.congestion.to_owned()),
+        (
+            "TCP timestamps",
+            if r.timestamps { "on" } else { "off" }.to_owned(),
+        ),
     ];
     for (k, v) in rows {
         println!("  {k:<36}{v}");

@@ -64,6 +64,8 @@ pub struct Options {
     pub tx_buf: usize,
     /// Congestion controller of every connection (see `c10m_stack::Congestion`).
     pub congestion: c10m_stack::Congestion,
+    /// TCP timestamps (RFC 7323) when the peer offers them (`c10m_stack::SocketOptions`).
+    pub timestamps: bool,
     /// Fault in the connection buffers at start-up (the stack's `Config::prefault`): the
     /// daemon's memory then stays flat under load and floods, and no page fault lands on
     /// the per-packet path, but start-up takes about 2.5 s per GiB of buffers. `None`
@@ -109,6 +111,7 @@ impl Default for Options {
             rx_buf: 2048,
             tx_buf: 2048,
             congestion: c10m_stack::Congestion::default(),
+            timestamps: true,
             prefault: None,
             frames: None,
             frame_size: 2048,

@@ -436,6 +436,7 @@ where
             rx_buf: opts.rx_buf,
             tx_buf: opts.tx_buf,
             congestion: opts.congestion,
+            timestamps: opts.timestamps,
             send_timeout: opts
                 .send_timeout
                 .map(|d| c10m_stack::Duration::from_millis(d.as_millis() as u64)),

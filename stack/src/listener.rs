@@ -40,6 +40,13 @@ pub struct SocketOptions {
     pub send_timeout: Option<Duration>,
     /// The congestion controller: [`Congestion::Reno`] by default.
     pub congestion: Congestion,
+    /// TCP timestamps (RFC 7323): offered on active opens and answered when a SYN offers
+    /// them (on by default, as Linux's `net.ipv4.tcp_timestamps`). smoltcp sends TSval on
+    /// every segment and echoes TSecr but neither checks PAWS nor samples RTT from them
+    /// (see `tsval`), so what they buy here is interoperability; parsing and emitting the
+    /// 12-byte option on every segment costs about 11% of the per-segment time in the stack
+    /// benchmark (`bench/RESULTS.md`).
+    pub timestamps: bool,
 }
 
 /// A connection's congestion controller: how much it may have in flight beyond what the
@@ -153,6 +160,7 @@ impl Default for SocketOptions {
             idle_timeout: None,
             send_timeout: Some(Duration::from_secs(60)),
             congestion: Congestion::Reno,
+            timestamps: true,
         }
     }
 }
@@ -165,7 +173,10 @@ impl SocketOptions {
         socket.set_congestion_control(self.congestion.smoltcp());
         // Offered on active opens, answered when a SYN offers it (smoltcp drops it for
         // the connection otherwise); see `tsval`.
-        socket.set_tsval_generator(Some(crate::tsval::tsval));
+        socket.set_tsval_generator(
+            self.timestamps
+                .then_some(crate::tsval::tsval as fn() -> u32),
+        );
     }
 }
 

@@ -305,3 +305,60 @@ fn controlled_streams_survive_loss() {
     assert!(realigned > 0, "no stranded ACK moved");
     assert!(probes > 0, "no stalled connection probed");
 }
+
+/// Connects with `client_ts` and a listener with `server_ts`, sends 10 bytes, and returns
+/// the segments on the wire.
+fn handshake_with_timestamps(client_ts: bool, server_ts: bool) -> Vec<Seg> {
+    let mut pair = pair(4, Impairments::none());
+    pair.capture = Some(Vec::new());
+    let mut listen = server_opts(4096);
+    listen.socket.timestamps = server_ts;
+    pair.b.listen(9, listen).unwrap();
+    let mut connect = client_opts(4096);
+    connect.socket.timestamps = client_ts;
+    let c = pair
+        .a
+        .connect(SocketAddrV4::new(Pair::SERVER, 9), connect)
+        .unwrap();
+    let mut server = None;
+    let mut sent = false;
+    assert!(pair.run_until(5_000, |side, stack| match side {
+        Side::A => {
+            while stack.next_event().is_some() {}
+            if !sent {
+                sent = stack.send(c, b"0123456789") == Ok(10);
+            }
+            false
+        }
+        Side::B => {
+            accept_one(stack, &mut server);
+            let mut buf = [0u8; 16];
+            server.is_some_and(|s| stack.recv(s, &mut buf) == Ok(10))
+        }
+    }));
+    segments(&pair)
+}
+
+#[test]
+fn timestamps_can_be_turned_off_on_either_side() {
+    let on = handshake_with_timestamps(true, true);
+    assert!(on.iter().all(|s| s.timestamp.is_some()), "{on:?}");
+    // The server does not answer the offer: no segment after the SYN carries them.
+    let server_off = handshake_with_timestamps(true, false);
+    let syn = server_off.iter().find(|s| s.syn && !s.ack).unwrap();
+    assert!(syn.timestamp.is_some(), "the client still offers them");
+    assert!(
+        server_off
+            .iter()
+            .filter(|s| !s.syn || s.ack)
+            .all(|s| s.timestamp.is_none()),
+        "{server_off:?}"
+    );
+    // The client does not offer them: none at all.
+    let client_off = handshake_with_timestamps(false, true);
+    assert!(
+        client_off.iter().all(|s| s.timestamp.is_none()),
+        "{client_off:?}"
+    );
+    assert!(client_off.iter().any(|s| s.payload == 10), "the data went");
+}

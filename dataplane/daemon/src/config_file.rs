@@ -40,6 +40,7 @@ pub(crate) struct FileConfig {
     pub(crate) congestion: Option<String>,
     pub(crate) umem_frames: Option<u32>,
     pub(crate) prefault: Option<bool>,
+    pub(crate) timestamps: Option<bool>,
     pub(crate) frame_size: Option<u32>,
     /// Seconds.
     pub(crate) grace: Option<f64>,
@@ -126,6 +127,9 @@ impl FileConfig {
                frame_size => frame_size, rst_rate => rst_rate);
         if self.umem_frames.is_some() {
             o.frames = self.umem_frames;
+        }
+        if let Some(v) = self.timestamps {
+            o.timestamps = v;
         }
         if let Some(v) = self.prefault {
             o.prefault = Some(v);
@@ -299,6 +303,14 @@ mod tests {
         f.apply(&mut o).unwrap();
         o.validate().unwrap();
         assert_eq!(o.iface, "dut0");
+    }
+
+    #[test]
+    fn sets_tcp_timestamps() {
+        assert!(parse("").unwrap().timestamps, "on by default");
+        assert!(!parse("timestamps = false").unwrap().timestamps);
+        let e = parse("timestamps = \"off\"").unwrap_err();
+        assert!(e.contains("timestamps"), "{e}");
     }
 
     #[test]
