@@ -66,9 +66,10 @@ pub struct Options {
     pub congestion: c10m_stack::Congestion,
     /// TCP timestamps (RFC 7323) when the peer offers them (`c10m_stack::SocketOptions`).
     pub timestamps: bool,
-    /// Fault in the connection buffers at start-up (the stack's `Config::prefault`): the
-    /// daemon's memory then stays flat under load and floods, and no page fault lands on
-    /// the per-packet path, but start-up takes about 2.5 s per GiB of buffers. `None`
+    /// Fault in the connection slab and buffers at start-up (the stack's
+    /// `Config::prefault`): the daemon's memory then stays flat under load and floods, and
+    /// no page fault lands on the per-packet path, but start-up takes about 2.5 s per GiB
+    /// (the slab is some 480 bytes a slot on top of the buffers). `None`
     /// (the default): on while a worker's buffers are at most [`PREFAULT_AUTO_BYTES`]
     /// (see [`Options::prefaults`]).
     pub prefault: Option<bool>,
@@ -191,9 +192,9 @@ pub fn parse_cores(s: &str) -> Result<Vec<usize>, ParseError> {
 }
 
 /// The most buffer bytes per worker that the daemon faults in at start-up when
-/// `--prefault` is not given: 1 GiB, about 2.5 s of start-up on the reference machine
-/// (10,000,000 connections at 256 + 256 bytes are 4.8 GiB: 29 s to be ready with
-/// prefaulting, 1.3 s without).
+/// `--prefault` is not given: 1 GiB, about 2.5 s of start-up on the reference machine,
+/// and as much again for the slab (10,000,000 connections at 256 + 256 bytes are 4.8 GiB
+/// of buffers and 4.8 GB of slab: ready in 3.8 s without prefaulting).
 pub const PREFAULT_AUTO_BYTES: usize = 1 << 30;
 
 impl Options {

@@ -145,27 +145,44 @@ pub(crate) struct Slot {
     pub(crate) meta: Meta,
 }
 
+impl Slot {
+    /// A slot no connection holds.
+    const FREE: Slot = Slot {
+        storage: SocketStorage::EMPTY,
+        meta: Meta::FREE,
+    };
+}
+
 /// The slab. It drops before the buffer pools that the stack declares after its `Slab`
 /// (its sockets borrow the pools' memory; see `mem`).
 pub(crate) struct Slab {
     pub(crate) slots: Region<Slot>,
     free_head: u32,
+    /// Slots handed out at least once: the first `bumped`. The slots made (`fill`) but
+    /// never handed out come after them.
     bumped: u32,
     live: u32,
 }
 
 impl Slab {
+    /// A slab with room for `capacity` slots and none made yet: a slot's memory is first
+    /// written when [`alloc`](Self::alloc) hands it out, so start-up touches none of it
+    /// (ten million slots are 4.8 GB) and the process grows as connections come, unless
+    /// [`fill`](Self::fill) makes them all at once.
     pub(crate) fn new(capacity: usize, hugepages: HugePages) -> Option<Self> {
         let capacity = u32::try_from(capacity).ok().filter(|&c| c < NIL)?;
         Some(Slab {
-            slots: Region::new(capacity as usize, hugepages, |_| Slot {
-                storage: SocketStorage::EMPTY,
-                meta: Meta::FREE,
-            })?,
+            slots: Region::with_capacity(capacity as usize, hugepages)?,
             free_head: NIL,
             bumped: 0,
             live: 0,
         })
+    }
+
+    /// Makes every slot now, so that allocating one never faults memory in (the stack's
+    /// `Config::prefault`).
+    pub(crate) fn fill(&mut self) {
+        while self.slots.push(Slot::FREE).is_ok() {}
     }
 
     /// Takes a free slot, marked live, with `key`. `None` when all are in use.
@@ -174,7 +191,11 @@ impl Slab {
             let slot = self.free_head;
             self.free_head = self.slots[slot as usize].meta.link;
             slot
-        } else if (self.bumped as usize) < self.slots.len() {
+        } else if (self.bumped as usize) < self.slots.capacity() {
+            if self.bumped as usize == self.slots.len() {
+                // Cannot fail: there is room for `capacity` slots.
+                let _ = self.slots.push(Slot::FREE);
+            }
             self.bumped += 1;
             self.bumped - 1
         } else {
@@ -226,7 +247,7 @@ impl Slab {
     }
 
     pub(crate) fn capacity(&self) -> usize {
-        self.slots.len()
+        self.slots.capacity()
     }
 
     pub(crate) fn bytes(&self) -> usize {
@@ -277,5 +298,34 @@ mod tests {
         assert_eq!(slab.check(slab.id(again)), Some(a));
         assert_eq!(slab.live(), 2);
         let _ = b;
+    }
+
+    #[test]
+    fn slots_are_made_as_they_are_first_handed_out() {
+        let mut slab = Slab::new(1_000_000, HugePages::Off).unwrap();
+        assert_eq!((slab.slots.len(), slab.capacity()), (0, 1_000_000));
+        let never = ConnId {
+            slot: 999_999,
+            generation: 0,
+        };
+        assert_eq!(
+            slab.check(never),
+            None,
+            "a slot not made yet is no connection"
+        );
+        let a = slab.alloc(FourTuple::default()).unwrap();
+        let b = slab.alloc(FourTuple::default()).unwrap();
+        assert_eq!((a, b, slab.slots.len()), (0, 1, 2));
+        slab.release(a);
+        assert_eq!(
+            slab.alloc(FourTuple::default()),
+            Some(a),
+            "the free list first"
+        );
+        assert_eq!(slab.slots.len(), 2);
+        slab.fill();
+        assert_eq!(slab.slots.len(), 1_000_000);
+        assert_eq!(slab.alloc(FourTuple::default()), Some(2));
+        assert_eq!(slab.live(), 3);
     }
 }

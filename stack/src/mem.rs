@@ -44,12 +44,17 @@ pub enum HugePages {
 
 static FALLBACK_WARNING: Once = Once::new();
 
-/// A fixed-length array of `T` in memory of its own (hugepages or anonymous pages).
+/// An array of `T` in memory of its own (hugepages or anonymous pages), mapped once for
+/// its capacity.
 ///
-/// Like a `Box<[T]>` that never reallocates, and that reports its size for accounting.
+/// Like a `Vec<T>` that never reallocates (so elements never move), and that reports its
+/// size for accounting. A region made [`with_capacity`](Self::with_capacity) grows by
+/// [`push`](Self::push): memory beyond its length is never written, so the kernel faults
+/// it in (and zeroes it) only as elements are added.
 pub struct Region<T> {
     ptr: NonNull<T>,
     len: usize,
+    cap: usize,
     bytes: usize,
     backing: Backing,
 }
@@ -66,24 +71,48 @@ impl<T> Region<T> {
     /// Returns `None` when the memory cannot be mapped (the caller turns that into an
     /// error that names the size).
     pub fn new(len: usize, hugepages: HugePages, mut init: impl FnMut(usize) -> T) -> Option<Self> {
+        let mut region = Self::with_capacity(len, hugepages)?;
+        for i in 0..len {
+            // Cannot fail: the region has room for `len` elements.
+            let _ = region.push(init(i));
+        }
+        Some(region)
+    }
+
+    /// Maps room for `cap` elements and initialises none: the region is empty.
+    ///
+    /// Returns `None` when the memory cannot be mapped.
+    pub fn with_capacity(cap: usize, hugepages: HugePages) -> Option<Self> {
         let elem = size_of::<T>().max(1);
-        let bytes = len.checked_mul(elem)?.max(1);
+        let bytes = cap.checked_mul(elem)?.max(1);
         let page = 4096;
         debug_assert!(align_of::<T>() <= page);
         let (raw, backing) = map(bytes, hugepages)?;
-        let ptr = raw.cast::<T>();
-        for i in 0..len {
-            // SAFETY: `ptr` points to a fresh mapping of at least `len * size_of::<T>()`
-            // bytes, page-aligned (so aligned for `T`), and `i < len`; each element is
-            // written exactly once before anything reads it.
-            unsafe { ptr.add(i).write(init(i)) };
-        }
         Some(Region {
-            ptr,
-            len,
+            ptr: raw.cast::<T>(),
+            len: 0,
+            cap,
             bytes: rounded(bytes, backing),
             backing,
         })
+    }
+
+    /// Appends `value`; gives it back when the region is full.
+    pub fn push(&mut self, value: T) -> Result<(), T> {
+        if self.len == self.cap {
+            return Err(value);
+        }
+        // SAFETY: `ptr` points to a mapping of at least `cap * size_of::<T>()` bytes,
+        // page-aligned (so aligned for `T`), and `len < cap`: the slot is inside it and
+        // not yet initialised (nothing reads past `len`), so writing it overwrites nothing.
+        unsafe { self.ptr.as_ptr().add(self.len).write(value) };
+        self.len += 1;
+        Ok(())
+    }
+
+    /// How many elements the region has room for.
+    pub fn capacity(&self) -> usize {
+        self.cap
     }
 
     /// Bytes of address space this region holds (rounded up to its page size).
@@ -114,8 +143,8 @@ impl<T> DerefMut for Region<T> {
 
 impl<T> Drop for Region<T> {
     fn drop(&mut self) {
-        // SAFETY: the elements were initialised in `new` and are dropped exactly once here;
-        // nothing can observe them afterwards.
+        // SAFETY: the first `len` elements were initialised (by `push`) and are dropped
+        // exactly once here; nothing can observe them afterwards.
         unsafe {
             std::ptr::drop_in_place(std::ptr::slice_from_raw_parts_mut(
                 self.ptr.as_ptr(),
@@ -447,6 +476,7 @@ impl Region<u8> {
         Some(Region {
             ptr,
             len,
+            cap: len,
             bytes: rounded(bytes, backing),
             backing,
         })
@@ -511,6 +541,33 @@ mod tests {
         assert!(r.bytes() >= 1000 * size_of::<Rc<()>>());
         drop(r);
         assert_eq!(Rc::strong_count(&marker), 1);
+    }
+
+    #[test]
+    fn a_growing_region_touches_only_what_it_holds() {
+        use std::rc::Rc;
+        let marker = Rc::new(());
+        let elems = 100_000;
+        let mut r = Region::<[Rc<()>; 64]>::with_capacity(elems, HugePages::Off).unwrap();
+        let whole = elems * size_of::<[Rc<()>; 64]>();
+        let at = r.as_ptr().cast::<u8>();
+        assert_eq!((r.len(), r.capacity()), (0, elems));
+        assert_eq!(resident(at, whole), 0, "nothing touched at first");
+        for _ in 0..10 {
+            assert!(r.push(std::array::from_fn(|_| Rc::clone(&marker))).is_ok());
+        }
+        assert_eq!(r.len(), 10);
+        // Ten elements of 512 bytes: two pages, whatever the kernel's fault-around.
+        assert!(resident(at, whole) <= 64, "{} pages", resident(at, whole));
+        assert_eq!(Rc::strong_count(&marker), 1 + 640);
+        drop(r);
+        assert_eq!(Rc::strong_count(&marker), 1, "what was pushed is dropped");
+        let mut full = Region::<u8>::with_capacity(2, HugePages::Off).unwrap();
+        assert_eq!(
+            (full.push(1), full.push(2), full.push(3)),
+            (Ok(()), Ok(()), Err(3))
+        );
+        assert_eq!(&full[..], &[1, 2]);
     }
 
     #[test]

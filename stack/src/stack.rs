@@ -234,8 +234,11 @@ impl Stack {
 
         let n = config.max_connections;
         let oom = |what: &'static str, bytes: usize| ConfigError::OutOfMemory { what, bytes };
-        let slab =
+        let mut slab =
             Slab::new(n, config.hugepages).ok_or(oom("connection slab", n * size_of::<Slot>()))?;
+        if config.prefault {
+            slab.fill();
+        }
         let keys = (
             crate::config::mix(config.seed, 1),
             crate::config::mix(config.seed, 2),
@@ -392,7 +395,8 @@ impl Stack {
     /// [`ingress_batch`]: Self::ingress_batch
     pub fn prefetch(&self, conns: &[ConnId]) {
         for c in conns {
-            if (c.slot as usize) < self.slab.capacity() {
+            // Only slots made already: the memory past them is not touched yet.
+            if (c.slot as usize) < self.slab.slots.len() {
                 self.prefetch_slot(c.slot);
             }
         }

@@ -137,7 +137,7 @@ struct RunArgs {
     /// per-segment work.
     #[arg(long)]
     timestamps: Option<bool>,
-    /// Fault in the connection buffers at start-up, true or false (default: true while a
+    /// Fault in the connection slab and buffers at start-up, true or false (default: true while a
     /// worker's buffers are at most 1 GiB): memory then stays flat under load and floods
     /// and no page fault hits the packet path, but start-up takes about 2.5 s per GiB.
     #[arg(long)]
