@@ -121,6 +121,12 @@ impl<S: Service> Simulation<S> {
         self.rt.close_all(&mut self.pair.b, now);
     }
 
+    /// Ends a grace period as a worker does: every connection the service holds is reset
+    /// ([`Runtime::abort_all`]).
+    pub fn abort_all(&mut self) {
+        self.rt.abort_all(&mut self.pair.b);
+    }
+
     /// One round at the current time: frames are delivered, `client` runs on the client
     /// end (it must take that stack's events), the service on the other.
     pub fn step(&mut self, client: &mut impl FnMut(&mut Stack)) {

@@ -4,7 +4,7 @@ mod common;
 
 use c10m_apps::services::{Echo, Http, Push, http, push};
 use c10m_apps::sim::Simulation;
-use c10m_stack::{ListenOptions, SocketOptions};
+use c10m_stack::{ListenOptions, SocketOptions, State};
 use common::{Clients, run};
 
 fn listen_opts(buf: usize) -> ListenOptions {
@@ -76,6 +76,19 @@ fn a_shutdown_paces_its_fins() {
     // The last batch visits the slots no connection holds: done a millisecond later.
     run(&mut sim, &mut cl, 2, |_| false);
     assert!(!sim.runtime().closing());
+    // The clients closed on EOF: the server's ends wait in TIME-WAIT, and the grace's
+    // end resets none of them.
+    run(&mut sim, &mut cl, 100, |_| false);
+    let time_wait = sim.server().counters().in_state(State::TimeWait);
+    assert_eq!(time_wait, n as u64, "every close ended in order");
+    let resets = sim.server().counters().resets_sent;
+    sim.abort_all();
+    run(&mut sim, &mut cl, 100, |_| false);
+    assert_eq!(
+        sim.server().counters().resets_sent,
+        resets,
+        "no RST after TIME-WAIT"
+    );
 }
 
 fn responses(rx: &[u8]) -> Vec<String> {
