@@ -38,8 +38,8 @@ pub struct Runtime<S: Service> {
 
 /// Connections a shutdown closes per millisecond: 100,000 FINs a second, so a million
 /// connections close in ten seconds. Every FIN at once overflows the queues on the way (a
-/// Linux router's 1,000-frame backlog drops most of a 10,000-FIN burst), and the lost
-/// FINs' retransmissions would come due together as well.
+/// Linux router's 1,000-frame backlog dropped a tenth of a 10,000-FIN burst on the test
+/// bed), and the lost FINs' retransmissions would come due together as well.
 pub const CLOSES_PER_MS: usize = 100;
 
 /// Where a paced shutdown stands.
