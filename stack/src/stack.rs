@@ -698,10 +698,15 @@ impl Stack {
         }
         due.clear();
         // Egress may dirty further slots (a freed slot's successor, application writes
-        // from events of this round are already in): loop until none is left.
-        while !self.dirty.is_empty() {
+        // from events of this round are already in): loop until none is left, or until
+        // the transmit queue is full. Slots not reached stay dirty for the next poll.
+        while !self.dirty.is_empty() && tx.has_room() {
             std::mem::swap(&mut due, &mut self.dirty);
-            for &slot in &due {
+            for (k, &slot) in due.iter().enumerate() {
+                if !tx.has_room() {
+                    self.dirty.extend_from_slice(&due[k..]);
+                    break;
+                }
                 let m = &mut self.slab.slots[slot as usize].meta;
                 if m.flags & (flag::LIVE | flag::DIRTY) != flag::LIVE | flag::DIRTY {
                     continue;
@@ -752,8 +757,18 @@ impl Stack {
         }
         let after = seen(set.get::<tcp::Socket>(SocketHandle::default()));
         let next = self.iface.poll_at(now, &set);
+        let blocked = !port.tx.has_room();
         drop(set);
         if !self.observe(slot, before, after) {
+            return;
+        }
+        if blocked && next.is_some_and(|t| t <= now) {
+            // It has more to send and the transmit queue is full: it waits on the dirty
+            // list, which the next poll with room takes first. On the wheel it would fire
+            // every tick and fail again each time; when a loop falls behind, thousands of
+            // such slots took the core from reading frames, and a 100,000/s connection ramp
+            // collapsed.
+            self.mark_dirty(slot);
             return;
         }
         let m = self.slab.slots[i].meta;
