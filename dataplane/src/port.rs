@@ -348,9 +348,11 @@ impl Port {
     }
 
     /// [`flush`](Self::flush) and [`reap`](Self::reap), then again up to `rounds` times
-    /// while frames are still in flight: copy mode transmits at most 32 frames per kick
-    /// (the kernel's `TX_BATCH_SIZE`), so one kick per loop would cap a busy loop at one
-    /// such batch per round. Returns (frames put on the ring, frames completed).
+    /// while frames are still in flight and the last round moved some: copy mode
+    /// transmits at most 32 frames per kick (the kernel's `TX_BATCH_SIZE`), so one kick
+    /// per loop would cap a busy loop at one such batch per round; a zero-copy NIC
+    /// completes later, and a round that moved nothing stops the spinning. Returns
+    /// (frames put on the ring, frames completed).
     pub fn push(&mut self, rounds: u32) -> (u32, u32) {
         let mut sent = self.flush();
         let mut done = self.reap();
@@ -358,8 +360,12 @@ impl Port {
             if self.tx_in_flight() == 0 {
                 break;
             }
-            sent += self.flush();
-            done += self.reap();
+            let (s, d) = (self.flush(), self.reap());
+            sent += s;
+            done += d;
+            if s == 0 && d == 0 {
+                break;
+            }
         }
         (sent, done)
     }
