@@ -69,7 +69,8 @@ pub struct Options {
     /// Fault in the connection slab and buffers at start-up (the stack's
     /// `Config::prefault`): the daemon's memory then stays flat under load and floods, and
     /// no page fault lands on the per-packet path, but start-up takes about 2.5 s per GiB
-    /// (the slab is some 480 bytes a slot on top of the buffers). `None`
+    /// (the slab is some 480 bytes a slot on top of the buffers). Without it a warmer
+    /// thread faults pages in ahead of use, off the workers' cores. `None`
     /// (the default): on while a worker's buffers are at most [`PREFAULT_AUTO_BYTES`]
     /// (see [`Options::prefaults`]).
     pub prefault: Option<bool>,

@@ -188,7 +188,7 @@ pub(crate) fn spawn(
     std::thread::Builder::new()
         .name("c10m-ctl".into())
         .spawn(move || {
-            crate::sys::avoid_cores(&avoid);
+            crate::sys::avoid_cores(&avoid, "the control thread");
             if let Err(e) = serve(listeners, &settings, &mut *dp, &stop) {
                 tracing::error!("the control loop failed: {e}");
             }

@@ -24,7 +24,9 @@ use std::time::{Duration, Instant};
 
 use c10m_apps::{Fanout, Inbox};
 use c10m_ebpf::{Proto, Steering, XdpCookies};
-use c10m_stack::{Config, HugePages, ListenOptions, PortChooser, SocketOptions, Stack, SynCookies};
+use c10m_stack::{
+    Config, HugePages, ListenOptions, PortChooser, SocketOptions, Stack, SynCookies, Warmer,
+};
 
 use crate::config::Options;
 use crate::error::{OptionsError, StartError, WorkerError};
@@ -244,7 +246,7 @@ where
     if opts.prefault.is_none() && !opts.prefaults() {
         tracing::info!(
             "not faulting in {} MiB of buffers per worker at start-up (more than {} MiB): \
-             pages fault in as connections first use them; --prefault true forces it",
+             a warmer thread faults pages in ahead of use; --prefault true does it all now",
             opts.max_conns.saturating_mul(opts.rx_buf + opts.tx_buf) >> 20,
             crate::config::PREFAULT_AUTO_BYTES >> 20
         );
@@ -295,11 +297,13 @@ where
         hugepages: vec![false; opts.queues as usize],
     };
     let mut failure = None;
+    let mut warmers = Vec::new();
     for _ in 0..opts.queues {
         match ready_rx.recv() {
-            Ok((q, Ok((zc, huge)))) => {
+            Ok((q, Ok((zc, huge, warmer)))) => {
                 ready.zero_copy[q as usize] = zc;
                 ready.hugepages[q as usize] = huge;
+                warmers.push(warmer);
             }
             Ok((queue, Err(source))) => {
                 failure.get_or_insert(StartError::Worker { queue, source });
@@ -314,6 +318,13 @@ where
         }
         return Err(err);
     }
+    let warm = if opts.prefaults() {
+        None
+    } else {
+        let cores = (0..opts.queues).map(|q| opts.core(q)).collect();
+        let warm = crate::warm::spawn(warmers, cores, stop.clone());
+        Some(warm.map_err(StartError::system("starting the memory warmer"))?)
+    };
     #[cfg(feature = "management")]
     management.serve(crate::control::Workers::new(
         links,
@@ -355,6 +366,9 @@ where
         .into_iter()
         .filter_map(|h| h.join().ok().flatten())
         .collect();
+    if let Some(warm) = warm {
+        let _ = warm.join();
+    }
     #[cfg(feature = "management")]
     management.finish();
     let steering_counters = steering.counters().ok();
@@ -373,7 +387,8 @@ where
 /// period, so the process exits well inside 2 s.
 const LINK_LOOK: Duration = Duration::from_millis(200);
 
-type ReadyMsg = (u32, Result<(bool, bool), WorkerError>);
+/// A worker's start: zero-copy, on hugepages, and its stack's growing memory.
+type ReadyMsg = (u32, Result<(bool, bool, Warmer), WorkerError>);
 
 /// What every worker needs to build its service.
 struct Factory<F, S: c10m_apps::Service> {
@@ -466,7 +481,7 @@ where
     if let Err(e) = steering.register_xsk(q, port.socket().fd()) {
         return fail(e.into());
     }
-    let _ = ready.send((q, Ok((zero_copy, port.on_hugepages()))));
+    let _ = ready.send((q, Ok((zero_copy, port.on_hugepages(), stack.warmer()))));
     drop(ready);
 
     let loop_stats = worker::run(

@@ -99,6 +99,7 @@ mod stats;
 mod sys;
 #[allow(unsafe_code)]
 mod umem;
+mod warm;
 mod worker;
 #[allow(unsafe_code)]
 mod xsk;

@@ -1,6 +1,6 @@
 //! The few system calls libc has no safe wrapper for: thread placement (keeps the control
-//! thread off the workers' cores), the host's own IPv4 addresses (`getifaddrs`) and the
-//! interface's liveness (`SIOCGIFINDEX` / `SIOCGIFFLAGS` ioctls), and killing a process
+//! thread and the memory warmer off the workers' cores), the host's own IPv4 addresses
+//! (`getifaddrs`) and the interface's liveness (`SIOCGIFINDEX` / `SIOCGIFFLAGS` ioctls), and killing a process
 //! group (an `--on-state` command past its timeout, with what it started).
 
 use std::ffi::CStr;
@@ -8,14 +8,13 @@ use std::io;
 use std::net::Ipv4Addr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
-/// Restricts the calling thread to the online cores not in `avoid` (all of them if that
-/// leaves none). Logs, never fails: placement is an optimisation.
-#[cfg(feature = "management")]
-pub(crate) fn avoid_cores(avoid: &[usize]) {
+/// Restricts the calling thread (`who`, for the log) to the online cores not in `avoid`
+/// (all of them if that leaves none). Logs, never fails: placement is an optimisation.
+pub(crate) fn avoid_cores(avoid: &[usize], who: &str) {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let allowed: Vec<usize> = (0..cores.max(1)).filter(|c| !avoid.contains(c)).collect();
     if allowed.is_empty() {
-        tracing::warn!("every core runs a worker: the control thread shares one");
+        tracing::warn!("every core runs a worker: {who} shares one");
         return;
     }
     // SAFETY: a zeroed cpu_set_t is the empty set; CPU_SET writes inside it for indices
@@ -30,7 +29,7 @@ pub(crate) fn avoid_cores(avoid: &[usize]) {
     };
     if r != 0 {
         tracing::warn!(
-            "could not keep the control thread off the workers' cores: {}",
+            "could not keep {who} off the workers' cores: {}",
             std::io::Error::last_os_error()
         );
     }

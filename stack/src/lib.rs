@@ -104,7 +104,7 @@ pub use listener::{
     Congestion, CongestionError, ListenError, ListenOptions, ListenerId, MAX_SEND_TIMEOUT,
     MAX_SYNACK_RETRIES, SocketOptions,
 };
-pub use mem::{Backing, HugePages, Region};
+pub use mem::{Backing, HugePages, Region, Warmer};
 pub use parse::Drop;
 pub use ports::{PortChooser, SequentialPorts};
 pub use smoltcp::socket::tcp::State;

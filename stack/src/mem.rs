@@ -18,7 +18,8 @@ use std::alloc::Layout;
 use std::fmt;
 use std::ops::{Deref, DerefMut};
 use std::ptr::NonNull;
-use std::sync::Once;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, Once, PoisonError, Weak};
 
 use smoltcp::iface::{SocketSet, SocketStorage};
 use smoltcp::socket::tcp;
@@ -55,8 +56,48 @@ pub struct Region<T> {
     ptr: NonNull<T>,
     len: usize,
     cap: usize,
+    map: Arc<Mapping>,
+}
+
+/// A region's mapping as another thread may see it: its address range, for `madvise`
+/// only, and how far its owner has used it. Unmapped when the last holder drops it (the
+/// region, or a [`Warmer`] in the middle of a call).
+struct Mapping {
+    base: NonNull<u8>,
     bytes: usize,
     backing: Backing,
+    /// Bytes from the start that the owner has written or lent out, at least.
+    used: AtomicUsize,
+}
+
+// SAFETY: a `Mapping` gives no access to the memory's contents: holders only read its
+// address and size (to advise the kernel about the pages) and unmap it when the last one
+// drops it, which `Arc` makes happen once.
+unsafe impl Send for Mapping {}
+// SAFETY: as for `Send`; `used` is atomic.
+unsafe impl Sync for Mapping {}
+
+impl Mapping {
+    fn new(bytes: usize, hugepages: HugePages) -> Option<Arc<Mapping>> {
+        let (base, backing) = map(bytes, hugepages)?;
+        Some(Arc::new(Mapping {
+            base,
+            bytes: rounded(bytes, backing),
+            backing,
+            used: AtomicUsize::new(0),
+        }))
+    }
+
+    /// Records that the owner has used the first `bytes` bytes.
+    fn used_up_to(&self, bytes: usize) {
+        self.used.store(bytes, Ordering::Relaxed);
+    }
+}
+
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        unmap(self.base, self.bytes, self.backing);
+    }
 }
 
 // SAFETY: a `Region<T>` owns its elements exactly like a `Box<[T]>` does; sending it to
@@ -87,13 +128,12 @@ impl<T> Region<T> {
         let bytes = cap.checked_mul(elem)?.max(1);
         let page = 4096;
         debug_assert!(align_of::<T>() <= page);
-        let (raw, backing) = map(bytes, hugepages)?;
+        let map = Mapping::new(bytes, hugepages)?;
         Some(Region {
-            ptr: raw.cast::<T>(),
+            ptr: map.base.cast::<T>(),
             len: 0,
             cap,
-            bytes: rounded(bytes, backing),
-            backing,
+            map,
         })
     }
 
@@ -107,6 +147,7 @@ impl<T> Region<T> {
         // not yet initialised (nothing reads past `len`), so writing it overwrites nothing.
         unsafe { self.ptr.as_ptr().add(self.len).write(value) };
         self.len += 1;
+        self.map.used_up_to(self.len * size_of::<T>());
         Ok(())
     }
 
@@ -117,12 +158,12 @@ impl<T> Region<T> {
 
     /// Bytes of address space this region holds (rounded up to its page size).
     pub fn bytes(&self) -> usize {
-        self.bytes
+        self.map.bytes
     }
 
     /// What backs this region.
     pub fn backing(&self) -> Backing {
-        self.backing
+        self.map.backing
     }
 }
 
@@ -144,14 +185,14 @@ impl<T> DerefMut for Region<T> {
 impl<T> Drop for Region<T> {
     fn drop(&mut self) {
         // SAFETY: the first `len` elements were initialised (by `push`) and are dropped
-        // exactly once here; nothing can observe them afterwards.
+        // exactly once here; nothing can observe them afterwards. The memory itself goes
+        // with the last holder of `map`.
         unsafe {
             std::ptr::drop_in_place(std::ptr::slice_from_raw_parts_mut(
                 self.ptr.as_ptr(),
                 self.len,
             ))
         };
-        unmap(self.ptr.cast(), self.bytes, self.backing);
     }
 }
 
@@ -159,8 +200,8 @@ impl<T> fmt::Debug for Region<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Region")
             .field("len", &self.len)
-            .field("bytes", &self.bytes)
-            .field("backing", &self.backing)
+            .field("bytes", &self.map.bytes)
+            .field("backing", &self.map.backing)
             .finish()
     }
 }
@@ -230,6 +271,126 @@ fn unmap(ptr: NonNull<u8>, bytes: usize, backing: Backing) {
     }
 }
 
+/// Faults in bytes `from..from + len` of `map` (`MADV_POPULATE_WRITE`, Linux 5.14),
+/// whatever its owner does meanwhile: the advice changes no contents, and a page the
+/// owner has written already stays as it is. Returns whether the kernel did it.
+fn populate(map: &Mapping, from: usize, len: usize) -> bool {
+    let len = len.min(map.bytes.saturating_sub(from));
+    if len == 0 {
+        return true;
+    }
+    // SAFETY: `from..from + len` lies inside the mapping, which `map` keeps mapped; the
+    // advice only faults pages in and changes no byte, so it races with nothing the
+    // owner does.
+    let r = unsafe {
+        libc::madvise(
+            map.base.as_ptr().add(from).cast(),
+            len,
+            libc::MADV_POPULATE_WRITE,
+        )
+    };
+    r == 0
+}
+
+/// Faults in the pages of growing regions ahead of their use, from a thread off the
+/// packet path.
+///
+/// The connection slab and the socket buffers are mapped for `max_connections` and fault
+/// in as connections first use them, so a stack is ready at once at any size. The cost
+/// moves, it does not vanish: the kernel zeroes each fresh page on the faulting thread,
+/// which during a fast ramp of new connections is the worker (on the reference VM, where
+/// zeroing runs at 0.2-0.4 GB/s, 43% of its core at 100,000 connections a second, and
+/// its rx ring overflowed). A `Warmer` holds a stack's growing regions; a thread that
+/// calls [`warm`](Self::warm) keeps each one faulted in some way ahead of what the
+/// stack has used, so the worker finds its pages ready. Cloning shares the list. It
+/// keeps no region alive: a dropped stack's regions drop out of it.
+#[derive(Clone, Default)]
+pub struct Warmer {
+    regions: Arc<Mutex<Vec<Warming>>>,
+}
+
+/// One region of a [`Warmer`]: its mapping, and how far the warmer has faulted it in.
+#[derive(Clone)]
+struct Warming {
+    map: Weak<Mapping>,
+    warmed: Arc<AtomicUsize>,
+}
+
+static POPULATE_WARNING: Once = Once::new();
+
+impl Warmer {
+    fn add(&self, map: &Arc<Mapping>) {
+        let mut regions = self.regions.lock().unwrap_or_else(PoisonError::into_inner);
+        regions.push(Warming {
+            map: Arc::downgrade(map),
+            warmed: Arc::new(AtomicUsize::new(0)),
+        });
+    }
+
+    /// Adds `region`, which grows from its start.
+    pub(crate) fn add_region<T>(&self, region: &Region<T>) {
+        self.add(&region.map);
+    }
+
+    /// Adds `pool`, whose never-used chunks are handed out from its start.
+    pub(crate) fn add_pool(&self, pool: &BufferPool) {
+        self.add(&pool.region.map);
+    }
+
+    /// Faults in each region up to `lead` bytes beyond what its owner has used, at most
+    /// `max` bytes in all this call (in 2 MiB steps, so a caller can look at its stop
+    /// flag in between). Returns the bytes faulted in: 0 when every region is far enough
+    /// ahead. A region the kernel will not populate (before Linux 5.14) is left to fault
+    /// on demand, with one logged warning a process.
+    pub fn warm(&self, lead: usize, max: usize) -> usize {
+        let regions = {
+            let mut regions = self.regions.lock().unwrap_or_else(PoisonError::into_inner);
+            regions.retain(|w| w.map.strong_count() > 0);
+            regions.clone()
+        };
+        let mut done = 0;
+        for w in regions {
+            let Some(map) = w.map.upgrade() else {
+                continue;
+            };
+            let from = w.warmed.load(Ordering::Relaxed);
+            let want = map.used.load(Ordering::Relaxed).saturating_add(lead);
+            let to = want
+                .min(from.saturating_add(max - done))
+                .next_multiple_of(HUGE)
+                .min(map.bytes);
+            if to <= from {
+                continue;
+            }
+            if populate(&map, from, to - from) {
+                done += to - from;
+                w.warmed.store(to, Ordering::Relaxed);
+            } else {
+                w.warmed.store(map.bytes, Ordering::Relaxed);
+                POPULATE_WARNING.call_once(|| {
+                    tracing::warn!(
+                        "the kernel does not populate pages ahead (MADV_POPULATE_WRITE, \
+                         Linux 5.14): connections fault their memory in themselves"
+                    );
+                });
+            }
+            if done >= max {
+                break;
+            }
+        }
+        done
+    }
+}
+
+impl fmt::Debug for Warmer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let regions = self.regions.lock().unwrap_or_else(PoisonError::into_inner);
+        f.debug_struct("Warmer")
+            .field("regions", &regions.len())
+            .finish()
+    }
+}
+
 /// Fixed-size byte chunks carved from one [`Region`], handed out as `&'static mut [u8]`.
 ///
 /// Allocation is O(1): a bump index over never-used chunks, then an intrusive free list
@@ -287,6 +448,9 @@ impl BufferPool {
             idx
         } else if self.bumped < self.capacity {
             self.bumped += 1;
+            self.region
+                .map
+                .used_up_to(self.bumped as usize * self.chunk);
             self.bumped - 1
         } else {
             return None;
@@ -455,13 +619,10 @@ impl Region<u8> {
     /// fallback writes the zero that a fresh mapping holds.
     unsafe fn populate(&mut self) {
         let base = self.ptr.as_ptr();
-        // SAFETY: `base..base+bytes` is this region's whole mapping; the advice only
-        // faults pages in (it changes no contents) and its failure is handled below.
-        let r = unsafe { libc::madvise(base.cast(), self.bytes, libc::MADV_POPULATE_WRITE) };
-        if r == 0 {
+        if populate(&self.map, 0, self.map.bytes) {
             return;
         }
-        for at in (0..self.bytes).step_by(4096) {
+        for at in (0..self.map.bytes).step_by(4096) {
             // SAFETY: in bounds of the mapping; the caller guarantees that no element is
             // in use, so writing the zero that is already there races with nothing.
             unsafe { base.add(at).write_volatile(0) };
@@ -471,14 +632,12 @@ impl Region<u8> {
     /// A zero-filled byte region; fresh anonymous mappings are zero already, so no page is
     /// touched.
     fn new_zeroed(len: usize, hugepages: HugePages) -> Option<Self> {
-        let bytes = len.max(1);
-        let (ptr, backing) = map(bytes, hugepages)?;
+        let map = Mapping::new(len.max(1), hugepages)?;
         Some(Region {
-            ptr,
+            ptr: map.base,
             len,
             cap: len,
-            bytes: rounded(bytes, backing),
-            backing,
+            map,
         })
     }
 }
@@ -489,7 +648,7 @@ impl fmt::Debug for BufferPool {
             .field("chunk", &self.chunk)
             .field("capacity", &self.capacity)
             .field("in_use", &self.in_use)
-            .field("backing", &self.region.backing)
+            .field("backing", &self.region.map.backing)
             .finish()
     }
 }
@@ -568,6 +727,65 @@ mod tests {
             (Ok(()), Ok(()), Err(3))
         );
         assert_eq!(&full[..], &[1, 2]);
+    }
+
+    #[test]
+    fn a_warmer_faults_in_ahead_of_use_and_forgets_dropped_regions() {
+        let mb = 1 << 20;
+        // 32 MiB of 4 KiB pages (no THP: `Off` still advises MADV_HUGEPAGE, so count
+        // whole 2 MiB steps).
+        let mut r = Region::<[u8; 4096]>::with_capacity(8192, HugePages::Off).unwrap();
+        let at = r.as_ptr().cast::<u8>();
+        let whole = 8192 * 4096;
+        let warmer = Warmer::default();
+        warmer.add_region(&r);
+        assert_eq!(resident(at, whole), 0);
+        // Nothing used: 4 MiB ahead of 0, in two calls of at most 2 MiB.
+        assert_eq!(warmer.warm(4 * mb, 2 * mb), 2 * mb);
+        assert_eq!(warmer.warm(4 * mb, 2 * mb), 2 * mb);
+        assert_eq!(warmer.warm(4 * mb, 2 * mb), 0, "far enough ahead");
+        assert!(resident(at, 4 * mb) == 1024, "the first 4 MiB are in");
+        assert_eq!(resident(at.wrapping_add(8 * mb), whole - 8 * mb), 0);
+        // The owner uses 5 MiB: the warmer follows, 4 MiB ahead of it.
+        for _ in 0..1280 {
+            assert!(r.push([7; 4096]).is_ok());
+        }
+        assert_eq!(
+            warmer.warm(4 * mb, usize::MAX),
+            6 * mb,
+            "from 4 MiB to 10 MiB"
+        );
+        assert_eq!(resident(at, 10 * mb), 2560);
+        assert_eq!(resident(at.wrapping_add(10 * mb), whole - 10 * mb), 0);
+        assert!(
+            r.iter().all(|p| p.iter().all(|&b| b == 7)),
+            "contents untouched"
+        );
+        drop(r);
+        assert_eq!(
+            warmer.warm(4 * mb, usize::MAX),
+            0,
+            "a dropped region is gone"
+        );
+        assert_eq!(format!("{warmer:?}"), "Warmer { regions: 0 }");
+    }
+
+    #[test]
+    fn a_pool_warms_from_its_first_chunk() {
+        let mut pool = BufferPool::new(512, 16_384, HugePages::Off).unwrap();
+        let warmer = Warmer::default();
+        warmer.add_pool(&pool);
+        let at = pool.chunk_addr(0) as *const u8;
+        assert_eq!(
+            warmer.warm(1 << 20, usize::MAX),
+            2 << 20,
+            "rounded to 2 MiB"
+        );
+        assert_eq!(resident(at, 2 << 20), 512);
+        // SAFETY: the slice is dropped at once.
+        let (idx, _) = unsafe { pool.take() }.unwrap();
+        // SAFETY: the slice was dropped above.
+        unsafe { pool.release(idx) };
     }
 
     #[test]

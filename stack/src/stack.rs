@@ -28,7 +28,7 @@ use crate::counters::{Counters, Refusal, state_index};
 use crate::defense::{self, TokenBucket};
 use crate::device::{self, Port, TxQueue, TxTally};
 use crate::listener::{HalfOpenBudget, Listener, SocketOptions};
-use crate::mem::{self, BufferPool, HugePages};
+use crate::mem::{self, BufferPool, HugePages, Warmer};
 use crate::parse::{self, Class, Local};
 use crate::ports::{PortChooser, SequentialPorts};
 use crate::table::{FourTuple, Table};
@@ -152,6 +152,8 @@ pub struct Stack {
     challenge_bucket: TokenBucket,
     hugepages: HugePages,
     prefault: bool,
+    /// The regions that grow as connections come, when not prefaulted.
+    warmer: Warmer,
     chooser: Box<dyn PortChooser>,
     /// The gateway and the address to ask for it from; the next probe's time.
     gateway: Option<(Ipv4Addr, Ipv4Addr)>,
@@ -236,8 +238,11 @@ impl Stack {
         let oom = |what: &'static str, bytes: usize| ConfigError::OutOfMemory { what, bytes };
         let mut slab =
             Slab::new(n, config.hugepages).ok_or(oom("connection slab", n * size_of::<Slot>()))?;
+        let warmer = Warmer::default();
         if config.prefault {
             slab.fill();
+        } else {
+            warmer.add_region(&slab.slots);
         }
         let keys = (
             crate::config::mix(config.seed, 1),
@@ -272,6 +277,7 @@ impl Stack {
             ),
             hugepages: config.hugepages,
             prefault: config.prefault,
+            warmer,
             chooser: Box::new(SequentialPorts::default()),
             gateway: config.gateway.map(|gw| {
                 let on_link = config.addrs.iter().find(|&&(a, p)| {
@@ -1005,6 +1011,8 @@ impl Stack {
                 let mut pool = BufferPool::new(chunk, self.slab.capacity(), self.hugepages)?;
                 if self.prefault {
                     pool.prefault();
+                } else {
+                    self.warmer.add_pool(&pool);
                 }
                 self.pools.push(pool);
                 self.pools.len() - 1

@@ -110,7 +110,7 @@ impl Lifecycle {
         let thread = std::thread::Builder::new()
             .name("c10m-on-state".into())
             .spawn(move || {
-                crate::sys::avoid_cores(&avoid);
+                crate::sys::avoid_cores(&avoid, "the --on-state runner");
                 for state in rx {
                     run_hook(&hook, state);
                 }

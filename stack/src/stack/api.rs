@@ -371,6 +371,15 @@ impl Stack {
         self.slab.capacity()
     }
 
+    /// The stack's growing regions (its connection slab and socket buffers, unless
+    /// [`Config::prefault`](crate::Config::prefault) faulted them in at start-up), for a
+    /// thread off the packet path to fault in ahead of their use with
+    /// [`Warmer::warm`](crate::Warmer::warm). Buffer pools made by later listens join
+    /// the same warmer.
+    pub fn warmer(&self) -> crate::Warmer {
+        self.warmer.clone()
+    }
+
     /// The stack's own accounting of the memory it reserved.
     pub fn memory(&self) -> Memory {
         let slab = self.slab.bytes();
