@@ -129,8 +129,6 @@ pub(crate) fn run<S: c10m_apps::Service>(
 ) -> LoopStats {
     let mut stats = LoopStats::default();
     let mut driver = Driver::new(idle, RX_ROUNDS, MAX_RX_BATCH as u32);
-    let mut stopping = false;
-    let mut grace_until = None;
     let mut control = Control::new(steering);
     loop {
         stats.loops += 1;
@@ -140,22 +138,10 @@ pub(crate) fn run<S: c10m_apps::Service>(
             control.serve(stack, port, apps, link, listeners, &stats, now);
         }
         if stop.load(Ordering::Relaxed) {
-            if !stopping {
-                stopping = true;
-                control.drain(stack, listeners);
-                apps.close_all(stack, now);
-            }
-            // The grace period counts from the last FIN of the paced close.
-            if grace_until.is_none() && !apps.closing() {
-                let grace = link.grace_ms.load(Ordering::Relaxed);
-                grace_until = Some(now + c10m_stack::Duration::from_millis(grace));
-            }
+            // The close is the drain's (`Control::stop`): paced FINs, then the grace from
+            // the last one, then RSTs, run from `serve`. Done when nothing is left open.
+            control.stop(stack, listeners, now);
             if !active(stack) {
-                control.serve(stack, port, apps, link, listeners, &stats, now);
-                break;
-            }
-            if grace_until.is_some_and(|until| now >= until) {
-                apps.abort_all(stack);
                 stack.poll(now, &mut port.tx());
                 port.flush();
                 control.serve(stack, port, apps, link, listeners, &stats, now);

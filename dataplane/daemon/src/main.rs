@@ -149,7 +149,8 @@ struct RunArgs {
     /// UMEM frame size: 2048 or 4096.
     #[arg(long)]
     frame_size: Option<u32>,
-    /// Seconds a stop lets open connections finish before resetting them (default 5).
+    /// Seconds a stop lets open connections finish after their FINs before resetting them
+    /// (default 5; 0 resets them at once, without FINs).
     #[arg(long, value_parser = |s: &str| s.parse::<f64>().map_err(|e| e.to_string()).and_then(parse_grace))]
     grace: Option<std::time::Duration>,
     /// The management socket (default /run/c10m/c10m.sock; mode 0600).

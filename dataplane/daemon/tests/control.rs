@@ -222,6 +222,45 @@ fn sighup_applies_the_files_new_log_level() {
 }
 
 #[test]
+fn sigterm_with_no_grace_resets_at_once() {
+    let Some(_bed) = Bed::up(1) else { return };
+    let daemon = Daemon::start(&["--mgmt", SOCK, "--grace", "0"]);
+    let pid = daemon.pid();
+    let stopped = in_netns(GEN_NS, || {
+        let addr = SocketAddr::from((SERVICE, 7));
+        let mut conns: Vec<TcpStream> = (0..200)
+            .map(|i| {
+                TcpStream::connect_timeout(&addr, TIMEOUT)
+                    .unwrap_or_else(|e| panic!("connection {i}: {e}"))
+            })
+            .collect();
+        for c in &mut conns {
+            c.set_read_timeout(Some(TIMEOUT)).unwrap();
+            c.write_all(b"ping").unwrap();
+            c.read_exact(&mut [0u8; 4]).unwrap();
+        }
+        let stopped = Instant::now();
+        // SAFETY: kill(2) on the daemon's pid, a child the harness has not reaped.
+        unsafe { libc::kill(pid, libc::SIGTERM) };
+        for (i, mut c) in conns.into_iter().enumerate() {
+            match c.read(&mut [0u8; 8]) {
+                Err(e) if e.kind() == ErrorKind::ConnectionReset => {}
+                Ok(0) => panic!("connection {i} got a FIN: --grace 0 resets without one"),
+                other => panic!("connection {i}: {other:?}"),
+            }
+        }
+        stopped
+    });
+    let report = daemon.stop_within(Duration::from_secs(2));
+    assert!(
+        stopped.elapsed() < Duration::from_secs(3),
+        "exited {:?} after SIGTERM",
+        stopped.elapsed()
+    );
+    assert_clean(&report);
+}
+
+#[test]
 fn sigterm_with_1000_open_connections_closes_them_in_order() {
     let Some(_bed) = Bed::up(1) else { return };
     let daemon = Daemon::start(&["--mgmt", SOCK, "--grace", "5"]);

@@ -37,7 +37,7 @@ pub(crate) struct Link {
 }
 
 /// The worker's side of the control path.
-/// A drain's close of the connections.
+/// A drain's or a stop's close of the connections.
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Close {
     /// None pending.
@@ -46,8 +46,10 @@ enum Close {
     At(Instant),
     /// FINs going out, paced by the runtime.
     Closing,
-    /// Every FIN sent; those still open are reset at this instant.
-    AbortAt(Instant),
+    /// Every FIN sent at this instant; those still open are reset once the grace period
+    /// in force (`Link::grace_ms`, which a reload or a vanished interface changes) has
+    /// passed since.
+    Grace(Instant),
 }
 
 #[derive(Debug)]
@@ -66,7 +68,9 @@ pub(super) struct Control<'a> {
     commands: u64,
     replies_dropped: u64,
     draining: bool,
-    /// Where a drain's close stands.
+    /// Stopping for good: no command may undo the drain or move the close.
+    stopping: bool,
+    /// Where a drain's or the stop's close stands.
     close: Close,
     /// Publishes whose fan-out is under way: (request id, the service's publish id).
     fanouts: VecDeque<(u64, u64)>,
@@ -87,6 +91,7 @@ impl<'a> Control<'a> {
             commands: 0,
             replies_dropped: 0,
             draining: false,
+            stopping: false,
             close: Close::None,
             fanouts: VecDeque::new(),
             lost: 0,
@@ -111,10 +116,15 @@ impl<'a> Control<'a> {
             match cmd {
                 Command::Drain { close_after } => {
                     self.drain(stack, listeners);
-                    if let Some(after) = close_after {
+                    if let Some(after) = close_after
+                        && !self.stopping
+                    {
                         let after = c10m_stack::Duration::from_millis(after.as_millis() as u64);
                         self.close = Close::At(now + after);
                     }
+                }
+                Command::Undrain if self.stopping => {
+                    tracing::info!("undrain refused: the worker is stopping");
                 }
                 Command::Undrain => self.undrain(stack, listeners),
                 Command::Sample { id, limit } => {
@@ -255,8 +265,8 @@ impl<'a> Control<'a> {
         }
     }
 
-    /// A drain's close: FIN every connection when it is due (paced by the runtime), RST
-    /// those left a grace period after the last FIN (the grace in force then).
+    /// A drain's or the stop's close: FIN every connection when it is due (paced by the
+    /// runtime), RST those left a grace period after the last FIN (the grace in force).
     fn close_due<S: c10m_apps::Service>(
         &mut self,
         stack: &mut Stack,
@@ -265,19 +275,25 @@ impl<'a> Control<'a> {
         now: Instant,
     ) {
         match self.close {
+            Close::At(at) if now >= at && self.stopping && grace_ms(link) == 0 => {
+                // No grace (`--grace 0`, or the interface is gone): FINs would only delay
+                // the exit.
+                self.close = Close::None;
+                apps.abort_all(stack);
+            }
             Close::At(at) if now >= at => {
                 tracing::info!(
-                    "drained: closing every connection, {} a millisecond",
+                    "{}: closing every connection, {} a millisecond",
+                    if self.stopping { "stopping" } else { "drained" },
                     c10m_apps::CLOSES_PER_MS
                 );
                 apps.close_all(stack, now);
                 self.close = Close::Closing;
             }
-            Close::Closing if !apps.closing() => {
-                let grace = link.grace_ms.load(std::sync::atomic::Ordering::Relaxed);
-                self.close = Close::AbortAt(now + c10m_stack::Duration::from_millis(grace));
-            }
-            Close::AbortAt(at) if now >= at => {
+            Close::Closing if !apps.closing() => self.close = Close::Grace(now),
+            Close::Grace(since)
+                if now >= since + c10m_stack::Duration::from_millis(grace_ms(link)) =>
+            {
                 self.close = Close::None;
                 apps.abort_all(stack);
             }
@@ -299,6 +315,21 @@ impl<'a> Control<'a> {
         }
     }
 
+    /// Stops for good (the stop flag: SIGTERM, or the interface gone): drains, and closes
+    /// every connection now as a drain whose delay is up, unless a drain's close is under
+    /// way already (its grace, the one in force, then ends it). No command undoes it.
+    /// Called on every iteration once the flag is set; acts once.
+    pub(super) fn stop(&mut self, stack: &mut Stack, listeners: &[ListenerId], now: Instant) {
+        if self.stopping {
+            return;
+        }
+        self.stopping = true;
+        self.drain(stack, listeners);
+        if matches!(self.close, Close::None | Close::At(_)) {
+            self.close = Close::At(now);
+        }
+    }
+
     /// Stops accepting on every listener.
     pub(super) fn drain(&mut self, stack: &mut Stack, listeners: &[ListenerId]) {
         if !self.draining {
@@ -309,4 +340,9 @@ impl<'a> Control<'a> {
             stack.unlisten(l);
         }
     }
+}
+
+/// The grace period in force, ms.
+fn grace_ms(link: &Link) -> u64 {
+    link.grace_ms.load(std::sync::atomic::Ordering::Relaxed)
 }

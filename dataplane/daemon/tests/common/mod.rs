@@ -60,6 +60,11 @@ impl Daemon {
         self.0.stop()
     }
 
+    /// [`stop`](Self::stop), waiting at most `limit`.
+    pub fn stop_within(self, limit: Duration) -> serde_json::Value {
+        self.0.stop_within(limit)
+    }
+
     /// SIGKILL and reap.
     pub fn kill9(self) {
         self.0.kill9();
