@@ -221,24 +221,30 @@ fn sighup_applies_the_files_new_log_level() {
     assert_clean(&daemon.stop());
 }
 
+/// `n` echo connections to the service (from c10m-gen), each answered once.
+fn echoed(n: usize) -> Vec<TcpStream> {
+    let addr = SocketAddr::from((SERVICE, 7));
+    let mut conns: Vec<TcpStream> = (0..n)
+        .map(|i| {
+            TcpStream::connect_timeout(&addr, TIMEOUT)
+                .unwrap_or_else(|e| panic!("connection {i}: {e}"))
+        })
+        .collect();
+    for c in &mut conns {
+        c.set_read_timeout(Some(TIMEOUT)).unwrap();
+        c.write_all(b"ping").unwrap();
+        c.read_exact(&mut [0u8; 4]).unwrap();
+    }
+    conns
+}
+
 #[test]
 fn sigterm_with_no_grace_resets_at_once() {
     let Some(_bed) = Bed::up(1) else { return };
     let daemon = Daemon::start(&["--mgmt", SOCK, "--grace", "0"]);
     let pid = daemon.pid();
     let stopped = in_netns(GEN_NS, || {
-        let addr = SocketAddr::from((SERVICE, 7));
-        let mut conns: Vec<TcpStream> = (0..200)
-            .map(|i| {
-                TcpStream::connect_timeout(&addr, TIMEOUT)
-                    .unwrap_or_else(|e| panic!("connection {i}: {e}"))
-            })
-            .collect();
-        for c in &mut conns {
-            c.set_read_timeout(Some(TIMEOUT)).unwrap();
-            c.write_all(b"ping").unwrap();
-            c.read_exact(&mut [0u8; 4]).unwrap();
-        }
+        let conns = echoed(200);
         let stopped = Instant::now();
         // SAFETY: kill(2) on the daemon's pid, a child the harness has not reaped.
         unsafe { libc::kill(pid, libc::SIGTERM) };
@@ -266,18 +272,7 @@ fn sigterm_with_1000_open_connections_closes_them_in_order() {
     let daemon = Daemon::start(&["--mgmt", SOCK, "--grace", "5"]);
     let pid = daemon.pid();
     in_netns(GEN_NS, || {
-        let addr = SocketAddr::from((SERVICE, 7));
-        let mut conns: Vec<TcpStream> = (0..1000)
-            .map(|i| {
-                TcpStream::connect_timeout(&addr, TIMEOUT)
-                    .unwrap_or_else(|e| panic!("connection {i}: {e}"))
-            })
-            .collect();
-        for c in &mut conns {
-            c.set_read_timeout(Some(TIMEOUT)).unwrap();
-            c.write_all(b"ping").unwrap();
-            c.read_exact(&mut [0u8; 4]).unwrap();
-        }
+        let conns = echoed(1000);
         // SAFETY: kill(2) on the daemon's pid, a child the harness has not reaped.
         unsafe { libc::kill(pid, libc::SIGTERM) };
         for (i, mut c) in conns.into_iter().enumerate() {
