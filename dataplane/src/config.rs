@@ -274,6 +274,11 @@ impl Options {
     pub(crate) fn core(&self, i: u32) -> usize {
         self.cores.as_ref().map_or(i as usize, |c| c[i as usize])
     }
+
+    /// Every worker's core, by queue.
+    pub(crate) fn worker_cores(&self) -> Vec<usize> {
+        (0..self.queues).map(|q| self.core(q)).collect()
+    }
 }
 
 #[cfg(test)]

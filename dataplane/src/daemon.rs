@@ -206,10 +206,7 @@ where
     }
 
     #[cfg(feature = "management")]
-    let mut management = crate::control::Run::bind(
-        &opts.management,
-        (0..opts.queues).map(|q| opts.core(q)).collect(),
-    )?;
+    let mut management = crate::control::Run::bind(&opts.management, opts.worker_cores())?;
     let grace_ms = Arc::new(AtomicU64::new(opts.grace.as_millis() as u64));
     let steering = Arc::new(Steering::attach(&opts.iface, opts.xdp_mode)?);
     steering.add_address(opts.addr.0)?;
@@ -237,6 +234,19 @@ where
         fanout,
     });
 
+    let cores = opts.worker_cores();
+    let allowed: Vec<usize> = core_affinity::get_core_ids()
+        .unwrap_or_default()
+        .iter()
+        .map(|c| c.id)
+        .collect();
+    let outside = worker::outside(&cores, &allowed);
+    if !outside.is_empty() {
+        tracing::warn!(
+            "workers pin themselves to cores {outside:?}, outside the cores this process was \
+             started on {allowed:?} (taskset?): choose the workers' cores with --cores"
+        );
+    }
     // Active opens pick local ports whose replies hash back to their worker's queue.
     let rss = crate::rss::for_workers(&opts.iface, opts.queues);
     let clock = Clock::new();
@@ -321,7 +331,6 @@ where
     let warm = if opts.prefaults() {
         None
     } else {
-        let cores = (0..opts.queues).map(|q| opts.core(q)).collect();
         let warm = crate::warm::spawn(warmers, cores, stop.clone());
         Some(warm.map_err(StartError::system("starting the memory warmer"))?)
     };

@@ -211,6 +211,21 @@ fn forward_arp(frame: &[u8], peers: &[SyncSender<Box<[u8]>>], stats: &mut LoopSt
 }
 
 /// Pins the calling thread to `core`; logs (does not fail) if the core does not exist.
+/// The worker cores of `cores` that are not among `allowed` (the cores the process was
+/// started on). A worker pins itself to its core wherever that is: `taskset -c 1 c10m run`
+/// without `--cores` still puts queue 0's worker on core 0, beside whatever the operator
+/// meant to keep apart from it.
+pub(crate) fn outside(cores: &[usize], allowed: &[usize]) -> Vec<usize> {
+    if allowed.is_empty() {
+        return Vec::new();
+    }
+    cores
+        .iter()
+        .copied()
+        .filter(|c| !allowed.contains(c))
+        .collect()
+}
+
 pub(crate) fn pin(core: usize) -> bool {
     let ok = core_affinity::set_for_current(core_affinity::CoreId { id: core });
     if !ok {
@@ -222,6 +237,18 @@ pub(crate) fn pin(core: usize) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cores_outside_the_process_mask_are_named() {
+        assert_eq!(outside(&[0], &[1]), vec![0], "taskset -c 1 without --cores");
+        assert_eq!(outside(&[1], &[1]), Vec::<usize>::new());
+        assert_eq!(outside(&[0, 1, 2], &[1, 2, 3]), vec![0]);
+        assert_eq!(
+            outside(&[5], &[]),
+            Vec::<usize>::new(),
+            "mask unknown: no claim"
+        );
+    }
 
     #[test]
     fn arp_is_recognised_and_forwarded_as_a_reply() {
