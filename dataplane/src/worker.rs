@@ -210,7 +210,6 @@ fn forward_arp(frame: &[u8], peers: &[SyncSender<Box<[u8]>>], stats: &mut LoopSt
     }
 }
 
-/// Pins the calling thread to `core`; logs (does not fail) if the core does not exist.
 /// The worker cores of `cores` that are not among `allowed` (the cores the process was
 /// started on). A worker pins itself to its core wherever that is: `taskset -c 1 c10m run`
 /// without `--cores` still puts queue 0's worker on core 0, beside whatever the operator
@@ -226,6 +225,7 @@ pub(crate) fn outside(cores: &[usize], allowed: &[usize]) -> Vec<usize> {
         .collect()
 }
 
+/// Pins the calling thread to `core`; logs (does not fail) if the core does not exist.
 pub(crate) fn pin(core: usize) -> bool {
     let ok = core_affinity::set_for_current(core_affinity::CoreId { id: core });
     if !ok {
