@@ -346,9 +346,22 @@ where
     ))?;
     on_ready(&ready);
 
+    // The interface is watched while serving and while the workers drain: once it is
+    // gone nothing can reach the connections any more, so the grace period ends at once.
     let mut gone = false;
     let mut next_look = Instant::now();
-    while !stop.load(Ordering::SeqCst) && !handles.iter().any(|h| h.is_finished()) {
+    let mut look = |gone: &mut bool| {
+        if *gone || Instant::now() < next_look {
+            return;
+        }
+        next_look = Instant::now() + LINK_LOOK;
+        if !link_watch.alive() {
+            tracing::error!("interface {} went away (deleted or down)", opts.iface);
+            grace_ms.store(0, Ordering::Relaxed);
+            *gone = true;
+        }
+    };
+    while !gone && !stop.load(Ordering::SeqCst) && !handles.iter().any(|h| h.is_finished()) {
         if crate::signal::received() {
             tracing::info!("stopping: draining for up to {:?}", opts.grace);
             break;
@@ -356,21 +369,16 @@ where
         if crate::signal::hangup() {
             link::reload(&mut hooks, &grace_ms);
         }
-        if Instant::now() >= next_look {
-            next_look += LINK_LOOK;
-            if !link_watch.alive() {
-                // Nothing can reach the connections any more: no grace period.
-                tracing::error!("interface {} went away (deleted or down)", opts.iface);
-                grace_ms.store(0, Ordering::Relaxed);
-                gone = true;
-                break;
-            }
-        }
+        look(&mut gone);
         std::thread::sleep(Duration::from_millis(20));
     }
     #[cfg(feature = "management")]
     management.stopping();
     stop.store(true, Ordering::SeqCst);
+    while !handles.iter().all(|h| h.is_finished()) {
+        look(&mut gone);
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let workers: Vec<WorkerReport> = handles
         .into_iter()
         .filter_map(|h| h.join().ok().flatten())

@@ -141,7 +141,14 @@ pub(crate) fn run<S: c10m_apps::Service>(
             // The close is the drain's (`Control::stop`): paced FINs, then the grace from
             // the last one, then RSTs, run from `serve`. Done when nothing is left open.
             control.stop(stack, listeners, now);
-            if !active(stack) {
+            let overdue = control.stop_overdue(now);
+            if overdue {
+                tracing::warn!(
+                    "stopping with {} connections whose reset could not be sent",
+                    stack.connections()
+                );
+            }
+            if overdue || !active(stack) {
                 stack.poll(now, &mut port.tx());
                 port.flush();
                 control.serve(stack, port, apps, link, listeners, &stats, now);

@@ -1,7 +1,7 @@
 //! Operator mistakes and what the daemon does about them, on the veth test bed: the
 //! host's own address or an address without prefix refused at start-up, the interface
-//! deleted or set down while running (exit 3 within 2 s), and VLAN traffic left to the
-//! kernel. Privileged: see `common`.
+//! deleted or set down while running or draining (exit 3 within 2 s), and VLAN traffic
+//! left to the kernel. Privileged: see `common`.
 
 mod common;
 
@@ -94,14 +94,23 @@ fn the_hosts_own_address_and_a_bare_address_are_refused() {
     );
 }
 
-/// Starts the daemon, runs `break_it` in c10m-dut once it is ready, and checks that it
-/// exits with status 3 within 2 s, its message as the one line on stderr and its
+/// When the interface breaks: while serving, or while a SIGTERM's drain waits out a
+/// 30 s grace period for a client that holds its end open.
+#[derive(Clone, Copy, PartialEq)]
+enum When {
+    Serving,
+    Draining,
+}
+
+/// Starts the daemon, runs `break_it` in c10m-dut once it is ready (`when`), and checks
+/// that it exits with status 3 within 2 s, its message as the one line on stderr and its
 /// report on stdout.
-fn exits_when(break_it: &[&str]) {
+fn exits_when(break_it: &[&str], when: When) {
     let mut child = Command::new("ip")
         .args(["netns", "exec", DUT_NS, env!("CARGO_BIN_EXE_c10m"), "run"])
         .args(["--iface", "dut0", "--addr", "198.18.0.10/24"])
         .args(["--service", "echo:7", "--max-conns", "1024", "--mgmt", ""])
+        .args(["--grace", "30"])
         .env("RUST_LOG", "off")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -111,9 +120,17 @@ fn exits_when(break_it: &[&str]) {
     let ready = lines.recv_timeout(Duration::from_secs(15));
     assert_eq!(ready.as_deref(), Ok("ready"));
     // An open connection must not hold the exit back for the grace period.
-    let conn = in_netns(GEN_NS, || {
+    let mut conn = in_netns(GEN_NS, || {
         TcpStream::connect_timeout(&(common::SERVICE, 7).into(), TIMEOUT).unwrap()
     });
+    if when == When::Draining {
+        // SAFETY: kill(2) on our own child, not yet reaped.
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        // The daemon's FIN arrives; the client keeps its end open, so the drain waits.
+        conn.set_read_timeout(Some(TIMEOUT)).unwrap();
+        assert_eq!(conn.read(&mut [0u8; 8]).unwrap(), 0, "the daemon's FIN");
+        assert!(child.try_wait().unwrap().is_none(), "exited in its grace");
+    }
 
     let (ok, out) = ns_run(DUT_NS, break_it);
     assert!(ok, "{break_it:?}: {out}");
@@ -149,13 +166,19 @@ fn exits_when(break_it: &[&str]) {
 #[test]
 fn the_interface_deleted_while_running_ends_the_daemon() {
     let Some(_bed) = Bed::up(1) else { return };
-    exits_when(&["ip", "link", "del", "dut0"]);
+    exits_when(&["ip", "link", "del", "dut0"], When::Serving);
 }
 
 #[test]
 fn the_interface_set_down_while_running_ends_the_daemon() {
     let Some(_bed) = Bed::up(1) else { return };
-    exits_when(&["ip", "link", "set", "dut0", "down"]);
+    exits_when(&["ip", "link", "set", "dut0", "down"], When::Serving);
+}
+
+#[test]
+fn the_interface_deleted_during_a_drain_ends_its_grace() {
+    let Some(_bed) = Bed::up(1) else { return };
+    exits_when(&["ip", "link", "del", "dut0"], When::Draining);
 }
 
 /// A VLAN (id 100) over the veth pair: gen0.100 198.18.1.1/24, dut0.100 198.18.1.2/24.

@@ -36,7 +36,11 @@ pub(crate) struct Link {
     pub(crate) queue: usize,
 }
 
-/// The worker's side of the control path.
+/// How long a stopping worker waits for the resets that end its stop to leave: a
+/// transmit ring the kernel no longer drains (the interface gone) holds them forever,
+/// and the worker exits without them.
+const RESET_WAIT: c10m_stack::Duration = c10m_stack::Duration::from_secs(1);
+
 /// A drain's or a stop's close of the connections.
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Close {
@@ -50,8 +54,11 @@ enum Close {
     /// in force (`Link::grace_ms`, which a reload or a vanished interface changes) has
     /// passed since.
     Grace(Instant),
+    /// The stop's end: every connection left was reset at this instant.
+    Reset(Instant),
 }
 
+/// The worker's side of the control path.
 #[derive(Debug)]
 pub(super) struct Control<'a> {
     pub(super) next: Instant,
@@ -278,8 +285,7 @@ impl<'a> Control<'a> {
             Close::At(at) if now >= at && self.stopping && grace_ms(link) == 0 => {
                 // No grace (`--grace 0`, or the interface is gone): FINs would only delay
                 // the exit.
-                self.close = Close::None;
-                apps.abort_all(stack);
+                self.abort_all(stack, apps, now);
             }
             Close::At(at) if now >= at => {
                 tracing::info!(
@@ -294,11 +300,32 @@ impl<'a> Control<'a> {
             Close::Grace(since)
                 if now >= since + c10m_stack::Duration::from_millis(grace_ms(link)) =>
             {
-                self.close = Close::None;
-                apps.abort_all(stack);
+                self.abort_all(stack, apps, now);
             }
             _ => {}
         }
+    }
+
+    /// Resets every connection the service holds: the end of a drain's grace, or of the
+    /// stop's.
+    fn abort_all<S: c10m_apps::Service>(
+        &mut self,
+        stack: &mut Stack,
+        apps: &mut Apps<S>,
+        now: Instant,
+    ) {
+        apps.abort_all(stack);
+        self.close = if self.stopping {
+            Close::Reset(now)
+        } else {
+            Close::None
+        };
+    }
+
+    /// Whether a stopping worker has waited long enough for its last resets to leave
+    /// ([`RESET_WAIT`]): it exits even if some connection could not be reset.
+    pub(super) fn stop_overdue(&self, now: Instant) -> bool {
+        matches!(self.close, Close::Reset(at) if now >= at + RESET_WAIT)
     }
 
     /// Accepts on every listener again and forgets a pending close.
