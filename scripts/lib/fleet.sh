@@ -39,7 +39,7 @@ fleet_host_ns() { echo "c10m-host$1"; }
 fleet_start_bird() {
   local ns=$1 name=$2
   ip netns exec "$ns" bird -c "$FLEET_RUN/$name.conf" -s "$FLEET_RUN/$name.ctl" \
-    -P "$FLEET_RUN/$name.pid"
+    -P "$FLEET_RUN/$name.pid" 9>&-
 }
 
 fleet_router_conf() {
@@ -139,14 +139,14 @@ fleet_up() {
     fleet_host_conf "$k" >"$FLEET_RUN/host$k.conf"
     fleet_start_bird "$ns" "host$k"
     ip netns exec "$ns" setsid "$FLEET_LIB/bird-health" "$FLEET_RUN/host$k.ctl" \
-      "http://127.0.0.1:9100/health" </dev/null >>"$FLEET_RUN/health$k.log" 2>&1 &
+      "http://127.0.0.1:9100/health" </dev/null >>"$FLEET_RUN/health$k.log" 2>&1 9>&- &
     echo $! >"$FLEET_RUN/health$k.pid"
   done
   fleet_router_conf "$hosts" "$mode" >"$FLEET_RUN/router.conf"
   fleet_start_bird "$r" router
   if [[ $mode == resilient ]]; then
     ip netns exec "$r" setsid "$FLEET_LIB/route-sync" "$FLEET_SERVICE" "$FLEET_TABLE" \
-      "$FLEET_GROUP" </dev/null >>"$FLEET_RUN/route-sync.log" 2>&1 &
+      "$FLEET_GROUP" </dev/null >>"$FLEET_RUN/route-sync.log" 2>&1 9>&- &
     echo $! >"$FLEET_RUN/route-sync.pid"
   fi
   # The sessions come up within a few seconds (connect retry 1 s).
