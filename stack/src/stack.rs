@@ -482,6 +482,14 @@ impl Stack {
                     if (flags.rst || flags.syn) && self.screen(now, slot, frame, flags, tx) {
                         return;
                     }
+                    if flags.ack
+                        && !(flags.syn || flags.rst)
+                        && self.slab.slots[slot as usize].meta.state
+                            == state_index(State::SynReceived) as u8
+                        && self.cookie_over_half_open(now, slot, key, frame, tx)
+                    {
+                        return;
+                    }
                     let bare_ack = payload == 0 && !(flags.syn || flags.fin || flags.rst);
                     let behind = if bare_ack {
                         self.ack_behind(slot, frame)

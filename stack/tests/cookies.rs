@@ -733,3 +733,83 @@ fn cookie_keys_make_the_stacks_cookies_and_change_only_with_the_period() {
     let cookie = cookie_for(&mut s, &mut tx, 6 * PERIOD + 5, src, 4243);
     assert_eq!(cookie_from_keys(next, src, 4243, 1), cookie);
 }
+
+/// A client whose SYN-ACK was lost retransmits its SYN; by then the stack is under
+/// pressure and the XDP program answers the retransmission with a cookie, which the
+/// client takes. Its ACK reaches the half-open connection, which never sent that number:
+/// smoltcp would reset a real client. The half-open gives way to the cookie's connection.
+#[test]
+fn a_cookie_taken_while_a_half_open_waits_makes_the_connection() {
+    let (mut s, mut tx) = server(SynCookies::Auto);
+    let src = (CLIENT, 42000);
+    let now = Instant::from_millis(10);
+    s.ingress(
+        now,
+        &segment(src, TcpControl::Syn, 5000, None, Some(1400), b""),
+        &mut tx,
+    );
+    s.poll(now, &mut tx);
+    let synack = sent(&pop_tcp(&mut tx).expect("the half-open's SYN-ACK (lost)"));
+    assert_eq!(s.counters().in_state(State::SynReceived), 1);
+
+    // The program's cookie for the retransmitted SYN (MSS 1400: index 1).
+    let now = Instant::from_millis(1_010);
+    let cookie = cookie_from_keys(s.cookie_keys(now), src, 5000, 1);
+    assert_ne!(cookie, synack.seq);
+    s.ingress(
+        now,
+        &segment(
+            src,
+            TcpControl::Psh,
+            5001,
+            Some(cookie.wrapping_add(1)),
+            None,
+            b"hi",
+        ),
+        &mut tx,
+    );
+    s.poll(now, &mut tx);
+    let c = s.counters();
+    assert_eq!(c.resets_sent, 0, "a real client is not reset");
+    assert_eq!((c.cookies_accepted, c.accepted), (1, 1));
+    assert_eq!(c.in_state(State::SynReceived), 0, "the half-open is gone");
+    assert_eq!(c.in_state(State::Established), 1);
+    let ack = sent(&pop_tcp(&mut tx).expect("an ACK of hi"));
+    assert_eq!((ack.seq, ack.ack), (cookie.wrapping_add(1), Some(5003)));
+
+    // An ACK for the half-open's own SYN-ACK is its handshake, not a cookie.
+    let src = (CLIENT, 42001);
+    let isn = half_open(&mut s, &mut tx, 2_000, src, 7000);
+    s.ingress(
+        Instant::from_millis(2_010),
+        &segment(
+            src,
+            TcpControl::None,
+            7001,
+            Some(isn.wrapping_add(1)),
+            None,
+            b"",
+        ),
+        &mut tx,
+    );
+    let c = s.counters();
+    assert_eq!(
+        (c.cookies_accepted, c.accepted, c.cookies_invalid),
+        (1, 2, 0)
+    );
+    assert_eq!(c.in_state(State::Established), 2);
+}
+
+/// Sends a SYN from `src` that makes a half-open connection; returns its SYN-ACK's ISN.
+fn half_open(s: &mut Stack, tx: &mut Queue, now: i64, src: (Ipv4Addr, u16), isn: u32) -> u32 {
+    let before = s.counters().in_state(State::SynReceived);
+    let now = Instant::from_millis(now);
+    s.ingress(
+        now,
+        &segment(src, TcpControl::Syn, isn, None, Some(1400), b""),
+        tx,
+    );
+    s.poll(now, tx);
+    assert_eq!(s.counters().in_state(State::SynReceived), before + 1);
+    sent(&pop_tcp(tx).expect("a SYN-ACK")).seq
+}

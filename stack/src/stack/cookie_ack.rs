@@ -111,13 +111,12 @@ impl Stack {
         frame: &[u8],
         tx: &mut T,
     ) -> bool {
-        let l = usize::from(self.ports[usize::from(key.local_port)]);
-        let Some(lst) = l.checked_sub(1).and_then(|l| self.listeners.get(l)) else {
-            return false;
-        };
-        if !lst.open || lst.opts.syn_cookies == SynCookies::Off {
+        if !self.takes_cookies(key.local_port) {
             return false;
         }
+        // The port's listener (`takes_cookies`: there is one).
+        let l = usize::from(self.ports[usize::from(key.local_port)]) - 1;
+        let lst = &self.listeners[l];
         let Some(seg) = Segment::read(frame) else {
             return false;
         };
@@ -131,7 +130,6 @@ impl Stack {
             self.counters.refuse(Refusal::Backlog);
             return true;
         }
-        let l = l - 1;
         if self.listeners[l].over_source_limit(key.remote_addr) {
             self.counters.refuse(Refusal::PerSource);
             return true;
@@ -168,6 +166,42 @@ impl Stack {
             self.counters.cookies_accepted += 1;
         }
         true
+    }
+
+    /// Whether `port` has an open listener that accepts returning cookies.
+    fn takes_cookies(&self, port: u16) -> bool {
+        let l = usize::from(self.ports[usize::from(port)]);
+        l.checked_sub(1)
+            .and_then(|l| self.listeners.get(l))
+            .is_some_and(|lst| lst.open && lst.opts.syn_cookies != SynCookies::Off)
+    }
+
+    /// An ACK for the half-open connection in `slot` that returns a valid cookie instead
+    /// of the connection's own SYN-ACK: the client's SYN-ACK was lost, and its
+    /// retransmitted SYN met the XDP program answering with cookies (the stack under
+    /// pressure), which cannot know of half-open connections. smoltcp would reset the
+    /// client (an unacceptable ACK in SYN-RECEIVED); the half-open gives way to the
+    /// cookie's connection instead. Returns whether the frame was consumed.
+    pub(crate) fn cookie_over_half_open<T: TxQueue>(
+        &mut self,
+        now: Instant,
+        slot: u32,
+        key: FourTuple,
+        frame: &[u8],
+        tx: &mut T,
+    ) -> bool {
+        if !self.takes_cookies(key.local_port) {
+            return false;
+        }
+        let Some(seg) = Segment::read(frame) else {
+            return false;
+        };
+        let cookie = seg.ack.wrapping_sub(1);
+        if self.cookies.recover(ms(now), &key, &seg, cookie).is_none() {
+            return false;
+        }
+        self.free_slot(slot);
+        self.ingress_cookie_ack(now, key, frame, tx)
     }
 
     /// Brings the fresh listening socket in `slot` to SYN-RECEIVED with a SYN like the
