@@ -4,7 +4,9 @@ scripts/demo-scaleout and the fleet test. Kernel sockets, one epoll loop, no thr
 
 Commands on stdin, one JSON answer per line on stdout:
   open N      open N connections (sources 198.19.0.1-16, ports from the kernel), each
-              checked with one echoed byte: {"opened":..,"failed":..,"secs":..}
+              checked with one echoed byte: {"opened":..,"failed":..,"secs":..}, and
+              for failures their kinds: "refused" (connect failed), "reset", "eof"
+              (after the connect), "timeout" (no echo within 5 s)
   check       send one byte on every live connection and wait for its echo:
               {"ok":..,"eof":..,"broken":..}: eof is an orderly close by the server
               (FIN), broken a reset or no echo within 5 s; eof and broken connections
@@ -55,6 +57,7 @@ def open_conns(n):
     t0 = time.monotonic()
     pending = {}  # fd -> (socket, deadline, phase)
     failed = opened = 0
+    why = {"refused": 0, "reset": 0, "eof": 0, "timeout": 0}
     todo = n
     while todo or pending:
         while todo and len(pending) < IN_FLIGHT:
@@ -74,6 +77,7 @@ def open_conns(n):
             if phase == "connect" and ev & select.EPOLLOUT:
                 if s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) != 0:
                     failed += 1
+                    why["refused"] += 1
                     del pending[fd]
                     ep.unregister(fd)
                     s.close()
@@ -92,6 +96,7 @@ def open_conns(n):
                     opened += 1
                 else:
                     failed += 1
+                    why["reset" if r == "broken" else "eof"] += 1
                     s.close()
         now = time.monotonic()
         for fd in [fd for fd, (_, d, _) in pending.items() if d < now]:
@@ -99,7 +104,9 @@ def open_conns(n):
             ep.unregister(fd)
             s.close()
             failed += 1
-    say({"opened": opened, "failed": failed, "secs": round(time.monotonic() - t0, 2)})
+            why["timeout"] += 1
+    answer = {"opened": opened, "failed": failed, "secs": round(time.monotonic() - t0, 2)}
+    say(answer | {k: n for k, n in why.items() if n})
 
 
 def check():
