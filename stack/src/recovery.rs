@@ -31,6 +31,14 @@
 //! sits at it), so the move loses nothing. Linux accepts such segments too: its window
 //! test starts at RCV.WUP, the RCV.NXT it last advertised, not at RCV.NXT.
 //!
+//! Except one byte behind: a bare segment at RCV.NXT - 1 is a keep-alive or a window
+//! probe (RFC 9293 §3.8.4; Linux sends both so, `tcp_xmit_probe_skb`), whose sender waits
+//! for the ACK smoltcp sends in reply to a segment below its window (at most one a second,
+//! smoltcp's challenge-ACK limit). Moved, it was taken as a duplicate ACK and never
+//! answered, and Linux's keep-alive killed the connection (found by the dataplane's
+//! conformance test against Linux). A rewound peer exactly one byte behind then has that
+//! one ACK ignored, but our answer acknowledges what it had sent, which moves it on.
+//!
 //! RCV.NXT is known here by its low 16 bits (`Meta::rcv_nxt`). A segment *ahead* of
 //! RCV.NXT, inside the window, must not be moved: so the distance behind must also be
 //! below 2^16 minus the buffer size, which rules out every in-window segment. For

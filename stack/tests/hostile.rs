@@ -396,34 +396,52 @@ fn rng(state: &mut u64) -> u64 {
     state.wrapping_mul(0x2545_f491_4f6c_dd1d)
 }
 
+/// A connection from `peer` to port 80 of `s` built by hand at `at`, so that every
+/// sequence number is known: the peer's ISN is 999, and "hello" is echoed by `app` and
+/// acknowledged (the peer's SND.NXT is 1005). Returns the server's SND.NXT.
+fn hand_built(
+    s: &mut Stack,
+    app: &mut EchoServer,
+    peer: (Ipv4Addr, u16),
+    at: Instant,
+    tx: &mut Queue,
+) -> u32 {
+    let to = (Pair::SERVER, 80);
+    s.ingress(at, &syn(peer, 999), tx);
+    s.poll(at, tx);
+    let (flags, iss, ack, _) = drain(tx)[0].clone();
+    assert_eq!((flags & (SYN | ACK), ack), (SYN | ACK, 1000));
+    let snd = iss.wrapping_add(1);
+    let hello = frames::tcp(peer, to, TcpControl::Psh, 1000, Some(snd), b"hello");
+    s.ingress(at, &hello, tx);
+    app.handle(s);
+    s.poll(at, tx);
+    let echoed: Vec<u8> = drain(tx).into_iter().flat_map(|f| f.3).collect();
+    assert_eq!(echoed, b"hello");
+    let snd = snd.wrapping_add(5);
+    s.ingress(
+        at,
+        &frames::tcp(peer, to, TcpControl::None, 1005, Some(snd), b""),
+        tx,
+    );
+    snd
+}
+
 #[test]
 fn blind_rsts_and_syns_do_not_break_connections() {
-    // One connection built by hand, so that every sequence number is known.
     let mut s = server(64, server_opts(4096), |_| {});
     let mut tx = Queue::default();
     let peer = (GATEWAY, 40_000);
     let to = (Pair::SERVER, 80);
     let mut t = 1;
     let at = |t: u64| Instant::from_millis(t as i64);
-    s.ingress(at(t), &syn(peer, 999), &mut tx);
-    s.poll(at(t), &mut tx);
-    let (flags, iss, ack, _) = drain(&mut tx)[0].clone();
-    assert_eq!((flags & (SYN | ACK), ack), (SYN | ACK, 1000));
-    let snd = iss.wrapping_add(1);
+    let mut server_app = EchoServer::default();
+    let (rcv_nxt, snd) = (
+        1005u32,
+        hand_built(&mut s, &mut server_app, peer, at(t), &mut tx),
+    );
     let data =
         |seq: u32, ack: u32, p: &[u8]| frames::tcp(peer, to, TcpControl::Psh, seq, Some(ack), p);
-    s.ingress(at(t), &data(1000, snd, b"hello"), &mut tx);
-    let mut server_app = EchoServer::default();
-    server_app.handle(&mut s);
-    s.poll(at(t), &mut tx);
-    let echoed: Vec<u8> = drain(&mut tx).into_iter().flat_map(|f| f.3).collect();
-    assert_eq!(echoed, b"hello");
-    let (rcv_nxt, snd) = (1005u32, snd.wrapping_add(5));
-    s.ingress(
-        at(t),
-        &frames::tcp(peer, to, TcpControl::None, rcv_nxt, Some(snd), b""),
-        &mut tx,
-    );
 
     // Echo connections through the wire as well, to be attacked alongside.
     let mut pair = pair(64, Impairments::none());
@@ -543,6 +561,36 @@ fn blind_rsts_and_syns_do_not_break_connections() {
     s.poll(at(t), &mut tx);
     assert_eq!(s.connections(), 0);
     assert_eq!(server_app.closed, 1);
+}
+
+#[test]
+fn keep_alives_and_window_probes_are_answered() {
+    // The peer probes a connection as Linux does, for a keep-alive
+    // and for a zero window alike: an empty segment one below RCV.NXT (RFC 9293 §3.8.4),
+    // which must draw an ACK of RCV.NXT. It is not a rewound peer's ACK to move forward
+    // (the `recovery` module): moved, it went unanswered and Linux's keep-alive gave up.
+    let mut s = server(64, server_opts(4096), |_| {});
+    let mut tx = Queue::default();
+    let peer = (GATEWAY, 40_001);
+    let at = |t: u64| Instant::from_millis(t as i64);
+    let snd = hand_built(&mut s, &mut EchoServer::default(), peer, at(1), &mut tx);
+    let probe = frames::tcp(
+        peer,
+        (Pair::SERVER, 80),
+        TcpControl::None,
+        1004,
+        Some(snd),
+        b"",
+    );
+    // Seconds apart: smoltcp answers segments below its window once a second at most.
+    for t in [1_000, 2_500, 4_000] {
+        s.ingress(at(t), &probe, &mut tx);
+        s.poll(at(t), &mut tx);
+        let out = drain(&mut tx);
+        assert_eq!(out, [(ACK, snd, 1005, vec![])], "at {t} ms");
+    }
+    assert_eq!(s.counters().acks_realigned, 0);
+    assert_eq!(s.connections(), 1);
 }
 
 #[test]

@@ -14,7 +14,9 @@ use super::{Stack, ms};
 
 impl Stack {
     /// How far behind RCV.NXT the bare ACK `frame` for `slot` is, when that is a distance
-    /// a rewound peer can be behind (see the module docs); 0 otherwise.
+    /// a rewound peer can be behind (see the module docs); 0 otherwise, and 0 for one
+    /// behind: that is a keep-alive or a window probe (RFC 9293 §3.8.4, Linux's
+    /// `tcp_xmit_probe_skb`), which smoltcp must see as it is to answer it.
     pub(crate) fn ack_behind(&self, slot: u32, frame: &[u8]) -> u16 {
         let m = &self.slab.slots[slot as usize].meta;
         if !synchronized(m.state) {
@@ -24,7 +26,9 @@ impl Stack {
             return 0;
         };
         let behind = m.rcv_nxt.wrapping_sub(seq as u16);
-        if usize::from(behind) <= reach(self.profiles[usize::from(m.profile)].opts.rx_buf) {
+        if behind > 1
+            && usize::from(behind) <= reach(self.profiles[usize::from(m.profile)].opts.rx_buf)
+        {
             behind
         } else {
             0
