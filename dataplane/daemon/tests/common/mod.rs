@@ -3,6 +3,7 @@
 //! a push client.
 #![allow(dead_code, unreachable_pub)]
 
+pub mod capture;
 mod harness;
 
 use std::io::{BufRead, BufReader, Write};
