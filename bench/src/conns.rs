@@ -63,6 +63,7 @@ use c10m_ebpf::{Proto, Steering, XdpMode};
 use c10m_stack::TxQueue;
 use serde::Serialize;
 
+use crate::measure::Summary;
 use crate::net::{Prefix, in_bench_range, mac_of, parse_mac, require_iface, resolve_mac};
 
 mod fanout;
@@ -175,6 +176,9 @@ struct Report {
     heartbeats_sent: u64,
     heartbeats_ok: u64,
     heartbeats_resent: u64,
+    /// Push: PING → PONG round trips (see [`push`]), µs, and how many were measured.
+    heartbeat_rtt: Summary,
+    heartbeat_rtt_samples: u64,
     subscribed: u64,
     published_to: u64,
     delivered: u64,
@@ -884,6 +888,8 @@ impl Client {
         r.heartbeats_sent = p.c.heartbeats_sent;
         r.heartbeats_ok = p.c.heartbeats_ok;
         r.heartbeats_resent = p.c.heartbeats_resent;
+        r.heartbeat_rtt = p.c.rtt.summary();
+        r.heartbeat_rtt_samples = p.c.rtt.count();
         r.bad_replies = p.c.bad_replies;
         if p.published_at.is_some() {
             r.published_to = fanout.published_to;
@@ -926,6 +932,11 @@ fn print_table(r: &Report) {
     );
     if r.subscribed > 0 || r.published_to > 0 {
         println!("{:<28} {:>12}", "subscribed", r.subscribed);
+        println!(
+            "heartbeat round trip, µs ({} measured): {}",
+            r.heartbeat_rtt_samples,
+            r.heartbeat_rtt.line()
+        );
         println!(
             "{:<28} {:>12}",
             "delivered / published to",

@@ -19,6 +19,7 @@ pub(crate) struct Latency(Histogram<u64>);
 #[derive(Debug, Clone, Copy, Default, Serialize)]
 pub(crate) struct Summary {
     pub(crate) p50_us: u64,
+    pub(crate) p90_us: u64,
     pub(crate) p99_us: u64,
     pub(crate) p999_us: u64,
     pub(crate) max_us: u64,
@@ -29,9 +30,15 @@ impl Summary {
     /// One line for the human-readable summaries.
     pub(crate) fn line(&self) -> String {
         format!(
-            "p50 {}  p99 {}  p99.9 {}  max {}  mean {:.1}",
-            self.p50_us, self.p99_us, self.p999_us, self.max_us, self.mean_us
+            "p50 {}  p90 {}  p99 {}  p99.9 {}  max {}  mean {:.1}",
+            self.p50_us, self.p90_us, self.p99_us, self.p999_us, self.max_us, self.mean_us
         )
+    }
+}
+
+impl Default for Latency {
+    fn default() -> Latency {
+        Latency::new()
     }
 }
 
@@ -46,7 +53,7 @@ impl Latency {
         self.0.saturating_record(us.clamp(1, 60_000_000));
     }
 
-    #[cfg(test)]
+    /// Latencies recorded.
     pub(crate) fn count(&self) -> u64 {
         self.0.len()
     }
@@ -57,6 +64,7 @@ impl Latency {
         }
         Summary {
             p50_us: self.0.value_at_quantile(0.5),
+            p90_us: self.0.value_at_quantile(0.9),
             p99_us: self.0.value_at_quantile(0.99),
             p999_us: self.0.value_at_quantile(0.999),
             max_us: self.0.max(),

@@ -7,21 +7,28 @@
 //! phase. Each `PONG` is checked, each `MSG` compared byte for byte with what was
 //! published to the connection's topic.
 //!
-//! Per connection the client keeps 12 bytes ([`Sub`]): the server's next sequence number
-//! (what it acknowledges), the PINGs sent, the PONGs and MSGs received, and whether the
-//! server acknowledged the `SUB`. Its own sequence number follows from those (ISN + 1 +
+//! Per connection the client keeps 16 bytes ([`Sub`]): the server's next sequence number
+//! (what it acknowledges), when its last PING went, the PINGs sent, the PONGs and MSGs
+//! received, and whether the server acknowledged the `SUB`. Its own sequence number follows from those (ISN + 1 +
 //! the `SUB` line + 5 bytes a PING). The server's stream is taken a whole line at a
 //! time: a segment that ends inside a line is acknowledged up to its last complete line,
 //! so the server sends the rest again with the next.
 //!
 //! A PING (or `SUB`) without its answer after the timeout is sent again, with everything
 //! after the last PONG (TCP receivers drop the bytes they had).
+//!
+//! The heartbeat's round trip is the time from a PING's first sending to its PONG (a
+//! resent PING's includes the wait for its timeout, as the subscriber sees it), recorded
+//! in a histogram for the PONG that answers a connection's last PING: one that answers
+//! an earlier PING (several unanswered at once) has no sending time kept and is not
+//! recorded.
 
 use std::time::Instant;
 
 use c10m_stack::TxQueue;
 
 use super::wire::{Flags, Plan, Segment};
+use crate::measure::Latency;
 
 pub(super) const PING: &[u8] = b"PING\n";
 const PONG: &[u8] = b"PONG";
@@ -32,6 +39,8 @@ pub(super) const BUCKET_MS: u64 = 100;
 #[derive(Debug, Clone, Copy, Default)]
 pub(super) struct Sub {
     srv_nxt: u32,
+    /// When the last PING was sent, µs since the start (wrapping: 71 minutes).
+    ping_at: u32,
     pings: u16,
     pongs: u16,
     msgs: u8,
@@ -39,7 +48,7 @@ pub(super) struct Sub {
 }
 
 /// What the push side counted.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Default)]
 pub(super) struct Counts {
     pub(super) subscribed: u64,
     pub(super) heartbeats_sent: u64,
@@ -51,6 +60,8 @@ pub(super) struct Counts {
     /// Deliveries per [`BUCKET_MS`] since the publish.
     pub(super) curve: Vec<u64>,
     pub(super) last_delivery: Option<Instant>,
+    /// PING → PONG round trips, µs.
+    pub(super) rtt: Latency,
 }
 
 /// The push side of the client.
@@ -224,6 +235,10 @@ impl Push {
         if line == PONG && c.pongs < c.pings {
             c.pongs += 1;
             self.c.heartbeats_ok += 1;
+            if c.pongs == c.pings {
+                let rtt = micros(self.start, now).wrapping_sub(c.ping_at);
+                self.c.rtt.record(u64::from(rtt));
+            }
         } else if line == self.msgs[topic] {
             c.msgs = c.msgs.saturating_add(1);
             if c.msgs > 1 {
@@ -262,7 +277,16 @@ impl Push {
         }
         let mut budget = PINGS_PER_CALL;
         let mut rounds = std::mem::take(&mut self.rounds);
-        self.ping_rounds(&mut rounds, plan, tx, t, &live, pinged, &mut budget);
+        let now_us = micros(self.start, now);
+        self.ping_rounds(
+            &mut rounds,
+            plan,
+            tx,
+            (t, now_us),
+            &live,
+            pinged,
+            &mut budget,
+        );
         rounds.retain(|&(_, next)| next < plan.count);
         self.rounds = rounds;
     }
@@ -273,7 +297,7 @@ impl Push {
         rounds: &mut [(u32, u32)],
         plan: &Plan,
         tx: &mut impl TxQueue,
-        t: f64,
+        (t, now_us): (f64, u32),
         live: &impl Fn(u32) -> bool,
         pinged: &mut Vec<(u32, u16)>,
         budget: &mut u32,
@@ -293,9 +317,11 @@ impl Push {
                     if !plan.send(tx, i, seq, c.srv_nxt, Flags::Ack, PING) {
                         return;
                     }
-                    self.conns[i as usize].pings += 1;
+                    let c = &mut self.conns[i as usize];
+                    c.pings += 1;
+                    c.ping_at = now_us;
                     self.c.heartbeats_sent += 1;
-                    pinged.push((i, c.pings + 1));
+                    pinged.push((i, c.pings));
                     *budget -= 1;
                 }
                 *next += 1;
@@ -318,4 +344,10 @@ impl Push {
             _ => 0.0,
         }
     }
+}
+
+/// µs from `start` to `now`, wrapping at 2^32 (71 minutes): differences of two stay
+/// right for round trips below that.
+fn micros(start: Instant, now: Instant) -> u32 {
+    now.saturating_duration_since(start).as_micros() as u32
 }

@@ -260,7 +260,7 @@ fn a_push_subscriber_subscribes_pings_and_counts_each_message_once() {
     // PONG and a MSG in one segment, then the MSG again as new data, then a partial line.
     let data = b"PONG\nMSG news hi\n";
     let seg = from_server(&c.plan, 4, 9001, isn.wrapping_add(14), PSH | ACK, data);
-    c.on_frame(&seg, &mut w, start);
+    c.on_frame(&seg, &mut w, start + Duration::from_micros(1_005_250));
     let again = from_server(
         &c.plan,
         4,
@@ -291,4 +291,7 @@ fn a_push_subscriber_subscribes_pings_and_counts_each_message_once() {
     );
     assert_eq!(p.missed(), 0);
     assert_eq!(c.snd_nxt(4), isn.wrapping_add(14));
+    // The PONG came 250 µs after its PING: one round trip measured.
+    assert_eq!(p.c.rtt.count(), 1);
+    assert_eq!(p.c.rtt.summary().p50_us, 250);
 }
