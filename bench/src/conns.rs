@@ -120,9 +120,10 @@ pub(crate) struct Args {
     /// Send a heartbeat each second of the hold on every K-th connection (0: none).
     #[arg(long, default_value_t = 1000)]
     heartbeat_sample: u32,
-    /// The server's management socket, to cross-check its counts.
+    /// The server's management socket, to cross-check its counts (repeatable: a server
+    /// of several processes, counts summed and a publish sent to each).
     #[arg(long)]
-    mgmt: Option<PathBuf>,
+    mgmt: Vec<PathBuf>,
     /// Milliseconds before a SYN (or data) without an answer is sent again.
     #[arg(long, default_value_t = 1000)]
     timeout_ms: u64,
@@ -509,7 +510,7 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<()> {
         if args.publish_message.contains('\n') {
             bail!("--publish-message must be one line");
         }
-        if args.publish_after.is_some() && args.mgmt.is_none() {
+        if args.publish_after.is_some() && args.mgmt.is_empty() {
             bail!("--publish-after publishes through the server's management socket: give --mgmt");
         }
     } else if args.publish_after.is_some() {
@@ -530,7 +531,8 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<()> {
         .with_context(|| format!("opening an AF_XDP socket on {}", args.iface))?;
     steering.register_xsk(0, port.fd())?;
 
-    let before = match &args.mgmt {
+    let mgmt = (!args.mgmt.is_empty()).then_some(args.mgmt.as_slice());
+    let before = match mgmt {
         Some(p) => Some(server_counts(p)?),
         None => None,
     };
@@ -658,7 +660,7 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<()> {
                     c.echo_heartbeats(&mut port.tx(), &hb_list, &mut hb_cursor, now);
                 }
                 if let Some(after) = args.publish_after
-                    && let Some(mgmt) = &args.mgmt
+                    && let Some(mgmt) = mgmt
                 {
                     fanout.step(&mut c, mgmt, after, hold_start, now)?;
                 }
@@ -668,7 +670,7 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<()> {
                     // The last PINGs' answers (and retransmissions) are on their way.
                 } else if settled {
                     // Let stragglers (ACKs of the last echoes) settle, then count.
-                    if let Some(p) = &args.mgmt {
+                    if let Some(p) = mgmt {
                         match server_counts(p) {
                             Ok(s) => {
                                 c.r.server_established = Some(
@@ -716,7 +718,7 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<()> {
                     let wait = *rst_wait.get_or_insert(now + Duration::from_millis(300));
                     if now >= wait {
                         rst_passes += 1;
-                        let after = args.mgmt.as_ref().and_then(|p| server_counts(p).ok());
+                        let after = mgmt.and_then(|p| server_counts(p).ok());
                         c.r.server_established_after = after.map(|s| s.established);
                         if let (Some(b), Some(a)) = (before, after) {
                             c.r.server_rx_fill_ring_empty =

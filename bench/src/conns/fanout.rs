@@ -43,7 +43,7 @@ impl Fanout {
     pub(super) fn step(
         &mut self,
         c: &mut Client,
-        mgmt: &std::path::Path,
+        mgmt: &[std::path::PathBuf],
         after: f64,
         hold_start: Instant,
         now: Instant,
@@ -67,7 +67,7 @@ impl Fanout {
                 self.published_to = p.c.subscribed;
                 p.published_at = Some(now);
                 let (topics, message) = (p.topics(), self.message.clone());
-                self.answer = Some(mgmt::publish(mgmt.to_path_buf(), topics, message));
+                self.answer = Some(mgmt::publish(mgmt.to_vec(), topics, message));
             }
         }
         if let Some(rx) = &self.answer {

@@ -1,5 +1,6 @@
-//! The server's side of the run, through its management socket (one JSON line each
-//! way): its counts, and a publish.
+//! The server's side of the run, through its management sockets (one JSON line each
+//! way): its counts, and a publish. A server of several processes (the kernel backend
+//! behind one port) has one socket each: counts are summed, a publish goes to each.
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
@@ -36,18 +37,21 @@ fn ask(path: &Path, req: &Value, wait: Duration) -> anyhow::Result<Value> {
     Ok(v)
 }
 
-pub(super) fn server_counts(path: &Path) -> anyhow::Result<ServerCounts> {
-    let v = ask(path, &json!({"cmd": "stats"}), Duration::from_secs(5))?;
-    let t = &v["stats"]["totals"];
-    let n = |k: &str| t[k].as_u64().unwrap_or(0);
-    Ok(ServerCounts {
-        established: t["connections"]["established"]
+/// The counts of every socket in `paths`, summed (bytes per connection: the largest).
+pub(super) fn server_counts(paths: &[PathBuf]) -> anyhow::Result<ServerCounts> {
+    let mut sum = ServerCounts::default();
+    for path in paths {
+        let v = ask(path, &json!({"cmd": "stats"}), Duration::from_secs(5))?;
+        let t = &v["stats"]["totals"];
+        let n = |k: &str| t[k].as_u64().unwrap_or(0);
+        sum.established += t["connections"]["established"]
             .as_u64()
-            .ok_or_else(|| anyhow!("no connections.established in {v}"))?,
-        bytes_per_conn: n("bytes_per_connection"),
-        fill_ring_empty: n("xsk_rx_fill_ring_empty"),
-        rx_dropped: n("xsk_rx_dropped") + n("xsk_rx_ring_full"),
-    })
+            .ok_or_else(|| anyhow!("no connections.established in {v}"))?;
+        sum.bytes_per_conn = sum.bytes_per_conn.max(n("bytes_per_connection"));
+        sum.fill_ring_empty += n("xsk_rx_fill_ring_empty");
+        sum.rx_dropped += n("xsk_rx_dropped") + n("xsk_rx_ring_full");
+    }
+    Ok(sum)
 }
 
 /// What the server said of a publish (summed over the topics published to).
@@ -60,11 +64,11 @@ pub(super) struct Published {
     pub(super) answered: Option<Instant>,
 }
 
-/// Publishes `message` to each of `topics` in turn on a thread of its own (an answer
-/// comes when the server's fan-out ended: the generator must go on receiving
-/// meanwhile); the result comes through the returned channel.
+/// Publishes `message` to each of `topics` in turn, through each socket of `paths`, on
+/// a thread of its own (an answer comes when the server's fan-out ended: the generator
+/// must go on receiving meanwhile); the result comes through the returned channel.
 pub(super) fn publish(
-    path: PathBuf,
+    paths: Vec<PathBuf>,
     topics: Vec<String>,
     message: String,
 ) -> mpsc::Receiver<anyhow::Result<Published>> {
@@ -73,9 +77,10 @@ pub(super) fn publish(
         let mut sum = Published::default();
         let result = topics
             .iter()
-            .try_for_each(|topic| {
+            .flat_map(|topic| paths.iter().map(move |path| (topic, path)))
+            .try_for_each(|(topic, path)| {
                 let req = json!({"cmd": "publish", "topic": topic, "message": message});
-                let v = ask(&path, &req, Duration::from_secs(310))?;
+                let v = ask(path, &req, Duration::from_secs(310))?;
                 let p = &v["publish"];
                 let n = |k: &str| p[k].as_u64().unwrap_or(0);
                 sum.queued += n("queued");
