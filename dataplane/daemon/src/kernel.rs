@@ -3,7 +3,11 @@
 //! port another process listens on is refused unless `--reuseport` asks to share it.
 //!
 //! Prints `listening NAME ADDR` per service (port 0 picks a free port), then `ready`;
-//! when stopped, one JSON line of the workers' summed counters.
+//! when stopped, one JSON line of the workers' summed counters. `--mgmt PATH` opens a
+//! management socket for benchmarks ([`mgmt`]: its connections, and the push service's
+//! publish).
+
+mod mgmt;
 
 use std::net::IpAddr;
 use std::process::ExitCode;
@@ -38,6 +42,10 @@ pub(crate) struct Args {
     /// spreads the clients). Without it a port in use is refused.
     #[arg(long)]
     reuseport: bool,
+    /// A management socket (line-delimited JSON: `stats`, `publish`), for benchmarks;
+    /// none by default.
+    #[arg(long)]
+    mgmt: Option<std::path::PathBuf>,
 }
 
 fn parse_spec(s: &str) -> Result<Spec, String> {
@@ -80,6 +88,13 @@ pub(crate) fn main(a: &Args) -> ExitCode {
         Ok(s) => s,
         Err(e) => return fail(e.to_string()),
     };
+    if let Some(path) = &a.mgmt {
+        let listeners = a.services.len() * a.workers;
+        if let Err(e) = mgmt::serve(path, server.fanout(), listeners) {
+            let _ = server.stop();
+            return fail(format!("--mgmt {}: {e}", path.display()));
+        }
+    }
     for (addr, s) in server.local_addrs().iter().zip(&opts.services) {
         println!("listening {} {addr}", s.kind);
     }
@@ -88,6 +103,9 @@ pub(crate) fn main(a: &Args) -> ExitCode {
     let limit = a.duration.map(Duration::from_secs_f64);
     while !stop.load(Ordering::Relaxed) && limit.is_none_or(|d| start.elapsed() < d) {
         std::thread::sleep(Duration::from_millis(50));
+    }
+    if let Some(path) = &a.mgmt {
+        let _ = std::fs::remove_file(path);
     }
     match server.stop() {
         Ok(s) => {
