@@ -22,6 +22,10 @@
 //!   c10m-gen — new connections that succeed, an established connection's round trips
 //!   before, during and after, RSS, RSTs and SYN cookies (see the `flood` module). It
 //!   runs last for each server, since a server may stay impaired after it.
+//! * `push` (not in the default set): `--push-conns` live subscribers of each server's
+//!   push service — every one subscribes, heartbeats with PING/PONG, and gets one
+//!   publish — the kernel at the largest count it can hold here (several processes;
+//!   see the `push` module), with the connections and memory sampled over the run.
 //!
 //! A scenario whose generator fails is recorded with its error; the run goes on. Every
 //! child has a deadline; Ctrl-C stops the current child, the servers, restores the
@@ -36,6 +40,7 @@ mod held;
 mod host;
 mod plot;
 mod proc;
+mod push;
 mod report;
 mod servers;
 
@@ -77,6 +82,7 @@ enum Scenario {
     Rps,
     Cps,
     Flood,
+    Push,
 }
 
 /// The request protocol of `rps` and `cps`.
@@ -104,7 +110,7 @@ impl Proto {
 /// Arguments of `c10m-bench compare`.
 #[derive(clap::Args, Debug)]
 pub(crate) struct Args {
-    /// Scenarios to run, comma-separated: held, rps, cps, flood.
+    /// Scenarios to run, comma-separated: held, rps, cps, flood, push.
     #[arg(long, value_delimiter = ',', default_value = "held,rps,cps")]
     scenarios: Vec<Scenario>,
     /// Servers to run them against, comma-separated: dataplane, reflector (rps and cps
@@ -155,6 +161,33 @@ pub(crate) struct Args {
     /// flood ends first: noted in the report).
     #[arg(long, default_value_t = 200)]
     flood_conns: u32,
+    /// push: subscribers on the dataplane.
+    #[arg(long, default_value_t = 100_000)]
+    push_conns: u32,
+    /// push: subscribers on the kernel (default: --push-conns, or as many as half the
+    /// memory available holds at 4 KiB each if fewer).
+    #[arg(long)]
+    push_kernel_conns: Option<u32>,
+    /// push: SYNs per second against the dataplane.
+    #[arg(long, default_value_t = 100_000)]
+    push_rate: u32,
+    /// push: SYNs per second against the kernel.
+    #[arg(long, default_value_t = 25_000)]
+    push_kernel_rate: u32,
+    /// push: seconds between a subscriber's PINGs.
+    #[arg(long, default_value_t = 60.0)]
+    push_heartbeat_interval: f64,
+    /// push: seconds held once all are connected (default: two heartbeat intervals + 1,
+    /// so that every subscriber heartbeats twice).
+    #[arg(long)]
+    push_hold: Option<f64>,
+    /// push: seconds after every subscriber is in before the publish.
+    #[arg(long, default_value_t = 1.0)]
+    push_publish_after: f64,
+    /// push: the servers' idle timeout, seconds (default: 3 heartbeat intervals + 10;
+    /// at least 2.5 intervals).
+    #[arg(long)]
+    push_idle_timeout: Option<f64>,
     /// The dataplane's receive buffer per connection, bytes.
     #[arg(long, default_value_t = 256)]
     rx_buf: usize,
@@ -215,6 +248,24 @@ fn check(args: &Args) -> anyhow::Result<(PathBuf, PathBuf)> {
     }
     if args.held_rate == 0 || args.pipeline == 0 {
         bail!("--held-rate and --pipeline must be above 0");
+    }
+    if args.push_conns == 0 || args.push_rate == 0 || args.push_kernel_rate == 0 {
+        bail!("--push-conns, --push-rate and --push-kernel-rate must be above 0");
+    }
+    let beat = args.push_heartbeat_interval;
+    if !(0.1..=3600.0).contains(&beat) {
+        bail!("--push-heartbeat-interval must be 0.1 to 3600 seconds");
+    }
+    if args.push_idle_timeout.is_some_and(|t| t < 2.5 * beat) {
+        bail!(
+            "--push-idle-timeout must be at least 2.5 heartbeat intervals ({})",
+            2.5 * beat
+        );
+    }
+    if args.push_hold.is_some_and(|h| !(0.0..=3600.0).contains(&h))
+        || !(0.0..=600.0).contains(&args.push_publish_after)
+    {
+        bail!("--push-hold must be 0 to 3600 seconds and --push-publish-after 0 to 600");
     }
     for (name, v) in [
         ("--hold", args.hold),
@@ -292,13 +343,20 @@ fn run_checked(args: &Args) -> anyhow::Result<bool> {
     let start = Instant::now();
     run.describe();
     let restore = Sysctls::set(&mut run.report.sysctls);
-    if args.servers.contains(&Server::Dataplane) {
+    let push = run.has(Scenario::Push);
+    if push && args.servers.contains(&Server::Dataplane) {
+        run.push_dataplane();
+    }
+    if push && args.servers.contains(&Server::Kernel) {
+        run.push_kernel();
+    }
+    if args.servers.contains(&Server::Dataplane) && run.classic() {
         run.dataplane();
     }
     if args.servers.contains(&Server::Reflector) {
         run.reflector();
     }
-    if args.servers.contains(&Server::Kernel) {
+    if args.servers.contains(&Server::Kernel) && run.classic() {
         run.kernel();
     }
     if args.servers.contains(&Server::Nginx) {
@@ -405,6 +463,11 @@ impl Run<'_> {
 
     fn has(&self, s: Scenario) -> bool {
         self.args.scenarios.contains(&s)
+    }
+
+    /// Whether a scenario other than push runs (the servers of held, rps, cps, flood).
+    fn classic(&self) -> bool {
+        self.args.scenarios.iter().any(|&s| s != Scenario::Push)
     }
 
     fn max_held(&self) -> u32 {

@@ -171,7 +171,7 @@ fn compare_writes_a_report_with_both_servers_and_plots() {
         r["notes"]
     );
     let plots = r["plots"].as_array().unwrap();
-    assert_eq!(plots.len(), 4, "{plots:?}");
+    assert_eq!(plots.len(), 8, "{plots:?}");
     for p in plots {
         let svg = std::fs::read_to_string(out_dir.join(p.as_str().unwrap())).expect("a plot");
         assert!(
@@ -180,6 +180,106 @@ fn compare_writes_a_report_with_both_servers_and_plots() {
             &svg[..svg.len().min(80)]
         );
         assert!(svg.trim_end().ends_with("</svg>"), "{p}");
+    }
+    let _ = std::fs::remove_dir_all(&out_dir);
+}
+
+/// `compare --scenarios push` at 20,000 subscribers: on the dataplane and on two kernel
+/// processes sharing the port, every subscriber heartbeats at least twice and every PING
+/// is answered (round trips measured), one publish reaches each exactly once, the
+/// dataplane's kernel drops no frame, and the four push plots have lines.
+#[test]
+fn compare_push_runs_subscribers_heartbeats_and_one_publish_on_both_servers() {
+    const N: u64 = 20_000;
+    if !privileged() {
+        return;
+    }
+    c10m_binary();
+    let Some(_bed) = Bed::up(1) else { return };
+    let out_dir = std::env::temp_dir().join(format!("c10m-compare-push-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&out_dir);
+    let n = N.to_string();
+    let out = Command::new(env!("CARGO_BIN_EXE_c10m-bench"))
+        .args([
+            "compare",
+            "--scenarios",
+            "push",
+            "--servers",
+            "dataplane,kernel",
+        ])
+        .args(["--push-conns", &n, "--push-kernel-conns", &n])
+        .args(["--push-rate", "20000", "--push-kernel-rate", "5000"])
+        .args(["--push-heartbeat-interval", "1", "--push-hold", "3"])
+        .args(["--push-publish-after", "0.5"])
+        .arg("--out")
+        .arg(&out_dir)
+        .arg("--json")
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("running c10m-bench compare");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "compare failed: {text}");
+    let r: serde_json::Value = serde_json::from_str(text.trim()).expect("one JSON object");
+    let runs = r["push"].as_array().expect("push results");
+    for (server, processes) in [("dataplane", 1), ("kernel", 2)] {
+        let p = runs
+            .iter()
+            .find(|p| p["server"] == server)
+            .unwrap_or_else(|| panic!("no push result for {server}: {runs:?}"));
+        assert!(p["error"].is_null(), "{server}: {p}");
+        assert_eq!(p["processes"], processes, "{server}: {p}");
+        assert_eq!(p["held"], N, "{server}: {p}");
+        assert!(p["bytes_per_conn"].as_f64().unwrap() > 0.0, "{server}: {p}");
+        assert!(p["samples"].as_array().unwrap().len() >= 3, "{server}: {p}");
+        let c = &p["client"];
+        assert_eq!(c["established"], N, "{server}: {c}");
+        assert_eq!(c["subscribed"], N, "{server}: {c}");
+        let sent = c["heartbeats_sent"].as_u64().unwrap();
+        assert!(sent >= 2 * N, "{server}: {c}");
+        assert_eq!(
+            c["heartbeats_ok"], sent,
+            "{server}: every PING answered: {c}"
+        );
+        assert!(
+            c["heartbeat_rtt_samples"].as_u64().unwrap() >= N,
+            "{server}: {c}"
+        );
+        let rtt = &c["heartbeat_rtt"];
+        let (p50, p99) = (
+            rtt["p50_us"].as_u64().unwrap(),
+            rtt["p99_us"].as_u64().unwrap(),
+        );
+        assert!(p50 > 0 && p50 <= p99, "{server}: {rtt}");
+        assert_eq!(c["published_to"], N, "{server}: {c}");
+        assert_eq!(c["delivered"], N, "{server}: {c}");
+        assert_eq!(c["duplicates"], 0, "{server}: {c}");
+        assert_eq!(c["missed"], 0, "{server}: {c}");
+        assert!(c["delivery_secs"].as_f64().unwrap() > 0.0, "{server}: {c}");
+    }
+    let dp = runs.iter().find(|p| p["server"] == "dataplane").unwrap();
+    assert_eq!(dp["client"]["server_rx_dropped"], 0, "{dp}");
+    assert_eq!(dp["client"]["server_publish_delivered"], N, "{dp}");
+    let md = std::fs::read_to_string(out_dir.join("report.md")).expect("report.md");
+    assert!(
+        md.contains("| push: heartbeats answered, % | 100.000 | 100.000 |"),
+        "{md}"
+    );
+    for plot in [
+        "push-connections.svg",
+        "push-memory.svg",
+        "push-heartbeat-rtt.svg",
+        "push-fanout.svg",
+    ] {
+        assert!(r["plots"].to_string().contains(plot), "{}", r["plots"]);
+        let svg = std::fs::read_to_string(out_dir.join(plot)).expect("a plot");
+        assert!(
+            svg.contains("<polyline") && !svg.contains("no measurements"),
+            "{plot} has no line"
+        );
+        assert!(
+            svg.contains("dataplane") && svg.contains("kernel"),
+            "{plot}"
+        );
     }
     let _ = std::fs::remove_dir_all(&out_dir);
 }

@@ -15,6 +15,7 @@ impl Run<'_> {
                 Scenario::Rps => "rps",
                 Scenario::Cps => "cps",
                 Scenario::Flood => "flood",
+                Scenario::Push => "push",
             })
             .collect();
         let nofile = host::nofile_limit();

@@ -63,6 +63,29 @@ fn kib_field(text: &str, key: &str) -> Option<u64> {
     line[key.len()..].split_whitespace().next()?.parse().ok()
 }
 
+/// The memory available for new allocations (`MemAvailable` of `/proc/meminfo`), bytes.
+pub(crate) fn mem_available() -> Option<u64> {
+    let m = fs::read_to_string("/proc/meminfo").ok()?;
+    kib_field(&m, "MemAvailable:").map(|k| k * 1024)
+}
+
+/// `TcpExt: … ListenOverflows … ListenDrops …` of `/proc/net/netstat` text (a header
+/// line of names, then a line of values).
+pub(crate) fn parse_listen_overflows(text: &str) -> Option<(u64, u64)> {
+    let mut lines = text.lines().filter(|l| l.starts_with("TcpExt:"));
+    let (names, values) = (lines.next()?, lines.next()?);
+    let field = |name: &str| {
+        let i = names.split_whitespace().position(|w| w == name)?;
+        values.split_whitespace().nth(i)?.parse().ok()
+    };
+    Some((field("ListenOverflows")?, field("ListenDrops")?))
+}
+
+/// The accept-queue overflows and listen drops of the network namespace of `pid`.
+pub(crate) fn listen_overflows(pid: u32) -> Option<(u64, u64)> {
+    parse_listen_overflows(&fs::read_to_string(format!("/proc/{pid}/net/netstat")).ok()?)
+}
+
 /// A process's resident set, bytes.
 pub(crate) fn rss_bytes(pid: u32) -> Option<u64> {
     let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
@@ -254,6 +277,15 @@ mod tests {
             parse_slabinfo(text, &["TCP", "filp", "absent"]),
             vec![79 * 2368, 1008 * 192, 0]
         );
+    }
+
+    #[test]
+    fn netstat_listen_overflows() {
+        let text = "TcpExt: SyncookiesSent ListenOverflows ListenDrops TCPHPHits\n\
+            TcpExt: 5 138 140 9\n\
+            IpExt: InNoRoutes\nIpExt: 0\n";
+        assert_eq!(parse_listen_overflows(text), Some((138, 140)));
+        assert_eq!(parse_listen_overflows("IpExt: A\nIpExt: 1\n"), None);
     }
 
     #[test]

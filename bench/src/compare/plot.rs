@@ -68,14 +68,25 @@ const SERVERS: [Server; 4] = [
     Server::Reflector,
 ];
 
-/// Draws `series` against a logarithmic x axis (and y axis if `log_y`).
+/// The axes of a plot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Scale {
+    /// Logarithmic x, linear y from 0.
+    LogX,
+    /// Both logarithmic.
+    LogXY,
+    /// Both linear from 0 (time on x).
+    Linear,
+}
+
+/// Draws `series` on `scale`'s axes.
 fn draw(
     path: &Path,
     title: &str,
     x_desc: &str,
     y_desc: &str,
     series: &[Series],
-    log_y: bool,
+    scale: Scale,
 ) -> anyhow::Result<()> {
     let pts = || series.iter().flat_map(|s| s.points.iter().copied());
     let empty = pts().next().is_none();
@@ -85,7 +96,11 @@ fn draw(
     if empty {
         (x0, x1, y0, y1) = (1.0, 10.0, 1.0, 10.0);
     }
-    let (x0, x1) = (x0.max(1e-3) / 1.5, x1.max(1e-3) * 1.5);
+    let (x0, x1) = if scale == Scale::Linear {
+        (0.0, x1.max(1e-3) * 1.05)
+    } else {
+        (x0.max(1e-3) / 1.5, x1.max(1e-3) * 1.5)
+    };
     let y1 = if y1 > 0.0 { y1 * 1.2 } else { 1.0 };
     let title = if empty {
         format!("{title} (no measurements)")
@@ -101,11 +116,11 @@ fn draw(
         .x_label_area_size(45)
         .y_label_area_size(80);
     macro_rules! finish {
-        ($chart:expr, $y_label:expr) => {{
+        ($chart:expr, $x_label:expr, $y_label:expr) => {{
             let mut chart = $chart;
             chart
                 .configure_mesh()
-                .x_label_formatter(&|v| decade(*v))
+                .x_label_formatter(&|v| $x_label(*v))
                 .y_label_formatter(&|v| $y_label(*v))
                 .x_desc(x_desc)
                 .y_desc(y_desc)
@@ -138,23 +153,31 @@ fn draw(
             }
         }};
     }
-    if log_y {
-        let y0 = if y0 > 0.0 && y0 < f64::MAX {
-            y0 / 1.5
-        } else {
-            0.1
-        };
-        finish!(
-            b.build_cartesian_2d((x0..x1).log_scale(), (y0..y1).log_scale())
-                .map_err(|e| err(&e))?,
-            decade
-        );
-    } else {
-        finish!(
+    match scale {
+        Scale::LogXY => {
+            let y0 = if y0 > 0.0 && y0 < f64::MAX {
+                y0 / 1.5
+            } else {
+                0.1
+            };
+            finish!(
+                b.build_cartesian_2d((x0..x1).log_scale(), (y0..y1).log_scale())
+                    .map_err(|e| err(&e))?,
+                decade,
+                decade
+            );
+        }
+        Scale::LogX => finish!(
             b.build_cartesian_2d((x0..x1).log_scale(), 0.0..y1)
                 .map_err(|e| err(&e))?,
+            decade,
             human
-        );
+        ),
+        Scale::Linear => finish!(
+            b.build_cartesian_2d(x0..x1, 0.0..y1).map_err(|e| err(&e))?,
+            human,
+            human
+        ),
     }
     root.present().map_err(|e| err(&e))?;
     Ok(())
@@ -165,8 +188,8 @@ fn sorted(mut v: Vec<(f64, f64)>) -> Vec<(f64, f64)> {
     v
 }
 
-/// Writes `rps.svg`, `latency.svg`, `cps.svg` and `memory.svg` into `dir`; returns their
-/// names. Every server that ran has its line (the reflector's is the ceiling).
+/// Writes `rps.svg`, `latency.svg`, `cps.svg`, `memory.svg` and the push scenario's
+/// `push-*.svg` into `dir`; returns their names. Every server that ran has its line (the reflector's is the ceiling).
 pub(crate) fn write_all(r: &Report, dir: &Path) -> anyhow::Result<Vec<String>> {
     let proto = r.rps.first().map_or("http".to_owned(), |x| x.proto.clone());
     let rps_of = |s: Server, f: fn(&super::report::RpsOut) -> f64| {
@@ -192,7 +215,7 @@ pub(crate) fn write_all(r: &Report, dir: &Path) -> anyhow::Result<Vec<String>> {
         "connections (log)",
         "requests/s",
         &rps,
-        false,
+        Scale::LogX,
     )?;
 
     let mut lat = Vec::new();
@@ -215,7 +238,7 @@ pub(crate) fn write_all(r: &Report, dir: &Path) -> anyhow::Result<Vec<String>> {
         "connections (log)",
         "µs (log)",
         &lat,
-        true,
+        Scale::LogXY,
     )?;
 
     let cps: Vec<Series> = SERVERS
@@ -238,7 +261,7 @@ pub(crate) fn write_all(r: &Report, dir: &Path) -> anyhow::Result<Vec<String>> {
         "connections in flight (log)",
         "connections/s",
         &cps,
-        false,
+        Scale::LogX,
     )?;
 
     let mut mem = Vec::new();
@@ -279,13 +302,120 @@ pub(crate) fn write_all(r: &Report, dir: &Path) -> anyhow::Result<Vec<String>> {
         "connections held (log)",
         "bytes per connection",
         &mem,
-        false,
+        Scale::LogX,
     )?;
-    Ok(vec![
-        "rps.svg".into(),
+    let mut names = vec![
+        "rps.svg".to_owned(),
         "latency.svg".into(),
         "cps.svg".into(),
         "memory.svg".into(),
+    ];
+    names.extend(push_plots(r, dir)?);
+    Ok(names)
+}
+
+/// The push scenario's plots: connections over time, memory per connection against
+/// connections, heartbeat round-trip percentiles, and the fan-out's deliveries against
+/// time since the publish.
+fn push_plots(r: &Report, dir: &Path) -> anyhow::Result<Vec<String>> {
+    let runs = || {
+        [Server::Dataplane, Server::Kernel]
+            .into_iter()
+            .filter_map(|s| Some((s, r.push.iter().find(|p| p.server == Some(s))?)))
+    };
+    let line = |s: Server, what: &str, points| Series {
+        name: format!("{}{what}", s.name()),
+        color: color(s),
+        points,
+    };
+    let conns: Vec<Series> = runs()
+        .map(|(s, p)| {
+            line(
+                s,
+                "",
+                p.samples.iter().map(|x| (x.secs, x.conns as f64)).collect(),
+            )
+        })
+        .collect();
+    draw(
+        &dir.join("push-connections.svg"),
+        "push: connections held over time",
+        "seconds since the client started",
+        "connections",
+        &conns,
+        Scale::Linear,
+    )?;
+    let mem: Vec<Series> = runs()
+        .map(|(s, p)| {
+            let what = match s {
+                Server::Dataplane => " (process RSS growth)",
+                _ => " (slab + buffers + RSS growth)",
+            };
+            let pts = p
+                .samples
+                .iter()
+                .filter_map(|x| Some((x.conns as f64, x.bytes_per_conn?)));
+            line(s, what, sorted(pts.collect()))
+        })
+        .collect();
+    draw(
+        &dir.join("push-memory.svg"),
+        "push: memory per connection against connections",
+        "connections held (log)",
+        "bytes per connection",
+        &mem,
+        Scale::LogX,
+    )?;
+    let rtt: Vec<Series> = runs()
+        .filter_map(|(s, p)| {
+            let c = p.client.as_ref().filter(|c| c.heartbeat_rtt_samples > 0)?;
+            let h = &c.heartbeat_rtt;
+            let pts = [
+                (2.0, h.p50_us),
+                (10.0, h.p90_us),
+                (100.0, h.p99_us),
+                (1000.0, h.p999_us),
+            ];
+            Some(line(
+                s,
+                "",
+                pts.iter().map(|&(x, y)| (x, y.max(1) as f64)).collect(),
+            ))
+        })
+        .collect();
+    draw(
+        &dir.join("push-heartbeat-rtt.svg"),
+        "push: heartbeat round trip (PING → PONG) percentiles",
+        "1 / (1 − quantile): 2 = p50, 10 = p90, 100 = p99, 1k = p99.9",
+        "µs (log)",
+        &rtt,
+        Scale::LogXY,
+    )?;
+    let fanout: Vec<Series> = runs()
+        .filter_map(|(s, p)| {
+            let c = p.client.as_ref()?;
+            let mut sum = 0u64;
+            let mut pts = vec![(0.0, 0.0)];
+            for (b, n) in c.deliveries_per_100ms.iter().enumerate() {
+                sum += n;
+                pts.push(((b + 1) as f64 / 10.0, sum as f64));
+            }
+            (sum > 0).then(|| line(s, "", pts))
+        })
+        .collect();
+    draw(
+        &dir.join("push-fanout.svg"),
+        "push: one publish, subscribers reached against time since it",
+        "seconds since the publish",
+        "subscribers with the MSG",
+        &fanout,
+        Scale::Linear,
+    )?;
+    Ok(vec![
+        "push-connections.svg".into(),
+        "push-memory.svg".into(),
+        "push-heartbeat-rtt.svg".into(),
+        "push-fanout.svg".into(),
     ])
 }
 

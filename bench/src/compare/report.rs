@@ -7,10 +7,12 @@ use serde::{Deserialize, Serialize};
 
 pub(crate) mod flood;
 mod load;
+pub(crate) mod push;
 mod render;
 
 pub(crate) use flood::{Attempts, Flood, FloodOut};
 pub(crate) use load::{Cps, CpsOut, Load, Measured, Output, Rps, RpsOut};
+pub(crate) use push::{Push, PushOut, PushSample};
 pub(crate) use render::{group, markdown, table};
 
 /// The servers compared.
@@ -230,6 +232,9 @@ pub(crate) struct Report {
     /// The flood scenario, one record per server.
     #[serde(default)]
     pub(crate) flood: Vec<Flood>,
+    /// The push scenario, one record per server.
+    #[serde(default)]
+    pub(crate) push: Vec<Push>,
     pub(crate) goals: Vec<Goal>,
     /// File names of the plots, relative to the report.
     pub(crate) plots: Vec<String>,
@@ -377,6 +382,7 @@ pub(crate) fn rows(r: &Report) -> Vec<Row> {
         load::load_rows(&mut rows, &r.cps, base, suffix);
     }
     flood::flood_rows(&mut rows, &r.flood);
+    push::push_rows(&mut rows, &r.push);
     rows
 }
 
