@@ -139,6 +139,10 @@ impl Run<'_> {
                  share of that."
             ));
         }
+        if a.scenarios.contains(&Scenario::Push) {
+            self.describe_push();
+        }
+        let notes = &mut self.report.notes;
         if a.scenarios.contains(&Scenario::Flood) {
             notes.push(
                 "Flood: the kernel baseline runs with net.ipv4.tcp_syncookies=1 in c10m-dut (set \
@@ -174,5 +178,57 @@ impl Run<'_> {
                     .into(),
             ),
         }
+    }
+
+    /// The push scenario's settings and notes.
+    fn describe_push(&mut self) {
+        let a = self.args;
+        let (kernel_n, why) = self.push_kernel_conns();
+        let idle = self.push_idle();
+        let hold = self.push_hold();
+        let s = &mut self.report.settings;
+        let mut set = |k: &str, v: String| s.push((k.to_owned(), v));
+        set(
+            "push: subscribers on the dataplane",
+            a.push_conns.to_string(),
+        );
+        set(
+            "push: subscribers on the kernel",
+            format!("{kernel_n} ({why})"),
+        );
+        set(
+            "push: SYNs per second (dataplane / kernel)",
+            format!("{} / {}", a.push_rate, a.push_kernel_rate),
+        );
+        set(
+            "push: heartbeat interval, s",
+            a.push_heartbeat_interval.to_string(),
+        );
+        set("push: seconds held once connected", hold.to_string());
+        set(
+            "push: publish after every subscriber is in, s",
+            a.push_publish_after.to_string(),
+        );
+        set("push: servers' idle timeout, s", idle);
+        set(
+            "push: client",
+            "c10m-bench conns --proto push --topic news: every connection sends SUB news, \
+             then PING every interval (PONG checked, round trip measured), and counts MSG \
+             news hello-subscribers"
+                .into(),
+        );
+        self.report.notes.push(format!(
+            "Push: the dataplane runs `c10m run --cores {}` with the push service on \
+             {DP_ADDR}:5222 and 65,536 UMEM frames (not under taskset: --cores pins its worker); \
+             the kernel baseline runs one `c10m kernel` process per 18,000 subscribers on \
+             {KERNEL_ADDR}:5222 (SO_REUSEPORT, 19,900 connections each at most: the kernel \
+             spreads connections by a hash, the headroom keeps every process under \
+             RLIMIT_NOFILE), each with a management socket the generator publishes through. \
+             Memory per connection over the run: the dataplane's RSS growth (its accounting \
+             of reserved bytes per slot is the table's figure); the kernel's slab + socket \
+             buffers + RSS growth, as for held. Heartbeat round trip: PING sent → its PONG \
+             received, at the generator (a resent PING's includes its timeout).",
+            a.server_core
+        ));
     }
 }

@@ -53,7 +53,7 @@ impl Run<'_> {
         }
     }
 
-    fn push_idle(&self) -> String {
+    pub(super) fn push_idle(&self) -> String {
         let a = self.args;
         format!(
             "{}",
@@ -63,7 +63,7 @@ impl Run<'_> {
         )
     }
 
-    fn push_hold(&self) -> f64 {
+    pub(super) fn push_hold(&self) -> f64 {
         let a = self.args;
         a.push_hold.unwrap_or(2.0 * a.push_heartbeat_interval + 1.0)
     }
