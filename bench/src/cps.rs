@@ -351,7 +351,7 @@ mod tests {
         r.run.src = "198.18.0.100/24".into();
         assert_eq!(
             serde_json::to_string(&r).unwrap(),
-            r#"{"target":"","proto":"","concurrency":0,"secs":0.0,"attempted":0,"completed":0,"failed":0,"cps":0.0,"p50_us":0,"p99_us":0,"p999_us":0,"max_us":0,"mean_us":0.0,"refused":0,"timed_out":0,"bad_responses":0,"local_busy":0,"src":"198.18.0.100/24","xdp_mode":"","interrupted":true,"idle_pct":0.0,"client":{"rx_frames":0,"tx_frames":0,"rx_dropped":0,"xsk_rx_dropped":0,"resets_received":0}}"#
+            r#"{"target":"","proto":"","concurrency":0,"secs":0.0,"attempted":0,"completed":0,"failed":0,"cps":0.0,"p50_us":0,"p90_us":0,"p99_us":0,"p999_us":0,"max_us":0,"mean_us":0.0,"refused":0,"timed_out":0,"bad_responses":0,"local_busy":0,"src":"198.18.0.100/24","xdp_mode":"","interrupted":true,"idle_pct":0.0,"client":{"rx_frames":0,"tx_frames":0,"rx_dropped":0,"xsk_rx_dropped":0,"resets_received":0}}"#
         );
     }
 }

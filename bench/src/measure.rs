@@ -9,14 +9,15 @@ use std::time::Duration;
 
 use hdrhistogram::Histogram;
 use indicatif::{ProgressBar, ProgressStyle};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Latencies in microseconds.
 #[derive(Debug)]
 pub(crate) struct Latency(Histogram<u64>);
 
 /// The percentile fields of a report, in µs (0 when nothing was recorded).
-#[derive(Debug, Clone, Copy, Default, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub(crate) struct Summary {
     pub(crate) p50_us: u64,
     pub(crate) p90_us: u64,

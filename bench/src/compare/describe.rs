@@ -25,6 +25,7 @@ impl Run<'_> {
             self.bench.display().to_string(),
             self.c10m.display().to_string(),
         );
+        let classic = self.classic();
         let s = &mut self.report.settings;
         let mut set = |k: &str, v: String| s.push((k.to_owned(), v));
         set("scenarios", scen.join(", "));
@@ -90,6 +91,18 @@ impl Run<'_> {
             "4096 (c10m kernel's, capped by somaxconn)".into(),
         );
         set("RLIMIT_NOFILE (soft, this process)", nofile_text.clone());
+        if !classic {
+            // Only push runs: the other scenarios' settings would only mislead.
+            let other = [
+                "held:",
+                "rps",
+                "cps:",
+                "flood:",
+                "dataplane: connection",
+                "kernel: conn",
+            ];
+            s.retain(|(k, _)| !other.iter().any(|o| k.starts_with(o)));
+        }
 
         let notes = &mut self.report.notes;
         notes.push(format!(
@@ -191,6 +204,10 @@ impl Run<'_> {
         set(
             "push: subscribers on the dataplane",
             a.push_conns.to_string(),
+        );
+        set(
+            "push: dataplane connection slots (--max-conns)",
+            (a.push_conns as usize + 131_072).to_string(),
         );
         set(
             "push: subscribers on the kernel",

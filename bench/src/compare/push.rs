@@ -28,44 +28,53 @@ const PUSH_MAX_PER_PROCESS: u32 = 19_900;
 /// Memory a kernel connection is assumed to need when sizing the kernel's largest run
 /// from the memory available (its measured cost is in the report).
 const KERNEL_BYTES_GUESS: u64 = 4096;
+/// The longest the kernel's connect phase may take when its count is not given.
+const KERNEL_CONNECT_SECS: f64 = 60.0;
 
 impl Run<'_> {
     /// The subscribers the kernel side is asked to hold: `--push-kernel-conns`, else
-    /// `--push-conns` bounded by half the memory available at 4 KiB a connection.
+    /// `--push-conns` bounded by half the memory available at 4 KiB a connection and by
+    /// [`KERNEL_CONNECT_SECS`] of connecting at `--push-kernel-rate` (so that the whole
+    /// run stays bounded at 10M on the dataplane).
     pub(super) fn push_kernel_conns(&self) -> (u32, String) {
         let a = self.args;
         if let Some(k) = a.push_kernel_conns {
             return (k, "--push-kernel-conns".into());
         }
         let avail = host::mem_available().unwrap_or(0);
-        let fit = (avail / 2 / KERNEL_BYTES_GUESS).min(u64::from(u32::MAX)) as u32;
-        if fit < a.push_conns {
-            (
-                fit,
-                format!(
-                    "half the memory available ({} MiB) at {KERNEL_BYTES_GUESS} bytes a \
-                     connection",
-                    avail >> 20
-                ),
-            )
+        let by_memory = (avail / 2 / KERNEL_BYTES_GUESS).min(u64::from(u32::MAX)) as u32;
+        let by_time = (KERNEL_CONNECT_SECS * f64::from(a.push_kernel_rate)) as u32;
+        if by_memory < a.push_conns.min(by_time) {
+            let why = format!(
+                "half the memory available ({} MiB) at {KERNEL_BYTES_GUESS} bytes a connection",
+                avail >> 20
+            );
+            (by_memory, why)
+        } else if by_time < a.push_conns {
+            let why = format!(
+                "{KERNEL_CONNECT_SECS} s of connecting at --push-kernel-rate {}",
+                a.push_kernel_rate
+            );
+            (by_time, why)
         } else {
             (a.push_conns, "--push-conns".into())
         }
     }
 
+    /// The servers' idle timeout: `--push-idle-timeout`, else three heartbeat intervals
+    /// and 10 s (the generator stops heartbeating about 4 s before it asks the servers
+    /// for their final counts).
     pub(super) fn push_idle(&self) -> String {
         let a = self.args;
-        format!(
-            "{}",
-            a.push_idle_timeout
-                .unwrap_or(a.push_heartbeat_interval * 3.0)
-                .ceil()
-        )
+        let t = a
+            .push_idle_timeout
+            .unwrap_or(a.push_heartbeat_interval * 3.0 + 10.0);
+        format!("{}", t.ceil())
     }
 
     pub(super) fn push_hold(&self) -> f64 {
         let a = self.args;
-        a.push_hold.unwrap_or(2.0 * a.push_heartbeat_interval + 1.0)
+        a.push_hold.unwrap_or(a.push_heartbeat_interval + 1.0)
     }
 
     /// The generator's arguments against `addr` with `n` subscribers at `rate`.
@@ -230,8 +239,12 @@ impl Run<'_> {
             (peak > 0).then(|| rss_peak.saturating_sub(rss0) as f64 / peak as f64);
         match result {
             Ok(c) => {
-                p.held = c.server_established.map_or(p.held, |s| Some(s.max(peak)));
+                p.held = c
+                    .conns
+                    .server_established
+                    .map_or(p.held, |s| Some(s.max(peak)));
                 p.bytes_per_conn = c
+                    .conns
                     .server_bytes_per_conn
                     .map(|b| b as f64)
                     .or(p.bytes_per_conn);
@@ -423,11 +436,12 @@ fn kernel_refused(line: &str) -> Option<u64> {
 
 /// Why a run holds fewer subscribers than asked, from the client's side.
 fn push_shortfall(c: &PushOut, n: u32) -> Option<String> {
-    (c.established < u64::from(n) || c.subscribed < c.established).then(|| {
+    let k = &c.conns;
+    (k.established < u64::from(n) || c.subscribed < k.established).then(|| {
         format!(
             "the client established {} of {n} and {} subscribed: {} refused or unanswered \
              after {} SYN retransmits",
-            c.established, c.subscribed, c.failed, c.syn_retransmits
+            k.established, c.subscribed, k.failed, k.syn_retransmits
         )
     })
 }

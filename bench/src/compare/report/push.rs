@@ -4,36 +4,21 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{Cell, Row, Server, cell};
-
-/// PING → PONG round trips of `conns --json`'s `heartbeat_rtt`, µs.
-#[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq)]
-#[serde(default)]
-pub(crate) struct Rtt {
-    pub(crate) p50_us: u64,
-    pub(crate) p90_us: u64,
-    pub(crate) p99_us: u64,
-    pub(crate) p999_us: u64,
-    pub(crate) max_us: u64,
-    pub(crate) mean_us: f64,
-}
+use super::{Cell, ConnsOut, Row, Server, cell};
+use crate::measure::Summary;
 
 /// The fields of `c10m-bench conns --proto push --json` the report keeps.
 #[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq)]
 #[serde(default)]
 pub(crate) struct PushOut {
-    pub(crate) established: u64,
-    pub(crate) failed: u64,
-    pub(crate) syn_retransmits: u64,
-    pub(crate) connect_secs: f64,
-    pub(crate) cps_avg: f64,
-    /// Connections established in each second since the start.
-    pub(crate) cps_per_sec: Vec<u64>,
+    /// What every `conns` run reports.
+    #[serde(flatten)]
+    pub(crate) conns: ConnsOut,
     pub(crate) subscribed: u64,
     pub(crate) heartbeats_sent: u64,
     pub(crate) heartbeats_ok: u64,
     pub(crate) heartbeats_resent: u64,
-    pub(crate) heartbeat_rtt: Rtt,
+    pub(crate) heartbeat_rtt: Summary,
     pub(crate) heartbeat_rtt_samples: u64,
     pub(crate) bad_replies: u64,
     pub(crate) published_to: u64,
@@ -46,12 +31,9 @@ pub(crate) struct PushOut {
     pub(crate) server_publish_queued: Option<u64>,
     pub(crate) server_publish_delivered: Option<u64>,
     pub(crate) server_publish_dropped: Option<u64>,
-    pub(crate) server_established: Option<u64>,
-    pub(crate) server_bytes_per_conn: Option<u64>,
     pub(crate) server_rx_dropped: Option<u64>,
     pub(crate) server_rx_fill_ring_empty: Option<u64>,
     pub(crate) client_bytes_per_conn: u64,
-    pub(crate) secs: f64,
 }
 
 impl PushOut {
@@ -141,7 +123,7 @@ pub(crate) fn push_rows(rows: &mut Vec<Row>, runs: &[Push]) {
     for (name, f) in [
         (
             "heartbeat RTT p50, µs",
-            (|r: &Rtt| r.p50_us) as fn(&Rtt) -> u64,
+            (|r: &Summary| r.p50_us) as fn(&Summary) -> u64,
         ),
         ("heartbeat RTT p99, µs", |r| r.p99_us),
         ("heartbeat RTT p99.9, µs", |r| r.p999_us),
