@@ -62,6 +62,18 @@ const GEN_NS: &str = "c10m-gen";
 const DUT_NS: &str = "c10m-dut";
 const DP_ADDR: &str = "198.18.0.10";
 const KERNEL_ADDR: &str = "198.18.0.2";
+/// The start of every dataplane command line: `c10m run` on dut0 at [`DP_ADDR`], one queue.
+const DP_RUN: [&str; 9] = [
+    "run",
+    "--iface",
+    "dut0",
+    "--addr",
+    "198.18.0.10/24",
+    "--gateway",
+    "198.18.0.1",
+    "--queues",
+    "1",
+];
 /// nginx's port on 198.18.0.2 (the kernel server has 80).
 const NGINX_PORT: u16 = 8080;
 /// Connections per `c10m kernel` process: RLIMIT_NOFILE (20,000 here) less room for the

@@ -164,40 +164,27 @@ impl Run<'_> {
         if self.interrupted() {
             return;
         }
-        let args: Vec<String> = [
-            "run",
-            "--iface",
-            "dut0",
-            "--addr",
-            "198.18.0.10/24",
-            "--gateway",
-            "198.18.0.1",
-            "--queues",
-            "1",
-            "--umem-frames",
-            "65536",
-            "--grace",
-            "1",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .chain([
-            "--service".into(),
-            format!("push:{PUSH_PORT}"),
-            "--cores".into(),
-            a.server_core.to_string(),
-            "--max-conns".into(),
-            (n as usize + 131_072).to_string(),
-            "--rx-buf".into(),
-            a.rx_buf.to_string(),
-            "--tx-buf".into(),
-            a.tx_buf.to_string(),
-            "--push-idle-timeout".into(),
-            self.push_idle(),
-            "--mgmt".into(),
-            self.sock.display().to_string(),
-        ])
-        .collect();
+        let args: Vec<String> = DP_RUN
+            .iter()
+            .chain(&["--umem-frames", "65536", "--grace", "1"])
+            .map(|s| s.to_string())
+            .chain([
+                "--service".into(),
+                format!("push:{PUSH_PORT}"),
+                "--cores".into(),
+                a.server_core.to_string(),
+                "--max-conns".into(),
+                (n as usize + 131_072).to_string(),
+                "--rx-buf".into(),
+                a.rx_buf.to_string(),
+                "--tx-buf".into(),
+                a.tx_buf.to_string(),
+                "--push-idle-timeout".into(),
+                self.push_idle(),
+                "--mgmt".into(),
+                self.sock.display().to_string(),
+            ])
+            .collect();
         // `--cores` pins the worker; taskset would pin the daemon's other threads (the
         // warmer, the control loop) to the worker's core too.
         let mut cmd = Command::new("ip");

@@ -14,38 +14,25 @@ impl Run<'_> {
             return;
         }
         let a = self.args;
-        let args: Vec<String> = [
-            "run",
-            "--iface",
-            "dut0",
-            "--addr",
-            "198.18.0.10/24",
-            "--gateway",
-            "198.18.0.1",
-            "--service",
-            "http:80",
-            "--service",
-            "echo:7",
-            "--queues",
-            "1",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .chain([
-            "--cores".into(),
-            a.server_core.to_string(),
-            "--max-conns".into(),
-            self.dp_slots().to_string(),
-            "--rx-buf".into(),
-            a.rx_buf.to_string(),
-            "--tx-buf".into(),
-            a.tx_buf.to_string(),
-            "--grace".into(),
-            "1".into(),
-            "--mgmt".into(),
-            self.sock.display().to_string(),
-        ])
-        .collect();
+        let args: Vec<String> = DP_RUN
+            .iter()
+            .chain(&["--service", "http:80", "--service", "echo:7"])
+            .map(|s| s.to_string())
+            .chain([
+                "--cores".into(),
+                a.server_core.to_string(),
+                "--max-conns".into(),
+                self.dp_slots().to_string(),
+                "--rx-buf".into(),
+                a.rx_buf.to_string(),
+                "--tx-buf".into(),
+                a.tx_buf.to_string(),
+                "--grace".into(),
+                "1".into(),
+                "--mgmt".into(),
+                self.sock.display().to_string(),
+            ])
+            .collect();
         let cmd = self.dut_cmd(&self.c10m, &args);
         let mut server = match self.start(Server::Dataplane, "dataplane", cmd, proc::Ready::Line) {
             Ok(s) => s,
