@@ -12,7 +12,7 @@
 //!
 //! One client at a time, each with a 2 s read timeout; the thread ends with the process.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
@@ -49,23 +49,13 @@ pub(crate) fn serve(path: &Path, fanout: Fanout<Command>, listeners: usize) -> s
 fn answer(s: UnixStream, fanout: &Fanout<Command>, fixed: usize) -> std::io::Result<()> {
     s.set_read_timeout(Some(Duration::from_secs(2)))?;
     let mut line = String::new();
-    BufReader::new(&s).take_line(&mut line)?;
+    // One line of at most 4 KiB.
+    BufReader::new((&s).take(4096)).read_line(&mut line)?;
     let reply = match serde_json::from_str::<Value>(line.trim()) {
         Ok(req) => reply(&req, fanout, fixed),
         Err(e) => json!({"ok": false, "error": format!("not JSON: {e}")}),
     };
     (&s).write_all(format!("{reply}\n").as_bytes())
-}
-
-/// Reads one line of at most 4 KiB.
-trait TakeLine {
-    fn take_line(self, line: &mut String) -> std::io::Result<usize>;
-}
-
-impl<R: BufRead> TakeLine for R {
-    fn take_line(self, line: &mut String) -> std::io::Result<usize> {
-        std::io::Read::take(self, 4096).read_line(line)
-    }
 }
 
 fn reply(req: &Value, fanout: &Fanout<Command>, fixed: usize) -> Value {
