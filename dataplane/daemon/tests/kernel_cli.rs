@@ -1,6 +1,7 @@
 //! `c10m kernel`: the built-in services on Linux sockets over loopback, bounded, with
 //! curl, an echo client and a push heartbeat; SIGTERM stops it with a report; a second
-//! server on a port in use is refused unless `--reuseport`; SIGHUP is ignored. No privileges needed.
+//! server on a port in use is refused unless `--reuseport`; SIGHUP is ignored; `--mgmt`
+//! counts connections and publishes. No privileges needed.
 
 mod common;
 
@@ -208,4 +209,58 @@ fn a_port_in_use_is_refused_unless_shared_on_purpose() {
     );
     assert_eq!(a + b, 16, "every client served once: {a} + {b}");
     assert!(a > 0 && b > 0, "SO_REUSEPORT spread them: {a} + {b}");
+}
+
+/// `--mgmt`: the socket counts the connections held and publishes to the push service's
+/// subscribers (what `c10m-bench compare --scenarios push` drives the kernel with).
+#[test]
+fn the_management_socket_counts_connections_and_publishes() {
+    use std::os::unix::net::UnixStream;
+    let sock = std::env::temp_dir().join(format!("c10m-kernel-mgmt-{}.sock", std::process::id()));
+    let sock_arg = sock.display().to_string();
+    let server = Server::start(&[
+        "--addr",
+        "127.0.0.1",
+        "--service",
+        "push:0",
+        "--mgmt",
+        &sock_arg,
+    ]);
+    let ask = |req: &str| -> serde_json::Value {
+        let mut s = UnixStream::connect(&sock).expect("the management socket");
+        s.set_read_timeout(Some(TIMEOUT)).unwrap();
+        writeln!(s, "{req}").unwrap();
+        let mut line = String::new();
+        BufReader::new(&s).read_line(&mut line).unwrap();
+        serde_json::from_str(&line).expect("one JSON line")
+    };
+    let mut subs: Vec<BufReader<TcpStream>> = (0..3)
+        .map(|_| {
+            let mut c = TcpStream::connect(server.addr("push")).unwrap();
+            c.set_read_timeout(Some(TIMEOUT)).unwrap();
+            c.write_all(b"SUB news\nPING\n").unwrap();
+            BufReader::new(c)
+        })
+        .collect();
+    for s in &mut subs {
+        let mut line = String::new();
+        s.read_line(&mut line).unwrap();
+        assert_eq!(line, "PONG\n", "subscribed first");
+    }
+    let v = ask(r#"{"cmd":"stats"}"#);
+    assert_eq!(v["stats"]["totals"]["connections"]["established"], 3, "{v}");
+    let v = ask(r#"{"cmd":"publish","topic":"news","message":"hello"}"#);
+    assert_eq!(v["ok"], true, "{v}");
+    assert_eq!(v["publish"]["workers_reached"], 1, "{v}");
+    for s in &mut subs {
+        let mut line = String::new();
+        s.read_line(&mut line).unwrap();
+        assert_eq!(line, "MSG news hello\n");
+    }
+    let v = ask(r#"{"cmd":"publish","topic":"two words","message":"x"}"#);
+    assert_eq!(v["ok"], false, "{v}");
+    drop(subs);
+    let report = server.process.stop();
+    assert_eq!(report["accepted"], 3, "{report}");
+    assert!(!sock.exists(), "the socket is removed at the end");
 }
