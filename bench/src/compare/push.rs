@@ -244,8 +244,7 @@ impl Run<'_> {
         if let Some(n) = refusals(&out) {
             p.stopped = Some(p.stopped.map_or(n.clone(), |s| format!("{s} {n}")));
         }
-        eprintln!("{}", push_line(&p));
-        self.report.push.push(p);
+        self.push_done(p);
     }
 
     pub(super) fn push_kernel(&mut self) {
@@ -386,7 +385,21 @@ impl Run<'_> {
             Err(e) => p.error = Some(format!("{e:#}")),
         }
         let _ = std::fs::remove_dir_all(&dir);
+        self.push_done(p);
+    }
+
+    /// Records a push run: its progress line, a note of where it held fewer than asked and
+    /// why, and its record.
+    fn push_done(&mut self, p: Push) {
         eprintln!("{}", push_line(&p));
+        if let Some(why) = &p.stopped {
+            let name = p.server.map_or("?", Server::name);
+            let held = p.held.map_or("?".into(), |h| report::group(h as f64, 0));
+            self.report.notes.push(format!(
+                "push, {name}: held {held} of {} asked: {why}",
+                report::group(p.requested as f64, 0)
+            ));
+        }
         self.report.push.push(p);
     }
 
