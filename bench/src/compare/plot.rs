@@ -516,6 +516,51 @@ mod tests {
             cps.contains("reflector") && !cps.contains("no measurements"),
             "{cps}"
         );
+        // The push plots: connections over time, the fan-out's cumulative deliveries.
+        r.push.push(crate::compare::report::Push {
+            server: Some(Server::Kernel),
+            samples: vec![
+                crate::compare::report::PushSample {
+                    secs: 1.0,
+                    conns: 5000,
+                    bytes_per_conn: Some(3600.0),
+                },
+                crate::compare::report::PushSample {
+                    secs: 2.0,
+                    conns: 9000,
+                    bytes_per_conn: Some(3650.0),
+                },
+            ],
+            client: Some(crate::compare::report::PushOut {
+                deliveries_per_100ms: vec![4000, 5000],
+                heartbeat_rtt_samples: 10,
+                heartbeat_rtt: crate::measure::Summary {
+                    p50_us: 100,
+                    p90_us: 200,
+                    p99_us: 300,
+                    p999_us: 400,
+                    ..Default::default()
+                },
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        let names = write_all(&r, &dir).unwrap();
+        assert_eq!(names.len(), 8, "{names:?}");
+        for n in names.iter().filter(|n| n.starts_with("push-")) {
+            let svg = std::fs::read_to_string(dir.join(n)).unwrap();
+            assert!(
+                svg.contains("kernel")
+                    && svg.contains("<polyline")
+                    && !svg.contains("no measurements"),
+                "{n}"
+            );
+        }
+        let fanout = std::fs::read_to_string(dir.join("push-fanout.svg")).unwrap();
+        assert!(
+            fanout.contains("\n9k\n"),
+            "the curve reaches 9,000: {fanout}"
+        );
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
