@@ -152,6 +152,14 @@ fn a_hundred_thousand_live_subscribers_heartbeat_and_get_one_publish_each() {
     assert!(sent >= 2 * N, "{r}");
     assert_eq!(r["heartbeats_ok"], sent, "{r}");
     assert_eq!(r["bad_replies"], 0, "{r}");
+    // Round trips: one per PONG that answered a connection's last PING (nearly all here).
+    assert!(r["heartbeat_rtt_samples"].as_u64().unwrap() >= 2 * N, "{r}");
+    let rtt = &r["heartbeat_rtt"];
+    let (p50, p99) = (
+        rtt["p50_us"].as_u64().unwrap(),
+        rtt["p99_us"].as_u64().unwrap(),
+    );
+    assert!(p50 > 0 && p50 <= p99, "{rtt}");
     // One publish: exactly one MSG each, and the server says the same.
     assert_eq!(r["published_to"], N, "{r}");
     assert_eq!(r["delivered"], N, "{r}");
@@ -174,7 +182,7 @@ fn a_hundred_thousand_live_subscribers_heartbeat_and_get_one_publish_each() {
     // No frame lost in the server's kernel.
     assert_eq!(r["server_rx_fill_ring_empty"], 0, "{r}");
     assert_eq!(r["server_rx_dropped"], 0, "{r}");
-    // Nearly stateless: 12 bytes a subscriber, 3 bits of bitmaps, and the queue of
+    // Nearly stateless: 16 bytes a subscriber, 3 bits of bitmaps, and the queue of
     // timeouts (≈100 bytes a connection at this count, ≈15 at 10M).
     assert!(r["client_bytes_per_conn"].as_u64().unwrap() < 160, "{r}");
     daemon.stop();
