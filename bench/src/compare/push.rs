@@ -235,7 +235,7 @@ impl Run<'_> {
                     .server_bytes_per_conn
                     .map(|b| b as f64)
                     .or(p.bytes_per_conn);
-                p.stopped = push_shortfall(&c, n);
+                p.stopped = push_shortfall(&c, n, self.push_secs(n, a.push_rate));
                 p.client = Some(c);
             }
             Err(e) => p.error = Some(format!("{e:#}")),
@@ -361,7 +361,7 @@ impl Run<'_> {
         let ended: Vec<String> = self.stop_kernels(procs_up);
         match result {
             Ok(c) => {
-                let short = push_shortfall(&c, n);
+                let short = push_shortfall(&c, n, self.push_secs(n, a.push_kernel_rate));
                 let refused: u64 = ended.iter().filter_map(|l| kernel_refused(l)).sum();
                 let mut why: Vec<String> = p.stopped.take().into_iter().chain(short).collect();
                 if overflows != (0, 0) {
@@ -434,16 +434,24 @@ fn kernel_refused(line: &str) -> Option<u64> {
     v["refused"].as_u64()
 }
 
-/// Why a run holds fewer subscribers than asked, from the client's side.
-fn push_shortfall(c: &PushOut, n: u32) -> Option<String> {
+/// Why a run holds fewer subscribers than asked, from the client's side (`bound`: the
+/// generator's `--max-secs`).
+fn push_shortfall(c: &PushOut, n: u32, bound: f64) -> Option<String> {
     let k = &c.conns;
-    (k.established < u64::from(n) || c.subscribed < k.established).then(|| {
+    let mut why = (k.established < u64::from(n) || c.subscribed < k.established).then(|| {
         format!(
             "the client established {} of {n} and {} subscribed: {} refused or unanswered \
              after {} SYN retransmits",
             k.established, c.subscribed, k.failed, k.syn_retransmits
         )
-    })
+    })?;
+    if k.established + k.failed < u64::from(n) {
+        why.push_str(&format!(
+            "; connecting had not ended when the generator's bound (--max-secs {bound:.0}) \
+             did, so nothing was published"
+        ));
+    }
+    Some(why)
 }
 
 fn push_line(p: &Push) -> String {
@@ -479,6 +487,22 @@ fn push_line(p: &Push) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_shortfall_says_when_the_time_bound_ended_the_connect_phase() {
+        let mut c = PushOut::default();
+        (c.conns.established, c.subscribed) = (10, 10);
+        assert_eq!(push_shortfall(&c, 10, 60.0), None);
+        c.conns.established = 7;
+        let why = push_shortfall(&c, 10, 60.0).unwrap();
+        assert!(
+            why.contains("established 7 of 10") && why.contains("--max-secs 60"),
+            "{why}"
+        );
+        c.conns.failed = 3;
+        let why = push_shortfall(&c, 10, 60.0).unwrap();
+        assert!(!why.contains("--max-secs"), "{why}");
+    }
 
     #[test]
     fn a_kernel_process_report_gives_its_refusals() {
