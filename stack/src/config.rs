@@ -1,7 +1,7 @@
 //! Stack configuration and its validation.
 
 use std::fmt;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 use crate::mem::HugePages;
 
@@ -13,6 +13,11 @@ pub struct Config {
     /// The stack's IPv4 addresses with their prefix lengths (at most 2: smoltcp's
     /// `IFACE_MAX_ADDR_COUNT`). The first is the source of active opens by default.
     pub addrs: Vec<(Ipv4Addr, u8)>,
+    /// The stack's IPv6 addresses with their prefix lengths, beside `addrs` (together at
+    /// most 2). Needs the crate's `ipv6` feature; without it a non-empty list is refused
+    /// ([`ConfigError::Ipv6NotBuilt`]). The stack answers neighbour solicitations and
+    /// ICMPv6 echo for them.
+    pub ipv6_addrs: Vec<(Ipv6Addr, u8)>,
     /// Default gateway. Put clients behind it rather than on-link: smoltcp's neighbour
     /// cache is a short linear list, so one gateway entry serves millions of peers.
     pub gateway: Option<Ipv4Addr>,
@@ -51,6 +56,7 @@ impl Default for Config {
         Config {
             mac: [0x02, 0, 0, 0, 0, 0x01],
             addrs: Vec::new(),
+            ipv6_addrs: Vec::new(),
             gateway: None,
             any_ip: Vec::new(),
             max_connections: 65536,
@@ -71,8 +77,10 @@ pub enum ConfigError {
     NoAddress,
     /// More addresses than smoltcp holds.
     TooManyAddresses(usize),
-    /// A prefix length above 32.
+    /// A prefix length above 32 (IPv4) or 128 (IPv6).
     BadPrefix(u8),
+    /// IPv6 addresses given to a stack built without the `ipv6` feature.
+    Ipv6NotBuilt,
     /// The MAC is not unicast.
     BadMac,
     /// The gateway plus any-IP prefixes exceed smoltcp's route table.
@@ -98,7 +106,12 @@ impl fmt::Display for ConfigError {
                 f,
                 "{n} addresses configured; the stack holds at most {MAX_ADDRS}"
             ),
-            ConfigError::BadPrefix(p) => write!(f, "prefix length /{p} is not in 0..=32"),
+            ConfigError::BadPrefix(p) => {
+                write!(f, "prefix length /{p} is too long for its address family")
+            }
+            ConfigError::Ipv6NotBuilt => f.write_str(
+                "an IPv6 address was given but this build has no IPv6: rebuild with the `ipv6` feature",
+            ),
             ConfigError::BadMac => {
                 f.write_str("the MAC address must be unicast (lowest bit of the first byte clear)")
             }
@@ -128,10 +141,17 @@ impl Config {
         if self.addrs.is_empty() {
             return Err(ConfigError::NoAddress);
         }
-        if self.addrs.len() > MAX_ADDRS {
-            return Err(ConfigError::TooManyAddresses(self.addrs.len()));
+        if !self.ipv6_addrs.is_empty() && !cfg!(feature = "ipv6") {
+            return Err(ConfigError::Ipv6NotBuilt);
+        }
+        let count = self.addrs.len() + self.ipv6_addrs.len();
+        if count > MAX_ADDRS {
+            return Err(ConfigError::TooManyAddresses(count));
         }
         if let Some(&(_, p)) = self.addrs.iter().chain(&self.any_ip).find(|a| a.1 > 32) {
+            return Err(ConfigError::BadPrefix(p));
+        }
+        if let Some(&(_, p)) = self.ipv6_addrs.iter().find(|a| a.1 > 128) {
             return Err(ConfigError::BadPrefix(p));
         }
         if self.mac[0] & 1 != 0 || self.mac == [0; 6] {
@@ -153,4 +173,24 @@ pub(crate) fn mix(seed: u64, stream: u64) -> u64 {
     z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
     z ^ (z >> 31)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ipv6_addresses_need_the_feature() {
+        let config = Config {
+            addrs: vec![(Ipv4Addr::new(198, 18, 0, 10), 24)],
+            ipv6_addrs: vec![(Ipv6Addr::new(0x2001, 2, 0, 0, 0, 0, 0, 0x10), 64)],
+            ..Config::default()
+        };
+        let expected = if cfg!(feature = "ipv6") {
+            Ok(())
+        } else {
+            Err(ConfigError::Ipv6NotBuilt)
+        };
+        assert_eq!(config.validate(), expected);
+    }
 }

@@ -7,7 +7,7 @@
 //! §3.1, RFC 9293 §3.1), which is why the stack's device tells smoltcp not to verify them
 //! again.
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 use smoltcp::phy::ChecksumCapabilities;
 use smoltcp::wire::{
@@ -23,20 +23,23 @@ use crate::table::FourTuple;
 pub enum Drop {
     /// Shorter than the headers it claims.
     Truncated,
-    /// A header field out of range: IPv4 version or header length, total length, TCP data
-    /// offset, TCP options.
+    /// A header field out of range: IP version, IPv4 header length, total or payload
+    /// length, TCP data offset, TCP options, an ICMPv6 message smoltcp cannot parse.
     Malformed,
-    /// IPv4 header checksum mismatch.
+    /// IPv4 header checksum mismatch, or ICMPv6 checksum mismatch (IPv6 has no header
+    /// checksum; its ICMP checksum covers the addresses).
     IpChecksum,
     /// TCP checksum mismatch.
     TcpChecksum,
-    /// An EtherType the stack does not speak (IPv6, VLAN, …).
+    /// An EtherType the stack does not speak (VLAN, …; IPv6 without the `ipv6` feature or
+    /// an IPv6 address).
     Ethertype,
-    /// Not addressed to this stack (MAC or IPv4 destination).
+    /// Not addressed to this stack (MAC or IP destination).
     NotForUs,
-    /// An IPv4 fragment: the stack does not reassemble.
+    /// An IPv4 fragment or an IPv6 fragment header: the stack does not reassemble.
     Fragment,
-    /// An IPv4 protocol other than TCP and ICMP.
+    /// An IP protocol other than TCP and ICMP (IPv4) or ICMPv6 (IPv6), an IPv6 extension
+    /// header, and, for now, TCP over IPv6 (the demux table keys IPv4 4-tuples only).
     Protocol,
 }
 
@@ -77,7 +80,8 @@ pub(crate) enum Class {
         flags: Flags,
         payload: u16,
     },
-    /// ARP or ICMP: for smoltcp's interface, with no socket.
+    /// ARP, ICMP or ICMPv6 (neighbour discovery, echo): for smoltcp's interface, with no
+    /// socket.
     Control,
 }
 
@@ -95,6 +99,9 @@ pub(crate) struct Local<'a> {
     /// `(network, mask)` pairs, host byte order: our addresses as /32 and the prefixes we
     /// accept with smoltcp's any-IP mode.
     pub(crate) nets: &'a [(u32, u32)],
+    /// Our IPv6 addresses (empty without the `ipv6` feature).
+    #[cfg_attr(not(feature = "ipv6"), allow(dead_code))]
+    pub(crate) ipv6: &'a [Ipv6Addr],
 }
 
 impl Local<'_> {
@@ -107,10 +114,16 @@ impl Local<'_> {
 pub(crate) fn classify(frame: &[u8], local: &Local<'_>) -> Result<Class, Drop> {
     let eth = EthernetFrame::new_checked(frame).map_err(|_| Drop::Truncated)?;
     let dst = eth.dst_addr();
-    if dst != local.mac && !dst.is_broadcast() {
-        return Err(Drop::NotForUs);
-    }
     match eth.ethertype() {
+        // Neighbour solicitations come to a multicast MAC; `ipv6` checks the address.
+        #[cfg(feature = "ipv6")]
+        EthernetProtocol::Ipv6 if !local.ipv6.is_empty() => {
+            if dst != local.mac && !dst.is_multicast() {
+                return Err(Drop::NotForUs);
+            }
+            return ipv6(eth.payload(), local);
+        }
+        _ if dst != local.mac && !dst.is_broadcast() => return Err(Drop::NotForUs),
         EthernetProtocol::Arp => return Ok(Class::Control),
         EthernetProtocol::Ipv4 => {}
         _ => return Err(Drop::Ethertype),
@@ -175,6 +188,41 @@ pub(crate) fn classify(frame: &[u8], local: &Local<'_>) -> Result<Class, Drop> {
         },
         payload: u16::try_from(tcp.payload().len()).unwrap_or(u16::MAX),
     })
+}
+
+/// An IPv6 packet: ICMPv6 (neighbour discovery and echo, for smoltcp) addressed to one
+/// of our addresses or to the solicited-node group of one (RFC 4291 §2.7.1).
+#[cfg(feature = "ipv6")]
+fn ipv6(payload: &[u8], local: &Local<'_>) -> Result<Class, Drop> {
+    use smoltcp::wire::{Icmpv6Packet, Icmpv6Repr, Ipv6Packet};
+
+    if payload.len() < 40 {
+        return Err(Drop::Truncated);
+    }
+    let ip = Ipv6Packet::new_checked(payload).map_err(|_| Drop::Truncated)?;
+    if ip.version() != 6 {
+        return Err(Drop::Malformed);
+    }
+    let (src, dst) = (ip.src_addr(), ip.dst_addr());
+    let solicited = |a: &Ipv6Addr| {
+        let d = dst.octets();
+        d[..13] == [0xff, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0xff] && d[13..] == a.octets()[13..]
+    };
+    if !local.ipv6.iter().any(|a| *a == dst || solicited(a)) {
+        return Err(Drop::NotForUs);
+    }
+    match ip.next_header() {
+        IpProtocol::Icmpv6 => {}
+        IpProtocol::Ipv6Frag => return Err(Drop::Fragment),
+        _ => return Err(Drop::Protocol),
+    }
+    let icmp = Icmpv6Packet::new_checked(ip.payload()).map_err(|_| Drop::Truncated)?;
+    if !icmp.verify_checksum(&src, &dst) {
+        return Err(Drop::IpChecksum);
+    }
+    let caps = ChecksumCapabilities::ignored();
+    Icmpv6Repr::parse(&src, &dst, &icmp, &caps).map_err(|_| Drop::Malformed)?;
+    Ok(Class::Control)
 }
 
 /// The sequence number of a frame that [`classify`] found to be TCP (`None` for anything

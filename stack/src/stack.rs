@@ -9,7 +9,7 @@
 //! O(n): it walks the whole set to find a socket and to dispatch.)
 
 use std::collections::VecDeque;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 use smoltcp::iface::{Config as IfaceConfig, Interface, Route, SocketHandle, SocketSet};
 use smoltcp::phy::DeviceCapabilities;
@@ -131,6 +131,8 @@ pub struct Stack {
     mac: EthernetAddress,
     nets: Vec<(u32, u32)>,
     addrs: Vec<Ipv4Addr>,
+    /// Our IPv6 addresses (empty without the `ipv6` feature).
+    ipv6_addrs: Vec<Ipv6Addr>,
     // `slab` must stay declared before `pools`: its sockets borrow the pools' memory.
     slab: Slab,
     pools: Vec<BufferPool>,
@@ -208,6 +210,10 @@ impl Stack {
                 let _ = ips.push(IpCidr::Ipv4(Ipv4Cidr::new(a, p)));
                 nets.push((u32::from(a), u32::MAX));
             }
+            #[cfg(feature = "ipv6")]
+            for &(a, p) in &config.ipv6_addrs {
+                let _ = ips.push(IpCidr::Ipv6(smoltcp::wire::Ipv6Cidr::new(a, p)));
+            }
         });
         let first = config.addrs[0].0;
         let mut routes_ok = true;
@@ -256,6 +262,7 @@ impl Stack {
             mac,
             nets,
             addrs: config.addrs.iter().map(|a| a.0).collect(),
+            ipv6_addrs: config.ipv6_addrs.iter().map(|a| a.0).collect(),
             slab,
             pools: Vec::new(),
             table,
@@ -451,6 +458,7 @@ impl Stack {
         let local = Local {
             mac: self.mac,
             nets: &self.nets,
+            ipv6: &self.ipv6_addrs,
         };
         parse::classify(frame, &local)
     }
