@@ -2,7 +2,7 @@
 //! command and reply rings ([`crate::ring`]): what the control loop asks
 //! ([`Command`]) and what a worker answers ([`Reply`]).
 
-use std::net::SocketAddrV4;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -43,8 +43,8 @@ pub(crate) enum Command {
 /// One connection in a sample.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct ConnInfo {
-    pub(crate) remote: SocketAddrV4,
-    pub(crate) local: SocketAddrV4,
+    pub(crate) remote: SocketAddr,
+    pub(crate) local: SocketAddr,
     pub(crate) state: &'static str,
 }
 

@@ -20,7 +20,7 @@
 //! Toeplitz is linear over XOR, so the hash of 12 bytes is the XOR of one table entry per
 //! byte: [`Toeplitz`] precomputes 12 × 256 words (12 KiB) and hashes in 12 lookups.
 
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{IpAddr, SocketAddr, SocketAddrV4};
 use std::process::Command;
 use std::sync::Arc;
 
@@ -247,10 +247,14 @@ impl RssPorts {
 impl PortChooser for RssPorts {
     fn choose(
         &mut self,
-        local: Ipv4Addr,
-        remote: SocketAddrV4,
+        local: IpAddr,
+        remote: SocketAddr,
         in_use: &mut dyn FnMut(u16) -> bool,
     ) -> Option<u16> {
+        let (IpAddr::V4(local), SocketAddr::V4(remote)) = (local, remote) else {
+            // The IPv6 hash input (36 bytes) is not computed yet: any free port.
+            return self.ports.scan(|port| !in_use(port));
+        };
         // The fixed part of the input once; then one lookup pair per candidate port.
         let base = self.rss.hash.hash_tcp4(remote, SocketAddrV4::new(local, 0));
         let (rss, queue) = (&self.rss, self.queue);

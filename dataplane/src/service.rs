@@ -14,8 +14,6 @@
 
 use std::fmt;
 
-use std::net::SocketAddrV4;
-
 use c10m_apps::services::{Builtin, Kind, Settings, push};
 use c10m_apps::{Inbox, Runtime};
 use c10m_stack::{Instant, Stack};
@@ -214,8 +212,8 @@ impl<S: c10m_apps::Service> Apps<S> {
                 continue;
             };
             out.push(ConnInfo {
-                remote: SocketAddrV4::new(t.remote_addr.into(), t.remote_port),
-                local: SocketAddrV4::new(t.local_addr.into(), t.local_port),
+                remote: t.remote(),
+                local: t.local(),
                 state: c10m_stack::state_name(state),
             });
         }

@@ -2,19 +2,19 @@
 //! `cargo bench -p c10m-stack --bench stack`.
 
 use std::hint::black_box;
-use std::net::SocketAddrV4;
+use std::net::{Ipv4Addr, SocketAddrV4};
 
 use c10m_stack::bench_support::{BufferPool, Table};
 use c10m_stack::wire::{Impairments, Pair, Side};
 use c10m_stack::{
-    ConnId, ConnectOptions, Event, FourTuple, HugePages, ListenOptions, SocketOptions,
+    ConnId, ConnectOptions, Event, FourTuple, HugePages, ListenOptions, SocketOptions, addr_v4,
 };
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 
 fn tuple(n: u32) -> FourTuple {
     FourTuple {
-        remote_addr: 0xc613_0000 | (n >> 15),
-        local_addr: 0xc612_000a,
+        remote_addr: addr_v4(Ipv4Addr::from(0xc613_0000 | (n >> 15))),
+        local_addr: addr_v4(Ipv4Addr::new(198, 18, 0, 10)),
         remote_port: 32768 + (n & 0x7fff) as u16,
         local_port: 80,
     }

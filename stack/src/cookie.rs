@@ -223,7 +223,8 @@ pub(crate) fn mss_index(client: Option<u16>) -> u8 {
 /// cookie = (mac as u32 & !7) | parity << 2 | m
 /// ```
 ///
-/// with `m` the index into 536, 1220, 1440, 1460 of the largest entry not above the
+/// (an IPv6 connection's cookie, which only the stack makes, hashes the two addresses as
+/// two `u128`s in place of the first `u64`), with `m` the index into 536, 1220, 1440, 1460 of the largest entry not above the
 /// client's MSS (536 without the option) and 1460.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct CookieKeys {
@@ -243,7 +244,7 @@ impl CookieKeys {
     pub fn cookie(&self, t: &FourTuple, isn: u32, mss: u8) -> u32 {
         let mss = mss & 3;
         let mut h = SipHasher13::new_with_keys(self.k0, self.k1);
-        h.write_u64(u64::from(t.remote_addr) << 32 | u64::from(t.local_addr));
+        t.write_addrs(&mut h);
         h.write_u64(
             u64::from(t.remote_port) << 48 | u64::from(t.local_port) << 32 | u64::from(isn),
         );
@@ -451,11 +452,12 @@ impl Syn {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::table::addr_v4;
 
     fn tuple(port: u16) -> FourTuple {
         FourTuple {
-            remote_addr: u32::from(Ipv4Addr::new(198, 19, 0, 7)),
-            local_addr: u32::from(Ipv4Addr::new(198, 18, 0, 10)),
+            remote_addr: addr_v4(Ipv4Addr::new(198, 19, 0, 7)),
+            local_addr: addr_v4(Ipv4Addr::new(198, 18, 0, 10)),
             remote_port: port,
             local_port: 80,
         }

@@ -43,8 +43,12 @@ impl TxTally {
     }
 }
 
-/// Ethernet/IPv4/TCP with RST set: read straight from the header bytes.
+/// Ethernet/IPv4/TCP or Ethernet/IPv6/TCP with RST set: read straight from the header
+/// bytes.
 fn is_tcp_rst(frame: &[u8]) -> bool {
+    if let Some(&[0x86, 0xdd]) = frame.get(12..14) {
+        return frame.get(20) == Some(&6) && frame.get(14 + 40 + 13).is_some_and(|f| f & 0x04 != 0);
+    }
     let Some(&[0x08, 0x00]) = frame.get(12..14) else {
         return false;
     };

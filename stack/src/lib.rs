@@ -60,16 +60,17 @@
 //! `cubic` feature, CUBIC's state being 104 bytes), a 56-byte slot record holding the timer
 //! node (480 bytes together, 544 with CUBIC), the rx and tx buffers, and 16 to 32 bytes of
 //! demux table. With 256-byte buffers: 1,009 bytes measured at 1M connections (1,073 with
-//! the `cubic` feature, 1,065 with the `ipv6` feature: smoltcp's `proto-ipv6` widens every
-//! address inside every socket, a 480-byte `SocketStorage`). Big allocations come from
-//! 2 MiB hugepages when reserved (see [`HugePages`]).
+//! the `cubic` feature, 1,089 with the `ipv6` feature: smoltcp's `proto-ipv6` widens every
+//! address inside every socket, a 480-byte `SocketStorage`, and the record's 4-tuple holds
+//! 16-byte addresses, 80 bytes). Big allocations come from 2 MiB hugepages when reserved
+//! (see [`HugePages`]).
 //!
 //! # Not supported
 //!
 //! IPv6 without the `ipv6` feature; with it, the stack answers neighbour discovery and
-//! ICMPv6 echo for [`Config::ipv6_addrs`] but does not carry TCP over IPv6 yet (such
-//! segments are dropped and counted as [`Drop::Protocol`]). IP fragments (dropped and
-//! counted), more than two local addresses (IPv4 and IPv6 together) or two routes
+//! ICMPv6 echo for [`Config::ipv6_addrs`] and carries TCP over IPv6, but SYN cookies are
+//! IPv4 only (an IPv6 SYN a listener would answer with one is dropped and counted as
+//! [`Drop::Protocol`]). IP fragments (dropped and counted), more than two local addresses (IPv4 and IPv6 together) or two routes
 //! (smoltcp's build-time limits), SACK-based recovery and PAWS (smoltcp does neither),
 //! more than one out-of-order range per connection (a segment that would open a second gap
 //! is dropped, and resent by the peer), and window scaling, SACK-permitted and timestamps on
@@ -115,7 +116,7 @@ pub use smoltcp::socket::tcp::State;
 pub use smoltcp::time::{Duration, Instant};
 pub use stack::api::{ConnError, ConnectError, ConnectOptions, Memory};
 pub use stack::{BATCH, Event, Stack};
-pub use table::FourTuple;
+pub use table::{Addr, FourTuple, addr_v4};
 
 /// Internals exposed for the crate's criterion benchmarks only: not a stable API.
 #[doc(hidden)]

@@ -15,7 +15,7 @@ use smoltcp::wire::{
     TcpRepr,
 };
 
-use crate::table::FourTuple;
+use crate::table::{Addr, FourTuple, addr_v4};
 
 /// Why a received frame was dropped before reaching a connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,7 +39,8 @@ pub enum Drop {
     /// An IPv4 fragment or an IPv6 fragment header: the stack does not reassemble.
     Fragment,
     /// An IP protocol other than TCP and ICMP (IPv4) or ICMPv6 (IPv6), an IPv6 extension
-    /// header, and, for now, TCP over IPv6 (the demux table keys IPv4 4-tuples only).
+    /// header, TCP to an IPv6 multicast group, and, for now, an IPv6 SYN a listener would
+    /// answer with a SYN cookie (cookies are IPv4 only).
     Protocol,
 }
 
@@ -156,18 +157,30 @@ pub(crate) fn classify(frame: &[u8], local: &Local<'_>) -> Result<Class, Drop> {
         return Err(Drop::NotForUs);
     }
     match ip.next_header() {
-        IpProtocol::Icmp => return Ok(Class::Control),
-        IpProtocol::Tcp => {}
-        _ => return Err(Drop::Protocol),
+        IpProtocol::Icmp => Ok(Class::Control),
+        IpProtocol::Tcp => tcp(
+            ip.payload(),
+            (IpAddress::Ipv4(src), IpAddress::Ipv4(dst)),
+            (addr_v4(src), addr_v4(dst)),
+        ),
+        _ => Err(Drop::Protocol),
     }
-    let tcp = TcpPacket::new_checked(ip.payload()).map_err(|_| {
-        if ip.payload().len() < 20 {
+}
+
+/// A TCP segment `payload` from `src` to `dst` (smoltcp's addresses for the checksum, ours
+/// for the key).
+fn tcp(
+    payload: &[u8],
+    (s, d): (IpAddress, IpAddress),
+    (src, dst): (Addr, Addr),
+) -> Result<Class, Drop> {
+    let tcp = TcpPacket::new_checked(payload).map_err(|_| {
+        if payload.len() < 20 {
             Drop::Truncated
         } else {
             Drop::Malformed
         }
     })?;
-    let (s, d) = (IpAddress::Ipv4(src), IpAddress::Ipv4(dst));
     if !tcp.verify_checksum(&s, &d) {
         return Err(Drop::TcpChecksum);
     }
@@ -175,8 +188,8 @@ pub(crate) fn classify(frame: &[u8], local: &Local<'_>) -> Result<Class, Drop> {
     TcpRepr::parse(&tcp, &s, &d, &ChecksumCapabilities::ignored()).map_err(|_| Drop::Malformed)?;
     Ok(Class::Tcp {
         key: FourTuple {
-            remote_addr: u32::from(src),
-            local_addr: u32::from(dst),
+            remote_addr: src,
+            local_addr: dst,
             remote_port: tcp.src_port(),
             local_port: tcp.dst_port(),
         },
@@ -190,8 +203,8 @@ pub(crate) fn classify(frame: &[u8], local: &Local<'_>) -> Result<Class, Drop> {
     })
 }
 
-/// An IPv6 packet: ICMPv6 (neighbour discovery and echo, for smoltcp) addressed to one
-/// of our addresses or to the solicited-node group of one (RFC 4291 §2.7.1).
+/// An IPv6 packet: TCP to one of our addresses, or ICMPv6 (neighbour discovery and echo,
+/// for smoltcp) to one of them or to the solicited-node group of one (RFC 4291 §2.7.1).
 #[cfg(feature = "ipv6")]
 fn ipv6(payload: &[u8], local: &Local<'_>) -> Result<Class, Drop> {
     use smoltcp::wire::{Icmpv6Packet, Icmpv6Repr, Ipv6Packet};
@@ -208,11 +221,19 @@ fn ipv6(payload: &[u8], local: &Local<'_>) -> Result<Class, Drop> {
         let d = dst.octets();
         d[..13] == [0xff, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0xff] && d[13..] == a.octets()[13..]
     };
-    if !local.ipv6.iter().any(|a| *a == dst || solicited(a)) {
+    let ours = local.ipv6.contains(&dst);
+    if !ours && !local.ipv6.iter().any(solicited) {
         return Err(Drop::NotForUs);
     }
     match ip.next_header() {
         IpProtocol::Icmpv6 => {}
+        IpProtocol::Tcp if ours => {
+            return tcp(
+                ip.payload(),
+                (IpAddress::Ipv6(src), IpAddress::Ipv6(dst)),
+                (src, dst),
+            );
+        }
         IpProtocol::Ipv6Frag => return Err(Drop::Fragment),
         _ => return Err(Drop::Protocol),
     }
@@ -228,8 +249,12 @@ fn ipv6(payload: &[u8], local: &Local<'_>) -> Result<Class, Drop> {
 /// The sequence number of a frame that [`classify`] found to be TCP (`None` for anything
 /// shorter than its headers: never the case for such a frame).
 pub(crate) fn tcp_seq(frame: &[u8]) -> Option<u32> {
-    let ihl = usize::from(frame.get(14)? & 0x0f) * 4;
-    let at = 14 + ihl + 4;
+    let ip = if frame.get(12..14)? == [0x86, 0xdd] {
+        40
+    } else {
+        usize::from(frame.get(14)? & 0x0f) * 4
+    };
+    let at = 14 + ip + 4;
     let b = frame.get(at..at + 4)?;
     Some(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
 }

@@ -1,6 +1,6 @@
 //! Choosing local ports for active opens.
 
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{IpAddr, SocketAddr};
 
 /// Picks the local port of an active open.
 ///
@@ -11,8 +11,8 @@ pub trait PortChooser: Send {
     /// that 4-tuple is taken. `None` when every candidate is taken.
     fn choose(
         &mut self,
-        local: Ipv4Addr,
-        remote: SocketAddrV4,
+        local: IpAddr,
+        remote: SocketAddr,
         in_use: &mut dyn FnMut(u16) -> bool,
     ) -> Option<u16>;
 }
@@ -67,8 +67,8 @@ impl Default for SequentialPorts {
 impl PortChooser for SequentialPorts {
     fn choose(
         &mut self,
-        _local: Ipv4Addr,
-        _remote: SocketAddrV4,
+        _local: IpAddr,
+        _remote: SocketAddr,
         in_use: &mut dyn FnMut(u16) -> bool,
     ) -> Option<u16> {
         self.scan(|port| !in_use(port))
@@ -78,12 +78,13 @@ impl PortChooser for SequentialPorts {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::net::{Ipv4Addr, SocketAddrV4};
 
     #[test]
     fn skips_ports_in_use_and_reports_exhaustion() {
         let mut p = SequentialPorts::new(10, 12);
-        let r = SocketAddrV4::new(Ipv4Addr::LOCALHOST, 80);
-        let l = Ipv4Addr::LOCALHOST;
+        let r = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 80));
+        let l = IpAddr::V4(Ipv4Addr::LOCALHOST);
         assert_eq!(p.choose(l, r, &mut |port| port == 10), Some(11));
         assert_eq!(p.choose(l, r, &mut |_| false), Some(12));
         assert_eq!(p.choose(l, r, &mut |_| false), Some(10), "wraps around");

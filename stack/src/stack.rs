@@ -31,7 +31,7 @@ use crate::listener::{HalfOpenBudget, Listener, SocketOptions};
 use crate::mem::{self, BufferPool, HugePages, Warmer};
 use crate::parse::{self, Class, Local};
 use crate::ports::{PortChooser, SequentialPorts};
-use crate::table::{FourTuple, Table};
+use crate::table::{self, FourTuple, Table};
 use crate::wheel::Timers;
 
 // The stack's implementation, split by concern. They are children of this module so that
@@ -554,7 +554,7 @@ impl Stack {
         let l = l - 1;
         self.counters.syns += 1;
         let refusal = if self.listeners[l].opts.syn_cookies == SynCookies::Always {
-            if !self.listeners[l].over_source_limit(key.remote_addr) {
+            if !self.listeners[l].over_source_limit(key.source()) {
                 return self.send_cookie(now, l, key, frame, tx);
             }
             Refusal::PerSource
@@ -580,12 +580,11 @@ impl Stack {
     fn admit(&mut self, l: usize, key: FourTuple) -> Result<u32, Refusal> {
         self.make_room(l, &key)?;
         let profile = self.listeners[l].profile;
-        let local = Ipv4Addr::from(key.local_addr);
         let slot = self.open_slot(key, profile, |s, _| {
             // A non-zero port (checked by `listen`) cannot fail to listen.
-            let _ = s.listen((IpAddress::Ipv4(local), key.local_port));
+            let _ = s.listen((table::ip(key.local_addr), key.local_port));
         })?;
-        self.listeners[l].count_source(key.remote_addr, true);
+        self.listeners[l].count_source(key.source(), true);
         Ok(slot)
     }
 
@@ -953,7 +952,7 @@ impl Stack {
         self.end_half_open(slot);
         let m = self.slab.slots[i].meta;
         if let Some(l) = self.profiles[usize::from(m.profile)].listener {
-            self.listeners[usize::from(l)].count_source(m.key.remote_addr, false);
+            self.listeners[usize::from(l)].count_source(m.key.source(), false);
         }
         let slab = &self.slab;
         self.table.remove(&m.key, |s| slab.key(s));

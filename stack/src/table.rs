@@ -19,22 +19,152 @@
 //! the probe sequences collide on purpose.
 
 use std::hash::Hasher;
+#[cfg(feature = "ipv6")]
+use std::net::Ipv6Addr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+
+use smoltcp::wire::IpAddress;
 
 use siphasher::sip::SipHasher13;
 
 use crate::mem::{HugePages, Region};
 
+/// An address in a [`FourTuple`]: an IPv4 address in host byte order, 4 bytes a
+/// connection.
+#[cfg(not(feature = "ipv6"))]
+pub type Addr = u32;
+
+/// An address in a [`FourTuple`]: with the `ipv6` feature an IPv6 address, IPv4 ones
+/// IPv4-mapped (`::ffff:a.b.c.d`), 16 bytes a connection.
+#[cfg(feature = "ipv6")]
+pub type Addr = Ipv6Addr;
+
+/// The [`Addr`] of an IPv4 address.
+pub fn addr_v4(a: Ipv4Addr) -> Addr {
+    #[cfg(not(feature = "ipv6"))]
+    return u32::from(a);
+    #[cfg(feature = "ipv6")]
+    return a.to_ipv6_mapped();
+}
+
+/// The [`Addr`] of an address: `None` for IPv6 without the `ipv6` feature, and for an
+/// IPv4-mapped IPv6 address (IPv4 is spoken as IPv4).
+pub(crate) fn addr(a: IpAddr) -> Option<Addr> {
+    match a {
+        IpAddr::V4(a) => Some(addr_v4(a)),
+        #[cfg(feature = "ipv6")]
+        IpAddr::V6(a) if a.to_ipv4_mapped().is_none() => Some(a),
+        IpAddr::V6(_) => None,
+    }
+}
+
+/// The IPv4 address an [`Addr`] is, if it is one.
+pub(crate) fn as_v4(a: Addr) -> Option<Ipv4Addr> {
+    #[cfg(not(feature = "ipv6"))]
+    return Some(Ipv4Addr::from(a));
+    #[cfg(feature = "ipv6")]
+    return a.to_ipv4_mapped();
+}
+
+/// An [`Addr`] as smoltcp's address.
+pub(crate) fn ip(a: Addr) -> IpAddress {
+    #[cfg(not(feature = "ipv6"))]
+    return IpAddress::Ipv4(Ipv4Addr::from(a));
+    #[cfg(feature = "ipv6")]
+    return match a.to_ipv4_mapped() {
+        Some(v4) => IpAddress::Ipv4(v4),
+        None => IpAddress::Ipv6(a),
+    };
+}
+
+/// An [`Addr`] as the standard library's address.
+pub(crate) fn std_ip(a: Addr) -> IpAddr {
+    #[cfg(not(feature = "ipv6"))]
+    return IpAddr::V4(Ipv4Addr::from(a));
+    #[cfg(feature = "ipv6")]
+    return a.to_canonical();
+}
+
 /// A TCP connection's identity as seen from this host.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct FourTuple {
-    /// The peer's IPv4 address (host byte order).
-    pub remote_addr: u32,
-    /// Our IPv4 address (host byte order).
-    pub local_addr: u32,
+    /// The peer's address.
+    pub remote_addr: Addr,
+    /// Our address.
+    pub local_addr: Addr,
     /// The peer's port.
     pub remote_port: u16,
     /// Our port.
     pub local_port: u16,
+}
+
+impl Default for FourTuple {
+    fn default() -> Self {
+        FourTuple::NONE
+    }
+}
+
+impl FourTuple {
+    /// Unspecified addresses and ports 0.
+    pub(crate) const NONE: FourTuple = FourTuple {
+        #[cfg(not(feature = "ipv6"))]
+        remote_addr: 0,
+        #[cfg(not(feature = "ipv6"))]
+        local_addr: 0,
+        #[cfg(feature = "ipv6")]
+        remote_addr: Ipv4Addr::UNSPECIFIED.to_ipv6_mapped(),
+        #[cfg(feature = "ipv6")]
+        local_addr: Ipv4Addr::UNSPECIFIED.to_ipv6_mapped(),
+        remote_port: 0,
+        local_port: 0,
+    };
+
+    /// The peer's address and port.
+    pub fn remote(&self) -> SocketAddr {
+        SocketAddr::new(std_ip(self.remote_addr), self.remote_port)
+    }
+
+    /// Our address and port.
+    pub fn local(&self) -> SocketAddr {
+        SocketAddr::new(std_ip(self.local_addr), self.local_port)
+    }
+
+    /// Feeds the two addresses to `h` (the demux table's bucket hash, SYN cookies' MAC):
+    /// IPv4 ones as one `u64`, `remote << 32 | local`, in every build (the XDP program
+    /// makes IPv4 cookies so), IPv6 ones as two `u128`s.
+    pub(crate) fn write_addrs(&self, h: &mut impl Hasher) {
+        #[cfg(not(feature = "ipv6"))]
+        h.write_u64((u64::from(self.remote_addr) << 32) | u64::from(self.local_addr));
+        #[cfg(feature = "ipv6")]
+        match (
+            self.remote_addr.to_ipv4_mapped(),
+            self.local_addr.to_ipv4_mapped(),
+        ) {
+            (Some(r), Some(l)) => {
+                h.write_u64((u64::from(r.to_bits()) << 32) | u64::from(l.to_bits()))
+            }
+            _ => {
+                h.write_u128(self.remote_addr.to_bits());
+                h.write_u128(self.local_addr.to_bits());
+            }
+        }
+    }
+
+    /// The key per-source limits count the peer under: its IPv4 address, or an IPv6
+    /// peer's /64 folded to 32 bits (one host holds a whole /64; prefixes that fold alike
+    /// share a limit).
+    pub(crate) fn source(&self) -> u32 {
+        #[cfg(not(feature = "ipv6"))]
+        return self.remote_addr;
+        #[cfg(feature = "ipv6")]
+        return match self.remote_addr.to_ipv4_mapped() {
+            Some(v4) => u32::from(v4),
+            None => {
+                let prefix = (self.remote_addr.to_bits() >> 64) as u64;
+                (prefix >> 32) as u32 ^ prefix as u32
+            }
+        };
+    }
 }
 
 /// A bucket: the key's hash (low 32 bits) above the slot index. Empty when the slot
@@ -96,7 +226,7 @@ impl Table {
     /// The hash of `key` under the table's secret keys (the 32 bits a bucket keeps).
     pub(crate) fn hash(&self, key: &FourTuple) -> u32 {
         let mut h = SipHasher13::new_with_keys(self.keys.0, self.keys.1);
-        h.write_u64((u64::from(key.remote_addr) << 32) | u64::from(key.local_addr));
+        key.write_addrs(&mut h);
         h.write_u32((u32::from(key.remote_port) << 16) | u32::from(key.local_port));
         h.finish() as u32
     }
@@ -226,8 +356,8 @@ mod tests {
 
     fn tuple(n: u32) -> FourTuple {
         FourTuple {
-            remote_addr: 0xc613_0000 | (n >> 16),
-            local_addr: 0xc612_000a,
+            remote_addr: addr_v4(Ipv4Addr::from(0xc613_0000 | (n >> 16))),
+            local_addr: addr_v4(Ipv4Addr::new(198, 18, 0, 10)),
             remote_port: n as u16,
             local_port: 80,
         }

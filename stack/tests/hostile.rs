@@ -51,6 +51,14 @@ fn server(max: usize, opts: ListenOptions, tweak: impl FnOnce(&mut c10m_stack::C
 
 /// A spoofed source: off-link (reached through the gateway, which is `Pair`'s client) and
 /// owned by no one (198.18.128.0/17), so that nothing answers what the server sends it.
+/// The IPv4 address of a socket address (every tuple here is IPv4).
+fn v4(a: std::net::SocketAddr) -> Ipv4Addr {
+    match a.ip() {
+        std::net::IpAddr::V4(a) => a,
+        std::net::IpAddr::V6(a) => panic!("{a} is not IPv4"),
+    }
+}
+
 fn spoofed(i: u32) -> (Ipv4Addr, u16) {
     (Ipv4Addr::from(0xc612_8000 + i), 1024 + (i % 50_000) as u16)
 }
@@ -480,7 +488,7 @@ fn blind_rsts_and_syns_do_not_break_connections() {
             );
         } else {
             let k = &tuples[i as usize % tuples.len()];
-            let src = (Ipv4Addr::from(k.local_addr), k.local_port);
+            let src = (v4(k.local()), k.local_port);
             let rst = frames::tcp(src, (Pair::SERVER, 80), TcpControl::Rst, seq, None, b"");
             pair.b.ingress(pt, &rst, &mut junk);
         }
@@ -505,7 +513,7 @@ fn blind_rsts_and_syns_do_not_break_connections() {
         let seq = rng(&mut r) as u32;
         s.ingress(at(t), &syn(peer, seq), &mut tx);
         let k = &tuples[i as usize % tuples.len()];
-        let src = (Ipv4Addr::from(k.local_addr), k.local_port);
+        let src = (v4(k.local()), k.local_port);
         pair.b.ingress(pt, &syn(src, seq), &mut junk);
     }
     let c = s.counters();

@@ -1,11 +1,15 @@
 //! IPv6 beside IPv4 (the `ipv6` feature): the stack answers neighbour solicitations and
-//! ICMPv6 echo for its IPv6 address, and drops and counts IPv6 frames it must not take.
+//! ICMPv6 echo for its IPv6 address, carries TCP over IPv6 beside IPv4, and drops and
+//! counts IPv6 frames it must not take.
 #![cfg(feature = "ipv6")]
 
-use std::net::Ipv6Addr;
+mod common;
 
-use c10m_stack::wire::{Pair, Queue};
-use c10m_stack::{Config, ConfigError, Drop, Instant, Stack};
+use std::net::{Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
+
+use c10m_stack::wire::{Impairments, Pair, Queue, Side};
+use c10m_stack::{Config, ConfigError, Drop, Instant, ListenOptions, Stack, SynCookies};
+use common::*;
 use smoltcp::phy::ChecksumCapabilities;
 use smoltcp::wire::{
     EthernetAddress, EthernetFrame, EthernetProtocol, EthernetRepr, Icmpv6Packet, Icmpv6Repr,
@@ -229,4 +233,118 @@ fn addresses_are_checked() {
         Stack::new(&long, Instant::ZERO).err(),
         Some(ConfigError::BadPrefix(129))
     );
+}
+
+/// The in-memory pair with the test bed's IPv6 addresses beside its IPv4 ones.
+fn dual_pair() -> Pair {
+    let client = Config {
+        ipv6_addrs: vec![(PEER, 64)],
+        any_ip: Vec::new(),
+        ..Pair::client_config(64)
+    };
+    let server = Config {
+        ipv6_addrs: vec![(SERVICE, 64)],
+        ..Pair::server_config(64)
+    };
+    Pair::new(&client, &server, Impairments::none())
+}
+
+fn v6(port: u16) -> SocketAddr {
+    SocketAddr::V6(SocketAddrV6::new(SERVICE, port, 0, 0))
+}
+
+#[test]
+fn tcp_over_ipv6_beside_ipv4_is_byte_exact() {
+    let mut pair = dual_pair();
+    pair.b.listen(7, server_opts(4096)).unwrap();
+    let mut client = EchoClient {
+        close_when_done: true,
+        ..EchoClient::default()
+    };
+    let mut server = EchoServer::default();
+    let six = client.open(&mut pair.a, v6(7), client_opts(4096), pattern(1, 200_000));
+    let four = client.open(
+        &mut pair.a,
+        SocketAddrV4::new(Pair::SERVER, 7),
+        client_opts(4096),
+        pattern(2, 100_000),
+    );
+    let tuple = pair.a.tuple(six).unwrap();
+    assert_eq!((tuple.local().ip(), tuple.remote()), (PEER.into(), v6(7)));
+    let tuple = pair.a.tuple(four).unwrap();
+    assert_eq!(tuple.local().ip(), Pair::CLIENT);
+    // Both ends see the IPv6 peer by the 4-tuple it is, byte-exact in each direction.
+    let mut seen = (false, false);
+    pair.run_until(2_000, |side, stack| {
+        if side == Side::B {
+            server.handle(stack);
+            for &c in &server.accepted {
+                match stack.tuple(c).map(|t| t.remote().ip()) {
+                    Ok(ip) if ip == PEER => seen.0 = true,
+                    Ok(ip) if ip == Pair::CLIENT => seen.1 = true,
+                    _ => {}
+                }
+            }
+        } else {
+            client.handle(stack);
+        }
+        seen == (true, true)
+    });
+    assert_eq!(
+        seen,
+        (true, true),
+        "the server holds one connection of each family"
+    );
+    assert!(run(&mut pair, &mut client, &mut server, 60_000, |c, s| c
+        .closed
+        == 2
+        && s.closed == 2));
+    for c in [six, four] {
+        let flow = &client.flows[&c];
+        assert_eq!(flow.received, flow.payload, "echo is byte-exact");
+    }
+    assert_eq!(server.bytes, 300_000);
+    let (a, b) = (pair.a.counters(), pair.b.counters());
+    assert_eq!((a.connected, b.accepted), (2, 2));
+    assert_eq!(
+        b.resets_sent + a.resets_sent,
+        0,
+        "an orderly close sends no RST"
+    );
+    assert_eq!(
+        Drop::ALL.map(|d| a.dropped(d) + b.dropped(d)),
+        [0; 8],
+        "nothing dropped"
+    );
+}
+
+#[test]
+fn ipv6_tcp_to_a_closed_port_is_reset() {
+    let mut pair = dual_pair();
+    let mut client = EchoClient::default();
+    let mut server = EchoServer::default();
+    let c = client.open(&mut pair.a, v6(9), client_opts(4096), b"x".to_vec());
+    assert!(run(&mut pair, &mut client, &mut server, 5_000, |c, _| c
+        .closed
+        == 1));
+    assert!(!client.flows[&c].connected);
+    assert_eq!(pair.b.counters().resets_sent, 1);
+    assert_eq!(pair.a.counters().resets_received, 1);
+}
+
+#[test]
+fn an_ipv6_syn_a_cookie_would_answer_is_dropped_and_counted() {
+    let mut pair = dual_pair();
+    let opts = ListenOptions {
+        syn_cookies: SynCookies::Always,
+        ..server_opts(4096)
+    };
+    pair.b.listen(7, opts).unwrap();
+    let mut client = EchoClient::default();
+    let mut server = EchoServer::default();
+    client.open(&mut pair.a, v6(7), client_opts(4096), b"x".to_vec());
+    run(&mut pair, &mut client, &mut server, 2_000, |_, _| false);
+    let b = pair.b.counters();
+    assert_eq!((b.cookies_sent, b.accepted), (0, 0));
+    assert!(b.dropped(Drop::Protocol) >= 1, "{b:?}");
 }

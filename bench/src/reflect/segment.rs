@@ -218,8 +218,8 @@ impl Reflector {
             }
             (TcpControl::Syn, None) => {
                 let t = FourTuple {
-                    remote_addr: u32::from(ip.src_addr),
-                    local_addr: u32::from(ip.dst_addr),
+                    remote_addr: c10m_stack::addr_v4(ip.src_addr),
+                    local_addr: c10m_stack::addr_v4(ip.dst_addr),
                     remote_port: seg.src_port,
                     local_port: seg.dst_port,
                 };

@@ -55,8 +55,8 @@ impl Dataplane for Fake {
             }
             Command::Sample { id, limit } => {
                 let conn = |port| ConnInfo {
-                    remote: std::net::SocketAddrV4::new(Ipv4Addr::new(198, 18, 0, 1), port),
-                    local: std::net::SocketAddrV4::new(Ipv4Addr::new(198, 18, 0, 10), 7),
+                    remote: (Ipv4Addr::new(198, 18, 0, 1), port).into(),
+                    local: (Ipv4Addr::new(198, 18, 0, 10), 7).into(),
                     state: "established",
                 };
                 let conns = (0..3).map(|i| conn(40000 + i)).take(limit).collect();

@@ -1,4 +1,5 @@
 use std::collections::HashSet;
+use std::net::Ipv4Addr;
 
 use super::*;
 
@@ -95,7 +96,7 @@ fn every_chosen_port_lands_on_the_wanted_queue() {
     for queue in 0..4 {
         let mut ports = RssPorts::new(rss.clone(), queue, 40000, 40999);
         let mut taken = HashSet::new();
-        while let Some(p) = ports.choose(local, remote, &mut |p| taken.contains(&p)) {
+        while let Some(p) = ports.choose(local.into(), remote.into(), &mut |p| taken.contains(&p)) {
             assert!((40000..=40999).contains(&p));
             assert_eq!(
                 rss.reply_queue(SocketAddrV4::new(local, p), remote),
@@ -118,9 +119,15 @@ fn exhaustion_and_an_uncovered_queue_return_none() {
     let rss = Arc::new(Rss::new(&MS_KEY, vec![0, 1]).unwrap());
     let (local, remote) = (Ipv4Addr::new(198, 18, 0, 10), sa([198, 18, 0, 1], 7));
     let mut ports = RssPorts::new(rss.clone(), 1, 50000, 50063);
-    assert_eq!(ports.choose(local, remote, &mut |_| true), None);
+    assert_eq!(
+        ports.choose(local.into(), remote.into(), &mut |_| true),
+        None
+    );
     let mut none = RssPorts::new(rss.clone(), 5, 50000, 50063);
-    assert_eq!(none.choose(local, remote, &mut |_| false), None);
+    assert_eq!(
+        none.choose(local.into(), remote.into(), &mut |_| false),
+        None
+    );
     assert!(rss.covers(1) && !rss.covers(5));
 }
 
@@ -166,5 +173,8 @@ RSS input transformation:
 fn no_rss_falls_back_to_sequential_ports() {
     let mut c = chooser(None, 1);
     let (local, remote) = (Ipv4Addr::new(198, 18, 0, 10), sa([198, 18, 0, 1], 7));
-    assert_eq!(c.choose(local, remote, &mut |_| false), Some(32768));
+    assert_eq!(
+        c.choose(local.into(), remote.into(), &mut |_| false),
+        Some(32768)
+    );
 }

@@ -1,19 +1,18 @@
 //! What the application calls: listen, accept, connect, read, write, close.
 
 use std::fmt;
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use smoltcp::iface::SocketHandle;
 use smoltcp::socket::tcp::{self, State};
 use smoltcp::time::Instant;
-use smoltcp::wire::IpAddress;
 
 use crate::conn::{ConnId, flag};
 use crate::counters::Refusal;
 use crate::listener::{ListenError, ListenOptions, Listener, ListenerId, SocketOptions};
 use crate::mem;
 use crate::stack::{Event, Seen, Stack, seen};
-use crate::table::FourTuple;
+use crate::table::{self, FourTuple};
 
 /// Why an operation on a connection failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -178,27 +177,47 @@ impl Stack {
         }
     }
 
-    /// Opens a connection to `remote`. The SYN leaves with the next [`poll`](Self::poll);
-    /// [`Event::Connected`] or [`Event::Closed`] follows.
+    /// Opens a connection to `remote`, IPv4 or (with the `ipv6` feature) IPv6. The SYN
+    /// leaves with the next [`poll`](Self::poll); [`Event::Connected`] or
+    /// [`Event::Closed`] follows. An IPv6 connection leaves from the stack's first IPv6
+    /// address ([`ConnectOptions::local_addr`] is IPv4's).
     pub fn connect(
         &mut self,
-        remote: SocketAddrV4,
+        remote: impl Into<SocketAddr>,
         opts: ConnectOptions,
     ) -> Result<ConnId, ConnectError> {
-        if remote.port() == 0 || remote.ip().is_unspecified() || remote.ip().is_broadcast() {
+        let remote = remote.into();
+        let ip = remote.ip();
+        let broadcast = matches!(ip, IpAddr::V4(a) if a.is_broadcast());
+        if remote.port() == 0 || ip.is_unspecified() || ip.is_multicast() || broadcast {
             return Err(ConnectError::Unaddressable);
         }
         if opts.socket.rx_buf == 0 || opts.socket.tx_buf == 0 {
             return Err(ConnectError::Invalid);
         }
-        let local = opts.local_addr.unwrap_or(self.addrs[0]);
-        let a = u32::from(local);
-        if !self.nets.iter().any(|&(net, mask)| a & mask == net) {
+        let local = match remote {
+            SocketAddr::V4(_) => {
+                let local = opts.local_addr.unwrap_or(self.addrs[0]);
+                let a = u32::from(local);
+                if !self.nets.iter().any(|&(net, mask)| a & mask == net) {
+                    return Err(ConnectError::Unaddressable);
+                }
+                IpAddr::V4(local)
+            }
+            SocketAddr::V6(_) if opts.local_addr.is_some() => {
+                return Err(ConnectError::Unaddressable);
+            }
+            SocketAddr::V6(_) => {
+                let first = self.ipv6_addrs.first();
+                IpAddr::V6(*first.ok_or(ConnectError::Unaddressable)?)
+            }
+        };
+        let (Some(remote_addr), Some(local_addr)) = (table::addr(ip), table::addr(local)) else {
             return Err(ConnectError::Unaddressable);
-        }
+        };
         let mut key = FourTuple {
-            remote_addr: u32::from(*remote.ip()),
-            local_addr: a,
+            remote_addr,
+            local_addr,
             remote_port: remote.port(),
             local_port: 0,
         };
@@ -224,14 +243,9 @@ impl Stack {
         let mut failed = None;
         let slot = self
             .open_slot(key, profile, |s, iface| {
-                let local = (IpAddress::Ipv4(local), key.local_port);
-                failed = s
-                    .connect(
-                        iface.context(),
-                        (IpAddress::Ipv4(*remote.ip()), remote.port()),
-                        local,
-                    )
-                    .err();
+                let local = (table::ip(key.local_addr), key.local_port);
+                let remote = (table::ip(key.remote_addr), key.remote_port);
+                failed = s.connect(iface.context(), remote, local).err();
             })
             .map_err(ConnectError::Refused)?;
         if failed.is_some() {

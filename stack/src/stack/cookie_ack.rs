@@ -1,12 +1,9 @@
 //! The [`Stack`]'s side of SYN cookies (see [`crate::cookie`] for the cookies themselves):
 //! answering a SYN with one, and turning a returning cookie into a connection.
 
-use std::net::Ipv4Addr;
-
 use smoltcp::iface::SocketHandle;
 use smoltcp::socket::tcp::{self, State};
 use smoltcp::time::Instant;
-use smoltcp::wire::IpAddress;
 
 use crate::cookie::{
     CookieKeys, MSS_TABLE, OUR_MSS, PERIOD_MS, SYN_FRAME, Segment, Syn, SynCookies, mss_index,
@@ -14,8 +11,9 @@ use crate::cookie::{
 use crate::counters::{Refusal, state_index};
 use crate::device::{Port, TxQueue, TxTally};
 use crate::mem;
+use crate::parse::Drop;
 use crate::seqshift::{read_u32, shift_ack, shift_rx_seq, tcp_at};
-use crate::table::FourTuple;
+use crate::table::{self, FourTuple, as_v4};
 
 use super::{Stack, ms};
 
@@ -75,6 +73,10 @@ impl Stack {
         frame: &[u8],
         tx: &mut T,
     ) {
+        let (Some(local), Some(remote)) = (as_v4(key.local_addr), as_v4(key.remote_addr)) else {
+            // SYN cookies are IPv4 only for now (the cookie SYN-ACK is built by hand).
+            return self.counters.drop(Drop::Protocol);
+        };
         let Some(syn) = Segment::read(frame) else {
             return;
         };
@@ -86,8 +88,8 @@ impl Stack {
         let window = self.listeners[l].opts.socket.rx_buf.min(65535) as u16;
         let answer = Syn {
             macs: (self.mac, syn.src_mac),
-            src: (Ipv4Addr::from(key.local_addr), key.local_port),
-            dst: (Ipv4Addr::from(key.remote_addr), key.remote_port),
+            src: (local, key.local_port),
+            dst: (remote, key.remote_port),
             seq: cookie,
             ack: Some(syn.seq.wrapping_add(1)),
             window,
@@ -130,15 +132,14 @@ impl Stack {
             self.counters.refuse(Refusal::Backlog);
             return true;
         }
-        if self.listeners[l].over_source_limit(key.remote_addr) {
+        if self.listeners[l].over_source_limit(key.source()) {
             self.counters.refuse(Refusal::PerSource);
             return true;
         }
         let profile = self.listeners[l].profile;
-        let local = Ipv4Addr::from(key.local_addr);
         let slot = match self.open_slot(key, profile, |s, _| {
             // A non-zero port (checked by `listen`) cannot fail to listen.
-            let _ = s.listen((IpAddress::Ipv4(local), key.local_port));
+            let _ = s.listen((table::ip(key.local_addr), key.local_port));
         }) {
             Ok(slot) => slot,
             Err(why) => {
@@ -147,7 +148,7 @@ impl Stack {
             }
         };
         // Counted like a passive open's, since `free_slot` uncounts every listener slot.
-        self.listeners[l].count_source(key.remote_addr, true);
+        self.listeners[l].count_source(key.source(), true);
         let Some(isn_ours) = self.bridge(now, slot, &key, &seg, (isn, mss), tx) else {
             tracing::debug!("SYN cookie of {key:?}: smoltcp sent no SYN-ACK (neighbour unknown?)");
             self.free_slot(slot);
@@ -220,8 +221,8 @@ impl Stack {
         let mut syn = [0u8; SYN_FRAME];
         Syn {
             macs: (seg.src_mac, self.mac),
-            src: (Ipv4Addr::from(key.remote_addr), key.remote_port),
-            dst: (Ipv4Addr::from(key.local_addr), key.local_port),
+            src: (as_v4(key.remote_addr)?, key.remote_port),
+            dst: (as_v4(key.local_addr)?, key.local_port),
             seq: isn,
             ack: None,
             window: seg.window,

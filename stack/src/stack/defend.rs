@@ -141,7 +141,7 @@ impl Stack {
     /// With SYN cookies on (`auto`), nothing is evicted: the refusal it returns is
     /// answered with a cookie instead (see `cookie`).
     pub(crate) fn make_room(&mut self, l: usize, key: &FourTuple) -> Result<(), Refusal> {
-        if self.listeners[l].over_source_limit(key.remote_addr) {
+        if self.listeners[l].over_source_limit(key.source()) {
             return Err(Refusal::PerSource);
         }
         let lst = &self.listeners[l];

@@ -5,7 +5,7 @@
 pub mod frames;
 
 use std::collections::HashMap;
-use std::net::SocketAddrV4;
+use std::net::SocketAddr;
 
 use c10m_stack::wire::{Impairments, Pair, Side};
 use c10m_stack::{ConnError, ConnId, ConnectOptions, Event, ListenOptions, SocketOptions, Stack};
@@ -97,7 +97,7 @@ impl EchoClient {
     pub fn open(
         &mut self,
         stack: &mut Stack,
-        to: SocketAddrV4,
+        to: impl Into<SocketAddr>,
         opts: ConnectOptions,
         payload: Vec<u8>,
     ) -> ConnId {
