@@ -107,14 +107,13 @@
 
 use std::fmt;
 use std::hash::Hasher;
-use std::net::Ipv4Addr;
 use std::str::FromStr;
 
 use siphasher::sip::SipHasher13;
 use smoltcp::phy::ChecksumCapabilities;
 use smoltcp::wire::{
-    EthernetAddress, EthernetFrame, EthernetProtocol, EthernetRepr, IpAddress, IpProtocol,
-    Ipv4Packet, Ipv4Repr, TcpControl, TcpPacket, TcpRepr, TcpSeqNumber,
+    EthernetAddress, EthernetFrame, EthernetProtocol, EthernetRepr, IpAddress, IpProtocol, IpRepr,
+    Ipv4Packet, TcpControl, TcpPacket, TcpRepr, TcpSeqNumber,
 };
 
 use crate::config::mix;
@@ -198,12 +197,13 @@ pub(crate) const MSS_TABLE: [u16; 4] = [536, 1220, 1440, 1460];
 /// `Jar::recover`).
 const EARLY_SEGMENTS: u32 = 3;
 
-/// Our own MSS: what smoltcp announces for the stack's 1500-byte MTU.
+/// Our own MSS: what smoltcp announces for the stack's 1500-byte MTU (IPv4; 20 bytes
+/// less over IPv6, [`Syn::our_mss`]).
 pub(crate) const OUR_MSS: u16 = (MAX_FRAME - 14 - 20 - 20) as u16;
 
-const IP: usize = 20;
-/// A cookie SYN-ACK (and our synthesized SYN): Ethernet, IPv4, TCP with one MSS option.
-pub(crate) const SYN_FRAME: usize = ETH + IP + 24;
+/// The largest cookie SYN-ACK (and synthesized SYN): Ethernet, IPv6, TCP with one MSS
+/// option ([`Syn::len`] for one).
+pub(crate) const SYN_FRAME: usize = ETH + 40 + 24;
 
 /// The index into [`MSS_TABLE`] for a client that announced `client` (`None`: no option).
 pub(crate) fn mss_index(client: Option<u16>) -> u8 {
@@ -378,12 +378,20 @@ pub(crate) struct Segment {
 impl Segment {
     pub(crate) fn read(frame: &[u8]) -> Option<Segment> {
         let eth = EthernetFrame::new_checked(frame).ok()?;
-        let ip = Ipv4Packet::new_checked(eth.payload()).ok()?;
-        let tcp = TcpPacket::new_checked(ip.payload()).ok()?;
-        let (s, d) = (
-            IpAddress::Ipv4(ip.src_addr()),
-            IpAddress::Ipv4(ip.dst_addr()),
-        );
+        let (s, d, payload) = match eth.ethertype() {
+            #[cfg(feature = "ipv6")]
+            EthernetProtocol::Ipv6 => {
+                let ip = smoltcp::wire::Ipv6Packet::new_checked(eth.payload()).ok()?;
+                let (s, d) = (ip.src_addr(), ip.dst_addr());
+                (IpAddress::Ipv6(s), IpAddress::Ipv6(d), ip.payload())
+            }
+            _ => {
+                let ip = Ipv4Packet::new_checked(eth.payload()).ok()?;
+                let (s, d) = (ip.src_addr(), ip.dst_addr());
+                (IpAddress::Ipv4(s), IpAddress::Ipv4(d), ip.payload())
+            }
+        };
+        let tcp = TcpPacket::new_checked(payload).ok()?;
         let repr = TcpRepr::parse(&tcp, &s, &d, &ChecksumCapabilities::ignored()).ok()?;
         Some(Segment {
             src_mac: eth.src_addr(),
@@ -401,8 +409,8 @@ impl Segment {
 pub(crate) struct Syn {
     /// Source and destination MAC.
     pub(crate) macs: (EthernetAddress, EthernetAddress),
-    pub(crate) src: (Ipv4Addr, u16),
-    pub(crate) dst: (Ipv4Addr, u16),
+    pub(crate) src: (IpAddress, u16),
+    pub(crate) dst: (IpAddress, u16),
     pub(crate) seq: u32,
     pub(crate) ack: Option<u32>,
     pub(crate) window: u16,
@@ -410,7 +418,26 @@ pub(crate) struct Syn {
 }
 
 impl Syn {
-    /// Writes the frame ([`SYN_FRAME`] bytes) into `buf`, checksums filled.
+    /// The frame's length: 58 bytes over IPv4, 78 over IPv6.
+    pub(crate) fn len(&self) -> usize {
+        match self.src.0 {
+            IpAddress::Ipv4(_) => SYN_FRAME - 20,
+            #[cfg(feature = "ipv6")]
+            IpAddress::Ipv6(_) => SYN_FRAME,
+        }
+    }
+
+    /// [`OUR_MSS`] for this frame's family.
+    pub(crate) fn our_mss(ip: IpAddress) -> u16 {
+        match ip {
+            IpAddress::Ipv4(_) => OUR_MSS,
+            #[cfg(feature = "ipv6")]
+            IpAddress::Ipv6(_) => OUR_MSS - 20,
+        }
+    }
+
+    /// Writes the frame ([`len`](Self::len) bytes) into `buf`, checksums filled. Source
+    /// and destination are of one family (both from one [`FourTuple`]).
     pub(crate) fn write(&self, buf: &mut [u8]) {
         let tcp = TcpRepr {
             src_port: self.src.1,
@@ -426,26 +453,33 @@ impl Syn {
             timestamp: None,
             payload: &[],
         };
-        let ip = Ipv4Repr {
-            src_addr: self.src.0,
-            dst_addr: self.dst.0,
-            next_header: IpProtocol::Tcp,
-            payload_len: tcp.buffer_len(),
-            hop_limit: 64,
-        };
+        let ip = IpRepr::new(
+            self.src.0,
+            self.dst.0,
+            IpProtocol::Tcp,
+            tcp.buffer_len(),
+            64,
+        );
         let eth = EthernetRepr {
             src_addr: self.macs.0,
             dst_addr: self.macs.1,
-            ethertype: EthernetProtocol::Ipv4,
+            ethertype: match ip {
+                IpRepr::Ipv4(_) => EthernetProtocol::Ipv4,
+                #[cfg(feature = "ipv6")]
+                IpRepr::Ipv6(_) => EthernetProtocol::Ipv6,
+            },
         };
         let caps = ChecksumCapabilities::default();
         let mut f = EthernetFrame::new_unchecked(buf);
         eth.emit(&mut f);
-        let mut p = Ipv4Packet::new_unchecked(f.payload_mut());
-        ip.emit(&mut p, &caps);
-        let mut t = TcpPacket::new_unchecked(p.payload_mut());
-        let (src, dst) = (IpAddress::Ipv4(self.src.0), IpAddress::Ipv4(self.dst.0));
-        tcp.emit(&mut t, &src, &dst, &caps);
+        ip.emit(f.payload_mut(), &caps);
+        let t = &mut f.payload_mut()[ip.header_len()..];
+        tcp.emit(
+            &mut TcpPacket::new_unchecked(t),
+            &self.src.0,
+            &self.dst.0,
+            &caps,
+        );
     }
 }
 
@@ -453,6 +487,7 @@ impl Syn {
 mod tests {
     use super::*;
     use crate::table::addr_v4;
+    use std::net::Ipv4Addr;
 
     fn tuple(port: u16) -> FourTuple {
         FourTuple {

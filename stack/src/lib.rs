@@ -68,9 +68,8 @@
 //! # Not supported
 //!
 //! IPv6 without the `ipv6` feature; with it, the stack answers neighbour discovery and
-//! ICMPv6 echo for [`Config::ipv6_addrs`] and carries TCP over IPv6, but SYN cookies are
-//! IPv4 only (an IPv6 SYN a listener would answer with one is dropped and counted as
-//! [`Drop::Protocol`]). IP fragments (dropped and counted), more than two local addresses (IPv4 and IPv6 together) or two routes
+//! ICMPv6 echo for [`Config::ipv6_addrs`] and carries TCP over IPv6 beside IPv4. IP
+//! fragments (dropped and counted), more than two local addresses (IPv4 and IPv6 together) or two routes
 //! (smoltcp's build-time limits), SACK-based recovery and PAWS (smoltcp does neither),
 //! more than one out-of-order range per connection (a segment that would open a second gap
 //! is dropped, and resent by the peer), and window scaling, SACK-permitted and timestamps on

@@ -39,8 +39,7 @@ pub enum Drop {
     /// An IPv4 fragment or an IPv6 fragment header: the stack does not reassemble.
     Fragment,
     /// An IP protocol other than TCP and ICMP (IPv4) or ICMPv6 (IPv6), an IPv6 extension
-    /// header, TCP to an IPv6 multicast group, and, for now, an IPv6 SYN a listener would
-    /// answer with a SYN cookie (cookies are IPv4 only).
+    /// header, TCP to an IPv6 multicast group.
     Protocol,
 }
 

@@ -6,12 +6,14 @@
 /// Ethernet header bytes.
 pub(crate) const ETH: usize = 14;
 
-/// Where the TCP header of an Ethernet/IPv4/TCP frame starts, if it is one.
+/// Where the TCP header of an Ethernet/IPv4/TCP or Ethernet/IPv6/TCP frame (no extension
+/// header) starts, if it is one.
 pub(crate) fn tcp_at(frame: &[u8]) -> Option<usize> {
-    if frame.get(12..14)? != [0x08, 0x00] || *frame.get(ETH + 9)? != 6 {
-        return None;
-    }
-    let at = ETH + usize::from(frame.get(ETH)? & 0x0f) * 4;
+    let at = match frame.get(12..14)? {
+        [0x08, 0x00] if *frame.get(ETH + 9)? == 6 => ETH + usize::from(frame.get(ETH)? & 0x0f) * 4,
+        [0x86, 0xdd] if *frame.get(ETH + 6)? == 6 => ETH + 40,
+        _ => return None,
+    };
     (frame.len() >= at + 20).then_some(at)
 }
 

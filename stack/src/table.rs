@@ -58,14 +58,6 @@ pub(crate) fn addr(a: IpAddr) -> Option<Addr> {
     }
 }
 
-/// The IPv4 address an [`Addr`] is, if it is one.
-pub(crate) fn as_v4(a: Addr) -> Option<Ipv4Addr> {
-    #[cfg(not(feature = "ipv6"))]
-    return Some(Ipv4Addr::from(a));
-    #[cfg(feature = "ipv6")]
-    return a.to_ipv4_mapped();
-}
-
 /// An [`Addr`] as smoltcp's address.
 pub(crate) fn ip(a: Addr) -> IpAddress {
     #[cfg(not(feature = "ipv6"))]

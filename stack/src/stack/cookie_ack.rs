@@ -6,14 +6,13 @@ use smoltcp::socket::tcp::{self, State};
 use smoltcp::time::Instant;
 
 use crate::cookie::{
-    CookieKeys, MSS_TABLE, OUR_MSS, PERIOD_MS, SYN_FRAME, Segment, Syn, SynCookies, mss_index,
+    CookieKeys, MSS_TABLE, PERIOD_MS, SYN_FRAME, Segment, Syn, SynCookies, mss_index,
 };
 use crate::counters::{Refusal, state_index};
 use crate::device::{Port, TxQueue, TxTally};
 use crate::mem;
-use crate::parse::Drop;
-use crate::seqshift::{read_u32, shift_ack, shift_rx_seq, tcp_at};
-use crate::table::{self, FourTuple, as_v4};
+use crate::seqshift::{ETH, read_u32, shift_ack, shift_rx_seq, tcp_at};
+use crate::table::{self, FourTuple};
 
 use super::{Stack, ms};
 
@@ -73,30 +72,28 @@ impl Stack {
         frame: &[u8],
         tx: &mut T,
     ) {
-        let (Some(local), Some(remote)) = (as_v4(key.local_addr), as_v4(key.remote_addr)) else {
-            // SYN cookies are IPv4 only for now (the cookie SYN-ACK is built by hand).
-            return self.counters.drop(Drop::Protocol);
-        };
         let Some(syn) = Segment::read(frame) else {
             return;
         };
         if !tx.has_room() {
             return;
         }
-        let mss = mss_index(syn.mss);
+        let local = table::ip(key.local_addr);
+        // Over IPv6 a segment carries 20 bytes less in the same MTU.
+        let mss = mss_index(syn.mss.map(|m| m.min(Syn::our_mss(local))));
         let cookie = self.cookies.make(ms(now), &key, syn.seq, mss);
         let window = self.listeners[l].opts.socket.rx_buf.min(65535) as u16;
         let answer = Syn {
             macs: (self.mac, syn.src_mac),
             src: (local, key.local_port),
-            dst: (remote, key.remote_port),
+            dst: (table::ip(key.remote_addr), key.remote_port),
             seq: cookie,
             ack: Some(syn.seq.wrapping_add(1)),
             window,
-            mss: OUR_MSS,
+            mss: Syn::our_mss(local),
         };
         let tally = &mut self.tally;
-        tx.transmit(SYN_FRAME, |buf| {
+        tx.transmit(answer.len(), |buf| {
             answer.write(buf);
             tally.count(buf);
         });
@@ -218,17 +215,18 @@ impl Stack {
         tx: &mut T,
     ) -> Option<u32> {
         let i = slot as usize;
-        let mut syn = [0u8; SYN_FRAME];
-        Syn {
+        let mut frame = [0u8; SYN_FRAME];
+        let synth = Syn {
             macs: (seg.src_mac, self.mac),
-            src: (as_v4(key.remote_addr)?, key.remote_port),
-            dst: (as_v4(key.local_addr)?, key.local_port),
+            src: (table::ip(key.remote_addr), key.remote_port),
+            dst: (table::ip(key.local_addr), key.local_port),
             seq: isn,
             ack: None,
             window: seg.window,
             mss: MSS_TABLE[usize::from(mss & 3)],
-        }
-        .write(&mut syn);
+        };
+        synth.write(&mut frame[..synth.len()]);
+        let syn = &frame[..synth.len()];
         let mut captured = std::mem::take(&mut self.cookies.scratch);
         captured.clear();
         let mut set = mem::one_slot(&mut self.slab.slots[i].storage);
@@ -237,7 +235,7 @@ impl Stack {
             frame: &mut captured,
         };
         let mut port = Port {
-            rx: Some(&syn),
+            rx: Some(syn),
             tx: &mut capture,
             tally: &mut tally,
             caps: &self.caps,
@@ -255,8 +253,14 @@ impl Stack {
                 && captured[at..at + 2] == key.local_port.to_be_bytes();
             ok.then(|| read_u32(&captured, at + 4))
         });
-        if answer.is_none() && captured.get(12..14) == Some(&[0x08, 0x06]) {
-            // An ARP request for the next hop: the connection's frames need it.
+        let resolving = match captured.get(12..14) {
+            Some([0x08, 0x06]) => true,
+            Some([0x86, 0xdd]) => captured.get(ETH + 6) == Some(&58),
+            _ => false,
+        };
+        if answer.is_none() && resolving {
+            // An ARP request or a neighbour solicitation for the next hop: the
+            // connection's frames need it.
             let frame = &captured;
             let tally = &mut self.tally;
             if tx.has_room() {
