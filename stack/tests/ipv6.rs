@@ -8,12 +8,13 @@ mod common;
 use std::net::{Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 
 use c10m_stack::wire::{Impairments, Pair, Queue, Side};
-use c10m_stack::{Config, ConfigError, Drop, Instant, ListenOptions, Stack, SynCookies};
+use c10m_stack::{Config, ConfigError, Drop, Instant, ListenOptions, Refusal, Stack, SynCookies};
 use common::*;
 use smoltcp::phy::ChecksumCapabilities;
 use smoltcp::wire::{
     EthernetAddress, EthernetFrame, EthernetProtocol, EthernetRepr, Icmpv6Packet, Icmpv6Repr,
-    IpProtocol, Ipv6Packet, Ipv6Repr, NdiscNeighborFlags, NdiscRepr, RawHardwareAddress,
+    IpAddress, IpProtocol, Ipv6Packet, Ipv6Repr, NdiscNeighborFlags, NdiscRepr, RawHardwareAddress,
+    TcpControl, TcpPacket, TcpRepr, TcpSeqNumber,
 };
 
 const SERVICE: Ipv6Addr = Ipv6Addr::new(0x2001, 2, 0, 0, 0, 0, 0, 0x10);
@@ -56,6 +57,45 @@ fn icmp_frame(dst_mac: EthernetAddress, dst: Ipv6Addr, icmp: &Icmpv6Repr<'_>) ->
     ip.emit(&mut p);
     let mut i = Icmpv6Packet::new_unchecked(p.payload_mut());
     icmp.emit(&PEER, &dst, &mut i, &ChecksumCapabilities::default());
+    frame
+}
+
+/// An Ethernet/IPv6/TCP SYN from the peer to port 80 of `dst`, with a 4-byte payload.
+fn tcp_frame(dst_mac: EthernetAddress, dst: Ipv6Addr) -> Vec<u8> {
+    let tcp = TcpRepr {
+        src_port: 40_000,
+        dst_port: 80,
+        control: TcpControl::Syn,
+        seq_number: TcpSeqNumber(1000),
+        ack_number: None,
+        window_len: 1024,
+        window_scale: None,
+        max_seg_size: Some(1440),
+        sack_permitted: false,
+        sack_ranges: [None; 3],
+        timestamp: None,
+        payload: b"abcd",
+    };
+    let ip = Ipv6Repr {
+        src_addr: PEER,
+        dst_addr: dst,
+        next_header: IpProtocol::Tcp,
+        payload_len: tcp.buffer_len(),
+        hop_limit: 64,
+    };
+    let eth = EthernetRepr {
+        src_addr: PEER_MAC,
+        dst_addr: dst_mac,
+        ethertype: EthernetProtocol::Ipv6,
+    };
+    let mut frame = vec![0u8; 14 + 40 + tcp.buffer_len()];
+    let mut e = EthernetFrame::new_unchecked(&mut frame[..]);
+    eth.emit(&mut e);
+    let mut p = Ipv6Packet::new_unchecked(e.payload_mut());
+    ip.emit(&mut p);
+    let (s, d) = (IpAddress::Ipv6(PEER), IpAddress::Ipv6(dst));
+    let t = &mut TcpPacket::new_unchecked(p.payload_mut());
+    tcp.emit(t, &s, &d, &ChecksumCapabilities::default());
     frame
 }
 
@@ -209,6 +249,19 @@ fn bad_ipv6_frames_are_dropped_and_counted() {
     let f = icmp_frame(EthernetAddress([0x02, 0, 0, 0, 0, 0x77]), SERVICE, &req);
     assert_eq!(feed(&mut stack, &f).0, Some(Drop::NotForUs));
 
+    // TCP: a bad checksum, a header cut short, and TCP to our solicited-node group.
+    let mut f = tcp_frame(server_mac(), SERVICE);
+    let end = f.len() - 1;
+    f[end] ^= 0xff;
+    assert_eq!(feed(&mut stack, &f), (Some(Drop::TcpChecksum), vec![]));
+    let mut f = tcp_frame(server_mac(), SERVICE);
+    f[14 + 40 + 12] = 0x20; // data offset 8 words, past the end
+    assert_eq!(feed(&mut stack, &f).0, Some(Drop::Malformed));
+    let f = tcp_frame(SOLICITED_MAC, SOLICITED);
+    assert_eq!(feed(&mut stack, &f), (Some(Drop::Protocol), vec![]));
+    let f = tcp_frame(server_mac(), SERVICE);
+    assert_eq!(feed(&mut stack, &f).0, None, "the good segment is taken");
+
     // The good frame still works after all that.
     feed(&mut stack, &solicitation());
     let (dropped, out) = feed(&mut stack, &good);
@@ -355,4 +408,24 @@ fn ipv6_connections_are_born_from_syn_cookies() {
     let b = pair.b.counters();
     assert_eq!((b.cookies_sent, b.cookies_accepted, b.accepted), (1, 1, 1));
     assert_eq!(b.cookies_invalid, 0);
+}
+
+#[test]
+fn the_per_source_limit_counts_ipv6_peers() {
+    let mut pair = dual_pair();
+    let opts = ListenOptions {
+        max_per_source: Some(1),
+        ..server_opts(4096)
+    };
+    pair.b.listen(7, opts).unwrap();
+    let mut client = EchoClient::default();
+    let mut server = EchoServer::default();
+    let first = client.open(&mut pair.a, v6(7), client_opts(4096), pattern(4, 100));
+    let second = client.open(&mut pair.a, v6(7), client_opts(4096), pattern(5, 100));
+    run(&mut pair, &mut client, &mut server, 3_000, |_, _| false);
+    assert!(client.flows[&first].connected);
+    assert!(!client.flows[&second].connected);
+    let b = pair.b.counters();
+    assert_eq!(b.accepted, 1);
+    assert!(b.refusals(Refusal::PerSource) >= 1, "{b:?}");
 }
