@@ -36,13 +36,19 @@ fn server_mac() -> EthernetAddress {
     EthernetAddress(Pair::server_config(1).mac)
 }
 
-/// An Ethernet/IPv6 frame carrying `icmp`, checksums filled in.
-fn icmp_frame(dst_mac: EthernetAddress, dst: Ipv6Addr, icmp: &Icmpv6Repr<'_>) -> Vec<u8> {
+/// An Ethernet/IPv6 frame from the peer to `dst` carrying `len` bytes of `next`, which
+/// `fill` writes.
+fn ipv6_frame(
+    (dst_mac, dst): (EthernetAddress, Ipv6Addr),
+    next_header: IpProtocol,
+    payload_len: usize,
+    fill: impl FnOnce(&mut [u8]),
+) -> Vec<u8> {
     let ip = Ipv6Repr {
         src_addr: PEER,
         dst_addr: dst,
-        next_header: IpProtocol::Icmpv6,
-        payload_len: icmp.buffer_len(),
+        next_header,
+        payload_len,
         hop_limit: 255,
     };
     let eth = EthernetRepr {
@@ -50,14 +56,21 @@ fn icmp_frame(dst_mac: EthernetAddress, dst: Ipv6Addr, icmp: &Icmpv6Repr<'_>) ->
         dst_addr: dst_mac,
         ethertype: EthernetProtocol::Ipv6,
     };
-    let mut frame = vec![0u8; 14 + 40 + icmp.buffer_len()];
+    let mut frame = vec![0u8; 14 + 40 + payload_len];
     let mut e = EthernetFrame::new_unchecked(&mut frame[..]);
     eth.emit(&mut e);
     let mut p = Ipv6Packet::new_unchecked(e.payload_mut());
     ip.emit(&mut p);
-    let mut i = Icmpv6Packet::new_unchecked(p.payload_mut());
-    icmp.emit(&PEER, &dst, &mut i, &ChecksumCapabilities::default());
+    fill(p.payload_mut());
     frame
+}
+
+/// An Ethernet/IPv6 frame carrying `icmp`, checksums filled in.
+fn icmp_frame(dst_mac: EthernetAddress, dst: Ipv6Addr, icmp: &Icmpv6Repr<'_>) -> Vec<u8> {
+    ipv6_frame((dst_mac, dst), IpProtocol::Icmpv6, icmp.buffer_len(), |p| {
+        let caps = ChecksumCapabilities::default();
+        icmp.emit(&PEER, &dst, &mut Icmpv6Packet::new_unchecked(p), &caps);
+    })
 }
 
 /// An Ethernet/IPv6/TCP SYN from the peer to port 80 of `dst`, with a 4-byte payload.
@@ -76,27 +89,11 @@ fn tcp_frame(dst_mac: EthernetAddress, dst: Ipv6Addr) -> Vec<u8> {
         timestamp: None,
         payload: b"abcd",
     };
-    let ip = Ipv6Repr {
-        src_addr: PEER,
-        dst_addr: dst,
-        next_header: IpProtocol::Tcp,
-        payload_len: tcp.buffer_len(),
-        hop_limit: 64,
-    };
-    let eth = EthernetRepr {
-        src_addr: PEER_MAC,
-        dst_addr: dst_mac,
-        ethertype: EthernetProtocol::Ipv6,
-    };
-    let mut frame = vec![0u8; 14 + 40 + tcp.buffer_len()];
-    let mut e = EthernetFrame::new_unchecked(&mut frame[..]);
-    eth.emit(&mut e);
-    let mut p = Ipv6Packet::new_unchecked(e.payload_mut());
-    ip.emit(&mut p);
-    let (s, d) = (IpAddress::Ipv6(PEER), IpAddress::Ipv6(dst));
-    let t = &mut TcpPacket::new_unchecked(p.payload_mut());
-    tcp.emit(t, &s, &d, &ChecksumCapabilities::default());
-    frame
+    ipv6_frame((dst_mac, dst), IpProtocol::Tcp, tcp.buffer_len(), |p| {
+        let (s, d) = (IpAddress::Ipv6(PEER), IpAddress::Ipv6(dst));
+        let caps = ChecksumCapabilities::default();
+        tcp.emit(&mut TcpPacket::new_unchecked(p), &s, &d, &caps);
+    })
 }
 
 fn solicitation() -> Vec<u8> {
