@@ -130,8 +130,8 @@ fn a_syn_gets_a_syn_ack_keyed_by_the_cookie_hash() {
     assert_eq!(out.control, TcpControl::Syn);
     assert_eq!(out.ack, Some(1001));
     let t = FourTuple {
-        remote_addr: u32::from(CLIENT),
-        local_addr: u32::from(ADDR),
+        remote_addr: c10m_stack::addr_v4(CLIENT),
+        local_addr: c10m_stack::addr_v4(ADDR),
         remote_port: 40000,
         local_port: 80,
     };
