@@ -5,7 +5,7 @@
 //! so a printer that walks the chain does not show it twice.
 
 use std::io;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 
 use crate::{Proto, XdpMode};
 
@@ -88,7 +88,7 @@ pub enum Error {
     #[error("address {addr} is not registered")]
     NoSuchAddress {
         /// The address.
-        addr: Ipv4Addr,
+        addr: IpAddr,
     },
 }
 

@@ -41,6 +41,7 @@
 //! | `services` | `HASH`, [`MAX_SERVICES`] | (IPv4 address, protocol, port), wire order → (SYN-ACK window, [`XdpCookies`] mode) |
 //! | `cookie_keys` | `ARRAY` with a spin lock, [`MAX_QUEUES`] | rx queue → [`QueueCookies`] (ready, SipHash keys, parity, pressure) |
 //! | `addrs` | `HASH`, [`MAX_ADDRESSES`] | IPv4 address, wire order → 1 |
+//! | `addrs6` | `HASH`, [`MAX_ADDRESSES`] | IPv6 address, wire order → 1 (TCP, ICMPv6 and neighbour solicitations for it are steered) |
 //! | `prefixes` | `LPM_TRIE`, [`MAX_PREFIXES`] | (protocol, IPv4 destination prefix) → 1 |
 //! | `counters` | `PERCPU_ARRAY`, 1 | 0 → [`Counters`] of this CPU |
 //!

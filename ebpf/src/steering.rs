@@ -1,7 +1,7 @@
 //! [`Steering`]: the program attached to one interface, and its maps.
 
 use std::fmt;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::str::FromStr;
 use std::sync::Once;
@@ -247,24 +247,33 @@ impl Steering {
         })
     }
 
-    /// Steers ARP for `addr` and ICMP to `addr` to the AF_XDP sockets, so the userspace
-    /// stack answers them. Adding an address twice is not an error.
-    pub fn add_address(&self, addr: Ipv4Addr) -> Result<(), Error> {
-        update(
-            &self.loaded.addrs,
-            &maps::addr_key(addr),
-            &1u32.to_ne_bytes(),
-            || format!("adding address {addr} (at most {})", maps::MAX_ADDRESSES),
-        )
+    /// Steers ARP for an IPv4 `addr` and ICMP to it, or for an IPv6 `addr` TCP and
+    /// ICMPv6 to it and the neighbour solicitations for it, to the AF_XDP sockets, so the
+    /// userspace stack answers them (IPv4 TCP goes by [`add_service`](Self::add_service)).
+    /// Adding an address twice is not an error.
+    pub fn add_address(&self, addr: impl Into<IpAddr>) -> Result<(), Error> {
+        let addr = addr.into();
+        let (map, key) = self.address_key(addr);
+        update(map, &key, &1u32.to_ne_bytes(), || {
+            format!("adding address {addr} (at most {})", maps::MAX_ADDRESSES)
+        })
     }
 
-    /// Stops steering ARP and ICMP for `addr`.
-    pub fn remove_address(&self, addr: Ipv4Addr) -> Result<(), Error> {
-        delete(&self.loaded.addrs, &maps::addr_key(addr), || {
-            format!("removing address {addr}")
-        })?
-        .then_some(())
-        .ok_or(Error::NoSuchAddress { addr })
+    /// Stops steering what [`add_address`](Self::add_address) steered for `addr`.
+    pub fn remove_address(&self, addr: impl Into<IpAddr>) -> Result<(), Error> {
+        let addr = addr.into();
+        let (map, key) = self.address_key(addr);
+        delete(map, &key, || format!("removing address {addr}"))?
+            .then_some(())
+            .ok_or(Error::NoSuchAddress { addr })
+    }
+
+    /// The map an address lives in and its key there (wire order).
+    fn address_key(&self, addr: IpAddr) -> (&MapHandle, Vec<u8>) {
+        match addr {
+            IpAddr::V4(a) => (&self.loaded.addrs, maps::addr_key(a).to_vec()),
+            IpAddr::V6(a) => (&self.loaded.addrs6, a.octets().to_vec()),
+        }
     }
 
     /// Sends the dataplane's frames arriving on rx `queue` to the AF_XDP socket `xsk_fd`,

@@ -51,6 +51,7 @@ pub(crate) struct Loaded {
     pub(crate) xsks: MapHandle,
     pub(crate) services: MapHandle,
     pub(crate) addrs: MapHandle,
+    pub(crate) addrs6: MapHandle,
     pub(crate) prefixes: MapHandle,
     pub(crate) counters: MapHandle,
     pub(crate) cookie_keys: MapHandle,
@@ -64,11 +65,13 @@ pub(crate) fn load() -> libbpf_rs::Result<Loaded> {
     debug_assert_eq!(skel.maps.xsks.max_entries(), crate::MAX_QUEUES);
     debug_assert_eq!(skel.maps.services.max_entries(), crate::MAX_SERVICES);
     debug_assert_eq!(skel.maps.addrs.max_entries(), crate::MAX_ADDRESSES);
+    debug_assert_eq!(skel.maps.addrs6.max_entries(), crate::MAX_ADDRESSES);
     Ok(Loaded {
         prog: skel.progs.steer.as_fd().try_clone_to_owned()?,
         xsks: MapHandle::try_from(&skel.maps.xsks)?,
         services: MapHandle::try_from(&skel.maps.services)?,
         addrs: MapHandle::try_from(&skel.maps.addrs)?,
+        addrs6: MapHandle::try_from(&skel.maps.addrs6)?,
         prefixes: MapHandle::try_from(&skel.maps.prefixes)?,
         counters: MapHandle::try_from(&skel.maps.counters)?,
         cookie_keys: MapHandle::try_from(&skel.maps.cookie_keys)?,

@@ -3,7 +3,7 @@
 //! Needs root; skipped otherwise (failed when `CI=true`). The SYN-cookie answers are
 //! in `tests/cookies.rs`.
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::os::fd::AsFd;
 
 use libbpf_rs::{MapCore, MapFlags};
@@ -19,6 +19,9 @@ const XDP_PASS: u32 = 2;
 const SERVICE: Ipv4Addr = Ipv4Addr::new(198, 18, 200, 10);
 const KERNEL: Ipv4Addr = Ipv4Addr::new(198, 18, 200, 2);
 const CLIENT: Ipv4Addr = Ipv4Addr::new(198, 18, 200, 1);
+
+const SERVICE6: Ipv6Addr = Ipv6Addr::new(0x2001, 2, 0, 0x200, 0, 0, 0, 0x10);
+const KERNEL6: Ipv6Addr = Ipv6Addr::new(0x2001, 2, 0, 0x200, 0, 0, 0, 2);
 
 fn is_root() -> bool {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
@@ -104,6 +107,29 @@ fn icmp_echo(dst: Ipv4Addr) -> Vec<u8> {
     )
 }
 
+/// An IPv6 packet from the client's IPv6 address (checksums are not the program's
+/// business).
+fn ipv6(dst: Ipv6Addr, next: u8, payload: &[u8]) -> Vec<u8> {
+    let mut p = vec![0x60, 0, 0, 0];
+    p.extend((payload.len() as u16).to_be_bytes());
+    p.extend([next, 64]);
+    p.extend(Ipv6Addr::new(0x2001, 2, 0, 0x200, 0, 0, 0, 1).octets());
+    p.extend(dst.octets());
+    p.extend(payload);
+    eth(0x86dd, None, &p)
+}
+
+/// A neighbour solicitation for `target`, to its solicited-node group.
+fn solicit(target: Ipv6Addr) -> Vec<u8> {
+    let t = target.octets();
+    let group = Ipv6Addr::from([
+        0xff, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0xff, t[13], t[14], t[15],
+    ]);
+    let mut ns = vec![135, 0, 0, 0, 0, 0, 0, 0];
+    ns.extend(t);
+    ipv6(group, 58, &ns)
+}
+
 fn counters(loaded: &sys::Loaded) -> Counters {
     let values = loaded
         .counters
@@ -137,6 +163,12 @@ fn verdicts_on_handmade_frames() {
         let key = maps::prefix_key(spoofed, 17, proto);
         loaded.prefixes.update(&key, &tally, MapFlags::ANY).unwrap();
     }
+    loaded
+        .addrs6
+        .update(&SERVICE6.octets(), &one, MapFlags::ANY)
+        .unwrap();
+    let mut v4_in_v6 = ipv6(SERVICE6, 6, &l4(80));
+    v4_in_v6[14] = 0x45;
     let victim = Ipv4Addr::new(198, 19, 200, 1);
     let with_flags = |flags: u8| {
         let mut seg = l4(80);
@@ -186,6 +218,22 @@ fn verdicts_on_handmade_frames() {
         ("ping service", icmp_echo(SERVICE), XDP_PASS, Counters { no_xsk: 1, ..Default::default() }),
         ("ping kernel", icmp_echo(KERNEL), XDP_PASS, Counters { passed: 1, ..Default::default() }),
         ("ipv6", eth(0x86dd, None, &[0x60; 60]), XDP_PASS, Counters { passed: 1, ..Default::default() }),
+        ("tcp to the ipv6 service", ipv6(SERVICE6, 6, &l4(80)), XDP_PASS,
+            Counters { no_xsk: 1, ..Default::default() }),
+        ("ping6 the service", ipv6(SERVICE6, 58, &[128, 0, 0, 0, 0, 1, 0, 1]), XDP_PASS,
+            Counters { no_xsk: 1, ..Default::default() }),
+        ("udp to the ipv6 service", ipv6(SERVICE6, 17, &l4(80)), XDP_PASS,
+            Counters { passed: 1, ..Default::default() }),
+        ("tcp to the kernel's ipv6", ipv6(KERNEL6, 6, &l4(80)), XDP_PASS,
+            Counters { passed: 1, ..Default::default() }),
+        ("solicitation for the service", solicit(SERVICE6), XDP_PASS,
+            Counters { no_xsk: 1, ..Default::default() }),
+        ("solicitation for the kernel", solicit(KERNEL6), XDP_PASS,
+            Counters { passed: 1, ..Default::default() }),
+        ("version 4 in ipv6, to the service", v4_in_v6, XDP_DROP,
+            Counters { dropped: 1, ..Default::default() }),
+        ("ipv6 cut short", eth(0x86dd, None, &[0x60; 39]), XDP_PASS,
+            Counters { errors: 1, ..Default::default() }),
         ("ethernet only", eth(0x0800, None, &[]), XDP_PASS, Counters { errors: 1, ..Default::default() }),
         ("ip cut short", eth(0x0800, None, &[0x45; 19]), XDP_PASS, Counters { errors: 1, ..Default::default() }),
         ("ihl 4 to service", eth(0x0800, None, &bad_ihl), XDP_DROP, Counters { dropped: 1, ..Default::default() }),

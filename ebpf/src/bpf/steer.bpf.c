@@ -15,6 +15,11 @@
 //       malformed (IHL < 5, L4 header cut short)
 //         to an address in `addrs`                     -> XDP_DROP
 //         to any other address                         -> XDP_PASS, counted as error
+//   IPv6
+//     TCP or ICMPv6 to an address in `addrs6`          -> XSK
+//     neighbour solicitation whose target is in `addrs6` (to its solicited-node
+//       group, which the kernel's own addresses may share) -> XSK
+//     version not 6, to an address in `addrs6`         -> XDP_DROP
 //   anything else                                      -> XDP_PASS
 //
 // "-> XSK" is bpf_redirect_map(&xsks, rx_queue_index, XDP_PASS): when no
@@ -63,6 +68,7 @@
 #include <linux/if_ether.h>
 #include <linux/in.h>
 #include <linux/ip.h>
+#include <linux/ipv6.h>
 #include <linux/tcp.h>
 #include <bpf/bpf_endian.h>
 #include <bpf/bpf_helpers.h>
@@ -166,6 +172,18 @@ struct {
 	__type(key, __u32);
 	__type(value, __u32);
 } addrs SEC(".maps");
+
+// An IPv6 address, wire order.
+struct addr6 {
+	__u8 b[16];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, MAX_ADDRS);
+	__type(key, struct addr6);
+	__type(value, __u32);
+} addrs6 SEC(".maps");
 
 // Whole destination prefixes steered for one protocol (e.g. a client's source
 // range, whose replies come back to many addresses and ports). The value says
@@ -516,6 +534,50 @@ static __always_inline int syn_cookie(struct xdp_md *ctx, struct counters *c,
 	return bpf_redirect(ctx->ingress_ifindex, 0);
 }
 
+#define ICMPV6_NEIGHBOUR_SOLICITATION 135
+
+// The fixed part of a neighbour solicitation (RFC 4861 4.3), up to its target.
+struct ns_head {
+	__u8 type;
+	__u8 code;
+	__be16 sum;
+	__u32 reserved;
+	struct addr6 target;
+};
+
+// IPv6 (RFC 8200). TCP and ICMPv6 to one of our addresses go to the stack, which
+// answers echo and neighbour solicitations (smoltcp). Solicitations come to the
+// target's solicited-node group (ff02::1:ffXX:XXXX, RFC 4291 2.7.1), which the
+// kernel's own addresses may share: only those whose target is ours are taken.
+static __always_inline int steer_ipv6(struct xdp_md *ctx, struct counters *c, void *l3,
+				      void *end)
+{
+	struct ipv6hdr *ip = l3;
+	if ((void *)(ip + 1) > end)
+		return pass(&c->errors);
+	struct addr6 dst;
+	__builtin_memcpy(&dst, &ip->daddr, sizeof(dst));
+	if (bpf_map_lookup_elem(&addrs6, &dst)) {
+		if (ip->version != 6)
+			return drop(c);
+		if (ip->nexthdr == IPPROTO_TCP || ip->nexthdr == IPPROTO_ICMPV6)
+			return to_xsk(ctx, c);
+		return pass(&c->passed);
+	}
+	if (ip->nexthdr != IPPROTO_ICMPV6 || dst.b[0] != 0xff || dst.b[1] != 0x02)
+		return pass(&c->passed);
+	struct ns_head *ns = (void *)(ip + 1);
+	if ((void *)(ns + 1) > end)
+		return pass(&c->passed);
+	if (ns->type != ICMPV6_NEIGHBOUR_SOLICITATION)
+		return pass(&c->passed);
+	struct addr6 target;
+	__builtin_memcpy(&target, &ns->target, sizeof(target));
+	if (bpf_map_lookup_elem(&addrs6, &target))
+		return to_xsk(ctx, c);
+	return pass(&c->passed);
+}
+
 SEC("xdp")
 int steer(struct xdp_md *ctx)
 {
@@ -546,6 +608,8 @@ int steer(struct xdp_md *ctx)
 		return to_xsk(ctx, c);
 	}
 
+	if (proto == bpf_htons(ETH_P_IPV6))
+		return steer_ipv6(ctx, c, l3, end);
 	if (proto != bpf_htons(ETH_P_IP))
 		return pass(&c->passed);
 
