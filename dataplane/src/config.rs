@@ -1,7 +1,7 @@
 //! What the daemon is told to do ([`Options`]), the parsers for its command-line values,
 //! checked before anything starts.
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use c10m_ebpf::XdpMode;
 use c10m_stack::SynCookies;
@@ -21,6 +21,9 @@ pub struct Options {
     pub iface: String,
     /// The service address and its prefix length (not configured in the kernel).
     pub addr: (Ipv4Addr, u8),
+    /// An IPv6 service address beside it, with its prefix length (needs a build with
+    /// the stack's `ipv6` feature).
+    pub addr6: Option<(Ipv6Addr, u8)>,
     /// Default gateway of the stack.
     pub gateway: Option<Ipv4Addr>,
     /// Built-in services and their TCP ports ([`run`](crate::run)).
@@ -95,6 +98,7 @@ impl Default for Options {
         Options {
             iface: String::new(),
             addr: (Ipv4Addr::UNSPECIFIED, 32),
+            addr6: None,
             gateway: None,
             services: Vec::new(),
             ports: Vec::new(),
@@ -151,9 +155,49 @@ pub fn parse_cidr(s: &str) -> Result<(Ipv4Addr, u8), ParseError> {
         .filter(|&p| p <= 32)
         .ok_or_else(|| ParseError::Prefix(s.to_owned()))?;
     if addr.is_unspecified() || addr.is_broadcast() || addr.is_multicast() {
-        return Err(ParseError::NotUnicast(addr));
+        return Err(ParseError::NotUnicast(IpAddr::V4(addr)));
     }
     Ok((addr, prefix))
+}
+
+/// Parses `A.B.C.D/PREFIX` ([`parse_cidr`]) or an IPv6 address with its prefix, e.g.
+/// `2001:2::10/64` (prefix 0..=128).
+pub fn parse_any_cidr(s: &str) -> Result<(IpAddr, u8), ParseError> {
+    let Some((a, p)) = s.split_once('/').filter(|(a, _)| a.contains(':')) else {
+        return parse_cidr(s).map(|(a, p)| (IpAddr::V4(a), p));
+    };
+    let addr: Ipv6Addr = a.parse().map_err(|_| ParseError::Address(s.to_owned()))?;
+    let prefix: u8 = p
+        .parse()
+        .ok()
+        .filter(|&p| p <= 128)
+        .ok_or_else(|| ParseError::Prefix(s.to_owned()))?;
+    if addr.is_unspecified() || addr.is_multicast() || addr.to_ipv4_mapped().is_some() {
+        return Err(ParseError::NotUnicast(IpAddr::V6(addr)));
+    }
+    Ok((IpAddr::V6(addr), prefix))
+}
+
+/// Sets the service addresses of `o` from `addrs` (each IPv4 or IPv6 with its prefix):
+/// at most one of each family.
+pub fn set_addrs(o: &mut Options, addrs: &[(IpAddr, u8)]) -> Result<(), ParseError> {
+    let (mut v4, mut v6) = (None, None);
+    for &(a, p) in addrs {
+        let again = match a {
+            IpAddr::V4(a) => v4.replace((a, p)).is_some(),
+            IpAddr::V6(a) => v6.replace((a, p)).is_some(),
+        };
+        if again {
+            return Err(ParseError::TwoAddresses(a));
+        }
+    }
+    if let Some(a) = v4 {
+        o.addr = a;
+    }
+    if v6.is_some() {
+        o.addr6 = v6;
+    }
+    Ok(())
 }
 
 /// Parses `NAME:PORT`, e.g. `echo:7`.
@@ -232,6 +276,14 @@ impl Options {
         }
         if prefix >= 32 {
             return Err(E::EmptySubnet { addr, prefix });
+        }
+        if self.addr6.is_some() && !c10m_stack::IPV6 {
+            return Err(E::Ipv6NotBuilt);
+        }
+        if let Some((a, p)) = self.addr6
+            && p >= 128
+        {
+            return Err(E::EmptySubnet6 { addr: a, prefix: p });
         }
         if self.services.is_empty() && self.ports.is_empty() {
             return Err(E::NoService);

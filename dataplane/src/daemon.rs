@@ -210,6 +210,9 @@ where
     let grace_ms = Arc::new(AtomicU64::new(opts.grace.as_millis() as u64));
     let steering = Arc::new(Steering::attach(&opts.iface, opts.xdp_mode)?);
     steering.add_address(opts.addr.0)?;
+    if let Some((a, _)) = opts.addr6 {
+        steering.add_address(a)?;
+    }
     // The program answers SYNs with the stack's cookies itself when the listeners would.
     let window = opts.rx_buf.min(65535) as u16;
     let cookies = match opts.syn_cookies {
@@ -268,6 +271,7 @@ where
         let config = Config {
             mac,
             addrs: vec![opts.addr],
+            ipv6_addrs: opts.addr6.into_iter().collect(),
             gateway: opts.gateway,
             max_connections: opts.max_conns,
             max_half_open: opts.max_conns,

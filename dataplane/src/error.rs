@@ -6,7 +6,7 @@
 //! what to do.
 
 use std::io;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 #[cfg(feature = "management")]
 use std::{net::SocketAddr, path::PathBuf};
 
@@ -25,7 +25,10 @@ pub enum ParseError {
     Prefix(String),
     /// The unspecified, broadcast or a multicast address.
     #[error("{0} cannot be a service address: give a unicast address")]
-    NotUnicast(Ipv4Addr),
+    NotUnicast(IpAddr),
+    /// Two service addresses of one family.
+    #[error("a second {kind} service address {0}: give at most one IPv4 and one IPv6 address", kind = if .0.is_ipv4() { "IPv4" } else { "IPv6" })]
+    TwoAddresses(IpAddr),
     /// Not `NAME:PORT`.
     #[error("bad service {0:?}: expected NAME:PORT, e.g. echo:7")]
     Service(String),
@@ -67,6 +70,22 @@ pub enum OptionsError {
         /// Its prefix length.
         prefix: u8,
     },
+    /// An IPv6 service address whose prefix leaves no one else on its subnet.
+    #[error(
+        "{addr}/{prefix} leaves the dataplane's subnet empty, so it answers no one: \
+         give the link's prefix, e.g. {addr}/64"
+    )]
+    EmptySubnet6 {
+        /// The service address.
+        addr: Ipv6Addr,
+        /// Its prefix length.
+        prefix: u8,
+    },
+    /// An IPv6 address given to a build without IPv6.
+    #[error(
+        "this c10m was built without IPv6: rebuild with `--features ipv6` to serve an IPv6 address"
+    )]
+    Ipv6NotBuilt,
     /// Neither `services` nor `ports`.
     #[error("no service given: add e.g. --service echo:7 (or the `ports` of your own service)")]
     NoService,

@@ -106,7 +106,8 @@ mod xsk;
 
 pub use c10m_apps::stop_on_signal;
 pub use config::{
-    Options, PREFAULT_AUTO_BYTES, check_synack_retries, parse_cidr, parse_cores, parse_service,
+    Options, PREFAULT_AUTO_BYTES, check_synack_retries, parse_any_cidr, parse_cidr, parse_cores,
+    parse_service, set_addrs,
 };
 #[cfg(feature = "management")]
 pub use control::{

@@ -141,7 +141,7 @@ impl Config {
         if self.addrs.is_empty() {
             return Err(ConfigError::NoAddress);
         }
-        if !self.ipv6_addrs.is_empty() && !cfg!(feature = "ipv6") {
+        if !self.ipv6_addrs.is_empty() && !crate::IPV6 {
             return Err(ConfigError::Ipv6NotBuilt);
         }
         let count = self.addrs.len() + self.ipv6_addrs.len();

@@ -99,6 +99,9 @@ pub mod wheel;
 pub mod wire;
 
 pub use config::{Config, ConfigError};
+
+/// Whether this build speaks IPv6 (the `ipv6` feature).
+pub const IPV6: bool = cfg!(feature = "ipv6");
 pub use conn::ConnId;
 pub use cookie::{CookieKeys, SynCookies, SynCookiesError};
 pub use counters::{Counters, Refusal, STATE_NAMES, STATES, state_index, state_name};

@@ -7,17 +7,25 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use c10m_dataplane::{
-    DEFAULT_ON_STATE_TIMEOUT, OnState, Options, ZeroCopy, check_synack_retries, parse_cidr,
-    parse_cores, parse_service,
+    DEFAULT_ON_STATE_TIMEOUT, OnState, Options, ZeroCopy, check_synack_retries, parse_any_cidr,
+    parse_cores, parse_service, set_addrs,
 };
 
 /// The file's contents. Unknown keys are errors that name the key.
+/// `addr`: one address, or a list (one IPv4 and one IPv6).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub(crate) enum Addrs {
+    One(String),
+    Many(Vec<String>),
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 #[allow(missing_docs)] // the flags of `c10m run` document these
 pub(crate) struct FileConfig {
     pub(crate) iface: Option<String>,
-    pub(crate) addr: Option<String>,
+    pub(crate) addr: Option<Addrs>,
     pub(crate) gateway: Option<String>,
     pub(crate) services: Option<Vec<String>>,
     pub(crate) queues: Option<u32>,
@@ -83,7 +91,13 @@ impl FileConfig {
             o.iface = v.clone();
         }
         if let Some(v) = &self.addr {
-            o.addr = parse_cidr(v).map_err(field("addr"))?;
+            let list = match v {
+                Addrs::One(a) => std::slice::from_ref(a),
+                Addrs::Many(list) => list.as_slice(),
+            };
+            let addrs = list.iter().map(|a| parse_any_cidr(a));
+            let addrs: Vec<_> = addrs.collect::<Result<_, _>>().map_err(field("addr"))?;
+            set_addrs(o, &addrs).map_err(field("addr"))?;
         }
         if let Some(v) = &self.gateway {
             let g = v.parse().map_err(|_| format!("bad address {v:?}"));
@@ -287,6 +301,7 @@ pub(crate) fn parse_zero_copy(s: &str) -> Result<ZeroCopy, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::net::Ipv4Addr;
 
     fn parse(text: &str) -> Result<Options, String> {
         let f = super::parse(text)?;
@@ -303,6 +318,36 @@ mod tests {
         f.apply(&mut o).unwrap();
         o.validate().unwrap();
         assert_eq!(o.iface, "dut0");
+    }
+
+    #[test]
+    fn addr_is_one_address_or_one_of_each_family() {
+        let o = parse("addr = \"198.18.0.10/24\"").unwrap();
+        assert_eq!(
+            (o.addr, o.addr6),
+            ((Ipv4Addr::new(198, 18, 0, 10), 24), None)
+        );
+        let o = parse("addr = [\"198.18.0.10/24\", \"2001:2::10/64\"]").unwrap();
+        let six: std::net::Ipv6Addr = "2001:2::10".parse().unwrap();
+        assert_eq!(o.addr6, Some((six, 64)));
+        assert_eq!(o.addr, (Ipv4Addr::new(198, 18, 0, 10), 24));
+        // Checked before the services (none given here): a build without IPv6 says so.
+        let e = o.validate().unwrap_err().to_string();
+        let want = if c10m_stack::IPV6 {
+            "no service"
+        } else {
+            "built without IPv6"
+        };
+        assert!(e.contains(want), "{e}");
+        let e = parse("addr = [\"2001:2::10/64\", \"2001:2::11/64\"]").unwrap_err();
+        assert!(
+            e.contains("`addr`") && e.contains("at most one IPv4 and one IPv6"),
+            "{e}"
+        );
+        let e = parse("addr = \"2001:2::10/129\"").unwrap_err();
+        assert!(e.contains("`addr`") && e.contains("bad prefix"), "{e}");
+        let e = parse("addr = \"ff02::1/64\"").unwrap_err();
+        assert!(e.contains("unicast"), "{e}");
     }
 
     #[test]

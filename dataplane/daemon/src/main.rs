@@ -20,14 +20,14 @@ mod kernel;
 mod log;
 mod settings;
 
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::process::ExitCode;
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 
 use c10m_dataplane::{
     DEFAULT_ON_STATE_TIMEOUT, DEFAULT_SOCKET, HookError, Hooks, Idle, OnState, Options, Reload,
-    StartError, check_synack_retries, parse_cidr, parse_cores, parse_service,
+    StartError, check_synack_retries, parse_any_cidr, parse_cores, parse_service, set_addrs,
 };
 use c10m_ebpf::XdpMode;
 use clap::{Parser, Subcommand};
@@ -72,9 +72,10 @@ struct RunArgs {
     #[arg(long)]
     iface: Option<String>,
     /// Service address with the link's prefix, e.g. 198.18.0.10/24: an address of its
-    /// own, not one the host already has.
-    #[arg(long, value_parser = parse_cidr)]
-    addr: Option<(Ipv4Addr, u8)>,
+    /// own, not one the host already has. Repeatable: one IPv4 address and, in a build
+    /// with `--features ipv6`, one IPv6 address beside it, e.g. 2001:2::10/64.
+    #[arg(long = "addr", value_name = "ADDR", value_parser = parse_any_cidr)]
+    addrs: Vec<(IpAddr, u8)>,
     /// Default gateway of the dataplane's stack.
     #[arg(long)]
     gateway: Option<Ipv4Addr>,
@@ -195,7 +196,8 @@ fn options(a: &RunArgs, file: Option<&FileConfig>) -> Result<Options, String> {
             if let Some(v) = $arg.clone() { o.$field = v; }
         )*};
     }
-    flag!(iface <- a.iface, addr <- a.addr, queues <- a.queues, xdp_mode <- a.xdp_mode,
+    set_addrs(&mut o, &a.addrs).map_err(|e| format!("--addr: {e}"))?;
+    flag!(iface <- a.iface, queues <- a.queues, xdp_mode <- a.xdp_mode,
           zero_copy <- a.zero_copy, idle <- a.idle, max_conns <- a.max_conns, backlog <- a.backlog,
           syn_cookies <- a.syn_cookies,
           rx_buf <- a.rx_buf, tx_buf <- a.tx_buf, congestion <- a.congestion,
