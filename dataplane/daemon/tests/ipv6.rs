@@ -1,0 +1,76 @@
+//! IPv6 beside IPv4 on the veth test bed (a build with `--features ipv6`): the dataplane
+//! serves 2001:2::10 beside 198.18.0.10; the generator's kernel pings it (`ping -6`) and
+//! echoes through it, while the dut's kernel keeps its own IPv6 address. Needs root and
+//! the test bed lock (see `common`).
+#![cfg(feature = "ipv6")]
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{Ipv6Addr, Shutdown, SocketAddr, TcpStream};
+use std::time::Duration;
+
+use common::{Bed, Daemon, GEN_NS, SERVICE, assert_clean, in_netns, ns_run};
+
+const SERVICE6: Ipv6Addr = Ipv6Addr::new(0x2001, 2, 0, 0, 0, 0, 0, 0x10);
+const TIMEOUT: Duration = Duration::from_secs(10);
+
+fn ping6(to: &str) -> (bool, String) {
+    ns_run(
+        GEN_NS,
+        &["ping", "-6", "-c", "3", "-i", "0.2", "-W", "2", to],
+    )
+}
+
+/// `n` connections to `to`, each echoing `len` bytes of its own, byte-exact.
+fn echo(to: SocketAddr, n: usize, len: usize) {
+    in_netns(GEN_NS, || {
+        let data = |i: usize| -> Vec<u8> { (0..len).map(|j| ((j * 31) ^ (i * 7)) as u8).collect() };
+        let mut conns: Vec<TcpStream> = (0..n)
+            .map(|i| {
+                TcpStream::connect_timeout(&to, TIMEOUT)
+                    .unwrap_or_else(|e| panic!("connection {i} to {to}: {e}"))
+            })
+            .collect();
+        for (i, c) in conns.iter_mut().enumerate() {
+            c.set_read_timeout(Some(TIMEOUT)).unwrap();
+            c.write_all(&data(i)).unwrap();
+        }
+        for (i, c) in conns.iter_mut().enumerate() {
+            let mut got = vec![0; len];
+            c.read_exact(&mut got)
+                .unwrap_or_else(|e| panic!("echo on connection {i} to {to}: {e}"));
+            assert!(got == data(i), "connection {i} to {to}: echo differs");
+            c.shutdown(Shutdown::Write).unwrap();
+            assert_eq!(c.read(&mut [0u8; 16]).unwrap(), 0, "EOF after the echo");
+        }
+    });
+}
+
+#[test]
+fn ping6_and_echo_over_ipv6_beside_ipv4() {
+    let Some(_bed) = Bed::up(1) else { return };
+    let daemon = Daemon::start(&["--addr", "2001:2::10/64"]);
+
+    let (ok, out) = ping6(&SERVICE6.to_string());
+    assert!(ok, "ping -6 to the dataplane: {out}");
+    let (_, neigh) = ns_run(
+        GEN_NS,
+        &["ip", "-6", "neigh", "show", &SERVICE6.to_string()],
+    );
+    assert!(
+        neigh.contains("02:00:c6:12:00:02"),
+        "neighbour solicitation answered with dut0's MAC: {neigh}"
+    );
+    // The dut's kernel keeps its own IPv6 address.
+    let (ok, out) = ping6("2001:2::2");
+    assert!(ok, "ping -6 to the kernel: {out}");
+
+    echo(SocketAddr::from((SERVICE6, 7)), 50, 3000);
+    echo(SocketAddr::from((SERVICE, 7)), 50, 3000);
+
+    let report = daemon.stop();
+    assert_clean(&report);
+    let echo = &report["workers"][0]["echo"];
+    assert_eq!(echo["bytes"], 100 * 3000, "{echo}");
+}
