@@ -1,7 +1,7 @@
 //! IPv6 beside IPv4 on the veth test bed (a build with `--features ipv6`): the dataplane
-//! serves 2001:2::10 beside 198.18.0.10; the generator's kernel pings it (`ping -6`) and
-//! echoes through it, while the dut's kernel keeps its own IPv6 address. Needs root and
-//! the test bed lock (see `common`).
+//! serves 2001:2::10 beside 198.18.0.10; the generator's kernel pings it (`ping -6`),
+//! echoes through it and fetches from its http service (`curl -6`), while the dut's kernel
+//! keeps its own IPv6 address. Needs root and the test bed lock (see `common`).
 #![cfg(feature = "ipv6")]
 
 mod common;
@@ -48,9 +48,16 @@ fn echo(to: SocketAddr, n: usize, len: usize) {
 }
 
 #[test]
-fn ping6_and_echo_over_ipv6_beside_ipv4() {
+fn ping6_echo_and_curl6_beside_ipv4() {
     let Some(_bed) = Bed::up(1) else { return };
-    let daemon = Daemon::start(&["--addr", "2001:2::10/64"]);
+    let daemon = Daemon::start(&[
+        "--addr",
+        "2001:2::10/64",
+        "--service",
+        "http:80",
+        "--http-body",
+        "1000",
+    ]);
 
     let (ok, out) = ping6(&SERVICE6.to_string());
     assert!(ok, "ping -6 to the dataplane: {out}");
@@ -68,6 +75,20 @@ fn ping6_and_echo_over_ipv6_beside_ipv4() {
 
     echo(SocketAddr::from((SERVICE6, 7)), 50, 3000);
     echo(SocketAddr::from((SERVICE, 7)), 50, 3000);
+
+    // http over IPv6: status and body length, then HEAD.
+    let url = format!("http://[{SERVICE6}]/");
+    let curl = |extra: &[&str]| {
+        let mut args = vec!["curl", "-6", "-g", "-sS", "--max-time", "10"];
+        args.extend_from_slice(extra);
+        args.push(&url);
+        ns_run(GEN_NS, &args)
+    };
+    let (ok, out) = curl(&["-o", "/dev/null", "-w", "%{http_code} %{size_download}"]);
+    assert!(ok, "curl -6: {out}");
+    assert_eq!(out.trim(), "200 1000");
+    let (ok, out) = curl(&["-I"]);
+    assert!(ok && out.starts_with("HTTP/1.1 200"), "curl -6 -I: {out}");
 
     let report = daemon.stop();
     assert_clean(&report);
