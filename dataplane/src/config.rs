@@ -149,11 +149,7 @@ pub fn parse_cidr(s: &str) -> Result<(Ipv4Addr, u8), ParseError> {
         });
     };
     let addr: Ipv4Addr = a.parse().map_err(|_| ParseError::Address(s.to_owned()))?;
-    let prefix: u8 = p
-        .parse()
-        .ok()
-        .filter(|&p| p <= 32)
-        .ok_or_else(|| ParseError::Prefix(s.to_owned()))?;
+    let prefix = prefix_len(p, 32).ok_or_else(|| ParseError::Prefix(s.to_owned()))?;
     if addr.is_unspecified() || addr.is_broadcast() || addr.is_multicast() {
         return Err(ParseError::NotUnicast(IpAddr::V4(addr)));
     }
@@ -166,16 +162,17 @@ pub fn parse_any_cidr(s: &str) -> Result<(IpAddr, u8), ParseError> {
     let Some((a, p)) = s.split_once('/').filter(|(a, _)| a.contains(':')) else {
         return parse_cidr(s).map(|(a, p)| (IpAddr::V4(a), p));
     };
-    let addr: Ipv6Addr = a.parse().map_err(|_| ParseError::Address(s.to_owned()))?;
-    let prefix: u8 = p
-        .parse()
-        .ok()
-        .filter(|&p| p <= 128)
-        .ok_or_else(|| ParseError::Prefix(s.to_owned()))?;
+    let addr: Ipv6Addr = a.parse().map_err(|_| ParseError::Address6(s.to_owned()))?;
+    let prefix = prefix_len(p, 128).ok_or_else(|| ParseError::Prefix6(s.to_owned()))?;
     if addr.is_unspecified() || addr.is_multicast() || addr.to_ipv4_mapped().is_some() {
         return Err(ParseError::NotUnicast(IpAddr::V6(addr)));
     }
     Ok((IpAddr::V6(addr), prefix))
+}
+
+/// A prefix length of at most `max` bits.
+fn prefix_len(p: &str, max: u8) -> Option<u8> {
+    p.parse().ok().filter(|&p| p <= max)
 }
 
 /// Sets the service addresses of `o` from `addrs` (each IPv4 or IPv6 with its prefix):
@@ -275,6 +272,7 @@ impl Options {
             return Err(E::NotUnicast(addr));
         }
         if prefix >= 32 {
+            let addr = IpAddr::V4(addr);
             return Err(E::EmptySubnet { addr, prefix });
         }
         if self.addr6.is_some() && !c10m_stack::IPV6 {
@@ -283,7 +281,8 @@ impl Options {
         if let Some((a, p)) = self.addr6
             && p >= 128
         {
-            return Err(E::EmptySubnet6 { addr: a, prefix: p });
+            let addr = IpAddr::V6(a);
+            return Err(E::EmptySubnet { addr, prefix: p });
         }
         if self.services.is_empty() && self.ports.is_empty() {
             return Err(E::NoService);

@@ -6,7 +6,7 @@
 //! what to do.
 
 use std::io;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr};
 #[cfg(feature = "management")]
 use std::{net::SocketAddr, path::PathBuf};
 
@@ -23,6 +23,12 @@ pub enum ParseError {
     /// A prefix length above 32.
     #[error("bad prefix in {0:?}: expected 0 to 32")]
     Prefix(String),
+    /// Not an IPv6 address with its prefix.
+    #[error("bad address {0:?}: expected an IPv6 address and prefix, e.g. 2001:2::10/64")]
+    Address6(String),
+    /// An IPv6 prefix length above 128.
+    #[error("bad prefix in {0:?}: expected 0 to 128")]
+    Prefix6(String),
     /// The unspecified, broadcast or a multicast address.
     #[error("{0} cannot be a service address: give a unicast address")]
     NotUnicast(IpAddr),
@@ -62,22 +68,12 @@ pub enum OptionsError {
     /// A /32 (or longer) prefix: a subnet of the address alone.
     #[error(
         "{addr}/{prefix} leaves the dataplane's subnet empty, so it answers no one: \
-         give the link's prefix, e.g. {addr}/24"
+         give the link's prefix, e.g. {addr}/{usual}",
+        usual = if addr.is_ipv4() { 24 } else { 64 }
     )]
     EmptySubnet {
         /// The service address.
-        addr: Ipv4Addr,
-        /// Its prefix length.
-        prefix: u8,
-    },
-    /// An IPv6 service address whose prefix leaves no one else on its subnet.
-    #[error(
-        "{addr}/{prefix} leaves the dataplane's subnet empty, so it answers no one: \
-         give the link's prefix, e.g. {addr}/64"
-    )]
-    EmptySubnet6 {
-        /// The service address.
-        addr: Ipv6Addr,
+        addr: IpAddr,
         /// Its prefix length.
         prefix: u8,
     },
