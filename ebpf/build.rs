@@ -1,15 +1,15 @@
-//! Compiles `src/bpf/steer.bpf.c` with clang and generates its libbpf-rs skeleton
-//! (`$OUT_DIR/steer.skel.rs`, included by `src/sys.rs`).
+//! Compiles the BPF programs in `src/bpf/` with clang and generates their libbpf-rs
+//! skeletons (`$OUT_DIR/<name>.skel.rs`, included by `src/sys.rs`): `steer`, the XDP
+//! steering program, and `impair`, the test bed's loss emulation.
 
 use std::env;
 use std::path::{Path, PathBuf};
 
 use libbpf_cargo::SkeletonBuilder;
 
-const SRC: &str = "src/bpf/steer.bpf.c";
+const PROGRAMS: [&str; 2] = ["steer", "impair"];
 
 fn main() {
-    println!("cargo:rerun-if-changed={SRC}");
     let out = PathBuf::from(env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
 
     let mut args = Vec::new();
@@ -21,15 +21,19 @@ fn main() {
     }
     args.extend(["-Wall".to_owned(), "-Werror".to_owned()]);
 
-    let result = SkeletonBuilder::new()
-        .source(SRC)
-        .clang_args(&args)
-        .build_and_generate(out.join("steer.skel.rs"));
-    if let Err(err) = result {
-        panic!(
-            "building the XDP program {SRC} failed: {err:#}\n\
-             It needs clang, llvm and the kernel headers (linux-libc-dev): run scripts/bootstrap"
-        );
+    for name in PROGRAMS {
+        let src = format!("src/bpf/{name}.bpf.c");
+        println!("cargo:rerun-if-changed={src}");
+        let result = SkeletonBuilder::new()
+            .source(&src)
+            .clang_args(&args)
+            .build_and_generate(out.join(format!("{name}.skel.rs")));
+        if let Err(err) = result {
+            panic!(
+                "building the BPF program {src} failed: {err:#}\n\
+                 It needs clang, llvm and the kernel headers (linux-libc-dev): run scripts/bootstrap"
+            );
+        }
     }
 }
 

@@ -6,6 +6,7 @@ mod compare;
 mod conns;
 mod cps;
 mod flood;
+mod impair;
 mod measure;
 mod net;
 mod proto;
@@ -53,6 +54,9 @@ enum Command {
     /// Hostile traffic: a bounded SYN, ACK or RST flood from spoofed sources in
     /// 198.18.0.0/15 over AF_XDP (run in c10m-gen).
     Flood(flood::Args),
+    /// Loss on the test bed: drop a fraction of the IP frames leaving an interface
+    /// (gen0: toward the server), show the counters, or remove it (run in c10m-gen).
+    Impair(impair::Args),
 }
 
 /// Runs one subcommand. An error — usually an operator's: no such interface, the test
@@ -69,6 +73,7 @@ fn main() -> ExitCode {
         Command::Compare(args) => ("compare", compare::run(&args)),
         Command::Flood(args) => ("flood", flood::run(&args)),
         Command::Reflect(args) => ("reflect", reflect::run(&args)),
+        Command::Impair(args) => ("impair", impair::run(&args)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -58,6 +58,16 @@ pub enum Error {
         /// The kernel's reason.
         cause: io::Error,
     },
+    /// Attaching, finding or removing the test bed's impairment filter failed.
+    #[error("{what} on {ifname} failed: {cause}")]
+    Tc {
+        /// The interface.
+        ifname: String,
+        /// What was being done, e.g. "attaching the impairment filter".
+        what: String,
+        /// The kernel's reason.
+        cause: io::Error,
+    },
     /// A map update or lookup failed.
     #[error("{what} failed: {cause}")]
     Map {

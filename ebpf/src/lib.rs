@@ -99,6 +99,13 @@
 //! closes it and the program leaves the interface. A link also refuses to replace a
 //! program someone else attached ([`Error::AlreadyAttached`]).
 //!
+//! # Loss on the test bed ([`Impairment`])
+//!
+//! A second, unrelated program (`src/bpf/impair.bpf.c`): a tc egress filter that drops
+//! a configured fraction ([`LossRate`]) of the IP frames leaving an interface, silently
+//! and counted, for emulating a lossy path where the kernel has no netem. It is a test
+//! tool: `scripts/testbed impair --loss 1%` puts it on the bed's generator side.
+//!
 //! # Example
 //!
 //! ```no_run
@@ -123,6 +130,7 @@
 #![deny(unsafe_code)]
 
 mod error;
+mod impair;
 mod maps;
 mod steering;
 mod sys;
@@ -130,6 +138,7 @@ mod sys;
 mod tests;
 
 pub use error::Error;
+pub use impair::{ImpairStatus, Impairment, LossRate, LossRateError};
 pub use maps::{
     Counters, MAX_ADDRESSES, MAX_PREFIXES, MAX_QUEUES, MAX_SERVICES, Proto, ProtoError,
     QueueCookies, XdpCookies,

@@ -414,7 +414,7 @@ fn parse_cap_eff(status: &str) -> Option<u64> {
 /// Sends libbpf's messages to the `log` crate (target `libbpf`) instead of stderr:
 /// warnings at warn level, the rest (the verifier log among them) at debug level.
 /// Process-wide, set on the first attach.
-fn route_libbpf_log() {
+pub(crate) fn route_libbpf_log() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
         let forward = |level: PrintLevel, message: String| {

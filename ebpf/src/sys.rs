@@ -5,6 +5,9 @@
 //! - [`link_xdp`] attaches with `bpf_link_create(BPF_XDP)` and explicit mode flags:
 //!   libbpf-rs 0.27's `Program::attach_xdp` takes no flags and lets the kernel pick.
 //! - [`ifindex`] resolves an interface name in the calling thread's network namespace.
+//! - [`load_impair`], [`tc_egress_query`] and [`tc_egress_detach`]: the impairment
+//!   program and its tc egress filter (libbpf-rs 0.27's `TcHook` wants a program
+//!   descriptor even to query or detach, which these calls do not need).
 #![allow(unsafe_code)]
 
 use std::ffi::CString;
@@ -29,12 +32,27 @@ mod skel {
     include!(concat!(env!("OUT_DIR"), "/steer.skel.rs"));
 }
 
+/// The skeleton that `build.rs` generated from `src/bpf/impair.bpf.c`.
+#[allow(
+    unsafe_code,
+    unreachable_pub,
+    missing_debug_implementations,
+    missing_docs,
+    clippy::all,
+    clippy::undocumented_unsafe_blocks
+)]
+mod impair_skel {
+    include!(concat!(env!("OUT_DIR"), "/impair.skel.rs"));
+}
+
 // The Rust side builds keys and reads values as bytes (`maps.rs`); keep it in step with C.
 const _: () = assert!(size_of::<skel::types::service_key>() == crate::maps::SERVICE_KEY_LEN);
 const _: () = assert!(size_of::<skel::types::prefix_key>() == crate::maps::PREFIX_KEY_LEN);
 const _: () = assert!(size_of::<skel::types::counters>() == crate::maps::COUNTERS_LEN);
 const _: () = assert!(size_of::<skel::types::service_value>() == crate::maps::SERVICE_VALUE_LEN);
 const _: () = assert!(size_of::<skel::types::cookie_keys>() == crate::maps::COOKIE_KEYS_LEN);
+const _: () = assert!(size_of::<impair_skel::types::impair_config>() == 4);
+const _: () = assert!(size_of::<impair_skel::types::impair_counters>() == 16);
 
 /// `XDP_FLAGS_SKB_MODE`: generic XDP, run on the `sk_buff` after the driver.
 pub(crate) const XDP_FLAGS_SKB_MODE: u32 = libbpf_sys::XDP_FLAGS_SKB_MODE;
@@ -77,6 +95,78 @@ pub(crate) fn load() -> libbpf_rs::Result<Loaded> {
         cookie_keys: MapHandle::try_from(&skel.maps.cookie_keys)?,
     })
     // `skel` drops here: libbpf closes its own descriptors; ours stay valid.
+}
+
+/// Opens and loads the impairment program; returns its descriptor (its maps live as
+/// long as the program does).
+pub(crate) fn load_impair() -> libbpf_rs::Result<OwnedFd> {
+    let mut storage = MaybeUninit::uninit();
+    let open = impair_skel::ImpairSkelBuilder::default().open(&mut storage)?;
+    let skel = open.load()?;
+    Ok(skel.progs.impair.as_fd().try_clone_to_owned()?)
+}
+
+/// The tc egress hook of `ifindex` at the impairment filter's handle and priority.
+fn egress_hook(ifindex: u32) -> (libbpf_sys::bpf_tc_hook, libbpf_sys::bpf_tc_opts) {
+    let hook = libbpf_sys::bpf_tc_hook {
+        sz: size_of::<libbpf_sys::bpf_tc_hook>() as libbpf_sys::size_t,
+        ifindex: ifindex as i32,
+        attach_point: libbpf_sys::BPF_TC_EGRESS,
+        ..Default::default()
+    };
+    let opts = libbpf_sys::bpf_tc_opts {
+        sz: size_of::<libbpf_sys::bpf_tc_opts>() as libbpf_sys::size_t,
+        handle: crate::impair::TC_HANDLE,
+        priority: crate::impair::TC_PRIORITY,
+        ..Default::default()
+    };
+    (hook, opts)
+}
+
+/// Creates `ifindex`'s clsact qdisc if it has none and attaches `prog` as the egress
+/// filter at the impairment's handle and priority, replacing what is there.
+pub(crate) fn tc_egress_attach(prog: BorrowedFd<'_>, ifindex: u32) -> io::Result<()> {
+    let (mut hook, mut opts) = egress_hook(ifindex);
+    // SAFETY: `hook` is a fully initialised `bpf_tc_hook` whose `sz` is its own size and
+    // which outlives the call.
+    let rc = unsafe { libbpf_sys::bpf_tc_hook_create(&mut hook) };
+    if rc < 0 && rc != -libc::EEXIST {
+        return Err(io::Error::from_raw_os_error(-rc));
+    }
+    opts.prog_fd = prog.as_raw_fd();
+    opts.flags = libbpf_sys::BPF_TC_F_REPLACE;
+    // SAFETY: `hook` and `opts` are initialised with their own sizes and outlive the
+    // call; `opts.prog_fd` is a live program descriptor; libbpf writes `opts.prog_id`.
+    let rc = unsafe { libbpf_sys::bpf_tc_attach(&hook, &mut opts) };
+    if rc < 0 {
+        return Err(io::Error::from_raw_os_error(-rc));
+    }
+    Ok(())
+}
+
+/// The id of the program in `ifindex`'s impairment filter, `None` if there is none.
+pub(crate) fn tc_egress_query(ifindex: u32) -> io::Result<Option<u32>> {
+    let (hook, mut opts) = egress_hook(ifindex);
+    // SAFETY: `hook` and `opts` are initialised with their own sizes, outlive the call,
+    // and have no program set, as a query requires; libbpf writes `opts.prog_id`.
+    let rc = unsafe { libbpf_sys::bpf_tc_query(&hook, &mut opts) };
+    match -rc {
+        0 => Ok(Some(opts.prog_id)),
+        libc::ENOENT | libc::EINVAL => Ok(None),
+        e => Err(io::Error::from_raw_os_error(e)),
+    }
+}
+
+/// Removes `ifindex`'s impairment filter; false if there was none.
+pub(crate) fn tc_egress_detach(ifindex: u32) -> io::Result<bool> {
+    let (hook, opts) = egress_hook(ifindex);
+    // SAFETY: as in `tc_egress_query`; libbpf only reads both.
+    let rc = unsafe { libbpf_sys::bpf_tc_detach(&hook, &opts) };
+    match -rc {
+        0 => Ok(true),
+        libc::ENOENT | libc::EINVAL => Ok(false),
+        e => Err(io::Error::from_raw_os_error(e)),
+    }
 }
 
 /// Attaches `prog` to `ifindex` as an XDP bpf_link with `flags` (one mode flag).
