@@ -39,7 +39,7 @@ mod flood;
 mod held;
 mod host;
 mod plot;
-mod proc;
+pub(crate) mod proc;
 mod push;
 mod report;
 mod servers;
@@ -58,10 +58,10 @@ use indicatif::{ProgressBar, ProgressStyle};
 use host::KernelSample;
 use report::{ConnsOut, Cps, CpsOut, Held, Report, Rps, RpsOut, Server, ServerRun, Sysctl};
 
-const GEN_NS: &str = "c10m-gen";
-const DUT_NS: &str = "c10m-dut";
-const DP_ADDR: &str = "198.18.0.10";
-const KERNEL_ADDR: &str = "198.18.0.2";
+use crate::net::GEN_NS;
+pub(crate) const DUT_NS: &str = "c10m-dut";
+pub(crate) const DP_ADDR: &str = "198.18.0.10";
+pub(crate) const KERNEL_ADDR: &str = "198.18.0.2";
 /// The start of every dataplane command line: `c10m run` on dut0 at [`DP_ADDR`], one queue.
 const DP_RUN: [&str; 9] = [
     "run",

@@ -7,6 +7,7 @@ mod conns;
 mod cps;
 mod flood;
 mod impair;
+mod loss;
 mod measure;
 mod net;
 mod proto;
@@ -57,6 +58,9 @@ enum Command {
     /// Loss on the test bed: drop a fraction of the IP frames leaving an interface
     /// (gen0: toward the server), show the counters, or remove it (run in c10m-gen).
     Impair(impair::Args),
+    /// One connection's bulk goodput and request latency at several loss rates toward
+    /// the server, the dataplane against the kernel (run as root with the bed up).
+    Loss(loss::Args),
 }
 
 /// Runs one subcommand. An error — usually an operator's: no such interface, the test
@@ -74,6 +78,7 @@ fn main() -> ExitCode {
         Command::Flood(args) => ("flood", flood::run(&args)),
         Command::Reflect(args) => ("reflect", reflect::run(&args)),
         Command::Impair(args) => ("impair", impair::run(&args)),
+        Command::Loss(args) => ("loss", loss::run(&args)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,12 +1,19 @@
 //! What the AF_XDP generators (`conns`, `xsk`, `rps`, `cps`, `flood`) share about the
 //! host: interface facts from sysfs, MAC addresses (the kernel's ARP answer for a target),
-//! and the benchmarking range they must stay in.
+//! and the benchmarking range they must stay in; and [`on_gen`], where the kernel clients
+//! of `compare` and `loss` run.
 
-use std::fs;
+use std::fs::{self, File};
 use std::net::{Ipv4Addr, UdpSocket};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, bail};
+use anyhow::{Context, anyhow, bail};
+use nix::sched::{CloneFlags, CpuSet, sched_setaffinity, setns};
+use nix::unistd::Pid;
+
+/// The test bed's generator namespace (scripts/testbed).
+pub(crate) const GEN_NS: &str = "c10m-gen";
 
 /// `/sys/class/net/IFACE/FILE`, trimmed; `None` if it cannot be read.
 pub(crate) fn sys(iface: &str, file: &str) -> Option<String> {
@@ -174,4 +181,22 @@ mod tests {
         let e = Prefix::parse_src("10.0.0.0/8").unwrap_err().to_string();
         assert!(e.contains("198.18.0.0/15"), "{e}");
     }
+}
+
+/// Runs `f` on a thread in c10m-gen pinned to `core`: a kernel client where the
+/// generator runs.
+pub(crate) fn on_gen<T: Send>(core: usize, f: impl FnOnce() -> anyhow::Result<T> + Send) -> anyhow::Result<T> {
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let ns = File::open(Path::new("/var/run/netns").join(GEN_NS))
+                .with_context(|| format!("opening namespace {GEN_NS}"))?;
+            setns(&ns, CloneFlags::CLONE_NEWNET).context("entering c10m-gen")?;
+            let mut set = CpuSet::new();
+            set.set(core)?;
+            sched_setaffinity(Pid::from_raw(0), &set).context("pinning the client")?;
+            f()
+        })
+        .join()
+        .map_err(|_| anyhow!("a client thread panicked"))?
+    })
 }

@@ -42,14 +42,12 @@
 //! plus its XDP program's `cookies` (the `stats` answer's `xdp`), the kernel's `TcpExtSyncookiesSent`; `net.ipv4.tcp_syncookies=1`
 //! is set in c10m-dut for the run.
 
-use std::fs::File;
 use std::io::{ErrorKind, Read};
 use std::net::{SocketAddr, TcpStream};
 
-use nix::sched::{CloneFlags, CpuSet, sched_setaffinity, setns};
-use nix::unistd::Pid;
 
 use super::report::{Attempts, Flood, FloodOut};
+use crate::net::on_gen;
 use super::*;
 
 /// Flood time before a measurement opens.
@@ -275,24 +273,6 @@ fn nstat_value(text: &str, name: &str) -> Option<u64> {
     text.lines().find_map(|l| {
         let mut w = l.split_whitespace();
         (w.next()? == name).then(|| w.next()?.parse().ok())?
-    })
-}
-
-/// Runs `f` on a thread in c10m-gen pinned to `core`: a kernel client where the
-/// generator runs.
-fn on_gen<T: Send>(core: usize, f: impl FnOnce() -> anyhow::Result<T> + Send) -> anyhow::Result<T> {
-    std::thread::scope(|s| {
-        s.spawn(|| {
-            let ns = File::open(Path::new("/var/run/netns").join(GEN_NS))
-                .with_context(|| format!("opening namespace {GEN_NS}"))?;
-            setns(&ns, CloneFlags::CLONE_NEWNET).context("entering c10m-gen")?;
-            let mut set = CpuSet::new();
-            set.set(core)?;
-            sched_setaffinity(Pid::from_raw(0), &set).context("pinning the client")?;
-            f()
-        })
-        .join()
-        .map_err(|_| anyhow!("a client thread panicked"))?
     })
 }
 
