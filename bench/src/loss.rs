@@ -232,7 +232,9 @@ struct Clean(usize);
 impl Drop for Clean {
     fn drop(&mut self) {
         if let Err(e) = on_gen(self.0, || Ok(Impairment::off("gen0")?)) {
-            eprintln!("c10m-bench loss: removing the impairment: {e:#}; run scripts/testbed impair --off");
+            eprintln!(
+                "c10m-bench loss: removing the impairment: {e:#}; run scripts/testbed impair --off"
+            );
         }
     }
 }
@@ -253,7 +255,10 @@ fn check(args: &Args) -> anyhow::Result<PathBuf> {
     let bench = std::env::current_exe().context("locating c10m-bench")?;
     let c10m = bench.with_file_name("c10m");
     if !c10m.is_file() {
-        bail!("no c10m binary next to {}: run cargo build --release -p c10m-daemon", bench.display());
+        bail!(
+            "no c10m binary next to {}: run cargo build --release -p c10m-daemon",
+            bench.display()
+        );
     }
     Ok(c10m)
 }
@@ -267,14 +272,34 @@ fn server_command(args: &Args, c10m: &std::path::Path, which: Which) -> (&'stati
         Which::Dataplane => {
             let buf = args.buf.to_string();
             cmd.args(["run", "--iface", "dut0", "--addr", "198.18.0.10/24"])
-                .args(["--gateway", "198.18.0.1", "--service", "echo:7", "--queues", "1"])
-                .args(["--cores", &args.server_core.to_string(), "--max-conns", "64"])
+                .args([
+                    "--gateway",
+                    "198.18.0.1",
+                    "--service",
+                    "echo:7",
+                    "--queues",
+                    "1",
+                ])
+                .args([
+                    "--cores",
+                    &args.server_core.to_string(),
+                    "--max-conns",
+                    "64",
+                ])
                 .args(["--rx-buf", &buf, "--tx-buf", &buf, "--grace", "1"])
                 .args(["--mgmt", "/run/c10m-bench-loss.sock"]);
             ("dataplane", cmd)
         }
         Which::Kernel => {
-            cmd.args(["kernel", "--addr", KERNEL_ADDR, "--service", "echo:7", "--workers", "1"]);
+            cmd.args([
+                "kernel",
+                "--addr",
+                KERNEL_ADDR,
+                "--service",
+                "echo:7",
+                "--workers",
+                "1",
+            ]);
             ("kernel", cmd)
         }
     }
@@ -331,7 +356,10 @@ fn bulk(target: SocketAddr, total: u64, limit: Duration) -> anyhow::Result<Bulk>
                 Ok(0) => break Err(anyhow::anyhow!("echo closed after {got} of {total} bytes")),
                 Ok(n) => {
                     if let Some(k) = (0..n).find(|&k| buf[k] != pattern(got + k as u64)) {
-                        break Err(anyhow::anyhow!("echo returned a wrong byte at offset {}", got + k as u64));
+                        break Err(anyhow::anyhow!(
+                            "echo returned a wrong byte at offset {}",
+                            got + k as u64
+                        ));
                     }
                     got += n as u64;
                 }
@@ -394,7 +422,11 @@ fn median(mut v: Vec<f64>) -> f64 {
     }
     v.sort_by(f64::total_cmp);
     let n = v.len();
-    if n % 2 == 1 { v[n / 2] } else { (v[n / 2 - 1] + v[n / 2]) / 2.0 }
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
 }
 
 fn rows(levels: &[LossRate], servers: &[Which], samples: &[Sample]) -> Vec<Row> {
@@ -407,19 +439,27 @@ fn rows(levels: &[LossRate], servers: &[Which], samples: &[Sample]) -> Vec<Row> 
                 .collect();
             let bulk: Vec<Bulk> = of.iter().filter_map(|s| s.bulk).collect();
             let req: Vec<Requests> = of.iter().filter_map(|s| s.requests).collect();
-            let pick = |f: fn(&Requests) -> u64| median(req.iter().map(|r| f(r) as f64).collect()) as u64;
-            let (frames, dropped) = of.iter().fold((0, 0), |(f, d), s| (f + s.frames, d + s.dropped));
+            let pick =
+                |f: fn(&Requests) -> u64| median(req.iter().map(|r| f(r) as f64).collect()) as u64;
+            let (frames, dropped) = of
+                .iter()
+                .fold((0, 0), |(f, d), s| (f + s.frames, d + s.dropped));
             rows.push(Row {
                 server,
                 loss: loss.to_string(),
                 loss_ppm: loss.ppm(),
                 runs: of.len(),
                 bulk_mib_s: median(bulk.iter().map(|b| b.mib_s).collect()),
-                bulk_incomplete: bulk.iter().filter(|b| !b.complete).count() + (of.len() - bulk.len()),
+                bulk_incomplete: bulk.iter().filter(|b| !b.complete).count()
+                    + (of.len() - bulk.len()),
                 p50_us: pick(|r| r.latency.p50_us),
                 p99_us: pick(|r| r.latency.p99_us),
                 max_us: pick(|r| r.latency.max_us),
-                dropped_pct: if frames == 0 { 0.0 } else { 100.0 * dropped as f64 / frames as f64 },
+                dropped_pct: if frames == 0 {
+                    0.0
+                } else {
+                    100.0 * dropped as f64 / frames as f64
+                },
             });
         }
     }
@@ -438,7 +478,11 @@ fn table(report: &Report) -> String {
             r.loss,
             format!("{:?}", r.server).to_lowercase(),
             r.bulk_mib_s,
-            if r.bulk_incomplete > 0 { format!(" ({} incomplete)", r.bulk_incomplete) } else { String::new() },
+            if r.bulk_incomplete > 0 {
+                format!(" ({} incomplete)", r.bulk_incomplete)
+            } else {
+                String::new()
+            },
             r.p50_us,
             r.p99_us,
             r.max_us,
@@ -446,7 +490,12 @@ fn table(report: &Report) -> String {
         );
     }
     for s in report.samples.iter().filter(|s| s.error.is_some()) {
-        out += &format!("  error: {:?} at {}: {}\n", s.server, s.loss, s.error.as_deref().unwrap_or(""));
+        out += &format!(
+            "  error: {:?} at {}: {}\n",
+            s.server,
+            s.loss,
+            s.error.as_deref().unwrap_or("")
+        );
     }
     out
 }

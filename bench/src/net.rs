@@ -185,7 +185,10 @@ mod tests {
 
 /// Runs `f` on a thread in c10m-gen pinned to `core`: a kernel client where the
 /// generator runs.
-pub(crate) fn on_gen<T: Send>(core: usize, f: impl FnOnce() -> anyhow::Result<T> + Send) -> anyhow::Result<T> {
+pub(crate) fn on_gen<T: Send>(
+    core: usize,
+    f: impl FnOnce() -> anyhow::Result<T> + Send,
+) -> anyhow::Result<T> {
     std::thread::scope(|s| {
         s.spawn(|| {
             let ns = File::open(Path::new("/var/run/netns").join(GEN_NS))

@@ -14,6 +14,12 @@
 //! impaired. It drops and never delays, so it does not reorder (no `sch_fq` on this
 //! kernel for an earliest-departure-time delay either).
 //!
+//! Linux TCP hands the device buffers of up to 64 KiB (GSO: segmented after tc, even with
+//! the interface's GSO off), and dropping one would lose a burst of frames. So
+//! [`Impairment::set`] also sets the interface's `gso_max_segs` to 1 (one frame per
+//! buffer: each drop is one frame, drawn independently), and [`Impairment::off`] sets it
+//! back to the kernel's default, 65,535 (with `ip link`, from iproute2).
+//!
 //! The filter stays on the interface after the process that attached it exits (tc
 //! filters are not tied to a descriptor): [`Impairment::set`] attaches it or changes the
 //! rate in place, [`Impairment::status`] reads the rate and counters back from the
@@ -125,6 +131,7 @@ impl Impairment {
     /// from zero) or, if it is there, changes the rate in place (counters go on).
     pub fn set(ifname: &str, loss: LossRate) -> Result<ImpairStatus, Error> {
         let ifindex = ifindex(ifname)?;
+        gso_max_segs(ifname, 1)?;
         if find(ifname, ifindex)?.is_none() {
             let prog = sys::load_impair().map_err(|cause| match cause.kind() {
                 libbpf_rs::ErrorKind::PermissionDenied => Error::PermissionDenied,
@@ -168,6 +175,7 @@ impl Impairment {
         let last = Impairment::status(ifname)?;
         sys::tc_egress_detach(ifindex)
             .map_err(|cause| tc_error(ifname, "removing the impairment filter", cause))?;
+        gso_max_segs(ifname, GSO_MAX_SEGS)?;
         Ok(last)
     }
 }
@@ -179,6 +187,31 @@ fn ifindex(ifname: &str) -> Result<u32, Error> {
     sys::ifindex(ifname).ok_or_else(|| Error::NoSuchInterface {
         ifname: ifname.to_owned(),
     })
+}
+
+/// The kernel's default `gso_max_segs` (`GSO_MAX_SEGS`).
+const GSO_MAX_SEGS: u32 = 65_535;
+
+/// `ip link set dev IFNAME gso_max_segs N`, in the calling thread's network namespace
+/// (a child process starts in its creator thread's).
+fn gso_max_segs(ifname: &str, segs: u32) -> Result<(), Error> {
+    let what = format!("setting gso_max_segs {segs} with ip link");
+    let out = std::process::Command::new("ip")
+        .args([
+            "link",
+            "set",
+            "dev",
+            ifname,
+            "gso_max_segs",
+            &segs.to_string(),
+        ])
+        .output()
+        .map_err(|cause| tc_error(ifname, &what, cause))?;
+    if out.status.success() {
+        return Ok(());
+    }
+    let why = String::from_utf8_lossy(&out.stderr).trim().to_owned();
+    Err(tc_error(ifname, &what, io::Error::other(why)))
 }
 
 fn tc_error(ifname: &str, what: &str, cause: io::Error) -> Error {

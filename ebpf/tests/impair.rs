@@ -1,8 +1,12 @@
 //! The impairment filter on a throw-away veth bed: a known fraction of the frames
 //! leaving the generator is dropped, its counters account for every lost ping, a new
-//! rate applies in place, and `off` restores a clean path. Privileged: see `common`.
+//! rate applies in place, and `off` restores a clean path; a TCP stream through it is
+//! counted frame by frame (one segment per buffer), not by GSO buffer. Privileged: see `common`.
 
 mod common;
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
 
 use c10m_ebpf::{ImpairStatus, Impairment, LossRate};
 use common::{Bed, DUT_ADDR, in_netns, run};
@@ -29,6 +33,24 @@ fn pings(bed: &Bed, count: u32) -> (u64, u64) {
     (number("packets transmitted"), number("received"))
 }
 
+/// Sends `bytes` over one TCP connection from the generator to a listener in the dut.
+fn send_tcp(bed: &Bed, bytes: usize) {
+    let listener = in_netns(&bed.dut_ns, || TcpListener::bind((DUT_ADDR, 9100))).unwrap();
+    std::thread::scope(|s| {
+        let sink = s.spawn(|| {
+            let (mut conn, _) = listener.accept().unwrap();
+            let mut got = Vec::new();
+            conn.read_to_end(&mut got).unwrap();
+            got.len()
+        });
+        in_netns(&bed.gen_ns, || {
+            let mut conn = TcpStream::connect((DUT_ADDR, 9100)).unwrap();
+            conn.write_all(&vec![7u8; bytes]).unwrap();
+        });
+        assert_eq!(sink.join().unwrap(), bytes);
+    });
+}
+
 fn status(bed: &Bed) -> Option<ImpairStatus> {
     in_netns(&bed.gen_ns, || Impairment::status(&bed.gen_if)).unwrap()
 }
@@ -45,6 +67,17 @@ fn drops_a_known_fraction_counts_it_and_off_restores() {
     let loss: LossRate = "20%".parse().unwrap();
     let set = in_netns(&bed.gen_ns, || Impairment::set(&bed.gen_if, loss)).unwrap();
     assert_eq!((set.loss, set.seen, set.dropped), (loss, 0, 0));
+    let link = || {
+        run(
+            "ip",
+            &["-n", &bed.gen_ns, "-d", "link", "show", "dev", &bed.gen_if],
+        )
+    };
+    assert!(
+        link().unwrap().contains("gso_max_segs 1 "),
+        "{}",
+        link().unwrap()
+    );
     let filters = || {
         run(
             "tc",
@@ -96,10 +129,24 @@ fn drops_a_known_fraction_counts_it_and_off_restores() {
         "{clean:?}"
     );
 
+    // 1 MiB of TCP: at least one counted frame per MSS, not one per GSO buffer.
+    send_tcp(&bed, 1 << 20);
+    let streamed = status(&bed).unwrap();
+    assert!(
+        streamed.seen - clean.seen >= (1 << 20) / 1460,
+        "{clean:?} then {streamed:?}"
+    );
+    assert_eq!(streamed.dropped, clean.dropped);
+
     let last = in_netns(&bed.gen_ns, || Impairment::off(&bed.gen_if)).unwrap();
-    assert_eq!(last, Some(clean));
+    assert_eq!(last, Some(streamed));
     assert_eq!(status(&bed), None);
     assert!(!filters().unwrap().contains("impair"));
+    assert!(
+        link().unwrap().contains("gso_max_segs 65535 "),
+        "{}",
+        link().unwrap()
+    );
     assert_eq!(
         in_netns(&bed.gen_ns, || Impairment::off(&bed.gen_if)).unwrap(),
         None

@@ -45,10 +45,9 @@
 use std::io::{ErrorKind, Read};
 use std::net::{SocketAddr, TcpStream};
 
-
 use super::report::{Attempts, Flood, FloodOut};
-use crate::net::on_gen;
 use super::*;
+use crate::net::on_gen;
 
 /// Flood time before a measurement opens.
 const SETTLE: Duration = Duration::from_secs(1);

@@ -17,6 +17,12 @@
 // is freed with NET_XMIT_SUCCESS, so the sender believes it left, as it would
 // on a real lossy link.
 //
+// Frames, not buffers: Linux TCP hands the device GSO buffers of many segments
+// whatever the interface's GSO setting (it is segmented after this hook), and
+// dropping one would lose a burst. The loader sets the interface's
+// gso_max_segs to 1 while the filter is on, so each buffer here is one frame;
+// a buffer that still carries several is counted as its gso_segs frames.
+//
 // The draw is bpf_get_prandom_u32() scaled to [0, 1,000,000) by a multiply
 // and shift (no division, bias below 1e-3 ppm). The configuration is one
 // array entry the loader rewrites in place, so the rate changes without
@@ -62,10 +68,11 @@ int impair(struct __sk_buff *skb)
 	struct impair_counters *counts = bpf_map_lookup_elem(&impair_counts, &zero);
 	if (!config || !counts)
 		return TC_ACT_OK;
-	counts->seen++;
+	__u32 frames = skb->gso_segs > 1 ? skb->gso_segs : 1;
+	counts->seen += frames;
 	__u64 draw = ((__u64)bpf_get_prandom_u32() * 1000000) >> 32;
 	if (draw < config->loss_ppm) {
-		counts->dropped++;
+		counts->dropped += frames;
 		return TC_ACT_STOLEN;
 	}
 	return TC_ACT_OK;
