@@ -131,6 +131,27 @@ impl Prefix {
     }
 }
 
+/// Runs `f` on a thread in c10m-gen pinned to `core`: a kernel client where the
+/// generator runs.
+pub(crate) fn on_gen<T: Send>(
+    core: usize,
+    f: impl FnOnce() -> anyhow::Result<T> + Send,
+) -> anyhow::Result<T> {
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let ns = File::open(Path::new("/var/run/netns").join(GEN_NS))
+                .with_context(|| format!("opening namespace {GEN_NS}"))?;
+            setns(&ns, CloneFlags::CLONE_NEWNET).context("entering c10m-gen")?;
+            let mut set = CpuSet::new();
+            set.set(core)?;
+            sched_setaffinity(Pid::from_raw(0), &set).context("pinning the client")?;
+            f()
+        })
+        .join()
+        .map_err(|_| anyhow!("a client thread panicked"))?
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -181,25 +202,4 @@ mod tests {
         let e = Prefix::parse_src("10.0.0.0/8").unwrap_err().to_string();
         assert!(e.contains("198.18.0.0/15"), "{e}");
     }
-}
-
-/// Runs `f` on a thread in c10m-gen pinned to `core`: a kernel client where the
-/// generator runs.
-pub(crate) fn on_gen<T: Send>(
-    core: usize,
-    f: impl FnOnce() -> anyhow::Result<T> + Send,
-) -> anyhow::Result<T> {
-    std::thread::scope(|s| {
-        s.spawn(|| {
-            let ns = File::open(Path::new("/var/run/netns").join(GEN_NS))
-                .with_context(|| format!("opening namespace {GEN_NS}"))?;
-            setns(&ns, CloneFlags::CLONE_NEWNET).context("entering c10m-gen")?;
-            let mut set = CpuSet::new();
-            set.set(core)?;
-            sched_setaffinity(Pid::from_raw(0), &set).context("pinning the client")?;
-            f()
-        })
-        .join()
-        .map_err(|_| anyhow!("a client thread panicked"))?
-    })
 }
