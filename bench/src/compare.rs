@@ -316,6 +316,11 @@ fn check(args: &Args) -> anyhow::Result<(PathBuf, PathBuf)> {
     if host::which("taskset").is_none() {
         bail!("taskset is missing: run scripts/bootstrap (util-linux)");
     }
+    binaries()
+}
+
+/// This binary and the `c10m` next to it (both come from one `cargo build --release`).
+pub(crate) fn binaries() -> anyhow::Result<(PathBuf, PathBuf)> {
     let bench = std::env::current_exe().context("locating c10m-bench")?;
     let c10m = bench.with_file_name("c10m");
     if !c10m.is_file() {

@@ -252,15 +252,7 @@ fn check(args: &Args) -> anyhow::Result<PathBuf> {
     if args.request_bytes == 0 || args.bulk_mib == 0 {
         bail!("--request-bytes and --bulk-mib must be positive");
     }
-    let bench = std::env::current_exe().context("locating c10m-bench")?;
-    let c10m = bench.with_file_name("c10m");
-    if !c10m.is_file() {
-        bail!(
-            "no c10m binary next to {}: run cargo build --release -p c10m-daemon",
-            bench.display()
-        );
-    }
-    Ok(c10m)
+    Ok(crate::compare::binaries()?.1)
 }
 
 fn server_command(args: &Args, c10m: &std::path::Path, which: Which) -> (&'static str, Command) {
@@ -498,4 +490,66 @@ fn table(report: &Report) -> String {
         );
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(server: Which, loss: &str, mib_s: Option<f64>, complete: bool, p99: u64) -> Sample {
+        Sample {
+            server,
+            loss: loss.to_owned(),
+            run: 0,
+            bulk: mib_s.map(|mib_s| Bulk {
+                bytes: 1,
+                secs: 1.0,
+                mib_s,
+                complete,
+            }),
+            requests: mib_s.map(|_| Requests {
+                answered: 10,
+                latency: Summary {
+                    p50_us: 10,
+                    p99_us: p99,
+                    ..Summary::default()
+                },
+            }),
+            frames: 1000,
+            dropped: 10,
+            error: mib_s.is_none().then(|| "refused".to_owned()),
+        }
+    }
+
+    #[test]
+    fn rows_take_medians_and_count_unfinished_runs() {
+        let one: LossRate = "1%".parse().unwrap();
+        let samples = [
+            sample(Which::Dataplane, "1%", Some(3.0), true, 300),
+            sample(Which::Dataplane, "1%", Some(1.0), false, 100),
+            sample(Which::Dataplane, "1%", Some(2.0), true, 200),
+            sample(Which::Kernel, "1%", Some(5.0), true, 50),
+            sample(Which::Kernel, "1%", None, false, 0),
+            sample(Which::Kernel, "0%", Some(9.0), true, 1),
+        ];
+        let rows = rows(&[one], &[Which::Dataplane, Which::Kernel], &samples);
+        assert_eq!(rows.len(), 2);
+        let (dp, k) = (&rows[0], &rows[1]);
+        assert_eq!(
+            (dp.server, dp.runs, dp.bulk_mib_s),
+            (Which::Dataplane, 3, 2.0)
+        );
+        assert_eq!(
+            (dp.bulk_incomplete, dp.p99_us, dp.loss_ppm),
+            (1, 200, 10_000)
+        );
+        assert!((dp.dropped_pct - 1.0).abs() < 1e-9);
+        // The failed run counts as unfinished and adds no figures.
+        assert_eq!(
+            (k.runs, k.bulk_mib_s, k.bulk_incomplete, k.p99_us),
+            (2, 5.0, 1, 50)
+        );
+        assert_eq!(median(vec![4.0, 1.0, 3.0, 2.0]), 2.5);
+        assert_eq!(median(Vec::new()), 0.0);
+    }
 }

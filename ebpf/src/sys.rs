@@ -19,31 +19,26 @@ use libbpf_rs::libbpf_sys;
 use libbpf_rs::skel::{OpenSkel, SkelBuilder};
 use libbpf_rs::{MapCore, MapHandle};
 
-/// The skeleton that `build.rs` generated from `src/bpf/steer.bpf.c`.
-#[allow(
-    unsafe_code,
-    unreachable_pub,
-    missing_debug_implementations,
-    missing_docs,
-    clippy::all,
-    clippy::undocumented_unsafe_blocks
-)]
-mod skel {
-    include!(concat!(env!("OUT_DIR"), "/steer.skel.rs"));
+/// A skeleton that `build.rs` generated from `src/bpf/<name>.bpf.c`, as module `$module`;
+/// generated code, so the crate's lints are off inside.
+macro_rules! skeleton {
+    ($module:ident, $file:literal) => {
+        #[allow(
+            unsafe_code,
+            unreachable_pub,
+            missing_debug_implementations,
+            missing_docs,
+            clippy::all,
+            clippy::undocumented_unsafe_blocks
+        )]
+        mod $module {
+            include!(concat!(env!("OUT_DIR"), "/", $file));
+        }
+    };
 }
 
-/// The skeleton that `build.rs` generated from `src/bpf/impair.bpf.c`.
-#[allow(
-    unsafe_code,
-    unreachable_pub,
-    missing_debug_implementations,
-    missing_docs,
-    clippy::all,
-    clippy::undocumented_unsafe_blocks
-)]
-mod impair_skel {
-    include!(concat!(env!("OUT_DIR"), "/impair.skel.rs"));
-}
+skeleton!(skel, "steer.skel.rs");
+skeleton!(impair_skel, "impair.skel.rs");
 
 // The Rust side builds keys and reads values as bytes (`maps.rs`); keep it in step with C.
 const _: () = assert!(size_of::<skel::types::service_key>() == crate::maps::SERVICE_KEY_LEN);
