@@ -279,13 +279,14 @@ fn find(ifname: &str, ifindex: u32) -> Result<Option<Maps>, Error> {
             )
         })?;
     if info.name != "impair" {
+        let theirs = format!(
+            "tc egress handle {TC_HANDLE:#x} holds program {:?}, not the impairment filter",
+            info.name
+        );
         return Err(tc_error(
             ifname,
-            &format!(
-                "tc egress handle {TC_HANDLE:#x} holds program {:?}, not ours:",
-                info.name
-            ),
-            io::ErrorKind::AlreadyExists.into(),
+            "looking for the impairment filter",
+            io::Error::other(theirs),
         ));
     }
     let (mut config, mut counts) = (None, None);
