@@ -18,14 +18,15 @@
 //!   one at a time, each answer checked, for at most `--latency-secs`; p50, p99, max.
 //!
 //! Medians over the runs go in the table (stdout) or, with `--json`, one object with
-//! every run. The impairment is removed on every way out.
+//! every run. The impairment is removed on every way out (Ctrl-C stops after the current
+//! measurement).
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::process::Command;
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -154,6 +155,9 @@ struct Report {
 pub(crate) fn run(args: &Args) -> anyhow::Result<()> {
     let c10m = check(args)?;
     let stop = Arc::new(AtomicBool::new(false));
+    // Ctrl-C ends the run after the current measurement (each is time-bounded), so the
+    // impairment is removed and the partial table printed.
+    c10m_dataplane::stop_on_signal(stop.clone()).context("installing the SIGINT handler")?;
     std::fs::create_dir_all(&args.logs)
         .with_context(|| format!("creating {}", args.logs.display()))?;
     // Removes the filter however this function ends.
@@ -170,6 +174,9 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<()> {
             let ready = Duration::from_secs(20);
             let server = Server::start(name, cmd, &log, Ready::Line, ready, &stop)?;
             for &loss in &args.loss {
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
                 samples.push(measure(args, which, loss, run)?);
             }
             server.stop();
