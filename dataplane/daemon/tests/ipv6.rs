@@ -1,7 +1,9 @@
 //! IPv6 beside IPv4 on the veth test bed (a build with `--features ipv6`): the dataplane
 //! serves 2001:2::10 beside 198.18.0.10; the generator's kernel pings it (`ping -6`),
 //! echoes through it and fetches from its http service (`curl -6`), while the dut's kernel
-//! keeps its own IPv6 address. Needs root and the test bed lock (see `common`).
+//! keeps its own IPv6 address; 1,000 IPv6 connections shared by two queues; IPv6
+//! connections born from the stack's SYN cookies. Needs root and the test bed lock (see
+//! `common`).
 #![cfg(feature = "ipv6")]
 
 mod common;
@@ -94,4 +96,42 @@ fn ping6_echo_and_curl6_beside_ipv4() {
     assert_clean(&report);
     let echo = &report["workers"][0]["echo"];
     assert_eq!(echo["bytes"], 100 * 3000, "{echo}");
+}
+
+#[test]
+fn two_queues_share_1000_ipv6_connections() {
+    let Some(_bed) = Bed::up(2) else { return };
+    let daemon = Daemon::start(&["--addr", "2001:2::10/64", "--queues", "2", "--cores", "0,1"]);
+    echo(SocketAddr::from((SERVICE6, 7)), 1000, 300);
+    let report = daemon.stop();
+    assert_clean(&report);
+    let workers = report["workers"].as_array().unwrap();
+    assert_eq!(workers.len(), 2);
+    let accepted: Vec<u64> = workers
+        .iter()
+        .map(|w| w["stack"]["accepted"].as_u64().unwrap())
+        .collect();
+    assert!(
+        accepted.iter().all(|&a| a > 0),
+        "both workers got IPv6 connections: {accepted:?}"
+    );
+    assert_eq!(accepted.iter().sum::<u64>(), 1000, "{accepted:?}");
+    let bytes: u64 = workers
+        .iter()
+        .map(|w| w["echo"]["bytes"].as_u64().unwrap())
+        .sum();
+    assert_eq!(bytes, 1000 * 300);
+}
+
+#[test]
+fn syn_cookies_always_make_ipv6_connections() {
+    let Some(_bed) = Bed::up(1) else { return };
+    let daemon = Daemon::start(&["--addr", "2001:2::10/64", "--syn-cookies", "always"]);
+    echo(SocketAddr::from((SERVICE6, 7)), 100, 2000);
+    let report = daemon.stop();
+    assert_clean(&report);
+    let stack = &report["workers"][0]["stack"];
+    // The XDP program makes IPv4 cookies only: the stack answered these SYNs itself.
+    assert_eq!(stack["cookies_accepted"], 100, "{stack}");
+    assert_eq!(report["workers"][0]["echo"]["bytes"], 100 * 2000);
 }
