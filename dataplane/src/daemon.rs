@@ -184,6 +184,9 @@ where
     opts.validate()?;
     host::check_iface(&opts.iface)?;
     host::check_addr_free(opts.addr.0, &opts.iface)?;
+    if let Some((a, _)) = opts.addr6 {
+        host::check_addr_free(a, &opts.iface)?;
+    }
     let link_watch = crate::sys::LinkWatch::new(&opts.iface)
         .map_err(|_| StartError::NoSuchInterface(opts.iface.clone()))?;
     if !host::privileged() {

@@ -6,7 +6,7 @@
 //! what to do.
 
 use std::io;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 #[cfg(feature = "management")]
 use std::{net::SocketAddr, path::PathBuf};
 
@@ -251,7 +251,7 @@ pub enum StartError {
     )]
     AddressInUse {
         /// The service address.
-        addr: Ipv4Addr,
+        addr: IpAddr,
         /// An interface that has it.
         iface: String,
         /// Its prefix length there.
@@ -307,11 +307,21 @@ impl StartError {
 }
 
 /// The network of `addr/prefix` (the address with its host bits cleared).
-fn network(addr: Ipv4Addr, prefix: u8) -> Ipv4Addr {
-    let mask = u32::MAX
-        .checked_shl(32 - u32::from(prefix.min(32)))
-        .unwrap_or(0);
-    Ipv4Addr::from(u32::from(addr) & mask)
+fn network(addr: IpAddr, prefix: u8) -> IpAddr {
+    match addr {
+        IpAddr::V4(a) => {
+            let mask = u32::MAX
+                .checked_shl(32 - u32::from(prefix.min(32)))
+                .unwrap_or(0);
+            Ipv4Addr::from(u32::from(a) & mask).into()
+        }
+        IpAddr::V6(a) => {
+            let mask = u128::MAX
+                .checked_shl(128 - u32::from(prefix.min(128)))
+                .unwrap_or(0);
+            Ipv6Addr::from(u128::from(a) & mask).into()
+        }
+    }
 }
 
 #[cfg(test)]
@@ -325,5 +335,11 @@ mod tests {
             Ipv4Addr::new(198, 18, 0, 0)
         );
         assert_eq!(network([198, 18, 7, 9].into(), 0), Ipv4Addr::UNSPECIFIED);
+        let a6: Ipv6Addr = "2001:2::2".parse().unwrap();
+        assert_eq!(
+            network(a6.into(), 64),
+            "2001:2::".parse::<Ipv6Addr>().unwrap()
+        );
+        assert_eq!(network(a6.into(), 128), a6);
     }
 }

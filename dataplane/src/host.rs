@@ -4,7 +4,7 @@
 //! be one: the XDP program would take its ARP and the host's own traffic would die).
 
 use std::fs;
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 use std::path::PathBuf;
 
 use crate::error::StartError;
@@ -26,13 +26,13 @@ pub(crate) fn check_iface(iface: &str) -> Result<(), StartError> {
 /// dataplane's: a match there is named first): the kernel would answer for it too, and
 /// the XDP program would take its traffic from the kernel. [`run`](crate::run) checks
 /// it at start; so does any other user of the steering program (`c10m-bench reflect`).
-pub fn check_addr_free(addr: Ipv4Addr, iface: &str) -> Result<(), StartError> {
-    let host = sys::ipv4_addrs().map_err(StartError::HostAddresses)?;
-    addr_free(addr, iface, &host)
+pub fn check_addr_free(addr: impl Into<IpAddr>, iface: &str) -> Result<(), StartError> {
+    let host = sys::host_addrs().map_err(StartError::HostAddresses)?;
+    addr_free(addr.into(), iface, &host)
 }
 
 /// [`check_addr_free`] against a given list of the host's addresses.
-fn addr_free(addr: Ipv4Addr, iface: &str, host: &[IfAddr]) -> Result<(), StartError> {
+fn addr_free(addr: IpAddr, iface: &str, host: &[IfAddr]) -> Result<(), StartError> {
     let mut taken = host.iter().filter(|a| a.addr == addr);
     let first = taken
         .clone()
@@ -110,19 +110,22 @@ mod tests {
 
     #[test]
     fn the_hosts_own_address_is_refused() {
-        let a = |iface: &str, addr: [u8; 4], prefix| IfAddr {
+        let ip = |a: [u8; 4]| IpAddr::from(a);
+        let a = |iface: &str, addr: IpAddr, prefix| IfAddr {
             iface: iface.into(),
-            addr: addr.into(),
+            addr,
             prefix,
         };
+        let dut6: IpAddr = "2001:2::2".parse().unwrap();
         let host = [
-            a("lo", [127, 0, 0, 1], 8),
-            a("eth9", [198, 18, 0, 2], 16),
-            a("dut0", [198, 18, 0, 2], 24),
+            a("lo", ip([127, 0, 0, 1]), 8),
+            a("eth9", ip([198, 18, 0, 2]), 16),
+            a("dut0", ip([198, 18, 0, 2]), 24),
+            a("dut0", dut6, 64),
         ];
-        assert!(addr_free([198, 18, 0, 10].into(), "dut0", &host).is_ok());
-        assert!(addr_free([198, 18, 0, 10].into(), "dut0", &[]).is_ok());
-        let e = addr_free([198, 18, 0, 2].into(), "dut0", &host)
+        assert!(addr_free(ip([198, 18, 0, 10]), "dut0", &host).is_ok());
+        assert!(addr_free(ip([198, 18, 0, 10]), "dut0", &[]).is_ok());
+        let e = addr_free(ip([198, 18, 0, 2]), "dut0", &host)
             .unwrap_err()
             .to_string();
         assert_eq!(
@@ -131,14 +134,22 @@ mod tests {
              address of its own — pick another in 198.18.0.0/24, or remove it with \
              'ip addr del 198.18.0.2/24 dev dut0'"
         );
-        let e = addr_free([198, 18, 0, 2].into(), "other0", &host[..2])
+        let e = addr_free(ip([198, 18, 0, 2]), "other0", &host[..2])
             .unwrap_err()
             .to_string();
         assert!(e.contains("(eth9)") && e.contains("198.18.0.0/16"), "{e}");
-        let e = addr_free([127, 0, 0, 1].into(), "dut0", &host)
+        let e = addr_free(ip([127, 0, 0, 1]), "dut0", &host)
             .unwrap_err()
             .to_string();
         assert!(e.contains("dev lo"), "{e}");
+        // IPv6: the host's own address is refused, another in its /64 is not.
+        assert!(addr_free("2001:2::10".parse().unwrap(), "dut0", &host).is_ok());
+        let e = addr_free(dut6, "dut0", &host).unwrap_err().to_string();
+        assert!(
+            e.contains("pick another in 2001:2::/64")
+                && e.contains("'ip addr del 2001:2::2/64 dev dut0'"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -5,7 +5,7 @@
 
 use std::ffi::CStr;
 use std::io;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
 /// Restricts the calling thread (`who`, for the log) to the online cores not in `avoid`
@@ -41,14 +41,14 @@ pub(crate) struct IfAddr {
     /// The interface's name.
     pub(crate) iface: String,
     /// The address.
-    pub(crate) addr: Ipv4Addr,
+    pub(crate) addr: IpAddr,
     /// Its prefix length (from the netmask).
     pub(crate) prefix: u8,
 }
 
-/// The IPv4 addresses of every interface in the calling thread's network namespace
-/// (`getifaddrs(3)`, a netlink dump).
-pub(crate) fn ipv4_addrs() -> io::Result<Vec<IfAddr>> {
+/// The IPv4 and IPv6 addresses of every interface in the calling thread's network
+/// namespace (`getifaddrs(3)`, a netlink dump).
+pub(crate) fn host_addrs() -> io::Result<Vec<IfAddr>> {
     let mut head: *mut libc::ifaddrs = std::ptr::null_mut();
     // SAFETY: getifaddrs stores the head of a list it allocated in `head` on success;
     // it is freed with freeifaddrs below, once, after the last read.
@@ -66,19 +66,32 @@ pub(crate) fn ipv4_addrs() -> io::Result<Vec<IfAddr>> {
         }
         // SAFETY: a non-null ifa_addr points to a sockaddr, whose first field is the family.
         let family = unsafe { (*ifa.ifa_addr).sa_family };
-        if i32::from(family) != libc::AF_INET {
-            continue;
-        }
-        // SAFETY: for an AF_INET entry, ifa_addr and (if non-null) ifa_netmask point to
-        // sockaddr_in structures owned by the list (read unaligned, to assume nothing).
-        let sin = |sa: *const libc::sockaddr| unsafe {
-            std::ptr::read_unaligned(sa.cast::<libc::sockaddr_in>())
-        };
-        let addr = Ipv4Addr::from(u32::from_be(sin(ifa.ifa_addr).sin_addr.s_addr));
-        let prefix = if ifa.ifa_netmask.is_null() {
-            32
-        } else {
-            sin(ifa.ifa_netmask).sin_addr.s_addr.count_ones() as u8
+        let (addr, bits) = match i32::from(family) {
+            libc::AF_INET => {
+                // SAFETY: for an AF_INET entry, ifa_addr and (if non-null) ifa_netmask
+                // point to sockaddr_in structures owned by the list (read unaligned, to
+                // assume nothing).
+                let sin = |sa: *const libc::sockaddr| unsafe {
+                    std::ptr::read_unaligned(sa.cast::<libc::sockaddr_in>())
+                };
+                let addr = Ipv4Addr::from(u32::from_be(sin(ifa.ifa_addr).sin_addr.s_addr));
+                let bits = (!ifa.ifa_netmask.is_null())
+                    .then(|| sin(ifa.ifa_netmask).sin_addr.s_addr.count_ones());
+                (IpAddr::V4(addr), bits.unwrap_or(32))
+            }
+            libc::AF_INET6 => {
+                // SAFETY: as above, sockaddr_in6 structures for an AF_INET6 entry.
+                let sin6 = |sa: *const libc::sockaddr| unsafe {
+                    std::ptr::read_unaligned(sa.cast::<libc::sockaddr_in6>())
+                };
+                let addr = Ipv6Addr::from(sin6(ifa.ifa_addr).sin6_addr.s6_addr);
+                let bits = (!ifa.ifa_netmask.is_null()).then(|| {
+                    let mask = sin6(ifa.ifa_netmask).sin6_addr.s6_addr;
+                    mask.iter().map(|b| b.count_ones()).sum::<u32>()
+                });
+                (IpAddr::V6(addr), bits.unwrap_or(128))
+            }
+            _ => continue,
         };
         // SAFETY: ifa_name is a NUL-terminated string owned by the list.
         let iface = unsafe { CStr::from_ptr(ifa.ifa_name) }
@@ -87,7 +100,7 @@ pub(crate) fn ipv4_addrs() -> io::Result<Vec<IfAddr>> {
         out.push(IfAddr {
             iface,
             addr,
-            prefix,
+            prefix: bits as u8,
         });
     }
     // SAFETY: `head` came from getifaddrs and nothing borrowed from the list remains.
@@ -173,10 +186,10 @@ mod tests {
 
     #[test]
     fn loopback_has_127_0_0_1_slash_8_and_is_up() {
-        let addrs = ipv4_addrs().unwrap();
+        let addrs = host_addrs().unwrap();
         let lo = IfAddr {
             iface: "lo".into(),
-            addr: Ipv4Addr::LOCALHOST,
+            addr: Ipv4Addr::LOCALHOST.into(),
             prefix: 8,
         };
         assert!(addrs.contains(&lo), "{addrs:?}");

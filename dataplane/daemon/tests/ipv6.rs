@@ -2,7 +2,7 @@
 //! serves 2001:2::10 beside 198.18.0.10; the generator's kernel pings it (`ping -6`),
 //! echoes through it and fetches from its http service (`curl -6`), while the dut's kernel
 //! keeps its own IPv6 address; 1,000 IPv6 connections shared by two queues; IPv6
-//! connections born from the stack's SYN cookies. Needs root and the test bed lock (see
+//! connections born from the stack's SYN cookies; the host's own IPv6 address refused. Needs root and the test bed lock (see
 //! `common`).
 #![cfg(feature = "ipv6")]
 
@@ -12,7 +12,7 @@ use std::io::{Read, Write};
 use std::net::{Ipv6Addr, Shutdown, SocketAddr, TcpStream};
 use std::time::Duration;
 
-use common::{Bed, Daemon, GEN_NS, SERVICE, assert_clean, in_netns, ns_run};
+use common::{Bed, DUT_NS, Daemon, GEN_NS, SERVICE, assert_clean, in_netns, ns_run};
 
 const SERVICE6: Ipv6Addr = Ipv6Addr::new(0x2001, 2, 0, 0, 0, 0, 0, 0x10);
 const TIMEOUT: Duration = Duration::from_secs(10);
@@ -134,4 +134,24 @@ fn syn_cookies_always_make_ipv6_connections() {
     // The XDP program makes IPv4 cookies only: the stack answered these SYNs itself.
     assert_eq!(stack["cookies_accepted"], 100, "{stack}");
     assert_eq!(report["workers"][0]["echo"]["bytes"], 100 * 2000);
+}
+
+#[test]
+fn the_hosts_own_ipv6_address_is_refused() {
+    let Some(_bed) = Bed::up(1) else { return };
+    let out = std::process::Command::new("ip")
+        .args(["netns", "exec", DUT_NS, env!("CARGO_BIN_EXE_c10m"), "run"])
+        .args(["--iface", "dut0", "--addr", "198.18.0.10/24"])
+        .args(["--addr", "2001:2::2/64", "--service", "echo:7"])
+        .env("RUST_LOG", "off")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).trim().to_owned();
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert_eq!(
+        err,
+        "c10m: 2001:2::2 is already an address of this host (dut0): the dataplane needs an \
+         address of its own — pick another in 2001:2::/64, or remove it with \
+         'ip addr del 2001:2::2/64 dev dut0'"
+    );
 }
