@@ -110,28 +110,90 @@ impl Stack {
         frame: &[u8],
         tx: &mut T,
     ) -> bool {
-        if !self.takes_cookies(key.local_port) {
-            return false;
+        match self.returned_cookie(now, &key, frame) {
+            Returned::Valid(seg, isn_mss) => {
+                self.born(now, key, frame, seg, isn_mss, tx);
+                true
+            }
+            Returned::Invalid => {
+                self.counters.cookies_invalid += 1;
+                false
+            }
+            Returned::NotACookie => false,
         }
-        // The port's listener (`takes_cookies`: there is one).
+    }
+
+    /// An ACK for the half-open connection in `slot` that returns a valid cookie instead
+    /// of the connection's own SYN-ACK: the client's SYN-ACK was lost, and its
+    /// retransmitted SYN met the XDP program answering with cookies (the stack under
+    /// pressure), which cannot know of half-open connections. smoltcp would reset the
+    /// client (an unacceptable ACK in SYN-RECEIVED); the half-open gives way to the
+    /// cookie's connection instead. Returns whether the frame was consumed. An invalid
+    /// cookie is not counted: the ACK is most likely for the half-open's own SYN-ACK.
+    pub(crate) fn cookie_over_half_open<T: TxQueue>(
+        &mut self,
+        now: Instant,
+        slot: u32,
+        key: FourTuple,
+        frame: &[u8],
+        tx: &mut T,
+    ) -> bool {
+        let Returned::Valid(seg, isn_mss) = self.returned_cookie(now, &key, frame) else {
+            return false;
+        };
+        self.free_slot(slot);
+        self.born(now, key, frame, seg, isn_mss, tx);
+        true
+    }
+
+    /// What an ACK for `key` returns: nothing to check unless the port has an open
+    /// listener that takes cookies, else a valid cookie (the client's ISN and MSS index)
+    /// or not.
+    fn returned_cookie(&self, now: Instant, key: &FourTuple, frame: &[u8]) -> Returned {
+        let l = usize::from(self.ports[usize::from(key.local_port)]);
+        let takes = l
+            .checked_sub(1)
+            .and_then(|l| self.listeners.get(l))
+            .is_some_and(|lst| lst.open && lst.opts.syn_cookies != SynCookies::Off);
+        if !takes {
+            return Returned::NotACookie;
+        }
+        let Some(seg) = Segment::read(frame) else {
+            return Returned::NotACookie;
+        };
+        match self
+            .cookies
+            .recover(ms(now), key, &seg, seg.ack.wrapping_sub(1))
+        {
+            Some(isn_mss) => Returned::Valid(seg, isn_mss),
+            None => Returned::Invalid,
+        }
+    }
+
+    /// The connection a valid cookie (`returned_cookie`) makes, unless the listener's
+    /// backlog, its per-source limit or the pools refuse it (counted). The frame is
+    /// consumed either way: the client is real and gets no RST.
+    fn born<T: TxQueue>(
+        &mut self,
+        now: Instant,
+        key: FourTuple,
+        frame: &[u8],
+        seg: Segment,
+        (isn, mss): (u32, u8),
+        tx: &mut T,
+    ) {
+        let cookie = seg.ack.wrapping_sub(1);
+        // The port's listener (`returned_cookie`: there is one).
         let l = usize::from(self.ports[usize::from(key.local_port)]) - 1;
         let lst = &self.listeners[l];
-        let Some(seg) = Segment::read(frame) else {
-            return false;
-        };
-        let cookie = seg.ack.wrapping_sub(1);
-        let Some((isn, mss)) = self.cookies.recover(ms(now), &key, &seg, cookie) else {
-            self.counters.cookies_invalid += 1;
-            return false;
-        };
         // Past this point the client is real: whatever happens, it gets no RST.
         if lst.queued() >= lst.opts.backlog {
             self.counters.refuse(Refusal::Backlog);
-            return true;
+            return;
         }
         if self.listeners[l].over_source_limit(key.source()) {
             self.counters.refuse(Refusal::PerSource);
-            return true;
+            return;
         }
         let profile = self.listeners[l].profile;
         let slot = match self.open_slot(key, profile, |s, _| {
@@ -141,7 +203,7 @@ impl Stack {
             Ok(slot) => slot,
             Err(why) => {
                 self.counters.refuse(why);
-                return true;
+                return;
             }
         };
         // Counted like a passive open's, since `free_slot` uncounts every listener slot.
@@ -149,7 +211,7 @@ impl Stack {
         let Some(isn_ours) = self.bridge(now, slot, &key, &seg, (isn, mss), tx) else {
             tracing::debug!("SYN cookie of {key:?}: smoltcp sent no SYN-ACK (neighbour unknown?)");
             self.free_slot(slot);
-            return true;
+            return;
         };
         let id = self.slab.id(slot);
         self.slab.slots[slot as usize].meta.seq_delta = isn_ours.wrapping_sub(cookie);
@@ -159,47 +221,10 @@ impl Stack {
                 // smoltcp did not take the ACK (it should always): do not leave a
                 // half-open connection that no budget counts.
                 self.free_slot(slot);
-                return true;
+                return;
             }
             self.counters.cookies_accepted += 1;
         }
-        true
-    }
-
-    /// Whether `port` has an open listener that accepts returning cookies.
-    fn takes_cookies(&self, port: u16) -> bool {
-        let l = usize::from(self.ports[usize::from(port)]);
-        l.checked_sub(1)
-            .and_then(|l| self.listeners.get(l))
-            .is_some_and(|lst| lst.open && lst.opts.syn_cookies != SynCookies::Off)
-    }
-
-    /// An ACK for the half-open connection in `slot` that returns a valid cookie instead
-    /// of the connection's own SYN-ACK: the client's SYN-ACK was lost, and its
-    /// retransmitted SYN met the XDP program answering with cookies (the stack under
-    /// pressure), which cannot know of half-open connections. smoltcp would reset the
-    /// client (an unacceptable ACK in SYN-RECEIVED); the half-open gives way to the
-    /// cookie's connection instead. Returns whether the frame was consumed.
-    pub(crate) fn cookie_over_half_open<T: TxQueue>(
-        &mut self,
-        now: Instant,
-        slot: u32,
-        key: FourTuple,
-        frame: &[u8],
-        tx: &mut T,
-    ) -> bool {
-        if !self.takes_cookies(key.local_port) {
-            return false;
-        }
-        let Some(seg) = Segment::read(frame) else {
-            return false;
-        };
-        let cookie = seg.ack.wrapping_sub(1);
-        if self.cookies.recover(ms(now), &key, &seg, cookie).is_none() {
-            return false;
-        }
-        self.free_slot(slot);
-        self.ingress_cookie_ack(now, key, frame, tx)
     }
 
     /// Brings the fresh listening socket in `slot` to SYN-RECEIVED with a SYN like the
@@ -327,4 +352,14 @@ impl TxQueue for Capture<'_> {
             fill(&mut vec![0; len])
         }
     }
+}
+
+/// What an ACK returns to the cookie check ([`Stack::returned_cookie`]).
+enum Returned {
+    /// No listener that takes cookies on its port (or no segment to read).
+    NotACookie,
+    /// A cookie that fails the check (forged, stale, or not a cookie at all).
+    Invalid,
+    /// A valid cookie: the segment, and the client's ISN and MSS index it carries.
+    Valid(Segment, (u32, u8)),
 }
