@@ -2,51 +2,23 @@
 //! serves 2001:2::10 beside 198.18.0.10; the generator's kernel pings it (`ping -6`),
 //! echoes through it and fetches from its http service (`curl -6`), while the dut's kernel
 //! keeps its own IPv6 address; 1,000 IPv6 connections shared by two queues; IPv6
-//! connections born from the stack's SYN cookies; the host's own IPv6 address refused. Needs root and the test bed lock (see
-//! `common`).
+//! connections born from the stack's SYN cookies; the host's own IPv6 address refused.
+//! Needs root and the test bed lock (see `common`).
 #![cfg(feature = "ipv6")]
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::{Ipv6Addr, Shutdown, SocketAddr, TcpStream};
-use std::time::Duration;
+use std::net::{Ipv6Addr, SocketAddr};
 
-use common::{Bed, DUT_NS, Daemon, GEN_NS, SERVICE, assert_clean, in_netns, ns_run};
+use common::{Bed, DUT_NS, Daemon, GEN_NS, SERVICE, assert_clean, echo_clients, ns_run};
 
 const SERVICE6: Ipv6Addr = Ipv6Addr::new(0x2001, 2, 0, 0, 0, 0, 0, 0x10);
-const TIMEOUT: Duration = Duration::from_secs(10);
 
 fn ping6(to: &str) -> (bool, String) {
     ns_run(
         GEN_NS,
         &["ping", "-6", "-c", "3", "-i", "0.2", "-W", "2", to],
     )
-}
-
-/// `n` connections to `to`, each echoing `len` bytes of its own, byte-exact.
-fn echo(to: SocketAddr, n: usize, len: usize) {
-    in_netns(GEN_NS, || {
-        let data = |i: usize| -> Vec<u8> { (0..len).map(|j| ((j * 31) ^ (i * 7)) as u8).collect() };
-        let mut conns: Vec<TcpStream> = (0..n)
-            .map(|i| {
-                TcpStream::connect_timeout(&to, TIMEOUT)
-                    .unwrap_or_else(|e| panic!("connection {i} to {to}: {e}"))
-            })
-            .collect();
-        for (i, c) in conns.iter_mut().enumerate() {
-            c.set_read_timeout(Some(TIMEOUT)).unwrap();
-            c.write_all(&data(i)).unwrap();
-        }
-        for (i, c) in conns.iter_mut().enumerate() {
-            let mut got = vec![0; len];
-            c.read_exact(&mut got)
-                .unwrap_or_else(|e| panic!("echo on connection {i} to {to}: {e}"));
-            assert!(got == data(i), "connection {i} to {to}: echo differs");
-            c.shutdown(Shutdown::Write).unwrap();
-            assert_eq!(c.read(&mut [0u8; 16]).unwrap(), 0, "EOF after the echo");
-        }
-    });
 }
 
 #[test]
@@ -75,8 +47,8 @@ fn ping6_echo_and_curl6_beside_ipv4() {
     let (ok, out) = ping6("2001:2::2");
     assert!(ok, "ping -6 to the kernel: {out}");
 
-    echo(SocketAddr::from((SERVICE6, 7)), 50, 3000);
-    echo(SocketAddr::from((SERVICE, 7)), 50, 3000);
+    echo_clients(SocketAddr::from((SERVICE6, 7)), 50, 3000);
+    echo_clients(SocketAddr::from((SERVICE, 7)), 50, 3000);
 
     // http over IPv6: status and body length, then HEAD.
     let url = format!("http://[{SERVICE6}]/");
@@ -102,7 +74,7 @@ fn ping6_echo_and_curl6_beside_ipv4() {
 fn two_queues_share_1000_ipv6_connections() {
     let Some(_bed) = Bed::up(2) else { return };
     let daemon = Daemon::start(&["--addr", "2001:2::10/64", "--queues", "2", "--cores", "0,1"]);
-    echo(SocketAddr::from((SERVICE6, 7)), 1000, 300);
+    echo_clients(SocketAddr::from((SERVICE6, 7)), 1000, 300);
     let report = daemon.stop();
     assert_clean(&report);
     let workers = report["workers"].as_array().unwrap();
@@ -127,7 +99,7 @@ fn two_queues_share_1000_ipv6_connections() {
 fn syn_cookies_always_make_ipv6_connections() {
     let Some(_bed) = Bed::up(1) else { return };
     let daemon = Daemon::start(&["--addr", "2001:2::10/64", "--syn-cookies", "always"]);
-    echo(SocketAddr::from((SERVICE6, 7)), 100, 2000);
+    echo_clients(SocketAddr::from((SERVICE6, 7)), 100, 2000);
     let report = daemon.stop();
     assert_clean(&report);
     let stack = &report["workers"][0]["stack"];

@@ -5,51 +5,14 @@
 mod common;
 
 use std::io::{Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::time::Duration;
 
-use common::{Bed, DUT_ADDR, DUT_NS, Daemon, GEN_NS, SERVICE, assert_clean, in_netns, ns_run};
+use common::{
+    Bed, DUT_ADDR, DUT_NS, Daemon, GEN_NS, SERVICE, assert_clean, echo_clients, in_netns, ns_run,
+};
 
 const TIMEOUT: Duration = Duration::from_secs(10);
-
-/// A payload that differs per connection.
-fn payload(i: usize, len: usize) -> Vec<u8> {
-    (0..len)
-        .map(|j| (j.wrapping_mul(31) ^ i.wrapping_mul(7)) as u8)
-        .collect()
-}
-
-/// From c10m-gen: opens `n` connections to the echo service, all open at once; sends
-/// each its payload, checks the echo byte for byte, half-closes and expects EOF.
-fn echo_clients(n: usize, len: usize) {
-    in_netns(GEN_NS, || {
-        let addr = SocketAddr::from((SERVICE, 7));
-        let mut conns: Vec<TcpStream> = (0..n)
-            .map(|i| {
-                TcpStream::connect_timeout(&addr, TIMEOUT)
-                    .unwrap_or_else(|e| panic!("connection {i} of {n}: {e}"))
-            })
-            .collect();
-        for (i, c) in conns.iter_mut().enumerate() {
-            c.set_read_timeout(Some(TIMEOUT)).unwrap();
-            c.write_all(&payload(i, len)).unwrap();
-        }
-        for (i, c) in conns.iter_mut().enumerate() {
-            let mut got = vec![0; len];
-            c.read_exact(&mut got)
-                .unwrap_or_else(|e| panic!("echo on connection {i}: {e}"));
-            assert!(got == payload(i, len), "connection {i}: echo differs");
-            c.shutdown(Shutdown::Write).unwrap();
-        }
-        for (i, c) in conns.iter_mut().enumerate() {
-            let mut rest = [0u8; 16];
-            let n = c
-                .read(&mut rest)
-                .unwrap_or_else(|e| panic!("EOF on {i}: {e}"));
-            assert_eq!(n, 0, "connection {i}: bytes after the echo");
-        }
-    });
-}
 
 fn ping(ns: &str, to: &str) -> bool {
     let (ok, out) = ns_run(ns, &["ping", "-c", "3", "-i", "0.2", "-W", "2", to]);
@@ -111,7 +74,7 @@ fn echo_at_1000_concurrent_connections() {
     let Some(_bed) = Bed::up(1) else { return };
     let daemon = Daemon::start(&[]);
     let started = std::time::Instant::now();
-    echo_clients(1000, 700);
+    echo_clients(SocketAddr::from((SERVICE, 7)), 1000, 700);
     eprintln!("1000 connections x 700 B echoed in {:?}", started.elapsed());
     let report = daemon.stop();
     assert_clean(&report);
@@ -129,7 +92,7 @@ fn echo_at_1000_concurrent_connections() {
 fn two_queues_share_the_connections() {
     let Some(_bed) = Bed::up(2) else { return };
     let daemon = Daemon::start(&["--queues", "2", "--cores", "0,1"]);
-    echo_clients(1000, 300);
+    echo_clients(SocketAddr::from((SERVICE, 7)), 1000, 300);
     let report = daemon.stop();
     assert_clean(&report);
     let workers = report["workers"].as_array().unwrap();
@@ -150,7 +113,7 @@ fn two_queues_share_the_connections() {
 fn syn_cookies_always_are_answered_by_the_xdp_program_on_every_queue() {
     let Some(_bed) = Bed::up(2) else { return };
     let daemon = Daemon::start(&["--queues", "2", "--cores", "0,1", "--syn-cookies", "always"]);
-    echo_clients(200, 300);
+    echo_clients(SocketAddr::from((SERVICE, 7)), 200, 300);
     let report = daemon.stop();
     assert_clean(&report);
     // Every SYN got its SYN-ACK from XDP, with the keys of its queue's worker: the stack

@@ -6,8 +6,8 @@
 pub mod capture;
 mod harness;
 
-use std::io::{BufRead, BufReader, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -145,4 +145,46 @@ pub fn assert_clean(report: &serde_json::Value) {
         assert_eq!(w["port"]["rx_bad_desc"], 0);
         assert_eq!(w["port"]["tx_bad_completion"], 0);
     }
+}
+
+/// A payload that differs per connection.
+fn payload(i: usize, len: usize) -> Vec<u8> {
+    (0..len)
+        .map(|j| (j.wrapping_mul(31) ^ i.wrapping_mul(7)) as u8)
+        .collect()
+}
+
+/// From c10m-gen: opens `n` connections to the echo service at `to`, all open at once;
+/// sends each its payload, checks the echo byte for byte, half-closes and expects EOF.
+pub fn echo_clients(to: SocketAddr, n: usize, len: usize) {
+    const TIMEOUT: Duration = Duration::from_secs(10);
+    in_netns(GEN_NS, || {
+        let mut conns: Vec<TcpStream> = (0..n)
+            .map(|i| {
+                TcpStream::connect_timeout(&to, TIMEOUT)
+                    .unwrap_or_else(|e| panic!("connection {i} of {n} to {to}: {e}"))
+            })
+            .collect();
+        for (i, c) in conns.iter_mut().enumerate() {
+            c.set_read_timeout(Some(TIMEOUT)).unwrap();
+            c.write_all(&payload(i, len)).unwrap();
+        }
+        for (i, c) in conns.iter_mut().enumerate() {
+            let mut got = vec![0; len];
+            c.read_exact(&mut got)
+                .unwrap_or_else(|e| panic!("echo on connection {i} to {to}: {e}"));
+            assert!(
+                got == payload(i, len),
+                "connection {i} to {to}: echo differs"
+            );
+            c.shutdown(Shutdown::Write).unwrap();
+        }
+        for (i, c) in conns.iter_mut().enumerate() {
+            let mut rest = [0u8; 16];
+            let n = c
+                .read(&mut rest)
+                .unwrap_or_else(|e| panic!("EOF on {i}: {e}"));
+            assert_eq!(n, 0, "connection {i}: bytes after the echo");
+        }
+    });
 }
