@@ -223,8 +223,9 @@ fn server(mode: SynCookies) -> (Stack, Queue) {
     (s, tx)
 }
 
-/// Sends a SYN from `src` with `isn` at `now`; returns the cookie of the SYN-ACK.
-fn cookie_for(s: &mut Stack, tx: &mut Queue, now: i64, src: (Ipv4Addr, u16), isn: u32) -> u32 {
+/// Sends a SYN from `src` with `isn` at `now`; returns the SYN-ACK's sequence number (the
+/// cookie, when the server answers with one).
+fn syn_ack(s: &mut Stack, tx: &mut Queue, now: i64, src: (Ipv4Addr, u16), isn: u32) -> u32 {
     let now = Instant::from_millis(now);
     s.ingress(
         now,
@@ -290,7 +291,7 @@ fn a_cookie_syn_ack_keeps_no_state_and_offers_only_the_mss() {
 fn a_returned_cookie_makes_a_translated_connection() {
     let (mut s, mut tx) = server(SynCookies::Always);
     let src = (CLIENT, 40000);
-    let cookie = cookie_for(&mut s, &mut tx, 10, src, 1000);
+    let cookie = syn_ack(&mut s, &mut tx, 10, src, 1000);
     // The final ACK carries data too.
     let now = Instant::from_millis(20);
     s.ingress(
@@ -423,7 +424,7 @@ fn forged_and_stale_cookies_are_refused_and_counted() {
     let (mut s, mut tx) = server(SynCookies::Always);
     let src = (CLIENT, 40000);
     let t = 5 * PERIOD + 100;
-    let cookie = cookie_for(&mut s, &mut tx, t, src, 1000);
+    let cookie = syn_ack(&mut s, &mut tx, t, src, 1000);
     let ack = |s: &mut Stack, tx: &mut Queue, at: i64, src, seq: u32, ack: u32| {
         s.ingress(
             Instant::from_millis(at),
@@ -498,16 +499,16 @@ fn the_secret_rotates_per_period_and_on_demand() {
     let (mut s, mut tx) = server(SynCookies::Always);
     let (mut twin, mut twin_tx) = server(SynCookies::Always);
     let src = (CLIENT, 40000);
-    let a = cookie_for(&mut s, &mut tx, 100, src, 1000);
-    let b = cookie_for(&mut s, &mut tx, PERIOD + 100, src, 1000);
+    let a = syn_ack(&mut s, &mut tx, 100, src, 1000);
+    let b = syn_ack(&mut s, &mut tx, PERIOD + 100, src, 1000);
     assert_ne!(a >> 3, b >> 3, "a new period, a new key");
-    let c = cookie_for(&mut s, &mut tx, PERIOD + 200, src, 1000);
+    let c = syn_ack(&mut s, &mut tx, PERIOD + 200, src, 1000);
     assert_eq!(b, c, "the same SYN in the same period gets the same cookie");
     s.set_cookie_secret(Instant::from_millis(PERIOD + 300), 0x0123_4567_89ab_cdef);
-    let d = cookie_for(&mut s, &mut tx, PERIOD + 400, src, 1000);
+    let d = syn_ack(&mut s, &mut tx, PERIOD + 400, src, 1000);
     assert_eq!(b, d, "a new secret takes over in the next period");
-    let e = cookie_for(&mut s, &mut tx, 2 * PERIOD + 100, src, 1000);
-    let e_twin = cookie_for(&mut twin, &mut twin_tx, 2 * PERIOD + 100, src, 1000);
+    let e = syn_ack(&mut s, &mut tx, 2 * PERIOD + 100, src, 1000);
+    let e_twin = syn_ack(&mut twin, &mut twin_tx, 2 * PERIOD + 100, src, 1000);
     assert_ne!(e, e_twin, "the new secret keys it");
     // Both stay valid: b was made before the change, e after it.
     for cookie in [b, e] {
@@ -558,7 +559,7 @@ fn the_secret_rotates_per_period_and_on_demand() {
 fn a_cookie_comes_back_on_a_later_segment_when_the_first_ones_are_lost() {
     let (mut s, mut tx) = server(SynCookies::Always);
     let src = (CLIENT, 40000);
-    let cookie = cookie_for(&mut s, &mut tx, 10, src, 1000);
+    let cookie = syn_ack(&mut s, &mut tx, 10, src, 1000);
     let ack = Some(cookie.wrapping_add(1));
     let now = Instant::from_millis(20);
     // The ACK and the first two 536-byte segments were lost: the third arrives first.
@@ -608,7 +609,7 @@ fn a_cookie_needs_the_next_hop_first() {
     s.listen(80, opts(SynCookies::Always, 8192)).unwrap();
     let mut tx = Queue::default();
     let src = (CLIENT, 40000);
-    let cookie = cookie_for(&mut s, &mut tx, 10, src, 1000);
+    let cookie = syn_ack(&mut s, &mut tx, 10, src, 1000);
     // The gateway's MAC is unknown: the ACK cannot be answered yet. No connection, no
     // RST; the server asks for the gateway.
     let ack = segment(
@@ -676,7 +677,7 @@ fn a_cookie_born_connection_takes_an_exact_rst_and_screens_a_blind_one() {
     let (mut s, mut tx) = server(SynCookies::Always);
     let src = (CLIENT, 40100);
     let isn = 0x00ff_fff0; // the low 16 bits wrap as data arrives
-    let cookie = cookie_for(&mut s, &mut tx, 10, src, isn);
+    let cookie = syn_ack(&mut s, &mut tx, 10, src, isn);
     let now = Instant::from_millis(20);
     let ack = Some(cookie.wrapping_add(1));
     s.ingress(
@@ -720,7 +721,7 @@ fn cookie_keys_make_the_stacks_cookies_and_change_only_with_the_period() {
     let at = 5 * PERIOD + 10;
     let keys = s.cookie_keys(Instant::from_millis(at));
     assert!(keys.parity, "period 5 is odd");
-    let cookie = cookie_for(&mut s, &mut tx, at, src, 4242);
+    let cookie = syn_ack(&mut s, &mut tx, at, src, 4242);
     // The SYN announced 1400: index 1 (1220).
     assert_eq!(cookie_from_keys(keys, src, 4242, 1), cookie);
 
@@ -730,7 +731,7 @@ fn cookie_keys_make_the_stacks_cookies_and_change_only_with_the_period() {
     let next = s.cookie_keys(Instant::from_millis(6 * PERIOD));
     assert_ne!((next.k0, next.k1), (keys.k0, keys.k1));
     assert!(!next.parity);
-    let cookie = cookie_for(&mut s, &mut tx, 6 * PERIOD + 5, src, 4243);
+    let cookie = syn_ack(&mut s, &mut tx, 6 * PERIOD + 5, src, 4243);
     assert_eq!(cookie_from_keys(next, src, 4243, 1), cookie);
 }
 
@@ -742,20 +743,13 @@ fn cookie_keys_make_the_stacks_cookies_and_change_only_with_the_period() {
 fn a_cookie_taken_while_a_half_open_waits_makes_the_connection() {
     let (mut s, mut tx) = server(SynCookies::Auto);
     let src = (CLIENT, 42000);
-    let now = Instant::from_millis(10);
-    s.ingress(
-        now,
-        &segment(src, TcpControl::Syn, 5000, None, Some(1400), b""),
-        &mut tx,
-    );
-    s.poll(now, &mut tx);
-    let synack = sent(&pop_tcp(&mut tx).expect("the half-open's SYN-ACK (lost)"));
-    assert_eq!(s.counters().in_state(State::SynReceived), 1);
+    // The half-open's SYN-ACK is lost.
+    let isn = half_open(&mut s, &mut tx, 10, src, 5000);
 
     // The program's cookie for the retransmitted SYN (MSS 1400: index 1).
     let now = Instant::from_millis(1_010);
     let cookie = cookie_from_keys(s.cookie_keys(now), src, 5000, 1);
-    assert_ne!(cookie, synack.seq);
+    assert_ne!(cookie, isn);
     s.ingress(
         now,
         &segment(
@@ -803,13 +797,7 @@ fn a_cookie_taken_while_a_half_open_waits_makes_the_connection() {
 /// Sends a SYN from `src` that makes a half-open connection; returns its SYN-ACK's ISN.
 fn half_open(s: &mut Stack, tx: &mut Queue, now: i64, src: (Ipv4Addr, u16), isn: u32) -> u32 {
     let before = s.counters().in_state(State::SynReceived);
-    let now = Instant::from_millis(now);
-    s.ingress(
-        now,
-        &segment(src, TcpControl::Syn, isn, None, Some(1400), b""),
-        tx,
-    );
-    s.poll(now, tx);
+    let ours = syn_ack(s, tx, now, src, isn);
     assert_eq!(s.counters().in_state(State::SynReceived), before + 1);
-    sent(&pop_tcp(tx).expect("a SYN-ACK")).seq
+    ours
 }
