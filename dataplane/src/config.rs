@@ -330,6 +330,11 @@ impl Options {
     pub(crate) fn worker_cores(&self) -> Vec<usize> {
         (0..self.queues).map(|q| self.core(q)).collect()
     }
+
+    /// The service addresses: the IPv4 one, then the IPv6 one if there is one.
+    pub(crate) fn service_addrs(&self) -> impl Iterator<Item = IpAddr> {
+        std::iter::once(IpAddr::V4(self.addr.0)).chain(self.addr6.map(|(a, _)| a.into()))
+    }
 }
 
 #[cfg(test)]

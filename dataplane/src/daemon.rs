@@ -183,8 +183,7 @@ where
     let signals = hooks.signals;
     opts.validate()?;
     host::check_iface(&opts.iface)?;
-    host::check_addr_free(opts.addr.0, &opts.iface)?;
-    if let Some((a, _)) = opts.addr6 {
+    for a in opts.service_addrs() {
         host::check_addr_free(a, &opts.iface)?;
     }
     let link_watch = crate::sys::LinkWatch::new(&opts.iface)
@@ -208,12 +207,12 @@ where
         crate::signal::install().map_err(StartError::system("installing signal handlers"))?;
     }
 
+    let cores = opts.worker_cores();
     #[cfg(feature = "management")]
-    let mut management = crate::control::Run::bind(&opts.management, opts.worker_cores())?;
+    let mut management = crate::control::Run::bind(&opts.management, cores.clone())?;
     let grace_ms = Arc::new(AtomicU64::new(opts.grace.as_millis() as u64));
     let steering = Arc::new(Steering::attach(&opts.iface, opts.xdp_mode)?);
-    steering.add_address(opts.addr.0)?;
-    if let Some((a, _)) = opts.addr6 {
+    for a in opts.service_addrs() {
         steering.add_address(a)?;
     }
     // The program answers SYNs with the stack's cookies itself when the listeners would.
@@ -240,7 +239,6 @@ where
         fanout,
     });
 
-    let cores = opts.worker_cores();
     let allowed: Vec<usize> = core_affinity::get_core_ids()
         .unwrap_or_default()
         .iter()
