@@ -770,14 +770,19 @@ impl Stack {
             caps: &self.caps,
             seq_delta,
         };
+        // smoltcp's `poll_at` mirrors the start of its dispatch: once it says nothing is
+        // due now, another `poll_egress` would only find that out again, at about the cost
+        // of a segment's dispatch. An answer is one segment, so that check is made after
+        // every segment sent (a bulk sender pays a `poll_at` a segment for it).
+        let mut next = None;
         for _ in 0..SEGMENTS_PER_ROUND {
-            if self.iface.poll_egress(now, &mut port, &mut set) == smoltcp::iface::PollResult::None
-            {
+            let sent = self.iface.poll_egress(now, &mut port, &mut set);
+            next = self.iface.poll_at(now, &set);
+            if sent == smoltcp::iface::PollResult::None || next.is_none_or(|t| t > now) {
                 break;
             }
         }
         let after = seen(set.get::<tcp::Socket>(SocketHandle::default()));
-        let next = self.iface.poll_at(now, &set);
         let blocked = !port.tx.has_room();
         drop(set);
         if !self.observe(slot, before, after) {
