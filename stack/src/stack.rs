@@ -103,7 +103,7 @@ pub(crate) struct Profile {
 }
 
 /// What the stack sees of a socket before and after a poll.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Seen {
     pub(crate) state: State,
     pub(crate) recv_queue: usize,
@@ -820,9 +820,16 @@ impl Stack {
     /// slot when its connection is over; returns whether it still lives.
     fn observe(&mut self, slot: u32, before: Seen, after: Seen) -> bool {
         let i = slot as usize;
+        let to = state_index(after.state);
+        if before == after
+            && usize::from(self.slab.slots[i].meta.state) == to
+            && after.state != State::Listen
+        {
+            // Nothing moved (an answer sent, say: sending frees no room): nothing to do.
+            return true;
+        }
         self.track_rings(slot, before, after);
         let from = self.slab.slots[i].meta.state as usize;
-        let to = state_index(after.state);
         if from != to {
             self.counters.states[from] -= 1;
             self.counters.states[to] += 1;
