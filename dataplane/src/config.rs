@@ -144,7 +144,7 @@ pub fn check_synack_retries(n: u8) -> Result<u8, ParseError> {
 pub fn parse_cidr(s: &str) -> Result<(Ipv4Addr, u8), ParseError> {
     let Some((a, p)) = s.split_once('/') else {
         return Err(match s.parse::<Ipv4Addr>() {
-            Ok(_) => ParseError::NoPrefix(s.to_owned()),
+            Ok(a) => ParseError::NoPrefix(IpAddr::V4(a)),
             Err(_) => ParseError::Address(s.to_owned()),
         });
     };
@@ -159,10 +159,14 @@ pub fn parse_cidr(s: &str) -> Result<(Ipv4Addr, u8), ParseError> {
 /// Parses `A.B.C.D/PREFIX` ([`parse_cidr`]) or an IPv6 address with its prefix, e.g.
 /// `2001:2::10/64` (prefix 0..=128).
 pub fn parse_any_cidr(s: &str) -> Result<(IpAddr, u8), ParseError> {
-    let Some((a, p)) = s.split_once('/').filter(|(a, _)| a.contains(':')) else {
+    let (a, p) = s.split_once('/').unwrap_or((s, ""));
+    if !a.contains(':') {
         return parse_cidr(s).map(|(a, p)| (IpAddr::V4(a), p));
-    };
+    }
     let addr: Ipv6Addr = a.parse().map_err(|_| ParseError::Address6(s.to_owned()))?;
+    if !s.contains('/') {
+        return Err(ParseError::NoPrefix(IpAddr::V6(addr)));
+    }
     let prefix = prefix_len(p, 128).ok_or_else(|| ParseError::Prefix6(s.to_owned()))?;
     if addr.is_unspecified() || addr.is_multicast() || addr.to_ipv4_mapped().is_some() {
         return Err(ParseError::NotUnicast(IpAddr::V6(addr)));
@@ -405,6 +409,20 @@ mod tests {
         assert!(parse_cidr("198.18.0.10/33").is_err());
         assert!(parse_cidr("0.0.0.0/8").is_err());
         assert!(parse_cidr("nonsense").is_err());
+        // An IPv6 address without its prefix gets the IPv6 form, not the IPv4 one.
+        let e = parse_any_cidr("2001:2::10").unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "2001:2::10 has no prefix length: write it as ADDR/PREFIX, e.g. 2001:2::10/64"
+        );
+        let e = parse_any_cidr("2001:2::zz").unwrap_err().to_string();
+        assert!(e.contains("expected an IPv6 address and prefix"), "{e}");
+        let e = parse_any_cidr("198.18.0.10").unwrap_err().to_string();
+        assert!(e.ends_with("e.g. 198.18.0.10/24"), "{e}");
+        assert_eq!(
+            parse_any_cidr("2001:2::10/64"),
+            Ok(("2001:2::10".parse().unwrap(), 64))
+        );
         assert_eq!(parse_service("echo:7"), Ok((Kind::Echo, 7)));
         assert_eq!(parse_service("http:80"), Ok((Kind::Http, 80)));
         assert_eq!(parse_service("push:5222"), Ok((Kind::Push, 5222)));

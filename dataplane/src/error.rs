@@ -14,9 +14,9 @@ use std::{net::SocketAddr, path::PathBuf};
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum ParseError {
-    /// An address without `/PREFIX`.
-    #[error("{0} has no prefix length: write it as ADDR/PREFIX, e.g. {0}/24")]
-    NoPrefix(String),
+    /// An address without `/PREFIX`; the example prefix is a common one of its family.
+    #[error("{0} has no prefix length: write it as ADDR/PREFIX, e.g. {0}/{len}", len = if .0.is_ipv4() { 24 } else { 64 })]
+    NoPrefix(IpAddr),
     /// Not `A.B.C.D/PREFIX`.
     #[error("bad address {0:?}: expected A.B.C.D/PREFIX, e.g. 198.18.0.10/24")]
     Address(String),

@@ -61,6 +61,14 @@ fn the_hosts_own_address_and_a_bare_address_are_refused() {
         ),
         "{e}"
     );
+    // An IPv6 address without its prefix gets the IPv6 form (in any build: the command
+    // line is read before the build's families matter).
+    let (code, e) = refused(&run("2001:2::10"));
+    assert_eq!(code, 2, "a bad command line");
+    assert!(
+        e.contains("2001:2::10 has no prefix length: write it as ADDR/PREFIX, e.g. 2001:2::10/64"),
+        "{e}"
+    );
     let (_, e) = refused(&run("198.18.0.10/32"));
     assert!(
         e.contains("198.18.0.10/32") && e.contains("198.18.0.10/24"),
