@@ -1,38 +1,41 @@
 //! RSS-aware local ports for active opens.
 //!
 //! With N queues the NIC picks the rx queue of every frame by its RSS hash: the Toeplitz
-//! hash of the IPv4/TCP 4-tuple under a 40-byte secret key, reduced through the
+//! hash of the TCP 4-tuple under a secret key (40 bytes or more), reduced through the
 //! indirection table (RETA) to a queue. A connection that worker q opens lives on worker
 //! q, so its replies must hash to queue q, or they land on a worker that has no such
-//! connection. [`RssPorts`] picks local ports for which they do.
+//! connection. [`RssPorts`] picks local ports for which they do, for IPv4 and IPv6.
 //!
 //! The hash input is the *received* reply's fields, in packet order: source address
 //! (the remote), destination address (ours), source port (the remote's), destination
-//! port (ours) — 12 bytes, as in Microsoft's "RSS hashing functions" specification,
-//! which every NIC driver follows for `tcp4` flows with hash fields `sdfn` (the usual
-//! default; `ethtool -n IFACE rx-flow-hash tcp4` shows them).
+//! port (ours) — 12 bytes for IPv4, 36 for IPv6 (16-byte addresses), as in Microsoft's
+//! "RSS hashing functions" specification, which every NIC driver follows for `tcp4` and
+//! `tcp6` flows with hash fields `sdfn` (the usual default; `ethtool -n IFACE
+//! rx-flow-hash tcp6` shows them).
 //!
 //! The key and RETA come from `ethtool -x IFACE` ([`Rss::read`]). A driver without RSS
 //! (veth: a frame sent on the peer's tx queue i arrives on rx queue i) has neither; then
 //! [`chooser`] falls back to the stack's [`SequentialPorts`] and logs that replies may
 //! land on another queue.
 //!
-//! Toeplitz is linear over XOR, so the hash of 12 bytes is the XOR of one table entry per
-//! byte: [`Toeplitz`] precomputes 12 × 256 words (12 KiB) and hashes in 12 lookups.
+//! Toeplitz is linear over XOR, so the hash of n bytes is the XOR of one table entry per
+//! byte: [`Toeplitz`] precomputes 36 × 256 words (36 KiB, once per interface) and hashes
+//! in one lookup per byte; a port candidate costs two.
 
-use std::net::{IpAddr, SocketAddr, SocketAddrV4};
+use std::net::{IpAddr, SocketAddr};
 use std::process::Command;
 use std::sync::Arc;
 
 use c10m_stack::{PortChooser, SequentialPorts};
 
-/// Bytes of hash input for IPv4 with TCP ports.
-const INPUT: usize = 12;
+/// Bytes of hash input for IPv6 with TCP ports, the longest input.
+const MAX_INPUT: usize = 36;
 
-/// The Toeplitz hash over a 12-byte IPv4/TCP input, with per-byte tables.
+/// The Toeplitz hash over inputs of up to 36 bytes (IPv6 with TCP ports), with per-byte
+/// tables.
 #[derive(Clone)]
 pub struct Toeplitz {
-    table: Box<[[u32; 256]; INPUT]>,
+    table: Box<[[u32; 256]; MAX_INPUT]>,
 }
 
 impl std::fmt::Debug for Toeplitz {
@@ -52,12 +55,13 @@ fn window(key: &[u8], bit: usize) -> u32 {
 }
 
 impl Toeplitz {
-    /// Tables for `key`; `None` if the key is too short to hash 12 bytes (16 bytes).
+    /// Tables for `key`; `None` if the key is too short to hash 36 bytes (40 bytes, the
+    /// size NICs use).
     pub fn new(key: &[u8]) -> Option<Toeplitz> {
-        if key.len() < INPUT + 4 {
+        if key.len() < MAX_INPUT + 4 {
             return None;
         }
-        let mut table = Box::new([[0u32; 256]; INPUT]);
+        let mut table = Box::new([[0u32; 256]; MAX_INPUT]);
         for (pos, row) in table.iter_mut().enumerate() {
             for (value, entry) in row.iter_mut().enumerate() {
                 *entry = (0..8)
@@ -68,27 +72,49 @@ impl Toeplitz {
         Some(Toeplitz { table })
     }
 
-    /// The hash of `input`.
-    pub fn hash(&self, input: &[u8; INPUT]) -> u32 {
+    /// The hash of `input` (its first 36 bytes).
+    pub fn hash(&self, input: &[u8]) -> u32 {
         input
             .iter()
             .zip(self.table.iter())
             .fold(0, |h, (&b, row)| h ^ row[usize::from(b)])
     }
 
-    /// The hash a NIC computes for a received IPv4/TCP segment from `src` to `dst`.
-    pub fn hash_tcp4(&self, src: SocketAddrV4, dst: SocketAddrV4) -> u32 {
-        self.hash(&input(src, dst))
+    /// The hash a NIC computes for a received TCP segment from `src` to `dst`; `None`
+    /// when the two are of different families.
+    pub fn hash_tcp(&self, src: SocketAddr, dst: SocketAddr) -> Option<u32> {
+        let (input, len) = input(src, dst)?;
+        Some(self.hash(&input[..len]))
+    }
+
+    /// What the destination port's two bytes add to the hash of an input `len` bytes
+    /// long (12 or 36), whose last two bytes they are.
+    fn dst_port(&self, len: usize, port: u16) -> u32 {
+        let [hi, lo] = port.to_be_bytes();
+        self.table[len - 2][usize::from(hi)] ^ self.table[len - 1][usize::from(lo)]
     }
 }
 
-fn input(src: SocketAddrV4, dst: SocketAddrV4) -> [u8; INPUT] {
-    let mut b = [0u8; INPUT];
-    b[0..4].copy_from_slice(&src.ip().octets());
-    b[4..8].copy_from_slice(&dst.ip().octets());
-    b[8..10].copy_from_slice(&src.port().to_be_bytes());
-    b[10..12].copy_from_slice(&dst.port().to_be_bytes());
-    b
+/// The hash input of a segment from `src` to `dst` and its length: 12 bytes for IPv4,
+/// 36 for IPv6; `None` for mixed families.
+fn input(src: SocketAddr, dst: SocketAddr) -> Option<([u8; MAX_INPUT], usize)> {
+    let mut b = [0u8; MAX_INPUT];
+    let n = match (src.ip(), dst.ip()) {
+        (IpAddr::V4(s), IpAddr::V4(d)) => {
+            b[0..4].copy_from_slice(&s.octets());
+            b[4..8].copy_from_slice(&d.octets());
+            8
+        }
+        (IpAddr::V6(s), IpAddr::V6(d)) => {
+            b[0..16].copy_from_slice(&s.octets());
+            b[16..32].copy_from_slice(&d.octets());
+            32
+        }
+        _ => return None,
+    };
+    b[n..n + 2].copy_from_slice(&src.port().to_be_bytes());
+    b[n + 2..n + 4].copy_from_slice(&dst.port().to_be_bytes());
+    Some((b, n + 4))
 }
 
 /// An interface's RSS configuration: the hash and the indirection table.
@@ -203,9 +229,10 @@ impl Rss {
         self.reta[hash as usize % self.reta.len()]
     }
 
-    /// The queue on which a reply from `remote` to `local` arrives.
-    pub fn reply_queue(&self, local: SocketAddrV4, remote: SocketAddrV4) -> u32 {
-        self.queue(self.hash.hash_tcp4(remote, local))
+    /// The queue on which a reply from `remote` to `local` arrives; `None` when the two
+    /// are of different families.
+    pub fn reply_queue(&self, local: SocketAddr, remote: SocketAddr) -> Option<u32> {
+        self.hash.hash_tcp(remote, local).map(|h| self.queue(h))
     }
 
     /// Whether some RETA entry points at `queue`.
@@ -251,17 +278,16 @@ impl PortChooser for RssPorts {
         remote: SocketAddr,
         in_use: &mut dyn FnMut(u16) -> bool,
     ) -> Option<u16> {
-        let (IpAddr::V4(local), SocketAddr::V4(remote)) = (local, remote) else {
-            // The IPv6 hash input (36 bytes) is not computed yet: any free port.
+        // The fixed part of the input once (the reply's destination port zero); then
+        // two lookups per candidate port.
+        let Some((input, len)) = input(remote, SocketAddr::new(local, 0)) else {
+            // Mixed families cannot be connected: no port helps.
             return self.ports.scan(|port| !in_use(port));
         };
-        // The fixed part of the input once; then one lookup pair per candidate port.
-        let base = self.rss.hash.hash_tcp4(remote, SocketAddrV4::new(local, 0));
         let (rss, queue) = (&self.rss, self.queue);
-        let t = &rss.hash.table;
+        let base = rss.hash.hash(&input[..len]);
         self.ports.scan(|port| {
-            let [hi, lo] = port.to_be_bytes();
-            let hash = base ^ t[10][usize::from(hi)] ^ t[11][usize::from(lo)];
+            let hash = base ^ rss.hash.dst_port(len, port);
             rss.queue(hash) == queue && !in_use(port)
         })
     }

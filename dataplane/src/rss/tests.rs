@@ -1,5 +1,5 @@
 use std::collections::HashSet;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 use super::*;
 
@@ -10,8 +10,18 @@ const MS_KEY: [u8; 40] = [
     0x6a, 0x42, 0xb7, 0x3b, 0xbe, 0xac, 0x01, 0xfa,
 ];
 
-fn sa(a: [u8; 4], port: u16) -> SocketAddrV4 {
-    SocketAddrV4::new(Ipv4Addr::from(a), port)
+fn sa(a: [u8; 4], port: u16) -> SocketAddr {
+    SocketAddr::from((Ipv4Addr::from(a), port))
+}
+
+fn sa6(a: &str, port: u16) -> SocketAddr {
+    SocketAddr::from((a.parse::<Ipv6Addr>().unwrap(), port))
+}
+
+/// The hash input of a segment from `src` to `dst`, as long as it is.
+fn input_of(src: SocketAddr, dst: SocketAddr) -> Vec<u8> {
+    let (b, len) = input(src, dst).unwrap();
+    b[..len].to_vec()
 }
 
 /// The bit-by-bit definition: for each input bit set, XOR the key's leftmost 32 bits;
@@ -61,9 +71,48 @@ fn microsoft_verification_vectors_ipv4_tcp() {
     ];
     let t = Toeplitz::new(&MS_KEY).unwrap();
     for (dst, src, want) in vectors {
-        assert_eq!(t.hash_tcp4(src, dst), want, "{src} -> {dst}");
-        assert_eq!(reference(&MS_KEY, &input(src, dst)), want, "{src} -> {dst}");
+        assert_eq!(t.hash_tcp(src, dst), Some(want), "{src} -> {dst}");
+        assert_eq!(
+            reference(&MS_KEY, &input_of(src, dst)),
+            want,
+            "{src} -> {dst}"
+        );
     }
+}
+
+#[test]
+fn microsoft_verification_vectors_ipv6_tcp() {
+    // (destination, source, IPv6 with TCP ports): the input is the source address, the
+    // destination address (16 bytes each), source port, destination port.
+    let vectors = [
+        (
+            sa6("3ffe:2501:200:3::1", 1766),
+            sa6("3ffe:2501:200:1fff::7", 2794),
+            0x4020_7d3d,
+        ),
+        (
+            sa6("ff02::1", 4739),
+            sa6("3ffe:501:8::260:97ff:fe40:efab", 14230),
+            0xdde5_1bbf,
+        ),
+        (
+            sa6("fe80::200:f8ff:fe21:67cf", 38024),
+            sa6("3ffe:1900:4545:3:200:f8ff:fe21:67cf", 44251),
+            0x02d1_feef,
+        ),
+    ];
+    let t = Toeplitz::new(&MS_KEY).unwrap();
+    for (dst, src, want) in vectors {
+        assert_eq!(input_of(src, dst).len(), 36);
+        assert_eq!(t.hash_tcp(src, dst), Some(want), "{src} -> {dst}");
+        assert_eq!(
+            reference(&MS_KEY, &input_of(src, dst)),
+            want,
+            "{src} -> {dst}"
+        );
+    }
+    let v4 = sa([198, 18, 0, 1], 80);
+    assert_eq!(t.hash_tcp(v4, vectors[0].0), None, "mixed families");
 }
 
 #[test]
@@ -75,15 +124,35 @@ fn tables_agree_with_the_definition() {
         x ^= x << 13;
         x ^= x >> 7;
         x ^= x << 17;
-        let mut input = [0u8; INPUT];
-        input[..8].copy_from_slice(&x.to_be_bytes());
-        input[8..].copy_from_slice(&(x as u32).rotate_left(9).to_be_bytes());
+        let mut input = [0u8; MAX_INPUT];
+        for (i, chunk) in input.chunks_mut(4).enumerate() {
+            let word = (x as u32).rotate_left(9 * i as u32) ^ (x >> 32) as u32;
+            chunk.copy_from_slice(&word.to_be_bytes());
+        }
         assert_eq!(t.hash(&input), reference(&key, &input));
+        assert_eq!(t.hash(&input[..12]), reference(&key, &input[..12]));
     }
     assert!(
-        Toeplitz::new(&key[..15]).is_none(),
-        "too short for 12 bytes"
+        Toeplitz::new(&key[..39]).is_none(),
+        "too short for 36 bytes"
     );
+}
+
+/// Hands out every port of 40000–40999 that `queue`'s replies from `remote` to `local`
+/// hash to, and nothing else.
+fn every_port_of_the_queue(rss: &Arc<Rss>, queue: u32, local: IpAddr, remote: SocketAddr) {
+    let reply = |p| rss.reply_queue(SocketAddr::new(local, p), remote).unwrap();
+    let mut ports = RssPorts::new(rss.clone(), queue, 40000, 40999);
+    let mut taken = HashSet::new();
+    while let Some(p) = ports.choose(local, remote, &mut |p| taken.contains(&p)) {
+        assert!((40000..=40999).contains(&p));
+        assert_eq!(reply(p), queue, "port {p} to {remote}");
+        assert!(taken.insert(p), "port {p} given twice");
+    }
+    // Exhausted: every port of the range that maps to the queue was handed out.
+    let all = (40000..=40999).filter(|&p| reply(p) == queue).count();
+    assert_eq!(taken.len(), all, "queue {queue}, {remote}");
+    assert!(all > 150, "a fair share for queue {queue}: {all}");
 }
 
 #[test]
@@ -92,26 +161,22 @@ fn every_chosen_port_lands_on_the_wanted_queue() {
     let reta: Vec<u32> = (0..128).map(|i| i % 4).collect();
     let rss = Arc::new(Rss::new(&MS_KEY, reta).unwrap());
     let local = Ipv4Addr::new(198, 18, 0, 10);
-    let remote = sa([198, 18, 0, 1], 80);
+    let local6: Ipv6Addr = "2001:2::10".parse().unwrap();
     for queue in 0..4 {
-        let mut ports = RssPorts::new(rss.clone(), queue, 40000, 40999);
-        let mut taken = HashSet::new();
-        while let Some(p) = ports.choose(local.into(), remote.into(), &mut |p| taken.contains(&p)) {
-            assert!((40000..=40999).contains(&p));
-            assert_eq!(
-                rss.reply_queue(SocketAddrV4::new(local, p), remote),
-                queue,
-                "port {p}"
-            );
-            assert!(taken.insert(p), "port {p} given twice");
-        }
-        // Exhausted: every port of the range that maps to the queue was handed out.
-        let all = (40000..=40999)
-            .filter(|&p| rss.reply_queue(SocketAddrV4::new(local, p), remote) == queue)
-            .count();
-        assert_eq!(taken.len(), all, "queue {queue}");
-        assert!(all > 150, "a fair share for queue {queue}: {all}");
+        every_port_of_the_queue(&rss, queue, local.into(), sa([198, 18, 0, 1], 80));
+        every_port_of_the_queue(&rss, queue, local6.into(), sa6("2001:2::1", 80));
     }
+    // The IPv6 choice is not the IPv4 one: the whole 36-byte input counts.
+    let pick = |local: IpAddr, remote| {
+        let mut p = RssPorts::new(rss.clone(), 1, 40000, 40999);
+        (0..20)
+            .map(|_| p.choose(local, remote, &mut |_| false).unwrap())
+            .collect::<Vec<_>>()
+    };
+    assert_ne!(
+        pick(local.into(), sa([198, 18, 0, 1], 80)),
+        pick(local6.into(), sa6("2001:2::1", 80))
+    );
 }
 
 #[test]
@@ -149,8 +214,8 @@ RSS input transformation:
     assert_eq!(rss.reta, [0, 1, 2, 3, 0, 1, 2, 3, 3, 2, 1, 0, 3, 2, 1, 0]);
     assert_eq!(rss.max_queue(), 3);
     let (dst, src) = (sa([161, 142, 100, 80], 1766), sa([66, 9, 149, 187], 2794));
-    assert_eq!(rss.hash.hash_tcp4(src, dst), 0x51cc_c178);
-    assert_eq!(rss.reply_queue(dst, src), rss.reta[0x51cc_c178 % 16]);
+    assert_eq!(rss.hash.hash_tcp(src, dst), Some(0x51cc_c178));
+    assert_eq!(rss.reply_queue(dst, src), Some(rss.reta[0x51cc_c178 % 16]));
 
     let xor = text
         .replace("toeplitz: on", "toeplitz: off")
