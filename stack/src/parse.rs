@@ -38,14 +38,20 @@ pub enum Drop {
     NotForUs,
     /// An IPv4 fragment or an IPv6 fragment header: the stack does not reassemble.
     Fragment,
-    /// An IP protocol other than TCP and ICMP (IPv4) or ICMPv6 (IPv6), an IPv6 extension
-    /// header, TCP to an IPv6 multicast group.
+    /// An IP protocol other than TCP and ICMP (IPv4) or ICMPv6 (IPv6), TCP to an IPv6
+    /// multicast group.
     Protocol,
+    /// An IPv6 packet whose next header is an extension header (RFC 8200 §4: hop-by-hop,
+    /// routing or destination options; the IPsec headers AH and ESP, mobility, HIP,
+    /// shim6, the experimental 253 and 254) — TCP behind it or not: the stack parses
+    /// no extension header, and a sender that adds them to TCP is rare enough to drop.
+    /// A fragment header counts as [`Drop::Fragment`].
+    Extension,
 }
 
 impl Drop {
     /// Every reason, in counter order.
-    pub const ALL: [Drop; 8] = [
+    pub const ALL: [Drop; 9] = [
         Drop::Truncated,
         Drop::Malformed,
         Drop::IpChecksum,
@@ -54,6 +60,7 @@ impl Drop {
         Drop::NotForUs,
         Drop::Fragment,
         Drop::Protocol,
+        Drop::Extension,
     ];
 
     /// A short lower-case name, for metrics labels and tables.
@@ -67,6 +74,7 @@ impl Drop {
             Drop::NotForUs => "not_for_us",
             Drop::Fragment => "fragment",
             Drop::Protocol => "protocol",
+            Drop::Extension => "extension_header",
         }
     }
 }
@@ -259,6 +267,7 @@ fn ipv6(payload: &[u8], local: &Local<'_>) -> Result<Class, Drop> {
             );
         }
         IpProtocol::Ipv6Frag => return Err(Drop::Fragment),
+        next if is_extension(next) => return Err(Drop::Extension),
         _ => return Err(Drop::Protocol),
     }
     let icmp = Icmpv6Packet::new_checked(ip.payload()).map_err(|_| Drop::Truncated)?;
@@ -268,6 +277,16 @@ fn ipv6(payload: &[u8], local: &Local<'_>) -> Result<Class, Drop> {
     let caps = ChecksumCapabilities::ignored();
     Icmpv6Repr::parse(&src, &dst, &icmp, &caps).map_err(|_| Drop::Malformed)?;
     Ok(Class::Control)
+}
+
+/// Whether `next` names an IPv6 extension header (RFC 8200 §4, IANA's "IPv6 Extension
+/// Header Types") other than the fragment header.
+#[cfg(feature = "ipv6")]
+fn is_extension(next: IpProtocol) -> bool {
+    matches!(
+        u8::from(next),
+        0 | 43 | 50 | 51 | 60 | 135 | 139 | 140 | 253 | 254
+    )
 }
 
 /// The sequence number of a frame that [`classify`] found to be TCP (`None` for anything

@@ -259,10 +259,81 @@ fn bad_ipv6_frames_are_dropped_and_counted() {
     let f = tcp_frame(server_mac(), SERVICE);
     assert_eq!(feed(&mut stack, &f).0, None, "the good segment is taken");
 
+    // TCP behind an extension header: counted as one, never answered (not even a RST).
+    for (next, what) in [
+        (0, "hop-by-hop"),
+        (60, "destination options"),
+        (43, "routing"),
+        (51, "AH"),
+        (50, "ESP"),
+    ] {
+        let f = behind_extension(next, &tcp_frame(server_mac(), SERVICE));
+        assert_eq!(
+            feed(&mut stack, &f),
+            (Some(Drop::Extension), vec![]),
+            "{what}"
+        );
+    }
+    // An extension header cut short, or claiming more than there is.
+    let f = behind_extension(0, &tcp_frame(server_mac(), SERVICE));
+    assert_eq!(feed(&mut stack, &f[..14 + 40 + 4]).0, Some(Drop::Truncated));
+    let mut f = behind_extension(60, &tcp_frame(server_mac(), SERVICE));
+    f[14 + 40 + 1] = 0xff; // 2 KiB of options
+    assert_eq!(feed(&mut stack, &f).0, Some(Drop::Extension));
+    assert_eq!(Drop::Extension.name(), "extension_header");
+
     // The good frame still works after all that.
     feed(&mut stack, &solicitation());
     let (dropped, out) = feed(&mut stack, &good);
     assert_eq!((dropped, out.len()), (None, 1));
+}
+
+/// `frame` (Ethernet/IPv6/TCP) with an 8-byte extension header of type `next` between
+/// the IPv6 header and TCP (PadN filling it, TCP named as its next header).
+fn behind_extension(next: u8, frame: &[u8]) -> Vec<u8> {
+    let mut f = frame[..14 + 40].to_vec();
+    f.extend([6, 0, 1, 4, 0, 0, 0, 0]);
+    f.extend(&frame[14 + 40..]);
+    let len = u16::from_be_bytes([f[14 + 4], f[14 + 5]]) + 8;
+    f[14 + 4..14 + 6].copy_from_slice(&len.to_be_bytes());
+    f[14 + 6] = next;
+    f
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(512))]
+
+    /// Random damage anywhere in IPv6 frames (TCP, TCP behind a hop-by-hop header, an echo
+    /// request, a solicitation), cut anywhere: each is dropped under one reason or
+    /// processed, never a panic.
+    #[test]
+    fn random_damage_to_ipv6_frames(
+        which in 0..4usize,
+        edits in proptest::collection::vec(
+            (proptest::prelude::any::<proptest::sample::Index>(), proptest::prelude::any::<u8>()),
+            1..8,
+        ),
+        cut in proptest::prelude::any::<proptest::sample::Index>(),
+    ) {
+        let mut stack = server();
+        let tcp = tcp_frame(server_mac(), SERVICE);
+        let mut f = match which {
+            0 => tcp,
+            1 => behind_extension(0, &tcp),
+            2 => echo_request(b"ping"),
+            _ => solicitation(),
+        };
+        for (at, v) in edits {
+            let i = at.index(f.len());
+            f[i] = v;
+        }
+        let len = cut.index(f.len() + 1);
+        let mut tx = Queue::default();
+        stack.ingress(Instant::from_millis(1), &f[..len], &mut tx);
+        stack.poll(Instant::from_millis(2), &mut tx);
+        proptest::prop_assert_eq!(stack.counters().rx_frames, 1);
+        proptest::prop_assert!(stack.connections() <= 1);
+    }
 }
 
 #[test]
@@ -363,7 +434,7 @@ fn tcp_over_ipv6_beside_ipv4_is_byte_exact() {
     );
     assert_eq!(
         Drop::ALL.map(|d| a.dropped(d) + b.dropped(d)),
-        [0; 8],
+        [0; Drop::ALL.len()],
         "nothing dropped"
     );
 }

@@ -17,6 +17,8 @@
 //         to any other address                         -> XDP_PASS, counted as error
 //   IPv6
 //     TCP or ICMPv6 to an address in `addrs6`          -> XSK
+//     an extension header or fragment to such an address -> XSK (the stack
+//       drops and counts it: `extension_header`, `fragment`)
 //     neighbour solicitation whose target is in `addrs6` (to its solicited-node
 //       group, which the kernel's own addresses may share) -> XSK
 //     version not 6, to an address in `addrs6`         -> XDP_DROP
@@ -545,6 +547,20 @@ struct ns_head {
 	struct addr6 target;
 };
 
+// An IPv6 extension header (RFC 8200 section 4, IANA's list) or the fragment header:
+// the stack's `is_extension` (stack/src/parse.rs) and 44. Frames to our address behind
+// one go to the stack, which parses none of them but drops and counts them by name,
+// where the kernel (which does not own the address) would drop them unseen.
+static __always_inline int is_extension6(__u8 next)
+{
+	switch (next) {
+	case 0: case 43: case 44: case 50: case 51: case 60: case 135: case 139: case 140:
+	case 253: case 254:
+		return 1;
+	}
+	return 0;
+}
+
 // IPv6 (RFC 8200). TCP and ICMPv6 to one of our addresses go to the stack, which
 // answers echo and neighbour solicitations (smoltcp). Solicitations come to the
 // target's solicited-node group (ff02::1:ffXX:XXXX, RFC 4291 2.7.1), which the
@@ -560,7 +576,8 @@ static __always_inline int steer_ipv6(struct xdp_md *ctx, struct counters *c, vo
 	if (bpf_map_lookup_elem(&addrs6, &dst)) {
 		if (ip->version != 6)
 			return drop(c);
-		if (ip->nexthdr == IPPROTO_TCP || ip->nexthdr == IPPROTO_ICMPV6)
+		if (ip->nexthdr == IPPROTO_TCP || ip->nexthdr == IPPROTO_ICMPV6 ||
+		    is_extension6(ip->nexthdr))
 			return to_xsk(ctx, c);
 		return pass(&c->passed);
 	}
