@@ -222,9 +222,11 @@ where
         SynCookies::Auto => XdpCookies::Auto { window },
         SynCookies::Always => XdpCookies::Always { window },
     };
-    for &(_, port) in &listen {
-        steering.add_service(opts.addr.0, Proto::Tcp, port)?;
-        steering.set_syn_cookies(opts.addr.0, port, cookies)?;
+    for a in opts.service_addrs() {
+        for &(_, port) in &listen {
+            steering.add_service(a, Proto::Tcp, port)?;
+            steering.set_syn_cookies(a, port, cookies)?;
+        }
     }
     let addrs: Vec<SocketAddr> = listen
         .iter()

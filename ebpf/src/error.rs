@@ -5,7 +5,7 @@
 //! so a printer that walks the chain does not show it twice.
 
 use std::io;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::IpAddr;
 
 use crate::{Proto, XdpMode};
 
@@ -88,7 +88,7 @@ pub enum Error {
     #[error("service {addr} {proto}/{port} is not registered")]
     NoSuchService {
         /// Destination address.
-        addr: Ipv4Addr,
+        addr: IpAddr,
         /// Protocol.
         proto: Proto,
         /// Destination port.
@@ -134,7 +134,7 @@ mod tests {
             ),
             (
                 Error::NoSuchService {
-                    addr: Ipv4Addr::new(198, 18, 0, 10),
+                    addr: std::net::Ipv4Addr::new(198, 18, 0, 10).into(),
                     proto: Proto::Tcp,
                     port: 80,
                 },

@@ -4,12 +4,12 @@
 //! compares them without swapping. Counter values are in host order.
 
 use std::fmt;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::str::FromStr;
 
 /// Entries in the XSK map: rx queues 0 to `MAX_QUEUES - 1` can have a socket.
 pub const MAX_QUEUES: u32 = 256;
-/// Entries in the service map.
+/// Entries in each service map (IPv4 and IPv6).
 pub const MAX_SERVICES: u32 = 4096;
 /// Entries in the address map.
 pub const MAX_ADDRESSES: u32 = 64;
@@ -19,6 +19,8 @@ pub const MAX_PREFIXES: u32 = 64;
 
 /// `struct service_key`: addr (4, network order), port (2, network order), proto, pad.
 pub(crate) const SERVICE_KEY_LEN: usize = 8;
+/// `struct service6_key`: addr (16, wire order), port (2, network order), proto, pad.
+pub(crate) const SERVICE6_KEY_LEN: usize = 20;
 /// `struct prefix_key`: prefixlen (4, host order), proto, pad (3), addr (4, network order).
 pub(crate) const PREFIX_KEY_LEN: usize = 12;
 /// `struct counters`: ten `__u64`.
@@ -215,12 +217,16 @@ pub(crate) fn cookie_keys_value(keys: Option<&QueueCookies>) -> [u8; COOKIE_KEYS
     value
 }
 
-/// The service map's key for `(addr, proto, port)`.
-pub(crate) fn service_key(addr: Ipv4Addr, proto: Proto, port: u16) -> [u8; SERVICE_KEY_LEN] {
-    let mut key = [0; SERVICE_KEY_LEN];
-    key[0..4].copy_from_slice(&addr.octets());
-    key[4..6].copy_from_slice(&port.to_be_bytes());
-    key[6] = proto.number();
+/// The service map's key for `(addr, proto, port)`: `struct service_key` for an IPv4
+/// address (the `services` map), `struct service6_key` for an IPv6 one (`services6`).
+pub(crate) fn service_key(addr: IpAddr, proto: Proto, port: u16) -> Vec<u8> {
+    let mut key = match addr {
+        IpAddr::V4(a) => a.octets().to_vec(),
+        IpAddr::V6(a) => a.octets().to_vec(),
+    };
+    key.extend(port.to_be_bytes());
+    key.extend([proto.number(), 0]);
+    debug_assert!(matches!(key.len(), SERVICE_KEY_LEN | SERVICE6_KEY_LEN));
     key
 }
 
@@ -247,8 +253,14 @@ mod tests {
 
     #[test]
     fn service_key_is_wire_order() {
-        let key = service_key(Ipv4Addr::new(198, 18, 0, 10), Proto::Udp, 0x1f90);
+        let key = service_key(Ipv4Addr::new(198, 18, 0, 10).into(), Proto::Udp, 0x1f90);
         assert_eq!(key, [198, 18, 0, 10, 0x1f, 0x90, 17, 0]);
+        let v6 = std::net::Ipv6Addr::new(0x2001, 2, 0, 0, 0, 0, 0, 0x10);
+        let key = service_key(v6.into(), Proto::Tcp, 80);
+        let mut want = v6.octets().to_vec();
+        want.extend([0, 80, 6, 0]);
+        assert_eq!(key, want);
+        assert_eq!(key.len(), SERVICE6_KEY_LEN);
     }
 
     #[test]

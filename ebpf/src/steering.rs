@@ -145,12 +145,21 @@ impl Steering {
         self.prog_id
     }
 
-    /// Steers IPv4 `proto` traffic to `addr:port` to the AF_XDP sockets. Adding a
+    /// Registers the service `addr:port`: IPv4 `proto` traffic to it is steered to the
+    /// AF_XDP sockets. For an IPv6 address (whose TCP is steered on every port by
+    /// [`add_address`](Self::add_address)) UDP to it is steered, and a TCP service
+    /// carries its SYN-cookie mode ([`set_syn_cookies`](Self::set_syn_cookies)). Adding a
     /// service twice is not an error.
-    pub fn add_service(&self, addr: Ipv4Addr, proto: Proto, port: u16) -> Result<(), Error> {
+    pub fn add_service(
+        &self,
+        addr: impl Into<IpAddr>,
+        proto: Proto,
+        port: u16,
+    ) -> Result<(), Error> {
+        let addr = addr.into();
         let key = maps::service_key(addr, proto, port);
         let value = maps::service_value(XdpCookies::Off);
-        update(&self.loaded.services, &key, &value, || {
+        update(self.services(addr), &key, &value, || {
             format!(
                 "adding service {addr} {proto}/{port} (at most {})",
                 maps::MAX_SERVICES
@@ -158,19 +167,27 @@ impl Steering {
         })
     }
 
-    /// Sets whether the program answers the SYNs of the TCP service `addr:port` with SYN
-    /// cookies itself (see the crate docs); [`XdpCookies::Off`] when it is added. The
-    /// service must have been added ([`Error::NoSuchService`] otherwise).
+    /// The service map of `addr`'s family.
+    fn services(&self, addr: IpAddr) -> &MapHandle {
+        match addr {
+            IpAddr::V4(_) => &self.loaded.services,
+            IpAddr::V6(_) => &self.loaded.services6,
+        }
+    }
+
+    /// Sets whether the program answers the SYNs of the TCP service `addr:port` (IPv4 or
+    /// IPv6) with SYN cookies itself (see the crate docs); [`XdpCookies::Off`] when it is
+    /// added. The service must have been added ([`Error::NoSuchService`] otherwise).
     pub fn set_syn_cookies(
         &self,
-        addr: Ipv4Addr,
+        addr: impl Into<IpAddr>,
         port: u16,
         cookies: XdpCookies,
     ) -> Result<(), Error> {
-        let proto = Proto::Tcp;
+        let (addr, proto) = (addr.into(), Proto::Tcp);
         let key = maps::service_key(addr, proto, port);
         let value = maps::service_value(cookies);
-        match self.loaded.services.update(&key, &value, MapFlags::EXIST) {
+        match self.services(addr).update(&key, &value, MapFlags::EXIST) {
             Ok(()) => Ok(()),
             Err(err) if err.kind() == libbpf_rs::ErrorKind::NotFound => {
                 Err(Error::NoSuchService { addr, proto, port })
@@ -202,10 +219,17 @@ impl Steering {
             })
     }
 
-    /// Stops steering `addr:port`: its traffic goes to the kernel again.
-    pub fn remove_service(&self, addr: Ipv4Addr, proto: Proto, port: u16) -> Result<(), Error> {
+    /// Removes the service `addr:port`: its traffic goes to the kernel again (for an
+    /// IPv6 TCP service: its SYNs go to the stack, no longer answered here).
+    pub fn remove_service(
+        &self,
+        addr: impl Into<IpAddr>,
+        proto: Proto,
+        port: u16,
+    ) -> Result<(), Error> {
+        let addr = addr.into();
         let key = maps::service_key(addr, proto, port);
-        delete(&self.loaded.services, &key, || {
+        delete(self.services(addr), &key, || {
             format!("removing service {addr} {proto}/{port}")
         })?
         .then_some(())

@@ -63,6 +63,7 @@ pub(crate) struct Loaded {
     pub(crate) prog: OwnedFd,
     pub(crate) xsks: MapHandle,
     pub(crate) services: MapHandle,
+    pub(crate) services6: MapHandle,
     pub(crate) addrs: MapHandle,
     pub(crate) addrs6: MapHandle,
     pub(crate) prefixes: MapHandle,
@@ -77,12 +78,14 @@ pub(crate) fn load() -> libbpf_rs::Result<Loaded> {
     let skel = open.load()?;
     debug_assert_eq!(skel.maps.xsks.max_entries(), crate::MAX_QUEUES);
     debug_assert_eq!(skel.maps.services.max_entries(), crate::MAX_SERVICES);
+    debug_assert_eq!(skel.maps.services6.max_entries(), crate::MAX_SERVICES);
     debug_assert_eq!(skel.maps.addrs.max_entries(), crate::MAX_ADDRESSES);
     debug_assert_eq!(skel.maps.addrs6.max_entries(), crate::MAX_ADDRESSES);
     Ok(Loaded {
         prog: skel.progs.steer.as_fd().try_clone_to_owned()?,
         xsks: MapHandle::try_from(&skel.maps.xsks)?,
         services: MapHandle::try_from(&skel.maps.services)?,
+        services6: MapHandle::try_from(&skel.maps.services6)?,
         addrs: MapHandle::try_from(&skel.maps.addrs)?,
         addrs6: MapHandle::try_from(&skel.maps.addrs6)?,
         prefixes: MapHandle::try_from(&skel.maps.prefixes)?,

@@ -22,6 +22,7 @@ const CLIENT: Ipv4Addr = Ipv4Addr::new(198, 18, 200, 1);
 
 const SERVICE6: Ipv6Addr = Ipv6Addr::new(0x2001, 2, 0, 0x200, 0, 0, 0, 0x10);
 const KERNEL6: Ipv6Addr = Ipv6Addr::new(0x2001, 2, 0, 0x200, 0, 0, 0, 2);
+const CLIENT6: Ipv6Addr = Ipv6Addr::new(0x2001, 2, 0, 0x200, 0, 0, 0, 1);
 
 fn is_root() -> bool {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
@@ -113,7 +114,7 @@ fn ipv6(dst: Ipv6Addr, next: u8, payload: &[u8]) -> Vec<u8> {
     let mut p = vec![0x60, 0, 0, 0];
     p.extend((payload.len() as u16).to_be_bytes());
     p.extend([next, 64]);
-    p.extend(Ipv6Addr::new(0x2001, 2, 0, 0x200, 0, 0, 0, 1).octets());
+    p.extend(CLIENT6.octets());
     p.extend(dst.octets());
     p.extend(payload);
     eth(0x86dd, None, &p)
@@ -146,7 +147,7 @@ fn verdicts_on_handmade_frames() {
     let loaded = sys::load().expect("the verifier accepts the program");
     let one = 1u32.to_ne_bytes();
     for (proto, port) in [(Proto::Tcp, 80), (Proto::Udp, 9000)] {
-        let key = maps::service_key(SERVICE, proto, port);
+        let key = maps::service_key(SERVICE.into(), proto, port);
         let value = maps::service_value(XdpCookies::Off);
         loaded.services.update(&key, &value, MapFlags::ANY).unwrap();
     }
@@ -294,7 +295,7 @@ fn cost_per_frame() {
         "verifier: {} instructions verified for program id {id}",
         info.verified_insns
     );
-    let key = maps::service_key(SERVICE, Proto::Tcp, 80);
+    let key = maps::service_key(SERVICE.into(), Proto::Tcp, 80);
     let value = maps::service_value(XdpCookies::Off);
     loaded.services.update(&key, &value, MapFlags::ANY).unwrap();
     for (name, frame) in [("service", tcp(SERVICE, 80)), ("kernel", tcp(KERNEL, 80))] {

@@ -76,8 +76,9 @@
 //!
 //! Nothing in a cookie needs the stack: the keys of the current period, the 4-tuple, the
 //! ISN and the client's MSS make it. So the dataplane's XDP program (`ebpf/src/bpf/
-//! steer.bpf.c`) answers SYNs with the same SYN-ACK, bit for bit (a test compares the
-//! two through `BPF_PROG_TEST_RUN`), before they cost the worker an AF_XDP copy, a pass
+//! steer.bpf.c`) answers IPv4 and IPv6 SYNs with the same SYN-ACK, bit for bit (a test
+//! per family compares the two through `BPF_PROG_TEST_RUN`), by [`CookieKeys`]'s
+//! definition, before they cost the worker an AF_XDP copy, a pass
 //! through the stack and a transmission (6–7 µs on the veth bed, against ~140 ns of XDP:
 //! a worker whose stack answered 174,000 SYNs a second and lost the rest of a flood lets
 //! the program answer a generator's 450,000–665,000; `ebpf/src/lib.rs` has what the flood
@@ -217,15 +218,19 @@ pub(crate) fn mss_index(client: Option<u16>) -> u8 {
 /// is
 ///
 /// ```text
-/// mac    = SipHash-1-3(k0, k1; u64 LE remote_addr << 32 | local_addr,
-///                              u64 LE remote_port << 48 | local_port << 32 | isn,
-///                              u8 m)          (17 bytes; addresses as numbers)
-/// cookie = (mac as u32 & !7) | parity << 2 | m
+/// IPv4:  mac = SipHash-1-3(k0, k1; u64 LE remote_addr << 32 | local_addr,
+///                                  u64 LE ports_isn, u8 m)              (17 bytes)
+/// IPv6:  mac = SipHash-1-3(k0, k1; u128 LE remote_addr, u128 LE local_addr,
+///                                  u64 LE ports_isn, u8 m)              (41 bytes)
+/// ports_isn = remote_port << 48 | local_port << 32 | isn
+/// cookie    = (mac as u32 & !7) | parity << 2 | m
 /// ```
 ///
-/// (an IPv6 connection's cookie, which only the stack makes, hashes the two addresses as
-/// two `u128`s in place of the first `u64`), with `m` the index into 536, 1220, 1440, 1460 of the largest entry not above the
-/// client's MSS (536 without the option) and 1460.
+/// with the addresses as numbers (`u32::from(Ipv4Addr)`, `u128::from(Ipv6Addr)`: the
+/// first byte on the wire is the most significant; an IPv4-mapped IPv6 address counts
+/// as IPv4), each value's bytes little-endian, and `m` the index into 536, 1220, 1440,
+/// 1460 of the largest entry not above the client's MSS (536 without the option) and
+/// ours: 1460 over IPv4, 1440 over IPv6. The SYN-ACK announces that MSS of ours.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct CookieKeys {
     /// The first SipHash key.

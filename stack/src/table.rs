@@ -122,8 +122,8 @@ impl FourTuple {
     }
 
     /// Feeds the two addresses to `h` (the demux table's bucket hash, SYN cookies' MAC):
-    /// IPv4 ones as one `u64`, `remote << 32 | local`, in every build (the XDP program
-    /// makes IPv4 cookies so), IPv6 ones as two `u128`s.
+    /// IPv4 ones as one `u64`, `remote << 32 | local`, in every build, IPv6 ones as two
+    /// `u128`s — as the XDP program makes cookies ([`CookieKeys`](crate::CookieKeys)).
     pub(crate) fn write_addrs(&self, h: &mut impl Hasher) {
         #[cfg(not(feature = "ipv6"))]
         h.write_u64((u64::from(self.remote_addr) << 32) | u64::from(self.local_addr));

@@ -28,8 +28,8 @@ use std::net::Ipv4Addr;
 
 use smoltcp::phy::ChecksumCapabilities;
 use smoltcp::wire::{
-    EthernetAddress, EthernetFrame, EthernetProtocol, EthernetRepr, IpAddress, IpProtocol,
-    Ipv4Packet, Ipv4Repr, TcpPacket, TcpRepr,
+    EthernetAddress, EthernetFrame, EthernetProtocol, EthernetRepr, IpAddress, IpProtocol, IpRepr,
+    TcpPacket, TcpRepr,
 };
 
 use crate::config::Config;
@@ -42,31 +42,46 @@ use crate::{Instant, MAX_FRAME};
 /// checksums filled (TTL 64, no IP options): for tests and tools that hand-build
 /// segments.
 pub fn tcp_frame(src: ([u8; 6], Ipv4Addr), dst: ([u8; 6], Ipv4Addr), tcp: &TcpRepr) -> Vec<u8> {
-    let ip = Ipv4Repr {
-        src_addr: src.1,
-        dst_addr: dst.1,
-        next_header: IpProtocol::Tcp,
-        payload_len: tcp.buffer_len(),
-        hop_limit: 64,
-    };
+    frame(
+        (src.0, IpAddress::Ipv4(src.1)),
+        (dst.0, IpAddress::Ipv4(dst.1)),
+        tcp,
+    )
+}
+
+/// [`tcp_frame`] over IPv6 (hop limit 64, no extension header).
+#[cfg(feature = "ipv6")]
+pub fn tcp6_frame(
+    src: ([u8; 6], std::net::Ipv6Addr),
+    dst: ([u8; 6], std::net::Ipv6Addr),
+    tcp: &TcpRepr,
+) -> Vec<u8> {
+    frame(
+        (src.0, IpAddress::Ipv6(src.1)),
+        (dst.0, IpAddress::Ipv6(dst.1)),
+        tcp,
+    )
+}
+
+/// An Ethernet frame carrying `tcp` between two addresses of one family.
+fn frame(src: ([u8; 6], IpAddress), dst: ([u8; 6], IpAddress), tcp: &TcpRepr) -> Vec<u8> {
+    let ip = IpRepr::new(src.1, dst.1, IpProtocol::Tcp, tcp.buffer_len(), 64);
     let eth = EthernetRepr {
         src_addr: EthernetAddress(src.0),
         dst_addr: EthernetAddress(dst.0),
-        ethertype: EthernetProtocol::Ipv4,
+        ethertype: match ip {
+            IpRepr::Ipv4(_) => EthernetProtocol::Ipv4,
+            #[cfg(feature = "ipv6")]
+            IpRepr::Ipv6(_) => EthernetProtocol::Ipv6,
+        },
     };
-    let mut buf = vec![0u8; 14 + ip.buffer_len() + tcp.buffer_len()];
+    let mut buf = vec![0u8; 14 + ip.buffer_len()];
     let caps = ChecksumCapabilities::default();
     let mut f = EthernetFrame::new_unchecked(&mut buf[..]);
     eth.emit(&mut f);
-    let mut p = Ipv4Packet::new_unchecked(f.payload_mut());
-    ip.emit(&mut p, &caps);
-    let (s, d) = (IpAddress::Ipv4(src.1), IpAddress::Ipv4(dst.1));
-    tcp.emit(
-        &mut TcpPacket::new_unchecked(p.payload_mut()),
-        &s,
-        &d,
-        &caps,
-    );
+    ip.emit(f.payload_mut(), &caps);
+    let t = &mut f.payload_mut()[ip.header_len()..];
+    tcp.emit(&mut TcpPacket::new_unchecked(t), &src.1, &dst.1, &caps);
     buf
 }
 

@@ -17,6 +17,8 @@
 //         to any other address                         -> XDP_PASS, counted as error
 //   IPv6
 //     TCP or ICMPv6 to an address in `addrs6`          -> XSK
+//       TCP SYN whose service (`services6`) and queue say cookie -> SYN-ACK out
+//     UDP, (daddr, proto, dport) in `services6`        -> XSK
 //     an extension header or fragment to such an address -> XSK (the stack
 //       drops and counts it: `extension_header`, `fragment`)
 //     neighbour solicitation whose target is in `addrs6` (to its solicited-node
@@ -40,7 +42,8 @@
 // SYN cookies. A TCP service's value says whether the program answers its SYNs
 // itself (`off`, `auto`, `always`, as the listener's --syn-cookies), with the
 // cookie SYN-ACK the stack would send (stack/src/cookie.rs): same SipHash-1-3
-// cookie, MSS option alone, IPv4 fields as smoltcp writes them. It is sent back
+// cookie, MSS option alone, IPv4 or IPv6 fields as smoltcp writes them (IPv6
+// services: `services6`, the same values). It is sent back
 // out of the interface it came in on (bpf_redirect to ingress_ifindex) and
 // counted in `cookies`; the client's ACK goes to the socket like any segment,
 // and the stack validates it and makes the connection. The two paths share the
@@ -49,7 +52,8 @@
 // its parity and whether it is under pressure (a full backlog or half-open
 // budget: then `auto` services get cookies here), on a change only, from its
 // periodic control work. A frame is answered only if it is a SYN alone (not
-// ACK, RST or FIN), to a unicast MAC, IHL 5, no data, both checksums right and
+// ACK, RST or FIN), to a unicast MAC, IPv4 with IHL 5 or IPv6 with no extension
+// header, no data, the checksums right and
 // options smoltcp accepts, and the queue's worker has published its keys;
 // anything else goes on to the socket, whose stack decides as before.
 //
@@ -93,7 +97,6 @@
 #define TCP_RST 0x04
 #define TCP_ACK 0x10
 #define TCP_FIN 0x01
-#define SYNACK_LEN (14 + 20 + 24)
 
 #define ARPHRD_ETHER 1
 #define ARP_REQUEST_OR_REPLY_HLEN 28
@@ -187,6 +190,22 @@ struct {
 	__type(value, __u32);
 } addrs6 SEC(".maps");
 
+// An IPv6 service: its TCP SYN-cookie settings (IPv6 TCP to an address in `addrs6`
+// goes to the stack whatever its port) or a UDP port steered.
+struct service6_key {
+	struct addr6 addr; // IPv6 destination, wire order
+	__u16 port;        // destination port, network order
+	__u8 proto;        // IPPROTO_TCP or IPPROTO_UDP
+	__u8 pad;          // always zero
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, MAX_SERVICES);
+	__type(key, struct service6_key);
+	__type(value, struct service_value);
+} services6 SEC(".maps");
+
 // Whole destination prefixes steered for one protocol (e.g. a client's source
 // range, whose replies come back to many addresses and ports). The value says
 // what happens to their frames: PREFIX_STEER to the AF_XDP socket, PREFIX_TALLY
@@ -276,24 +295,28 @@ static __always_inline int tally(struct counters *c, __u8 proto, void *l4, void 
 		v2 += v1; v1 = ROTL(v1, 17); v1 ^= v2; v2 = ROTL(v2, 32);        \
 	} while (0)
 
-// SipHash-1-3 of 17 bytes, as the Rust `siphasher` crate computes
-// write_u64(m0); write_u64(m1); write_u8(last); finish(): the two words are
-// taken little-endian (their numeric value on x86 and in BPF), the last block
-// holds the byte and the total length 17 in its top byte.
-static __always_inline __u64 siphash13_17(__u64 k0, __u64 k1, __u64 m0, __u64 m1, __u8 last)
+// SipHash-1-3 of `words` 64-bit words and one byte (8 * words + 1 bytes), as the Rust
+// `siphasher` crate computes write_u64(m[0]) ... write_u8(last); finish(): the words
+// are taken little-endian (their numeric value on x86 and in BPF), the last block
+// holds the byte and the total length in its top byte. `words` is a constant at each
+// call: the loop unrolls.
+static __always_inline __u64 siphash13(__u64 k0, __u64 k1, const __u64 *m, int words,
+				       __u8 last)
 {
 	__u64 v0 = k0 ^ 0x736f6d6570736575ULL;
 	__u64 v1 = k1 ^ 0x646f72616e646f6dULL;
 	__u64 v2 = k0 ^ 0x6c7967656e657261ULL;
 	__u64 v3 = k1 ^ 0x7465646279746573ULL;
-	__u64 b = (17ULL << 56) | last;
+	__u64 b = ((__u64)(words * 8 + 1) << 56) | last;
 
-	v3 ^= m0;
-	SIPROUND;
-	v0 ^= m0;
-	v3 ^= m1;
-	SIPROUND;
-	v0 ^= m1;
+#pragma unroll
+	for (int i = 0; i < 5; i++) {
+		if (i >= words)
+			break;
+		v3 ^= m[i];
+		SIPROUND;
+		v0 ^= m[i];
+	}
 	v3 ^= b;
 	SIPROUND;
 	v0 ^= b;
@@ -360,16 +383,16 @@ malformed:
 	return 1;
 }
 
-// The client's MSS option (0: none) among the `len` option bytes of a TCP
-// header at offset 34 (IHL 5), or -1 when smoltcp would refuse the options
-// (the stack then drops the SYN, so the program must not answer it).
-static __always_inline int client_mss(struct xdp_md *ctx, __u32 len)
+// The client's MSS option (0: none) among the `len` option bytes of a TCP header at
+// offset `l4`, or -1 when smoltcp would refuse the options (the stack then drops the
+// SYN, so the program must not answer it).
+static __always_inline int client_mss(struct xdp_md *ctx, __u32 l4, __u32 len)
 {
 	struct options_walk w = {};
 
 	if (len == 0)
 		return 0;
-	if (len > sizeof(w.bytes) || bpf_xdp_load_bytes(ctx, 54, w.bytes, len))
+	if (len > sizeof(w.bytes) || bpf_xdp_load_bytes(ctx, l4 + 20, w.bytes, len))
 		return -1;
 	w.len = len;
 	// At most 40 steps: each consumes at least one byte.
@@ -384,9 +407,9 @@ static __always_inline __u16 fold(__u32 sum)
 	return sum;
 }
 
-// Ones'-complement sum of the 16-bit words of the `len` bytes (even, at most
-// 60) at offset 34, the TCP header of an IHL-5 frame; -1 if cut short.
-static __always_inline long tcp_sum(void *data, void *end, __u32 len)
+// Ones'-complement sum of the 16-bit words of the `len` bytes (even, at most 60) at
+// offset `l4`, a TCP header; -1 if cut short.
+static __always_inline long tcp_sum(void *data, void *end, __u32 l4, __u32 len)
 {
 	__u32 sum = 0;
 
@@ -394,7 +417,7 @@ static __always_inline long tcp_sum(void *data, void *end, __u32 len)
 	for (int i = 0; i < 30; i++) {
 		if (i * 2 >= len)
 			break;
-		__u16 *w = data + 34 + i * 2;
+		__u16 *w = data + l4 + i * 2;
 		if ((void *)(w + 1) > end)
 			return -1;
 		sum += *w;
@@ -413,26 +436,80 @@ static __always_inline __u32 ip_sum(struct iphdr *ip)
 	return sum;
 }
 
-// The pseudo-header's sum (RFC 9293 §3.1) for a TCP segment of `len` bytes.
-static __always_inline __u32 pseudo_sum(__u32 saddr, __u32 daddr, __u32 len)
+// The addresses of a segment, whichever family: IPv4 ones in the first 4 bytes.
+// Aligned: the verifier wants the stack read in aligned words.
+struct addrs {
+	struct addr6 src;
+	struct addr6 dst;
+} __attribute__((aligned(8)));
+
+// The pseudo-header's sum for a TCP segment of `len` bytes between `a`'s addresses:
+// RFC 9293 section 3.1 for IPv4, RFC 8200 section 8.1 for IPv6 (the same words for
+// length and protocol, as zero words add nothing).
+static __always_inline __u32 pseudo_sum(const struct addrs *a, int v6, __u32 len)
 {
-	return (saddr & 0xffff) + (saddr >> 16) + (daddr & 0xffff) + (daddr >> 16) +
-	       bpf_htons(IPPROTO_TCP) + bpf_htons(len);
+	const __u16 *s = (const __u16 *)a->src.b, *d = (const __u16 *)a->dst.b;
+	__u32 sum = bpf_htons(IPPROTO_TCP) + bpf_htons(len);
+
+#pragma unroll
+	for (int i = 0; i < 8; i++) {
+		if (i >= (v6 ? 8 : 2))
+			break;
+		sum += s[i] + d[i];
+	}
+	return sum;
+}
+
+// The 64-bit big-endian number at `b`: half of an IPv6 address as the stack's
+// `u128::to_bits` holds it.
+static __always_inline __u64 be64_at(const __u8 *b)
+{
+	__u64 v = 0;
+
+#pragma unroll
+	for (int i = 0; i < 8; i++)
+		v = v << 8 | b[i];
+	return v;
+}
+
+// The cookie, exactly as `CookieKeys::cookie` (stack/src/cookie.rs) computes it: a
+// SipHash-1-3 of the addresses (IPv4: one word, remote << 32 | local; IPv6: each
+// address a little-endian u128, low half first), then remote port, local port and
+// ISN in one word, then the MSS index.
+static __always_inline __u32 make_cookie(__u64 k0, __u64 k1, __u32 kflags, const struct addrs *a,
+					 int v6, __u16 rport, __u16 lport, __u32 isn, __u32 idx)
+{
+	__u64 m[5];
+	int words;
+
+	if (v6) {
+		m[0] = be64_at(a->src.b + 8);
+		m[1] = be64_at(a->src.b);
+		m[2] = be64_at(a->dst.b + 8);
+		m[3] = be64_at(a->dst.b);
+		words = 5;
+	} else {
+		m[0] = be64_at(a->src.b) >> 32 << 32 | be64_at(a->dst.b) >> 32;
+		words = 2;
+	}
+	m[words - 1] = (__u64)rport << 48 | (__u64)lport << 32 | isn;
+	__u64 mac = siphash13(k0, k1, m, words, idx);
+	return ((__u32)mac & ~7U) | ((kflags & KEYS_PARITY) ? 4 : 0) | idx;
 }
 
 // A SYN to a service whose cookie mode says so, answered right here with the
 // cookie SYN-ACK the stack's `send_cookie` would send (back out of the same
-// interface, XDP_REDIRECT); -1 to let it
-// go on to the socket as any other frame. The frame is IPv4 with IHL 5, not a
-// fragment, and holds the ports.
+// interface, XDP_REDIRECT); -1 to let it go on to the socket as any other frame.
+// The frame is IPv4 with IHL 5, not a fragment (`v6` 0), or IPv6 with TCP as its
+// next header (`v6` 1; a constant at each call, so each family's code is its own).
 static __always_inline int syn_cookie(struct xdp_md *ctx, struct counters *c,
-				      const struct service_value *svc)
+				      const struct service_value *svc, int v6)
 {
+	const __u32 l4 = v6 ? 14 + 40 : 14 + 20;
 	void *data = (void *)(long)ctx->data;
 	void *end = (void *)(long)ctx->data_end;
 	struct ethhdr *eth = data;
-	struct iphdr *ip = data + 14;
-	struct tcphdr *tcp = data + 34;
+	struct tcphdr *tcp = data + l4;
 
 	if ((void *)(tcp + 1) > end)
 		return -1;
@@ -458,60 +535,84 @@ static __always_inline int syn_cookie(struct xdp_md *ctx, struct counters *c,
 	// What the stack would drop (and so not answer): bad checksums, malformed
 	// options. A SYN carrying data goes to the stack too.
 	__u32 doff = tcp->doff * 4;
-	if (doff < 20 || bpf_ntohs(ip->tot_len) != 20 + doff || (void *)ip + 20 + doff > end ||
-	    tcp->source == 0 || tcp->dest == 0)
+	struct addrs a = {};
+	if (v6) {
+		struct ipv6hdr *ip6 = data + 14;
+		if (bpf_ntohs(ip6->payload_len) != doff)
+			return -1;
+		__builtin_memcpy(&a.src, &ip6->saddr, 16);
+		__builtin_memcpy(&a.dst, &ip6->daddr, 16);
+	} else {
+		struct iphdr *ip = data + 14;
+		if (bpf_ntohs(ip->tot_len) != 20 + doff || fold(ip_sum(ip)) != 0xffff)
+			return -1;
+		__builtin_memcpy(a.src.b, &ip->saddr, 4);
+		__builtin_memcpy(a.dst.b, &ip->daddr, 4);
+	}
+	if (doff < 20 || (void *)tcp + doff > end || tcp->source == 0 || tcp->dest == 0)
 		return -1;
-	if (fold(ip_sum(ip)) != 0xffff)
+	long sum = tcp_sum(data, end, l4, doff);
+	if (sum < 0 || fold(sum + pseudo_sum(&a, v6, doff)) != 0xffff)
 		return -1;
-	long sum = tcp_sum(data, end, doff);
-	if (sum < 0 || fold(sum + pseudo_sum(ip->saddr, ip->daddr, doff)) != 0xffff)
-		return -1;
-	int mss = client_mss(ctx, doff - 20);
+	int mss = client_mss(ctx, l4, doff - 20);
 	if (mss < 0)
 		return -1;
+	// Over IPv6 a segment carries 20 bytes less in the same MTU: the stack caps the
+	// client's MSS at its own (`Syn::our_mss`) before it picks the index.
+	__u32 our_mss = v6 ? OUR_MSS - 20 : OUR_MSS;
+	if ((__u32)mss > our_mss)
+		mss = our_mss;
 
-	// The cookie, exactly as `cookie::Jar::make` computes it.
-	__u32 remote = bpf_ntohl(ip->saddr), local = bpf_ntohl(ip->daddr);
 	__u32 isn = bpf_ntohl(tcp->seq);
 	__u16 rport = bpf_ntohs(tcp->source), lport = bpf_ntohs(tcp->dest);
 	__u32 idx = mss_index(mss);
-	__u64 mac = siphash13_17(k0, k1, (__u64)remote << 32 | local,
-				 (__u64)rport << 48 | (__u64)lport << 32 | isn, idx);
-	__u32 cookie = ((__u32)mac & ~7U) | ((kflags & KEYS_PARITY) ? 4 : 0) | idx;
+	__u32 cookie = make_cookie(k0, k1, kflags, &a, v6, rport, lport, isn, idx);
 
 	__u8 smac[ETH_ALEN], dmac[ETH_ALEN];
 	__builtin_memcpy(smac, eth->h_source, ETH_ALEN);
 	__builtin_memcpy(dmac, eth->h_dest, ETH_ALEN);
-	__be32 saddr = ip->saddr, daddr = ip->daddr;
 	__be16 sport = tcp->source, dport = tcp->dest;
 	__u16 window = svc->window;
 
-	int delta = SYNACK_LEN - (int)(end - data);
+	const int len = l4 + 24;
+	int delta = len - (int)(end - data);
 	if (delta && bpf_xdp_adjust_tail(ctx, delta))
 		return -1; // the frame is unchanged: the stack answers it
 	data = (void *)(long)ctx->data;
 	end = (void *)(long)ctx->data_end;
-	if (data + SYNACK_LEN > end)
+	if (data + len > end)
 		return drop(c); // cannot happen: the tail was just set
 	eth = data;
-	ip = data + 14;
-	tcp = data + 34;
+	tcp = data + l4;
 
 	__builtin_memcpy(eth->h_dest, smac, ETH_ALEN);
 	__builtin_memcpy(eth->h_source, dmac, ETH_ALEN);
-	// IPv4 as smoltcp's `Ipv4Repr::emit` writes it: no options, DF, TTL 64.
-	ip->version = 4;
-	ip->ihl = 5;
-	ip->tos = 0;
-	ip->tot_len = bpf_htons(20 + 24);
-	ip->id = 0;
-	ip->frag_off = bpf_htons(0x4000);
-	ip->ttl = 64;
-	ip->protocol = IPPROTO_TCP;
-	ip->check = 0;
-	ip->saddr = daddr;
-	ip->daddr = saddr;
-	ip->check = ~fold(ip_sum(ip));
+	if (v6) {
+		// IPv6 as smoltcp's `Ipv6Repr::emit` writes it: traffic class and flow
+		// label 0, hop limit 64, no extension header.
+		struct ipv6hdr *ip6 = data + 14;
+		*(__be32 *)ip6 = bpf_htonl(0x60000000);
+		ip6->payload_len = bpf_htons(24);
+		ip6->nexthdr = IPPROTO_TCP;
+		ip6->hop_limit = 64;
+		__builtin_memcpy(&ip6->saddr, &a.dst, 16);
+		__builtin_memcpy(&ip6->daddr, &a.src, 16);
+	} else {
+		// IPv4 as smoltcp's `Ipv4Repr::emit` writes it: no options, DF, TTL 64.
+		struct iphdr *ip = data + 14;
+		ip->version = 4;
+		ip->ihl = 5;
+		ip->tos = 0;
+		ip->tot_len = bpf_htons(20 + 24);
+		ip->id = 0;
+		ip->frag_off = bpf_htons(0x4000);
+		ip->ttl = 64;
+		ip->protocol = IPPROTO_TCP;
+		ip->check = 0;
+		__builtin_memcpy(&ip->saddr, a.dst.b, 4);
+		__builtin_memcpy(&ip->daddr, a.src.b, 4);
+		ip->check = ~fold(ip_sum(ip));
+	}
 	// TCP: SYN|ACK, the cookie, the client's ISN + 1, the MSS option alone.
 	tcp->source = dport;
 	tcp->dest = sport;
@@ -522,11 +623,12 @@ static __always_inline int syn_cookie(struct xdp_md *ctx, struct counters *c,
 	tcp->window = bpf_htons(window);
 	tcp->check = 0;
 	tcp->urg_ptr = 0;
-	*(__be32 *)(tcp + 1) = bpf_htonl(2 << 24 | 4 << 16 | OUR_MSS);
-	sum = tcp_sum(data, end, 24);
+	*(__be32 *)(tcp + 1) = bpf_htonl(2 << 24 | 4 << 16 | our_mss);
+	sum = tcp_sum(data, end, l4, 24);
 	if (sum < 0)
 		return drop(c);
-	tcp->check = ~fold(sum + pseudo_sum(daddr, saddr, 24));
+	struct addrs back = {.src = a.dst, .dst = a.src};
+	tcp->check = ~fold(sum + pseudo_sum(&back, v6, 24));
 	c->cookies++;
 	// Out of the interface it came in on. Not XDP_TX: on veth, frames sent with
 	// XDP_TX wait in the peer's queue until something else wakes it, unless the
@@ -576,8 +678,24 @@ static __always_inline int steer_ipv6(struct xdp_md *ctx, struct counters *c, vo
 	if (bpf_map_lookup_elem(&addrs6, &dst)) {
 		if (ip->version != 6)
 			return drop(c);
-		if (ip->nexthdr == IPPROTO_TCP || ip->nexthdr == IPPROTO_ICMPV6 ||
-		    is_extension6(ip->nexthdr))
+		__u8 next = ip->nexthdr;
+		if (next == IPPROTO_TCP || next == IPPROTO_UDP) {
+			__be16 *ports = (void *)(ip + 1);
+			if ((void *)(ports + 2) > end)
+				return next == IPPROTO_TCP ? to_xsk(ctx, c) : drop(c);
+			struct service6_key key = {.port = ports[1], .proto = next, .pad = 0};
+			__builtin_memcpy(&key.addr, &dst, sizeof(dst));
+			struct service_value *svc = bpf_map_lookup_elem(&services6, &key);
+			if (svc && svc->cookies != COOKIE_OFF && next == IPPROTO_TCP) {
+				int action = syn_cookie(ctx, c, svc, 1);
+				if (action >= 0)
+					return action;
+			}
+			if (svc || next == IPPROTO_TCP)
+				return to_xsk(ctx, c);
+			return pass(&c->passed);
+		}
+		if (next == IPPROTO_ICMPV6 || is_extension6(next))
 			return to_xsk(ctx, c);
 		return pass(&c->passed);
 	}
@@ -669,7 +787,7 @@ int steer(struct xdp_md *ctx)
 	struct service_value *svc = bpf_map_lookup_elem(&services, &key);
 	if (svc) {
 		if (svc->cookies != COOKIE_OFF && ip->protocol == IPPROTO_TCP && ihl == 5) {
-			int action = syn_cookie(ctx, c, svc);
+			int action = syn_cookie(ctx, c, svc, 0);
 			if (action >= 0)
 				return action;
 		}

@@ -14,7 +14,9 @@ use smoltcp::wire::{
     TcpSeqNumber, TcpTimestampRepr,
 };
 
-use super::{CLIENT, SERVICE, XDP_PASS, counters, privileged};
+#[cfg(feature = "ipv6")]
+use super::CLIENT6;
+use super::{CLIENT, SERVICE, SERVICE6, XDP_PASS, counters, privileged};
 use crate::maps::{self, Proto, QueueCookies, XdpCookies};
 use crate::sys;
 
@@ -33,9 +35,97 @@ struct Opts {
     all: bool,
 }
 
-/// A TCP segment from `CLIENT:sport` to the service's port 80, checksums right.
+/// The address family of a test's segments.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Family {
+    V4,
+    #[cfg(feature = "ipv6")]
+    V6,
+}
+
+impl Family {
+    /// A TCP segment from the client's `sport` to the service's port 80, checksums right.
+    fn segment(
+        self,
+        sport: u16,
+        control: TcpControl,
+        seq: u32,
+        ack: Option<u32>,
+        o: Opts,
+    ) -> Vec<u8> {
+        let tcp = tcp_repr(sport, control, seq, ack, o);
+        match self {
+            Family::V4 => {
+                c10m_stack::wire::tcp_frame((CLIENT_MAC, CLIENT), (SERVER_MAC, SERVICE), &tcp)
+            }
+            #[cfg(feature = "ipv6")]
+            Family::V6 => {
+                c10m_stack::wire::tcp6_frame((CLIENT_MAC, CLIENT6), (SERVER_MAC, SERVICE6), &tcp)
+            }
+        }
+    }
+
+    /// The service's and the client's address.
+    fn addrs(self) -> (IpAddress, IpAddress) {
+        match self {
+            Family::V4 => (IpAddress::Ipv4(SERVICE), IpAddress::Ipv4(CLIENT)),
+            #[cfg(feature = "ipv6")]
+            Family::V6 => (IpAddress::Ipv6(SERVICE6), IpAddress::Ipv6(CLIENT6)),
+        }
+    }
+
+    /// A cookie SYN-ACK's length and MSS option: 58 bytes and 1460 over IPv4, 78 and
+    /// 1440 over IPv6 (20 bytes more header in the same MTU).
+    fn synack(self) -> (usize, u16) {
+        match self {
+            Family::V4 => (58, 1460),
+            #[cfg(feature = "ipv6")]
+            Family::V6 => (78, 1440),
+        }
+    }
+
+    /// The TCP header of a frame from the service, checking the IP header on the way
+    /// (addresses, IPv4 checksum) and the TCP checksum.
+    fn tcp_from_service(self, frame: &[u8]) -> TcpRepr<'_> {
+        let eth = EthernetFrame::new_checked(frame).unwrap();
+        assert_eq!(eth.dst_addr(), EthernetAddress(CLIENT_MAC));
+        assert_eq!(eth.src_addr(), EthernetAddress(SERVER_MAC));
+        let payload = match self {
+            Family::V4 => {
+                let ip = Ipv4Packet::new_checked(eth.payload()).unwrap();
+                assert!(ip.verify_checksum());
+                assert_eq!((ip.src_addr(), ip.dst_addr()), (SERVICE, CLIENT));
+                ip.payload()
+            }
+            #[cfg(feature = "ipv6")]
+            Family::V6 => {
+                let ip = smoltcp::wire::Ipv6Packet::new_checked(eth.payload()).unwrap();
+                assert_eq!((ip.src_addr(), ip.dst_addr()), (SERVICE6, CLIENT6));
+                assert_eq!(ip.hop_limit(), 64);
+                ip.payload()
+            }
+        };
+        let tcp = TcpPacket::new_checked(payload).unwrap();
+        let (a, b) = self.addrs();
+        assert!(tcp.verify_checksum(&a, &b));
+        TcpRepr::parse(&tcp, &a, &b, &ChecksumCapabilities::default()).unwrap()
+    }
+}
+
+/// An IPv4 segment ([`Family::segment`]).
 fn segment(sport: u16, control: TcpControl, seq: u32, ack: Option<u32>, o: Opts) -> Vec<u8> {
-    let tcp = TcpRepr {
+    Family::V4.segment(sport, control, seq, ack, o)
+}
+
+/// The TCP header of [`segment`].
+fn tcp_repr(
+    sport: u16,
+    control: TcpControl,
+    seq: u32,
+    ack: Option<u32>,
+    o: Opts,
+) -> TcpRepr<'static> {
+    TcpRepr {
         src_port: sport,
         dst_port: 80,
         control,
@@ -48,8 +138,7 @@ fn segment(sport: u16, control: TcpControl, seq: u32, ack: Option<u32>, o: Opts)
         sack_ranges: [None; 3],
         timestamp: o.all.then_some(TcpTimestampRepr::new(0x1122_3344, 0)),
         payload: b"",
-    };
-    c10m_stack::wire::tcp_frame((CLIENT_MAC, CLIENT), (SERVER_MAC, SERVICE), &tcp)
+    }
 }
 
 fn syn(sport: u16, isn: u32, o: Opts) -> Vec<u8> {
@@ -70,9 +159,17 @@ fn fix_checksums(frame: &mut [u8]) {
 /// The stack, listening on port 80 with `mode`, its secret replaced at 0, knowing the
 /// client's MAC (from an ARP request, as on a link).
 fn stack(mode: SynCookies) -> (Stack, Queue) {
+    stack_for(mode, Family::V4)
+}
+
+/// [`stack`] for `family`: over IPv6 it has its IPv6 address too, and the client's MAC
+/// from a neighbour solicitation.
+fn stack_for(mode: SynCookies, family: Family) -> (Stack, Queue) {
     let config = Config {
         mac: SERVER_MAC,
         addrs: vec![(SERVICE, 24)],
+        #[cfg(feature = "ipv6")]
+        ipv6_addrs: vec![(SERVICE6, 64)],
         seed: 0x5eed,
         ..Config::default()
     };
@@ -96,16 +193,69 @@ fn stack(mode: SynCookies) -> (Stack, Queue) {
     frame.extend(arp);
     let mut tx = Queue::default();
     s.ingress(Instant::from_millis(1), &frame, &mut tx);
+    #[cfg(feature = "ipv6")]
+    if family == Family::V6 {
+        s.ingress(Instant::from_millis(1), &solicitation(), &mut tx);
+    }
     while tx.pop().is_some() {}
+    let _ = family;
     (s, tx)
 }
 
-/// The program, with the service at `cookies` and queue 0's keys from `keys`.
+/// A neighbour solicitation from the client for the service's IPv6 address (RFC 4861
+/// §4.3), to its solicited-node group, with the client's MAC.
+#[cfg(feature = "ipv6")]
+fn solicitation() -> Vec<u8> {
+    use smoltcp::wire::{
+        EthernetProtocol, EthernetRepr, Icmpv6Packet, Icmpv6Repr, IpProtocol, Ipv6Packet, Ipv6Repr,
+        NdiscRepr, RawHardwareAddress,
+    };
+    let t = SERVICE6.octets();
+    let group = std::net::Ipv6Addr::from([
+        0xff, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0xff, t[13], t[14], t[15],
+    ]);
+    let icmp = Icmpv6Repr::Ndisc(NdiscRepr::NeighborSolicit {
+        target_addr: SERVICE6,
+        lladdr: Some(RawHardwareAddress::from(EthernetAddress(CLIENT_MAC))),
+    });
+    let ip = Ipv6Repr {
+        src_addr: CLIENT6,
+        dst_addr: group,
+        next_header: IpProtocol::Icmpv6,
+        payload_len: icmp.buffer_len(),
+        hop_limit: 255,
+    };
+    let eth = EthernetRepr {
+        src_addr: EthernetAddress(CLIENT_MAC),
+        dst_addr: EthernetAddress([0x33, 0x33, 0xff, t[13], t[14], t[15]]),
+        ethertype: EthernetProtocol::Ipv6,
+    };
+    let mut frame = vec![0u8; 14 + 40 + icmp.buffer_len()];
+    let mut e = EthernetFrame::new_unchecked(&mut frame[..]);
+    eth.emit(&mut e);
+    let mut p = Ipv6Packet::new_unchecked(e.payload_mut());
+    ip.emit(&mut p);
+    let caps = ChecksumCapabilities::default();
+    let i = &mut Icmpv6Packet::new_unchecked(p.payload_mut());
+    icmp.emit(&CLIENT6, &group, i, &caps);
+    frame
+}
+
+/// The program, with the service at `cookies` (its IPv4 address and, as the daemon
+/// registers them, its IPv6 address beside it).
 fn program(cookies: XdpCookies) -> sys::Loaded {
     let loaded = sys::load().expect("the verifier accepts the program");
-    let key = maps::service_key(SERVICE, Proto::Tcp, 80);
+    let key = maps::service_key(SERVICE.into(), Proto::Tcp, 80);
     let value = maps::service_value(cookies);
     loaded.services.update(&key, &value, MapFlags::ANY).unwrap();
+    let key = maps::service_key(SERVICE6.into(), Proto::Tcp, 80);
+    loaded
+        .services6
+        .update(&key, &value, MapFlags::ANY)
+        .unwrap();
+    let one = 1u32.to_ne_bytes();
+    let addr = SERVICE6.octets();
+    loaded.addrs6.update(&addr, &one, MapFlags::ANY).unwrap();
     loaded
 }
 
@@ -134,13 +284,68 @@ fn run(loaded: &sys::Loaded, frame: &[u8]) -> (u32, Vec<u8>) {
 
 #[test]
 fn the_programs_cookie_syn_ack_is_the_stacks_and_its_ack_makes_a_connection() {
+    if privileged() {
+        cookies_match_the_stacks(Family::V4);
+    }
+}
+
+/// The same for IPv6 SYNs: one cookie format for both makers, IPv6 addresses hashed as
+/// the stack hashes them, the MSS capped at IPv6's 1440.
+#[cfg(feature = "ipv6")]
+#[test]
+fn the_programs_ipv6_cookie_syn_ack_is_the_stacks_and_its_ack_makes_a_connection() {
     if !privileged() {
         return;
     }
+    cookies_match_the_stacks(Family::V6);
+
+    // What the stack would not answer either goes on to the socket, untouched.
+    let loaded = program(XdpCookies::Always { window: 1000 });
+    let (s, _) = stack_for(SynCookies::Always, Family::V6);
+    publish(&loaded, Some(keys_of(&s, Instant::from_millis(500), false)));
+    let o = Opts {
+        mss: Some(1440),
+        all: false,
+    };
+    let plain = Family::V6.segment(40000, TcpControl::Syn, 1, None, o);
+    assert_eq!(run(&loaded, &plain).0, XDP_REDIRECT);
+    let mut bad_sum = plain.clone();
+    bad_sum[14 + 40 + 16] ^= 1;
+    let mut with_data = plain.clone();
+    with_data[14 + 5] += 4; // IPv6 payload length: 4 bytes of data
+    with_data.extend([1, 2, 3, 4]);
+    let mut behind_hop_by_hop = plain[..14 + 40].to_vec();
+    behind_hop_by_hop[14 + 5] += 8;
+    behind_hop_by_hop[14 + 6] = 0;
+    behind_hop_by_hop.extend([6, 0, 1, 4, 0, 0, 0, 0]);
+    behind_hop_by_hop.extend(&plain[14 + 40..]);
+    let ack = Family::V6.segment(40000, TcpControl::None, 2, Some(5), Opts::default());
+    for (name, frame) in [
+        ("bad tcp checksum", bad_sum),
+        ("syn with data", with_data),
+        ("behind a hop-by-hop header", behind_hop_by_hop),
+        ("ack", ack),
+        ("cut short", plain[..14 + 40 + 19].to_vec()),
+    ] {
+        let before = counters(&loaded);
+        let (action, out) = run(&loaded, &frame);
+        assert_eq!(action, XDP_PASS, "{name}: not answered");
+        assert_eq!(out, frame, "{name}: untouched");
+        let after = counters(&loaded);
+        assert_eq!(after.cookies, before.cookies, "{name}");
+        assert_eq!(after.no_xsk - before.no_xsk, 1, "{name}: steered as before");
+    }
+}
+
+/// SYNs of many shapes over `family`, over two periods: the program answers each with
+/// a valid SYN-ACK, bit for bit the stack's own cookie answer, and the client's ACK of
+/// it makes a connection in the stack.
+fn cookies_match_the_stacks(family: Family) {
     let loaded = program(XdpCookies::Always {
         window: WINDOW as u16,
     });
-    let (mut s, mut tx) = stack(SynCookies::Always);
+    let (mut s, mut tx) = stack_for(SynCookies::Always, family);
+    let (len, our_mss) = family.synack();
     let all = |mss| Opts { mss, all: true };
     let only = |mss| Opts { mss, all: false };
     #[rustfmt::skip]
@@ -168,32 +373,23 @@ fn the_programs_cookie_syn_ack_is_the_stacks_and_its_ack_makes_a_connection() {
             // Other 4-tuples than the connections of the first period.
             let sport = sport.wrapping_add(7 * p as u16);
             let now = Instant::from_millis(base + 10 * i as i64);
-            let frame = syn(sport, isn, o);
+            let frame = family.segment(sport, TcpControl::Syn, isn, None, o);
             let before = counters(&loaded);
             let (action, out) = run(&loaded, &frame);
             assert_eq!(action, XDP_REDIRECT, "answered in XDP: {o:?}");
             assert_eq!(counters(&loaded).cookies - before.cookies, 1);
 
             // A valid SYN-ACK: checksums, flags, numbers, the MSS option alone.
-            let eth = EthernetFrame::new_checked(&out[..]).unwrap();
             assert_eq!(
                 out.len(),
-                58,
-                "trimmed to Ethernet, IPv4 and TCP with one option"
+                len,
+                "trimmed to Ethernet, IP and TCP with one option"
             );
-            assert_eq!(eth.dst_addr(), EthernetAddress(CLIENT_MAC));
-            assert_eq!(eth.src_addr(), EthernetAddress(SERVER_MAC));
-            let ip = Ipv4Packet::new_checked(eth.payload()).unwrap();
-            assert!(ip.verify_checksum());
-            assert_eq!((ip.src_addr(), ip.dst_addr()), (SERVICE, CLIENT));
-            let tcp = TcpPacket::new_checked(ip.payload()).unwrap();
-            let (a, b) = (IpAddress::Ipv4(SERVICE), IpAddress::Ipv4(CLIENT));
-            assert!(tcp.verify_checksum(&a, &b));
-            let r = TcpRepr::parse(&tcp, &a, &b, &ChecksumCapabilities::default()).unwrap();
+            let r = family.tcp_from_service(&out);
             assert_eq!(r.control, TcpControl::Syn);
             assert_eq!((r.src_port, r.dst_port), (80, sport));
             assert_eq!(r.ack_number, Some(TcpSeqNumber(isn.wrapping_add(1) as i32)));
-            assert_eq!(r.max_seg_size, Some(1460));
+            assert_eq!(r.max_seg_size, Some(our_mss));
             assert_eq!(
                 (r.window_scale, r.sack_permitted, r.timestamp),
                 (None, false, None)
@@ -209,7 +405,7 @@ fn the_programs_cookie_syn_ack_is_the_stacks_and_its_ack_makes_a_connection() {
 
             // The client's ACK (a little later) makes the connection.
             let later = Instant::from_millis(base + 10 * i as i64 + 5);
-            let ack = segment(
+            let ack = family.segment(
                 sport,
                 TcpControl::None,
                 isn.wrapping_add(1),
@@ -316,7 +512,7 @@ fn the_program_answers_only_plain_syns_when_the_mode_says_so() {
 
     // Auto answers only while the queue is under pressure; off never.
     let window = 1000;
-    let key = maps::service_key(SERVICE, Proto::Tcp, 80);
+    let key = maps::service_key(SERVICE.into(), Proto::Tcp, 80);
     let set = |c| {
         let v = maps::service_value(c);
         loaded.services.update(&key, &v, MapFlags::ANY).unwrap();
