@@ -13,12 +13,14 @@
 //! | frame | goes to |
 //! |---|---|
 //! | IPv4 TCP/UDP whose (destination address, protocol, destination port) is a registered service | the AF_XDP socket of its rx queue |
-//! | a plain SYN to such a TCP service, when its [`XdpCookies`] mode and the queue's worker say so | answered by the program: a SYN-cookie SYN-ACK back out of the interface (see below) |
+//! | a plain SYN to such a TCP service (IPv4 or IPv6), when its [`XdpCookies`] mode and the queue's worker say so | answered by the program: a SYN-cookie SYN-ACK back out of the interface (see below) |
 //! | IPv4 TCP/UDP whose destination address is in a registered prefix for its protocol ([`Steering::add_prefix`]) | the socket |
 //! | ARP whose target address is a registered address | the socket |
 //! | ICMP to a registered address | the socket |
 //! | IPv4 fragments (even to a service) | the kernel: only the first carries ports, and the dataplane does not reassemble |
 //! | 802.1Q / 802.1ad tagged, whatever they carry | the kernel, untouched (counted in `vlan`): the stack has no VLANs, so the kernel's VLAN interfaces keep them |
+//! | IPv6 TCP, ICMPv6, or a packet behind an extension or fragment header, to a registered IPv6 address; IPv6 UDP to a registered IPv6 service | the socket (the stack counts what it cannot take: `extension_header`, `fragment`) |
+//! | a neighbour solicitation whose target is a registered IPv6 address | the socket |
 //! | malformed IPv4 to a registered address | dropped |
 //! | malformed frames for anyone else | the kernel (counted in `errors`) |
 //! | everything else | the kernel, untouched (`XDP_PASS`) |
@@ -39,6 +41,7 @@
 //! |---|---|---|
 //! | `xsks` | `XSKMAP`, [`MAX_QUEUES`] | rx queue → AF_XDP socket |
 //! | `services` | `HASH`, [`MAX_SERVICES`] | (IPv4 address, protocol, port), wire order → (SYN-ACK window, [`XdpCookies`] mode) |
+//! | `services6` | `HASH`, [`MAX_SERVICES`] | (IPv6 address, protocol, port), wire order → the same (TCP: its SYN cookies; UDP: steered) |
 //! | `cookie_keys` | `ARRAY` with a spin lock, [`MAX_QUEUES`] | rx queue → [`QueueCookies`] (ready, SipHash keys, parity, pressure) |
 //! | `addrs` | `HASH`, [`MAX_ADDRESSES`] | IPv4 address, wire order → 1 |
 //! | `addrs6` | `HASH`, [`MAX_ADDRESSES`] | IPv6 address, wire order → 1 (TCP, ICMPv6 and neighbour solicitations for it are steered) |
