@@ -5,8 +5,8 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::io::Read;
+use std::net::TcpStream;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -223,24 +223,7 @@ fn kernel_vlan_works() {
         &["ping", "-c", "3", "-i", "0.2", "-W", "2", "198.18.1.2"],
     );
     assert!(ok, "ping over the VLAN: {out}");
-    let listener = in_netns(DUT_NS, || TcpListener::bind(("198.18.1.2", 0)).unwrap());
-    let port = listener.local_addr().unwrap().port();
-    let server = std::thread::spawn(move || {
-        let (mut c, _) = listener.accept().unwrap();
-        let mut buf = [0u8; 11];
-        c.read_exact(&mut buf).unwrap();
-        c.write_all(&buf).unwrap();
-    });
-    in_netns(GEN_NS, || {
-        let to = ([198, 18, 1, 2], port).into();
-        let mut c = TcpStream::connect_timeout(&to, TIMEOUT).unwrap();
-        c.set_read_timeout(Some(TIMEOUT)).unwrap();
-        c.write_all(b"tagged, ok?").unwrap();
-        let mut buf = [0u8; 11];
-        c.read_exact(&mut buf).unwrap();
-        assert_eq!(&buf, b"tagged, ok?");
-    });
-    server.join().unwrap();
+    common::kernel_echo([198, 18, 1, 2].into(), b"tagged, ok?");
 }
 
 /// An Ethernet frame from gen0 to dut0 with one tag (`tpid` 0x8100 or 0x88a8, VLAN 100).

@@ -1,12 +1,13 @@
 //! `c10m ctl publish` with two workers: every worker gets the publish, and every
 //! subscriber — whichever worker holds its connection — reads the message exactly once.
 //! The single-worker case is in `services.rs`; this is the fan-out across workers, where
-//! a lost or doubled command, or a count summed wrongly, would show. Privileged: see
-//! `common`.
+//! a lost or doubled command, or a count summed wrongly, would show. Over IPv4, and in a
+//! build with `--features ipv6` over IPv6 too. Privileged: see `common`.
 
 mod common;
 
 use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
 
 use common::{Bed, Daemon, GEN_NS, PushClient, SERVICE, assert_clean, in_netns};
 
@@ -25,15 +26,16 @@ fn ctl_json(args: &[&str]) -> serde_json::Value {
     serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("ctl {args:?}: {e}: {out}"))
 }
 
-/// Which worker holds each push connection, from `ctl connections` (each worker lists
-/// its own): client address → worker.
-fn push_connections_by_worker() -> BTreeMap<String, u64> {
+/// Which worker holds each push connection to `service`, from `ctl connections` (each
+/// worker lists its own): client address → worker.
+fn push_connections_by_worker(service: IpAddr) -> BTreeMap<String, u64> {
+    let local = SocketAddr::new(service, PUSH_PORT).to_string();
     let v = ctl_json(&["connections", "1000"]);
     let c = &v["connections"];
     assert!(c.get("workers_not_answering").is_none(), "{v}");
     let mut by_remote = BTreeMap::new();
     for e in c["sample"].as_array().unwrap() {
-        if e["local"] != format!("{SERVICE}:{PUSH_PORT}").as_str() {
+        if e["local"] != local.as_str() {
             continue;
         }
         assert_eq!(e["state"], "established", "{e}");
@@ -48,24 +50,32 @@ fn push_connections_by_worker() -> BTreeMap<String, u64> {
 #[test]
 fn publish_reaches_every_subscriber_on_every_worker_exactly_once() {
     let Some(_bed) = Bed::up(QUEUES) else { return };
+    publish_to_subscribers_at(SERVICE.into(), &[]);
+}
+
+#[cfg(feature = "ipv6")]
+#[test]
+fn publish_reaches_every_subscriber_on_every_worker_exactly_once_over_ipv6() {
+    let Some(_bed) = Bed::up(QUEUES) else { return };
+    publish_to_subscribers_at(common::SERVICE6.into(), &["--addr", "2001:2::10/64"]);
+}
+
+/// 64 subscribers at `service` (the daemon started with `extra` beside the standard
+/// options), spread over both workers, each reading every publish exactly once.
+fn publish_to_subscribers_at(service: IpAddr, extra: &[&str]) {
     let started = std::time::Instant::now();
     let _ = std::fs::create_dir_all("/tmp/c10m-test-publish");
-    let daemon = Daemon::start(&[
-        "--queues",
-        "2",
-        "--cores",
-        "0,1",
-        "--service",
-        &format!("push:{PUSH_PORT}"),
-        "--mgmt",
-        SOCK,
-    ]);
+    let push = format!("push:{PUSH_PORT}");
+    let mut args = vec!["--queues", "2", "--cores", "0,1", "--service", &push];
+    args.extend(["--mgmt", SOCK]);
+    args.extend_from_slice(extra);
+    let daemon = Daemon::start(&args);
 
     // 64 subscribers from c10m-gen, each from its own source port; PING → PONG after
     // the SUB proves the worker that holds it took the subscription.
     let mut subs = in_netns(GEN_NS, || {
         (0..SUBSCRIBERS)
-            .map(|_| PushClient::connect())
+            .map(|_| PushClient::connect(service))
             .collect::<Vec<_>>()
     });
     for s in &mut subs {
@@ -74,7 +84,7 @@ fn publish_reaches_every_subscriber_on_every_worker_exactly_once() {
     }
 
     // Both workers hold subscribers, and every subscriber is held by exactly one.
-    let by_remote = push_connections_by_worker();
+    let by_remote = push_connections_by_worker(service);
     for s in &subs {
         assert!(
             by_remote.contains_key(&s.local().to_string()),

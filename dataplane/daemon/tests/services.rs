@@ -1,31 +1,46 @@
 //! The built-in services of `c10m-apps` on the dataplane, answering real kernel clients
 //! from c10m-gen: http with curl (status, body length, HEAD, keep-alive), push with a
 //! Rust client (SUB, PING → PONG, `c10m ctl publish` reaching each subscriber exactly
-//! once), and the close of open connections at shutdown. Privileged: see `common`.
+//! once), and the close of open connections at shutdown — over IPv4, and in a build with
+//! `--features ipv6` over IPv6 too (`curl -6`). Privileged: see `common`.
 
 mod common;
 
 use std::io::Read;
+use std::net::IpAddr;
 
 use common::{Bed, Daemon, GEN_NS, PushClient, SERVICE, assert_clean, in_netns, ns_run};
 
 const SOCK: &str = "/tmp/c10m-test-services/c10m.sock";
 const BODY: usize = 1000;
 
-fn url() -> String {
-    format!("http://{SERVICE}/")
-}
-
 fn ctl(args: &[&str]) -> (bool, String) {
     common::ctl(SOCK, args)
 }
 
-#[test]
-fn http_and_push_on_the_dataplane_answer_kernel_clients() {
-    let Some(_bed) = Bed::up(1) else { return };
+/// `curl ARGS… URL…` from c10m-gen, with `-6` and the URL's brackets for an IPv6
+/// `service`, each URL its root; its output (stdout then stderr) if it succeeded.
+fn curl(service: IpAddr, args: &[&str], urls: usize) -> String {
+    let url = match service {
+        IpAddr::V4(a) => format!("http://{a}/"),
+        IpAddr::V6(a) => format!("http://[{a}]/"),
+    };
+    let mut all = vec!["curl", "-sS", "--max-time", "10"];
+    if service.is_ipv6() {
+        all.extend(["-6", "-g"]);
+    }
+    all.extend_from_slice(args);
+    all.extend(std::iter::repeat_n(url.as_str(), urls));
+    let (ok, out) = ns_run(GEN_NS, &all);
+    assert!(ok, "{all:?}: {out}");
+    out
+}
+
+/// http and push at `service` (started with `extra` beside the standard options).
+fn http_and_push(service: IpAddr, extra: &[&str]) {
     let _ = std::fs::create_dir_all("/tmp/c10m-test-services");
     let body = BODY.to_string();
-    let daemon = Daemon::start(&[
+    let mut args = vec![
         "--service",
         "http:80",
         "--service",
@@ -34,62 +49,39 @@ fn http_and_push_on_the_dataplane_answer_kernel_clients() {
         &body,
         "--mgmt",
         SOCK,
-    ]);
+    ];
+    args.extend_from_slice(extra);
+    let daemon = Daemon::start(&args);
 
     // http with curl: status and body length, HEAD, and keep-alive (two requests, one
-    // connection).
-    let (ok, out) = ns_run(
-        GEN_NS,
-        &[
-            "curl",
-            "-sS",
-            "--max-time",
-            "10",
-            "-o",
-            "/dev/null",
-            "-w",
-            "%{http_code} %{size_download}",
-            &url(),
-        ],
+    // connection, both bodies whole).
+    let out = curl(
+        service,
+        &["-o", "/dev/null", "-w", "%{http_code} %{size_download}"],
+        1,
     );
-    assert!(ok, "curl: {out}");
     assert_eq!(out.trim(), format!("200 {BODY}"));
-    let (ok, out) = ns_run(GEN_NS, &["curl", "-sS", "--max-time", "10", "-I", &url()]);
-    assert!(ok, "curl -I: {out}");
+    let out = curl(service, &["-I"], 1);
     assert!(out.starts_with("HTTP/1.1 200"), "{out}");
     assert!(
         out.to_ascii_lowercase()
             .contains(&format!("content-length: {BODY}")),
         "{out}"
     );
-    let (ok, out) = ns_run(
-        GEN_NS,
-        &[
-            "curl",
-            "-sS",
-            "--max-time",
-            "10",
-            "-o",
-            "/dev/null",
-            "-o",
-            "/dev/null",
-            "-w",
-            "%{http_code}:%{size_download}:%{num_connects} ",
-            &url(),
-            &url(),
-        ],
-    );
-    assert!(ok, "curl keep-alive: {out}");
-    assert_eq!(
-        out.trim(),
-        format!("200:{BODY}:1 200:{BODY}:0"),
-        "the second request reuses the connection"
+    let full = c10m_apps::services::http::ok_response(BODY, false, false);
+    let body = &full[full.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4..];
+    let body = String::from_utf8_lossy(body);
+    let out = curl(service, &["-w", "|%{http_code}:%{num_connects}|"], 2);
+    assert!(
+        out == format!("{body}|200:1|{body}|200:0|"),
+        "both bodies byte for byte, the second request on the first one's connection: \
+         {out:?}"
     );
 
     // push: heartbeat, subscriptions, and a publish from the control path.
     let (mut subs, mut other) = in_netns(GEN_NS, || {
-        let subs: Vec<PushClient> = (0..5).map(|_| PushClient::connect()).collect();
-        (subs, PushClient::connect())
+        let subs: Vec<PushClient> = (0..5).map(|_| PushClient::connect(service)).collect();
+        (subs, PushClient::connect(service))
     });
     for s in &mut subs {
         s.ping();
@@ -128,4 +120,17 @@ fn http_and_push_on_the_dataplane_answer_kernel_clients() {
     assert_eq!(svc["push_delivered"], 5, "{svc}");
     assert_eq!(svc["push_published"], 1, "{svc}");
     assert!(svc["accepted"].as_u64().unwrap() >= 9, "{svc}");
+}
+
+#[test]
+fn http_and_push_on_the_dataplane_answer_kernel_clients() {
+    let Some(_bed) = Bed::up(1) else { return };
+    http_and_push(SERVICE.into(), &[]);
+}
+
+#[cfg(feature = "ipv6")]
+#[test]
+fn http_and_push_on_the_dataplane_answer_kernel_clients_over_ipv6() {
+    let Some(_bed) = Bed::up(1) else { return };
+    http_and_push(common::SERVICE6.into(), &["--addr", "2001:2::10/64"]);
 }

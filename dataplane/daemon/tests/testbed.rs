@@ -4,15 +4,12 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use common::{
-    Bed, DUT_ADDR, DUT_NS, Daemon, GEN_NS, SERVICE, assert_clean, echo_clients, in_netns, ns_run,
+    Bed, DUT_ADDR, DUT_NS, Daemon, GEN_NS, SERVICE, assert_clean, echo_clients, kernel_echo, ns_run,
 };
-
-const TIMEOUT: Duration = Duration::from_secs(10);
 
 fn ping(ns: &str, to: &str) -> bool {
     let (ok, out) = ns_run(ns, &["ping", "-c", "3", "-i", "0.2", "-W", "2", to]);
@@ -37,23 +34,7 @@ fn arp_ping_and_kernel_traffic_alongside() {
 
     // (c) The kernel's own address keeps working: ping and TCP to a kernel listener.
     assert!(ping(GEN_NS, &DUT_ADDR.to_string()), "ping to the kernel");
-    let listener = in_netns(DUT_NS, || TcpListener::bind((DUT_ADDR, 0)).unwrap());
-    let port = listener.local_addr().unwrap().port();
-    let server = std::thread::spawn(move || {
-        let (mut c, _) = listener.accept().unwrap();
-        let mut buf = [0u8; 5];
-        c.read_exact(&mut buf).unwrap();
-        c.write_all(&buf).unwrap();
-    });
-    in_netns(GEN_NS, || {
-        let mut c = TcpStream::connect_timeout(&(DUT_ADDR, port).into(), TIMEOUT).unwrap();
-        c.set_read_timeout(Some(TIMEOUT)).unwrap();
-        c.write_all(b"hello").unwrap();
-        let mut buf = [0u8; 5];
-        c.read_exact(&mut buf).unwrap();
-        assert_eq!(&buf, b"hello");
-    });
-    server.join().unwrap();
+    kernel_echo(DUT_ADDR.into(), b"hello");
 
     let report = daemon.stop();
     assert_clean(&report);

@@ -10,7 +10,7 @@
 
 use std::fs::File;
 use std::io::{BufRead, BufReader};
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -19,6 +19,10 @@ use std::time::{Duration, Instant};
 
 pub const SERVICE: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 10);
 pub const DUT_ADDR: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 2);
+/// The dataplane's IPv6 service address on the bed (`--addr 2001:2::10/64`).
+pub const SERVICE6: Ipv6Addr = Ipv6Addr::new(0x2001, 2, 0, 0, 0, 0, 0, 0x10);
+/// dut0's own IPv6 address, the dut's kernel's.
+pub const DUT_ADDR6: Ipv6Addr = Ipv6Addr::new(0x2001, 2, 0, 0, 0, 0, 0, 2);
 pub const GEN_NS: &str = "c10m-gen";
 pub const DUT_NS: &str = "c10m-dut";
 

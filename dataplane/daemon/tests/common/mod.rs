@@ -7,7 +7,7 @@ pub mod capture;
 mod harness;
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::net::{IpAddr, Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -72,17 +72,18 @@ impl Daemon {
     }
 }
 
-/// A push client: a connection to the push service (port 5222 of the service address)
+/// A push client: a connection to the push service (port 5222 of a service address)
 /// and a line reader over it.
 pub struct PushClient {
     reader: BufReader<TcpStream>,
 }
 
 impl PushClient {
-    /// Connects from the calling thread's namespace; each gets its own ephemeral port.
-    pub fn connect() -> PushClient {
+    /// Connects to `service` from the calling thread's namespace; each gets its own
+    /// ephemeral port.
+    pub fn connect(service: IpAddr) -> PushClient {
         let timeout = Duration::from_secs(10);
-        let addr = SocketAddr::from((SERVICE, 5222));
+        let addr = SocketAddr::new(service, 5222);
         let s = TcpStream::connect_timeout(&addr, timeout).expect("connecting to push");
         s.set_read_timeout(Some(timeout)).unwrap();
         PushClient {
@@ -145,6 +146,31 @@ pub fn assert_clean(report: &serde_json::Value) {
         assert_eq!(w["port"]["rx_bad_desc"], 0);
         assert_eq!(w["port"]["tx_bad_completion"], 0);
     }
+}
+
+/// A TCP exchange with the dut's kernel while the dataplane runs: a listener of its own
+/// on `addr` (an address of c10m-dut's kernel) echoes `msg` to a client in c10m-gen.
+pub fn kernel_echo(addr: IpAddr, msg: &[u8]) {
+    const TIMEOUT: Duration = Duration::from_secs(10);
+    let listener = in_netns(DUT_NS, || TcpListener::bind((addr, 0)).unwrap());
+    let to = listener.local_addr().unwrap();
+    let len = msg.len();
+    let server = std::thread::spawn(move || {
+        let (mut c, _) = listener.accept().unwrap();
+        let mut buf = vec![0u8; len];
+        c.read_exact(&mut buf).unwrap();
+        c.write_all(&buf).unwrap();
+    });
+    in_netns(GEN_NS, || {
+        let mut c = TcpStream::connect_timeout(&to, TIMEOUT)
+            .unwrap_or_else(|e| panic!("connecting to the kernel's {to}: {e}"));
+        c.set_read_timeout(Some(TIMEOUT)).unwrap();
+        c.write_all(msg).unwrap();
+        let mut buf = vec![0u8; len];
+        c.read_exact(&mut buf).unwrap();
+        assert_eq!(buf, msg, "the kernel's echo on {to}");
+    });
+    server.join().unwrap();
 }
 
 /// A payload that differs per connection.
