@@ -184,15 +184,9 @@ fn exhaustion_and_an_uncovered_queue_return_none() {
     let rss = Arc::new(Rss::new(&MS_KEY, vec![0, 1]).unwrap());
     let (local, remote) = (Ipv4Addr::new(198, 18, 0, 10), sa([198, 18, 0, 1], 7));
     let mut ports = RssPorts::new(rss.clone(), 1, 50000, 50063);
-    assert_eq!(
-        ports.choose(local.into(), remote.into(), &mut |_| true),
-        None
-    );
+    assert_eq!(ports.choose(local.into(), remote, &mut |_| true), None);
     let mut none = RssPorts::new(rss.clone(), 5, 50000, 50063);
-    assert_eq!(
-        none.choose(local.into(), remote.into(), &mut |_| false),
-        None
-    );
+    assert_eq!(none.choose(local.into(), remote, &mut |_| false), None);
     assert!(rss.covers(1) && !rss.covers(5));
 }
 
@@ -238,8 +232,5 @@ RSS input transformation:
 fn no_rss_falls_back_to_sequential_ports() {
     let mut c = chooser(None, 1);
     let (local, remote) = (Ipv4Addr::new(198, 18, 0, 10), sa([198, 18, 0, 1], 7));
-    assert_eq!(
-        c.choose(local.into(), remote.into(), &mut |_| false),
-        Some(32768)
-    );
+    assert_eq!(c.choose(local.into(), remote, &mut |_| false), Some(32768));
 }
