@@ -157,9 +157,9 @@ impl Steering {
         port: u16,
     ) -> Result<(), Error> {
         let addr = addr.into();
-        let key = maps::service_key(addr, proto, port);
+        let (map, key) = self.service_key(addr, proto, port);
         let value = maps::service_value(XdpCookies::Off);
-        update(self.services(addr), &key, &value, || {
+        update(map, &key, &value, || {
             format!(
                 "adding service {addr} {proto}/{port} (at most {})",
                 maps::MAX_SERVICES
@@ -167,12 +167,13 @@ impl Steering {
         })
     }
 
-    /// The service map of `addr`'s family.
-    fn services(&self, addr: IpAddr) -> &MapHandle {
-        match addr {
+    /// The service map of `addr`'s family and the service's key there.
+    fn service_key(&self, addr: IpAddr, proto: Proto, port: u16) -> (&MapHandle, Vec<u8>) {
+        let map = match addr {
             IpAddr::V4(_) => &self.loaded.services,
             IpAddr::V6(_) => &self.loaded.services6,
-        }
+        };
+        (map, maps::service_key(addr, proto, port))
     }
 
     /// Sets whether the program answers the SYNs of the TCP service `addr:port` (IPv4 or
@@ -185,9 +186,8 @@ impl Steering {
         cookies: XdpCookies,
     ) -> Result<(), Error> {
         let (addr, proto) = (addr.into(), Proto::Tcp);
-        let key = maps::service_key(addr, proto, port);
-        let value = maps::service_value(cookies);
-        match self.services(addr).update(&key, &value, MapFlags::EXIST) {
+        let (map, key) = self.service_key(addr, proto, port);
+        match map.update(&key, &maps::service_value(cookies), MapFlags::EXIST) {
             Ok(()) => Ok(()),
             Err(err) if err.kind() == libbpf_rs::ErrorKind::NotFound => {
                 Err(Error::NoSuchService { addr, proto, port })
@@ -228,8 +228,8 @@ impl Steering {
         port: u16,
     ) -> Result<(), Error> {
         let addr = addr.into();
-        let key = maps::service_key(addr, proto, port);
-        delete(self.services(addr), &key, || {
+        let (map, key) = self.service_key(addr, proto, port);
+        delete(map, &key, || {
             format!("removing service {addr} {proto}/{port}")
         })?
         .then_some(())
