@@ -557,7 +557,8 @@ fn cost_of_a_cookie() {
         mss: Some(1460),
         all: true,
     };
-    for (name, frame, want) in [
+    #[allow(unused_mut)]
+    let mut cases = vec![
         ("an ACK (steered)", steered, XDP_PASS),
         (
             "a SYN, no options",
@@ -569,7 +570,14 @@ fn cost_of_a_cookie() {
             syn(40000, 9, all),
             XDP_REDIRECT,
         ),
-    ] {
+    ];
+    #[cfg(feature = "ipv6")]
+    cases.push((
+        "an IPv6 SYN, MSS, window scale, SACK, timestamps",
+        Family::V6.segment(40000, TcpControl::Syn, 9, None, all),
+        XDP_REDIRECT,
+    ));
+    for (name, frame, want) in cases {
         let runs = 20_000u32;
         let mut total = 0u64;
         for _ in 0..runs {
