@@ -3,8 +3,10 @@
 //! dataplane answers in its SYN-ACK (MSS, window scale, timestamps, SACK-permitted) and
 //! what Linux made of it (its TCP_INFO); zero windows probed both ways;
 //! Linux's keep-alives answered; a half-close, a RST, a simultaneous close, and who holds
-//! TIME-WAIT. Each test captures the generator's side and keeps it as a pcap file when it
-//! fails (`common::capture`). Privileged: see `common`.
+//! TIME-WAIT. The handshake's options are checked over IPv6 too in a build with
+//! `--features ipv6` (the MSS is the family's); the rest is smoltcp's state machine, the
+//! same for both. Each test captures the generator's side and keeps it as a pcap file
+//! when it fails (`common::capture`). Privileged: see `common`.
 
 mod common;
 
@@ -21,6 +23,7 @@ use socket2::{Domain, SockFilter, SockRef, Socket, TcpKeepalive, Type};
 const SOCK: &str = "/tmp/c10m-test-conformance/c10m.sock";
 const TIMEOUT: Duration = Duration::from_secs(10);
 const ECHO: SocketAddrV4 = SocketAddrV4::new(SERVICE, 7);
+const ECHO_PORT: u16 = 7;
 
 /// The bed, a capture on the generator's side named `name`, and the daemon with `extra`.
 fn setup(name: &str, extra: &[&str]) -> Option<(Bed, Capture, Daemon)> {
@@ -36,10 +39,15 @@ fn daemon(extra: &[&str]) -> Daemon {
 
 /// A Linux client in c10m-gen, `with` its options set before it connects.
 fn client(with: impl FnOnce(&Socket) + Send) -> TcpStream {
+    client_to(ECHO.into(), with)
+}
+
+/// [`client`] of the echo service at `to`.
+fn client_to(to: SocketAddr, with: impl FnOnce(&Socket) + Send) -> TcpStream {
     in_netns(GEN_NS, || {
-        let s = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+        let s = Socket::new(Domain::for_address(to), Type::STREAM, None).unwrap();
         with(&s);
-        s.connect_timeout(&SocketAddr::from(ECHO).into(), TIMEOUT)
+        s.connect_timeout(&to.into(), TIMEOUT)
             .expect("connecting to the echo service");
         let s = TcpStream::from(s);
         s.set_read_timeout(Some(TIMEOUT)).unwrap();
@@ -62,15 +70,17 @@ fn echo(c: &TcpStream, data: &[u8]) {
     assert!(back == data, "the echo differs from what was sent");
 }
 
+/// From the echo service (the clients' ports are ephemeral: never 7).
 fn from_server(s: &Segment) -> bool {
-    s.src == ECHO
+    s.src.port() == ECHO_PORT
 }
 
-/// The segments of the connection from client port `port`.
+/// The segments of the connection from client port `port` (to either service address).
 fn conn(segs: &[Segment], port: u16) -> Vec<Segment> {
     segs.iter()
         .filter(|s| {
-            (s.src == ECHO && s.dst.port() == port) || (s.dst == ECHO && s.src.port() == port)
+            (from_server(s) && s.dst.port() == port)
+                || (s.dst.port() == ECHO_PORT && s.src.port() == port)
         })
         .cloned()
         .collect()
@@ -175,19 +185,37 @@ fn the_syn_ack_answers_the_options_linux_offers() {
     let Some((_bed, cap, d)) = setup("handshake", &[]) else {
         return;
     };
+    handshake_options(&cap, d, ECHO.into(), &[]);
+}
 
+/// The same over IPv6: the MSS of a 1500-byte MTU is 20 bytes less (RFC 8200 §5).
+#[cfg(feature = "ipv6")]
+#[test]
+fn the_syn_ack_answers_the_options_linux_offers_over_ipv6() {
+    let v6 = ["--addr", "2001:2::10/64"];
+    let Some((_bed, cap, d)) = setup("handshake-ipv6", &v6) else {
+        return;
+    };
+    handshake_options(&cap, d, (common::SERVICE6, ECHO_PORT).into(), &v6);
+}
+
+/// The handshakes of Linux clients with the echo service at `to` (its daemon `d`, and
+/// a second one later, started with `extra`), as `cap` saw them.
+fn handshake_options(cap: &Capture, d: Daemon, to: SocketAddr, extra: &[&str]) {
+    let mss = if to.is_ipv4() { 1460 } else { 1440 };
     // Default buffers (2 KiB): Linux offers MSS, SACK-permitted, timestamps and window
     // scaling; the dataplane answers each (RFC 7323 §2.2, §3.2; RFC 2018 §2).
-    let c = client(|_| {});
+    let c = client_to(to, |_| {});
     echo(&c, b"hello");
     let port = c.local_addr().unwrap().port();
-    let (syn, synack) = handshake(&cap, port);
-    assert!(syn.sack_permitted && syn.mss == Some(1460), "{syn:?}");
+    let (syn, synack) = handshake(cap, port);
+    assert!(syn.sack_permitted && syn.mss == Some(mss), "{syn:?}");
     let client_shift = syn.wscale.expect("Linux offers window scaling");
     let (tsval, _) = syn.timestamps.expect("Linux offers timestamps");
     // The MSS of a 1500-byte MTU; shift 0, as a 2 KiB window needs none (the option is
     // still sent, so that Linux may scale its own window); TSecr echoes the SYN's TSval.
-    assert_eq!(synack.mss, Some(1460), "{synack:?}");
+    assert_eq!(synack.src, to, "{synack:?}");
+    assert_eq!(synack.mss, Some(mss), "{synack:?}");
     assert_eq!(synack.wscale, Some(0), "{synack:?}");
     assert!(synack.sack_permitted, "{synack:?}");
     assert_eq!(synack.timestamps.map(|t| t.1), Some(tsval), "{synack:?}");
@@ -213,18 +241,12 @@ fn the_syn_ack_answers_the_options_linux_offers() {
 
     // Buffers above 64 KiB scale the window; timestamps declined. smoltcp's shift is the
     // buffer size's bit length less 16: 3 for 256 KiB, one more than it needs.
-    let d = daemon(&[
-        "--rx-buf",
-        "262144",
-        "--prefault",
-        "false",
-        "--timestamps",
-        "false",
-    ]);
-    let c = client(|_| {});
+    let big = ["--rx-buf", "262144", "--prefault", "false"];
+    let d = daemon(&[&big[..], &["--timestamps", "false"], extra].concat());
+    let c = client_to(to, |_| {});
     echo(&c, &pattern(512 * 1024));
     let port = c.local_addr().unwrap().port();
-    let (syn, synack) = handshake(&cap, port);
+    let (syn, synack) = handshake(cap, port);
     assert!(syn.timestamps.is_some(), "Linux offered them: {syn:?}");
     assert_eq!(synack.timestamps, None, "declined: {synack:?}");
     assert_eq!(synack.wscale, Some(3), "{synack:?}");
@@ -233,7 +255,7 @@ fn the_syn_ack_answers_the_options_linux_offers() {
         "a SYN's window is never scaled: {synack:?}"
     );
     assert!(
-        synack.sack_permitted && synack.mss == Some(1460),
+        synack.sack_permitted && synack.mss == Some(mss),
         "{synack:?}"
     );
     // The whole MSS now: a window far above it, and no 12 bytes of timestamps in each segment.
@@ -241,7 +263,7 @@ fn the_syn_ack_answers_the_options_linux_offers() {
         timestamps: false,
         sack: true,
         wscale: Some((3, syn.wscale.unwrap())),
-        snd_mss: 1460,
+        snd_mss: u32::from(mss),
     };
     assert_eq!(tcp_info(&c), want);
     // The bulk echo saw a window above 64 KiB (the field times 8).

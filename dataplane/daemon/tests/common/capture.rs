@@ -10,7 +10,7 @@
 #![allow(dead_code, unreachable_pub)]
 
 use std::io::{ErrorKind, Read, Write};
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -32,11 +32,11 @@ struct Frame {
     data: Vec<u8>,
 }
 
-/// One TCP segment over IPv4, as captured.
+/// One TCP segment over IPv4 or IPv6, as captured.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Segment {
-    pub src: SocketAddrV4,
-    pub dst: SocketAddrV4,
+    pub src: SocketAddr,
+    pub dst: SocketAddr,
     pub seq: u32,
     pub ack: u32,
     pub flags: u8,
@@ -56,19 +56,33 @@ impl Segment {
         self.flags & flags == flags
     }
 
-    /// Parses an Ethernet frame; `None` unless it is a whole IPv4 TCP segment.
+    /// Parses an Ethernet frame; `None` unless it is a whole TCP segment over IPv4, or
+    /// over IPv6 with no extension header.
     fn parse(f: &[u8]) -> Option<Segment> {
-        if f.len() < 14 + 20 || f[12..14] != [0x08, 0x00] {
+        let ip = f.get(14..)?;
+        let (src, dst, tcp): (IpAddr, IpAddr, _) = match f.get(12..14)? {
+            [0x08, 0x00] if ip.len() >= 20 => {
+                let ihl = usize::from(ip[0] & 0x0f) * 4;
+                let total = usize::from(u16::from_be_bytes([ip[2], ip[3]]));
+                if ip[0] >> 4 != 4 || ip[9] != 6 || ihl < 20 || total > ip.len() {
+                    return None;
+                }
+                let addr = |o: usize| Ipv4Addr::from(<[u8; 4]>::try_from(&ip[o..o + 4]).unwrap());
+                (addr(12).into(), addr(16).into(), ip.get(ihl..total)?)
+            }
+            [0x86, 0xdd] if ip.len() >= 40 => {
+                let len = usize::from(u16::from_be_bytes([ip[4], ip[5]]));
+                if ip[0] >> 4 != 6 || ip[6] != 6 {
+                    return None;
+                }
+                let addr = |o: usize| Ipv6Addr::from(<[u8; 16]>::try_from(&ip[o..o + 16]).unwrap());
+                (addr(8).into(), addr(24).into(), ip.get(40..40 + len)?)
+            }
+            _ => return None,
+        };
+        if tcp.len() < 20 {
             return None;
         }
-        let ip = &f[14..];
-        let ihl = usize::from(ip[0] & 0x0f) * 4;
-        let total = usize::from(u16::from_be_bytes([ip[2], ip[3]]));
-        if ip[0] >> 4 != 4 || ip[9] != 6 || ihl < 20 || total > ip.len() || total < ihl + 20 {
-            return None;
-        }
-        let addr = |o: usize| Ipv4Addr::new(ip[o], ip[o + 1], ip[o + 2], ip[o + 3]);
-        let tcp = &ip[ihl..total];
         let be16 = |o: usize| u16::from_be_bytes([tcp[o], tcp[o + 1]]);
         let be32 = |o: usize| u32::from_be_bytes([tcp[o], tcp[o + 1], tcp[o + 2], tcp[o + 3]]);
         let doff = usize::from(tcp[12] >> 4) * 4;
@@ -76,8 +90,8 @@ impl Segment {
             return None;
         }
         let mut s = Segment {
-            src: SocketAddrV4::new(addr(12), be16(0)),
-            dst: SocketAddrV4::new(addr(16), be16(2)),
+            src: SocketAddr::new(src, be16(0)),
+            dst: SocketAddr::new(dst, be16(2)),
             seq: be32(4),
             ack: be32(8),
             flags: tcp[13],
