@@ -168,6 +168,12 @@ fn verdicts_on_handmade_frames() {
         .addrs6
         .update(&SERVICE6.octets(), &one, MapFlags::ANY)
         .unwrap();
+    let key = maps::service_key(SERVICE6.into(), Proto::Udp, 9000);
+    let value = maps::service_value(XdpCookies::Off);
+    loaded
+        .services6
+        .update(&key, &value, MapFlags::ANY)
+        .unwrap();
     let mut v4_in_v6 = ipv6(SERVICE6, 6, &l4(80));
     v4_in_v6[14] = 0x45;
     let victim = Ipv4Addr::new(198, 19, 200, 1);
@@ -225,6 +231,12 @@ fn verdicts_on_handmade_frames() {
             Counters { no_xsk: 1, ..Default::default() }),
         ("udp to the ipv6 service", ipv6(SERVICE6, 17, &l4(80)), XDP_PASS,
             Counters { passed: 1, ..Default::default() }),
+        ("udp to an ipv6 udp service", ipv6(SERVICE6, 17, &l4(9000)), XDP_PASS,
+            Counters { no_xsk: 1, ..Default::default() }),
+        ("udp to an ipv6 udp service, ports cut short", ipv6(SERVICE6, 17, &[0x9c, 0x40]),
+            XDP_DROP, Counters { dropped: 1, ..Default::default() }),
+        ("tcp to the ipv6 service, ports cut short", ipv6(SERVICE6, 6, &[0x9c, 0x40]),
+            XDP_PASS, Counters { no_xsk: 1, ..Default::default() }),
         ("hop-by-hop to the ipv6 service", ipv6(SERVICE6, 0, &[6, 0, 1, 4, 0, 0, 0, 0]),
             XDP_PASS, Counters { no_xsk: 1, ..Default::default() }),
         ("destination options to the ipv6 service", ipv6(SERVICE6, 60, &[6, 0, 1, 4, 0, 0, 0, 0]),
