@@ -2,21 +2,33 @@
 //! dataplane against the kernel, in one table.
 //!
 //! Run it as root in the root namespace with the test bed up (one queue), under the bed's
-//! lock: `flock /tmp/c10m-testbed.lock c10m-bench loss`. It starts both servers in
-//! c10m-dut pinned to `--server-core` — the dataplane (`c10m run`, echo:7 on
-//! 198.18.0.10, `--buf` bytes of receive and transmit buffer per connection, so the
-//! window scales past 64 KiB) and the kernel (`c10m kernel`, echo:7 on 198.18.0.2) — and,
-//! at each `--loss` rate put on gen0's egress (`c10m_ebpf::Impairment`: frames toward
-//! the server are lost), measures from a kernel client in c10m-gen pinned to
-//! `--gen-core`, alternating the servers `--runs` times:
+//! lock: `flock /tmp/c10m-testbed.lock c10m-bench loss [--toward server|client|both]`.
+//! It starts both servers in c10m-dut pinned to `--server-core` — the dataplane (`c10m
+//! run`, echo:7 on 198.18.0.10, `--buf` bytes of receive and transmit buffer per
+//! connection, so the window scales past 64 KiB) and the kernel (`c10m kernel`, echo:7
+//! on 198.18.0.2), each also serving http:80 with a `--bulk-mib` body when the server's
+//! frames are lost — and, at each `--loss` rate put on gen0 (`c10m_ebpf::Impairment`:
+//! its egress loses frames toward the server, its ingress those toward the client),
+//! measures from a kernel client in c10m-gen pinned to `--gen-core`, alternating the
+//! servers `--runs` times:
 //!
-//! * `bulk`: one connection sends `--bulk-mib` MiB to echo and reads them back, every
-//!   byte checked; goodput is the bytes back over the time from connect to the last
-//!   byte (so it counts both directions: lost data segments on the way in, lost ACKs of
-//!   the echo). A run stops at `--bulk-secs` and reports what came back by then.
+//! * `bulk`, toward the server (the default): one connection sends `--bulk-mib` MiB to
+//!   echo and reads them back, every byte checked; goodput is the bytes back over the
+//!   time from connect to the last byte (so it counts both directions: lost data
+//!   segments on the way in, lost ACKs of the echo).
+//! * `bulk`, toward the client or both ways: a download, so that the server is the bulk
+//!   sender whose frames are lost: one `GET /` to http:80 and its `--bulk-mib` MiB body,
+//!   every byte checked; goodput is the body over the time from connect to its last byte.
+//!
+//!   Either stops at `--bulk-secs` and reports what came back by then, and counts the
+//!   stalls: gaps between two reads of 100 ms or more and of 900 ms or more (a lost
+//!   segment waiting for a retransmission timeout: Linux's is 200 ms at least, smoltcp's
+//!   1 s), the longest gap, and the frames each filter saw and dropped meanwhile.
 //! * `latency`: one connection sends `--requests` requests of `--request-bytes` to echo,
 //!   one at a time, each answer checked, for at most `--latency-secs`; p50, p99, max.
 //!
+//! For the kernel server the run also records its namespace's TCP counters across the
+//! bulk run (`nstat`: segments retransmitted, timeouts, loss probes, fast retransmits).
 //! Medians over the runs go in the table (stdout) or, with `--json`, one object with
 //! every run. The impairment is removed on every way out (Ctrl-C stops after the current
 //! measurement).
@@ -30,15 +42,17 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use c10m_ebpf::{Impairment, LossRate};
+use c10m_ebpf::{Hook, Impairment, LossRate};
 use serde::Serialize;
 
 use crate::compare::proc::{Ready, Server};
 use crate::compare::{DP_ADDR, DUT_NS, KERNEL_ADDR};
+use crate::impair::Toward;
 use crate::measure::{Latency, Summary};
 use crate::net::{GEN_NS, on_gen};
 
-const PORT: u16 = 7;
+const ECHO_PORT: u16 = 7;
+const HTTP_PORT: u16 = 80;
 const MIB: f64 = 1024.0 * 1024.0;
 
 /// The server a measurement is of.
@@ -52,16 +66,20 @@ enum Which {
 /// Arguments of `c10m-bench loss`.
 #[derive(clap::Args, Debug)]
 pub(crate) struct Args {
-    /// Loss rates toward the server, in order.
+    /// Loss rates, in order.
     #[arg(long, value_delimiter = ',', default_value = "0%,0.1%,1%,5%")]
     loss: Vec<LossRate>,
+    /// Which frames are lost: toward the server (bulk = echo), toward the client or
+    /// both ways (bulk = a download from http:80, the server sending).
+    #[arg(long, value_enum, default_value = "server")]
+    toward: Toward,
     /// The servers, alternated in this order within each run.
     #[arg(long, value_delimiter = ',', default_value = "dataplane,kernel")]
     servers: Vec<Which>,
     /// Runs per rate and server (the table has their medians).
     #[arg(long, default_value_t = 1)]
     runs: usize,
-    /// MiB one connection sends to echo and reads back.
+    /// MiB one connection sends to echo and reads back, or downloads.
     #[arg(long, default_value_t = 64)]
     bulk_mib: u64,
     /// Most seconds a bulk run may take.
@@ -96,11 +114,35 @@ pub(crate) struct Args {
 /// One bulk run.
 #[derive(Debug, Clone, Copy, Serialize)]
 struct Bulk {
-    /// Bytes echoed back (all of them unless the run hit its time limit or failed).
+    /// Bytes echoed back or downloaded (all of them unless the run hit its time limit
+    /// or failed).
     bytes: u64,
     secs: f64,
     mib_s: f64,
     complete: bool,
+    #[serde(flatten)]
+    gaps: Gaps,
+}
+
+/// The pauses of a bulk run's receiving side: a lost segment shows as a gap between two
+/// reads as long as the sender takes to resend it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+struct Gaps {
+    /// Gaps of 100 ms or more (Linux's retransmission timeout is 200 ms at least).
+    stalls_100ms: u32,
+    /// Gaps of 900 ms or more (smoltcp's is 1 s at least).
+    stalls_900ms: u32,
+    /// The longest gap, ms.
+    longest_ms: u64,
+}
+
+impl Gaps {
+    fn add(&mut self, gap: Duration) {
+        let ms = gap.as_millis() as u64;
+        self.stalls_100ms += u32::from(ms >= 100);
+        self.stalls_900ms += u32::from(ms >= 900);
+        self.longest_ms = self.longest_ms.max(ms);
+    }
 }
 
 /// One latency run.
@@ -111,7 +153,29 @@ struct Requests {
     latency: Summary,
 }
 
-/// One server at one rate in one run, and what the filter dropped meanwhile.
+/// What one filter saw and dropped during a measurement.
+#[derive(Debug, Clone, Copy, Serialize)]
+struct Frames {
+    /// Which way these frames went.
+    toward: Toward,
+    seen: u64,
+    dropped: u64,
+}
+
+/// The kernel server's TCP counters (its namespace's, `nstat`) across a bulk run.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+struct KernelTcp {
+    /// `TcpRetransSegs`: segments sent again.
+    retrans_segs: u64,
+    /// `TcpExtTCPTimeouts`: retransmission timeouts that fired.
+    timeouts: u64,
+    /// `TcpExtTCPLossProbes`: tail-loss probes sent.
+    loss_probes: u64,
+    /// `TcpExtTCPFastRetrans`: retransmissions before a timeout (dup ACKs, SACK, RACK).
+    fast_retrans: u64,
+}
+
+/// One server at one rate in one run, and what the filters dropped meanwhile.
 #[derive(Debug, Clone, Serialize)]
 struct Sample {
     server: Which,
@@ -119,9 +183,11 @@ struct Sample {
     run: usize,
     bulk: Option<Bulk>,
     requests: Option<Requests>,
-    /// IP frames toward the server the filter saw and dropped during these two runs.
-    frames: u64,
-    dropped: u64,
+    /// What each filter saw and dropped during the bulk run and the latency run.
+    bulk_frames: Vec<Frames>,
+    request_frames: Vec<Frames>,
+    /// The kernel server's retransmissions during the bulk run.
+    kernel_tcp: Option<KernelTcp>,
     error: Option<String>,
 }
 
@@ -135,15 +201,22 @@ struct Row {
     bulk_mib_s: f64,
     /// Runs whose bulk transfer did not finish in `--bulk-secs`.
     bulk_incomplete: usize,
+    /// Medians of the bulk runs' stalls (see [`Gaps`]).
+    stalls_100ms: u32,
+    stalls_900ms: u32,
     p50_us: u64,
     p99_us: u64,
     max_us: u64,
+    /// Of the frames the filters saw, the share they dropped (all runs, both runs kinds).
     dropped_pct: f64,
 }
 
 #[derive(Debug, Serialize)]
 struct Report {
     command: String,
+    toward: Toward,
+    /// `echo` (toward the server) or `download`.
+    bulk: &'static str,
     bulk_mib: u64,
     requests: u64,
     request_bytes: usize,
@@ -160,9 +233,9 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<()> {
     c10m_dataplane::stop_on_signal(stop.clone()).context("installing the SIGINT handler")?;
     std::fs::create_dir_all(&args.logs)
         .with_context(|| format!("creating {}", args.logs.display()))?;
-    // Removes the filter however this function ends.
+    // Removes the filters however this function ends.
     let _clean = Clean(args.gen_core);
-    on_gen(args.gen_core, || Ok(Impairment::off("gen0")?))?;
+    off(args.gen_core)?;
 
     let mut samples = Vec::new();
     for run in 0..args.runs {
@@ -186,6 +259,8 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<()> {
     let rows = rows(&args.loss, &args.servers, &samples);
     let report = Report {
         command: std::env::args().collect::<Vec<_>>().join(" "),
+        toward: args.toward,
+        bulk: if downloads(args) { "download" } else { "echo" },
         bulk_mib: args.bulk_mib,
         requests: args.requests,
         request_bytes: args.request_bytes,
@@ -201,35 +276,103 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Puts `loss` on gen0, then one bulk and one latency run against `which`.
+/// Whether the bulk run is a download (the server's frames are lost) or an echo.
+fn downloads(args: &Args) -> bool {
+    args.toward != Toward::Server
+}
+
+/// What each of gen0's filters has seen and dropped so far (one entry per hook impaired).
+fn counts(args: &Args) -> anyhow::Result<Vec<Frames>> {
+    on_gen(args.gen_core, || {
+        let mut all = Vec::new();
+        for &hook in args.toward.hooks() {
+            let s = Impairment::status("gen0", hook)?.context("the impairment filter went away")?;
+            all.push(Frames {
+                toward: Toward::of(hook),
+                seen: s.seen,
+                dropped: s.dropped,
+            });
+        }
+        Ok(all)
+    })
+}
+
+/// `after - before`, way by way.
+fn delta(before: &[Frames], after: &[Frames]) -> Vec<Frames> {
+    before
+        .iter()
+        .zip(after)
+        .map(|(b, a)| Frames {
+            toward: a.toward,
+            seen: a.seen - b.seen,
+            dropped: a.dropped - b.dropped,
+        })
+        .collect()
+}
+
+/// Puts `loss` on gen0 (the hooks `--toward` says), then one bulk and one latency run
+/// against `which`.
 fn measure(args: &Args, which: Which, loss: LossRate, run: usize) -> anyhow::Result<Sample> {
-    let before = on_gen(args.gen_core, || Ok(Impairment::set("gen0", loss)?))?;
-    let target = target(which);
-    let (bulk, requests, error) = match on_gen(args.gen_core, || {
-        let limit = Duration::from_secs(args.bulk_secs);
-        let bulk = bulk(target, args.bulk_mib << 20, limit)?;
-        let requests = requests(target, args, Duration::from_secs(args.latency_secs))?;
-        Ok((bulk, requests))
-    }) {
-        Ok((b, r)) => (Some(b), Some(r), None),
-        Err(e) => (None, None, Some(format!("{e:#}"))),
-    };
-    let after = on_gen(args.gen_core, || {
-        Impairment::status("gen0")?.context("the impairment filter went away")
+    on_gen(args.gen_core, || {
+        for &hook in args.toward.hooks() {
+            Impairment::set("gen0", hook, loss)?;
+        }
+        Ok(())
     })?;
+    let start = counts(args)?;
+    let tcp_before = (which == Which::Kernel).then(kernel_tcp).transpose()?;
+    let limit = Duration::from_secs(args.bulk_secs);
+    let bulk = on_gen(args.gen_core, || {
+        let total = args.bulk_mib << 20;
+        if downloads(args) {
+            download(target(which, HTTP_PORT), total, limit)
+        } else {
+            echo_bulk(target(which, ECHO_PORT), total, limit)
+        }
+    });
+    let kernel_tcp = match tcp_before {
+        Some(before) => Some(kernel_tcp()?.since(before)),
+        None => None,
+    };
+    let middle = counts(args)?;
+    let requests = on_gen(args.gen_core, || {
+        requests(
+            target(which, ECHO_PORT),
+            args,
+            Duration::from_secs(args.latency_secs),
+        )
+    });
+    let end = counts(args)?;
+    let error = [bulk.as_ref().err(), requests.as_ref().err()]
+        .into_iter()
+        .flatten()
+        .map(|e| format!("{e:#}"))
+        .collect::<Vec<_>>();
     eprintln!(
         "loss:   {loss}: {}",
-        bulk.map_or("failed".into(), |b| format!("{:.1} MiB/s", b.mib_s))
+        bulk.as_ref()
+            .map_or("failed".into(), |b| format!("{:.1} MiB/s", b.mib_s))
     );
     Ok(Sample {
         server: which,
         loss: loss.to_string(),
         run,
-        bulk,
-        requests,
-        frames: after.seen - before.seen,
-        dropped: after.dropped - before.dropped,
-        error,
+        bulk: bulk.ok(),
+        requests: requests.ok(),
+        bulk_frames: delta(&start, &middle),
+        request_frames: delta(&middle, &end),
+        kernel_tcp,
+        error: (!error.is_empty()).then(|| error.join("; ")),
+    })
+}
+
+/// Removes both filters from gen0.
+fn off(gen_core: usize) -> anyhow::Result<()> {
+    on_gen(gen_core, || {
+        for hook in Hook::BOTH {
+            Impairment::off("gen0", hook)?;
+        }
+        Ok(())
     })
 }
 
@@ -238,10 +381,59 @@ struct Clean(usize);
 
 impl Drop for Clean {
     fn drop(&mut self) {
-        if let Err(e) = on_gen(self.0, || Ok(Impairment::off("gen0")?)) {
+        if let Err(e) = off(self.0) {
             eprintln!(
                 "c10m-bench loss: removing the impairment: {e:#}; run scripts/testbed impair --off"
             );
+        }
+    }
+}
+
+/// c10m-dut's TCP counters now (`nstat -asz`: absolute, without touching its history).
+fn kernel_tcp() -> anyhow::Result<KernelTcp> {
+    let out = Command::new("ip")
+        .args(["netns", "exec", DUT_NS, "nstat", "-asz"])
+        .args([
+            "TcpRetransSegs",
+            "TcpExtTCPTimeouts",
+            "TcpExtTCPLossProbes",
+            "TcpExtTCPFastRetrans",
+        ])
+        .output()
+        .context("running nstat in c10m-dut")?;
+    if !out.status.success() {
+        bail!("nstat: {}", String::from_utf8_lossy(&out.stderr).trim());
+    }
+    Ok(KernelTcp::parse(&String::from_utf8_lossy(&out.stdout)))
+}
+
+impl KernelTcp {
+    /// From `nstat`'s lines: `NAME  VALUE  RATE`.
+    fn parse(text: &str) -> KernelTcp {
+        let mut k = KernelTcp::default();
+        for line in text.lines() {
+            let mut words = line.split_whitespace();
+            let (Some(name), Some(Ok(value))) = (words.next(), words.next().map(str::parse))
+            else {
+                continue;
+            };
+            match name {
+                "TcpRetransSegs" => k.retrans_segs = value,
+                "TcpExtTCPTimeouts" => k.timeouts = value,
+                "TcpExtTCPLossProbes" => k.loss_probes = value,
+                "TcpExtTCPFastRetrans" => k.fast_retrans = value,
+                _ => {}
+            }
+        }
+        k
+    }
+
+    fn since(self, before: KernelTcp) -> KernelTcp {
+        KernelTcp {
+            retrans_segs: self.retrans_segs.saturating_sub(before.retrans_segs),
+            timeouts: self.timeouts.saturating_sub(before.timeouts),
+            loss_probes: self.loss_probes.saturating_sub(before.loss_probes),
+            fast_retrans: self.fast_retrans.saturating_sub(before.fast_retrans),
         }
     }
 }
@@ -267,7 +459,7 @@ fn server_command(args: &Args, c10m: &std::path::Path, which: Which) -> (&'stati
     cmd.args(["netns", "exec", DUT_NS, "taskset", "-c"])
         .arg(args.server_core.to_string())
         .arg(c10m);
-    match which {
+    let name = match which {
         Which::Dataplane => {
             let buf = args.buf.to_string();
             cmd.args(["run", "--iface", "dut0", "--addr", "198.18.0.10/24"])
@@ -287,7 +479,10 @@ fn server_command(args: &Args, c10m: &std::path::Path, which: Which) -> (&'stati
                 ])
                 .args(["--rx-buf", &buf, "--tx-buf", &buf, "--grace", "1"])
                 .args(["--mgmt", "/run/c10m-bench-loss.sock"]);
-            ("dataplane", cmd)
+            if downloads(args) {
+                cmd.args(["--service", "http:80"]);
+            }
+            "dataplane"
         }
         Which::Kernel => {
             cmd.args([
@@ -299,26 +494,39 @@ fn server_command(args: &Args, c10m: &std::path::Path, which: Which) -> (&'stati
                 "--workers",
                 "1",
             ]);
-            ("kernel", cmd)
+            if downloads(args) {
+                cmd.args(["--service", "http:80"]);
+            }
+            "kernel"
         }
+    };
+    if downloads(args) {
+        cmd.arg("--http-body").arg((args.bulk_mib << 20).to_string());
     }
+    (name, cmd)
 }
 
-fn target(which: Which) -> SocketAddr {
+fn target(which: Which, port: u16) -> SocketAddr {
     let addr = match which {
         Which::Dataplane => DP_ADDR,
         Which::Kernel => KERNEL_ADDR,
     };
-    SocketAddr::new(addr.parse().expect("a literal address"), PORT)
+    SocketAddr::new(addr.parse().expect("a literal address"), port)
 }
 
-/// The byte at stream offset `i`: a pattern that a shifted or repeated chunk breaks.
+/// The byte at stream offset `i` of what bulk echo sends: a pattern that a shifted or
+/// repeated chunk breaks.
 fn pattern(i: u64) -> u8 {
     (i % 251) as u8
 }
 
+/// The byte at offset `i` of the http service's body (`ok_response`: `abc…`).
+fn http_body(i: u64) -> u8 {
+    b'a' + (i % 26) as u8
+}
+
 /// Sends `total` bytes to echo on one connection and reads them back, for at most `limit`.
-fn bulk(target: SocketAddr, total: u64, limit: Duration) -> anyhow::Result<Bulk> {
+fn echo_bulk(target: SocketAddr, total: u64, limit: Duration) -> anyhow::Result<Bulk> {
     let start = Instant::now();
     let deadline = start + limit;
     let stream = TcpStream::connect_timeout(&target, Duration::from_secs(5))
@@ -326,7 +534,7 @@ fn bulk(target: SocketAddr, total: u64, limit: Duration) -> anyhow::Result<Bulk>
     let mut writer = stream.try_clone()?;
     writer.set_write_timeout(Some(limit))?;
     let mut reader = stream;
-    let (done, bytes) = std::thread::scope(|s| -> anyhow::Result<(bool, u64)> {
+    let (done, bytes, gaps) = std::thread::scope(|s| {
         let sending = s.spawn(move || -> std::io::Result<()> {
             let mut sent = 0u64;
             let mut chunk = vec![0u8; 64 << 10];
@@ -340,44 +548,120 @@ fn bulk(target: SocketAddr, total: u64, limit: Duration) -> anyhow::Result<Bulk>
             }
             Ok(())
         });
-        let mut got = 0u64;
-        let mut buf = vec![0u8; 64 << 10];
-        let result = loop {
-            if got == total {
-                break Ok(true);
-            }
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                break Ok(false);
-            }
-            reader.set_read_timeout(Some(left.min(Duration::from_secs(1))))?;
-            match reader.read(&mut buf) {
-                Ok(0) => break Err(anyhow::anyhow!("echo closed after {got} of {total} bytes")),
-                Ok(n) => {
-                    if let Some(k) = (0..n).find(|&k| buf[k] != pattern(got + k as u64)) {
-                        break Err(anyhow::anyhow!(
-                            "echo returned a wrong byte at offset {}",
-                            got + k as u64
-                        ));
-                    }
-                    got += n as u64;
-                }
-                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
-                Err(e) => break Err(anyhow::Error::new(e).context("reading the echo")),
-            }
-        };
+        let result = receive(&mut reader, &[], total, deadline, pattern, "the echo");
         // Unblocks the writer if the run stopped early.
         let _ = reader.shutdown(Shutdown::Both);
         let _ = sending.join();
-        result.map(|done| (done, got))
+        result
     })?;
-    let secs = start.elapsed().as_secs_f64();
-    Ok(Bulk {
-        bytes,
-        secs,
-        mib_s: bytes as f64 / MIB / secs,
-        complete: done,
-    })
+    Ok(Bulk::of(bytes, done, gaps, start))
+}
+
+/// Asks http:80 at `target` for its body (`total` bytes) and reads it, for at most
+/// `limit`: the server is the bulk sender.
+fn download(target: SocketAddr, total: u64, limit: Duration) -> anyhow::Result<Bulk> {
+    let start = Instant::now();
+    let deadline = start + limit;
+    let mut s = TcpStream::connect_timeout(&target, Duration::from_secs(5))
+        .with_context(|| format!("connecting to {target}"))?;
+    s.write_all(b"GET / HTTP/1.1\r\nHost: c10m-bench\r\n\r\n")
+        .context("sending the request")?;
+    // The head, and whatever of the body came with it.
+    let mut head = Vec::new();
+    let mut buf = vec![0u8; 64 << 10];
+    let end = loop {
+        if let Some(at) = head.windows(4).position(|w| w == b"\r\n\r\n") {
+            break at + 4;
+        }
+        if head.len() > 4096 {
+            bail!("no end of the response head in 4 KiB");
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Ok(Bulk::of(0, false, Gaps::default(), start));
+        }
+        s.set_read_timeout(Some(left))?;
+        match s.read(&mut buf) {
+            Ok(0) => bail!("http closed before the response head ended"),
+            Ok(n) => head.extend_from_slice(&buf[..n]),
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+            Err(e) => return Err(anyhow::Error::new(e).context("reading the response head")),
+        }
+    };
+    let text = String::from_utf8_lossy(&head[..end]);
+    let length = text
+        .lines()
+        .find_map(|l| l.strip_prefix("Content-Length: "))
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if !text.starts_with("HTTP/1.1 200 ") || length != Some(total) {
+        bail!(
+            "http answered {:?} with Content-Length {length:?}, not a {total}-byte body: \
+             was the server started with --http-body {total}?",
+            text.lines().next().unwrap_or("")
+        );
+    }
+    let (done, bytes, gaps) = receive(&mut s, &head[end..], total, deadline, http_body, "the body")?;
+    Ok(Bulk::of(bytes, done, gaps, start))
+}
+
+impl Bulk {
+    /// `bytes` received by now, of a run that started at `start`.
+    fn of(bytes: u64, complete: bool, gaps: Gaps, start: Instant) -> Bulk {
+        let secs = start.elapsed().as_secs_f64();
+        Bulk {
+            bytes,
+            secs,
+            mib_s: bytes as f64 / MIB / secs,
+            complete,
+            gaps,
+        }
+    }
+}
+
+/// Reads `total` bytes of `what` from `reader` (`first` of them already read) until
+/// `deadline`, each checked against `expect` (the byte at a stream offset), and times the
+/// gaps between reads. Returns whether all came, how many did, and the gaps.
+fn receive(
+    reader: &mut TcpStream,
+    first: &[u8],
+    total: u64,
+    deadline: Instant,
+    expect: fn(u64) -> u8,
+    what: &str,
+) -> anyhow::Result<(bool, u64, Gaps)> {
+    let mut got = 0u64;
+    let mut gaps = Gaps::default();
+    let mut last = Instant::now();
+    let mut buf = vec![0u8; 64 << 10];
+    let check = |data: &[u8], got: &mut u64| -> anyhow::Result<()> {
+        if let Some(k) = (0..data.len()).find(|&k| data[k] != expect(*got + k as u64)) {
+            bail!("{what} has a wrong byte at offset {}", *got + k as u64);
+        }
+        *got += data.len() as u64;
+        Ok(())
+    };
+    check(&first[..first.len().min(total as usize)], &mut got)?;
+    loop {
+        if got == total {
+            return Ok((true, got, gaps));
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Ok((false, got, gaps));
+        }
+        reader.set_read_timeout(Some(left.min(Duration::from_secs(1))))?;
+        let want = buf.len().min((total - got) as usize);
+        match reader.read(&mut buf[..want]) {
+            Ok(0) => bail!("{what} ended after {got} of {total} bytes"),
+            Ok(n) => {
+                gaps.add(last.elapsed());
+                last = Instant::now();
+                check(&buf[..n], &mut got)?;
+            }
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+            Err(e) => return Err(anyhow::Error::new(e).context(format!("reading {what}"))),
+        }
+    }
 }
 
 /// One request at a time on one connection, for at most `limit`.
@@ -442,7 +726,10 @@ fn rows(levels: &[LossRate], servers: &[Which], samples: &[Sample]) -> Vec<Row> 
                 |f: fn(&Requests) -> u64| median(req.iter().map(|r| f(r) as f64).collect()) as u64;
             let (frames, dropped) = of
                 .iter()
-                .fold((0, 0), |(f, d), s| (f + s.frames, d + s.dropped));
+                .flat_map(|s| s.bulk_frames.iter().chain(&s.request_frames))
+                .fold((0, 0), |(f, d), w| (f + w.seen, d + w.dropped));
+            let stalls =
+                |f: fn(&Gaps) -> u32| median(bulk.iter().map(|b| f(&b.gaps) as f64).collect()) as u32;
             rows.push(Row {
                 server,
                 loss: loss.to_string(),
@@ -451,6 +738,8 @@ fn rows(levels: &[LossRate], servers: &[Which], samples: &[Sample]) -> Vec<Row> 
                 bulk_mib_s: median(bulk.iter().map(|b| b.mib_s).collect()),
                 bulk_incomplete: bulk.iter().filter(|b| !b.complete).count()
                     + (of.len() - bulk.len()),
+                stalls_100ms: stalls(|g| g.stalls_100ms),
+                stalls_900ms: stalls(|g| g.stalls_900ms),
                 p50_us: pick(|r| r.latency.p50_us),
                 p99_us: pick(|r| r.latency.p99_us),
                 max_us: pick(|r| r.latency.max_us),
@@ -468,12 +757,17 @@ fn rows(levels: &[LossRate], servers: &[Which], samples: &[Sample]) -> Vec<Row> 
 /// The side-by-side table: a line per rate, the servers' goodput and latency.
 fn table(report: &Report) -> String {
     let mut out = format!(
-        "one connection: {} MiB echoed (goodput, MiB/s) and {} requests of {} B (p50 / p99 / max, µs)\n",
-        report.bulk_mib, report.requests, report.request_bytes
+        "loss toward the {}; one connection: {} MiB {} (goodput, MiB/s; stalls of 100 ms+ / 900 ms+) \
+         and {} requests of {} B to echo (p50 / p99 / max, µs)\n",
+        report.toward.name(),
+        report.bulk_mib,
+        if report.bulk == "echo" { "echoed" } else { "downloaded" },
+        report.requests,
+        report.request_bytes
     );
     for r in &report.rows {
         out += &format!(
-            "  {:>6} {:<9}  {:>8.1} MiB/s{}  {:>7} / {:>7} / {:>8} µs  (dropped {:.2}% of frames toward it)\n",
+            "  {:>6} {:<9}  {:>8.1} MiB/s{}  stalls {:>3} / {:>3}  {:>7} / {:>7} / {:>8} µs  (dropped {:.2}% of the frames filtered)\n",
             r.loss,
             format!("{:?}", r.server).to_lowercase(),
             r.bulk_mib_s,
@@ -482,6 +776,8 @@ fn table(report: &Report) -> String {
             } else {
                 String::new()
             },
+            r.stalls_100ms,
+            r.stalls_900ms,
             r.p50_us,
             r.p99_us,
             r.max_us,
@@ -513,6 +809,11 @@ mod tests {
                 secs: 1.0,
                 mib_s,
                 complete,
+                gaps: Gaps {
+                    stalls_100ms: p99 as u32 / 100,
+                    stalls_900ms: 0,
+                    longest_ms: 0,
+                },
             }),
             requests: mib_s.map(|_| Requests {
                 answered: 10,
@@ -522,8 +823,17 @@ mod tests {
                     ..Summary::default()
                 },
             }),
-            frames: 1000,
-            dropped: 10,
+            bulk_frames: vec![Frames {
+                toward: Toward::Server,
+                seen: 600,
+                dropped: 6,
+            }],
+            request_frames: vec![Frames {
+                toward: Toward::Server,
+                seen: 400,
+                dropped: 4,
+            }],
+            kernel_tcp: None,
             error: mib_s.is_none().then(|| "refused".to_owned()),
         }
     }
@@ -547,8 +857,8 @@ mod tests {
             (Which::Dataplane, 3, 2.0)
         );
         assert_eq!(
-            (dp.bulk_incomplete, dp.p99_us, dp.loss_ppm),
-            (1, 200, 10_000)
+            (dp.bulk_incomplete, dp.p99_us, dp.loss_ppm, dp.stalls_100ms),
+            (1, 200, 10_000, 2)
         );
         assert!((dp.dropped_pct - 1.0).abs() < 1e-9);
         // The failed run counts as unfinished and adds no figures.
@@ -558,5 +868,33 @@ mod tests {
         );
         assert_eq!(median(vec![4.0, 1.0, 3.0, 2.0]), 2.5);
         assert_eq!(median(Vec::new()), 0.0);
+    }
+
+    #[test]
+    fn gaps_count_stalls_and_kernel_counters_parse() {
+        let mut g = Gaps::default();
+        for ms in [5, 150, 950, 1200, 99] {
+            g.add(Duration::from_millis(ms));
+        }
+        assert_eq!(
+            g,
+            Gaps {
+                stalls_100ms: 3,
+                stalls_900ms: 2,
+                longest_ms: 1200
+            }
+        );
+        let text = "#kernel\nTcpRetransSegs 120 0.0\nTcpExtTCPTimeouts 3 0.0\n\
+                    TcpExtTCPLossProbes 7 0.0\nTcpExtTCPFastRetrans 100 0.0\n";
+        let k = KernelTcp::parse(text).since(KernelTcp {
+            retrans_segs: 20,
+            ..KernelTcp::default()
+        });
+        assert_eq!(
+            (k.retrans_segs, k.timeouts, k.loss_probes, k.fast_retrans),
+            (100, 3, 7, 100)
+        );
+        assert_eq!(http_body(0), b'a');
+        assert_eq!(http_body(27), b'b');
     }
 }

@@ -56,10 +56,12 @@ enum Command {
     /// 198.18.0.0/15 over AF_XDP (run in c10m-gen).
     Flood(flood::Args),
     /// Loss on the test bed: drop a fraction of the IP frames leaving an interface
-    /// (gen0: toward the server), show the counters, or remove it (run in c10m-gen).
+    /// (gen0: toward the server) or arriving at it (toward the client), show the
+    /// counters, or remove it (run in c10m-gen).
     Impair(impair::Args),
     /// One connection's bulk goodput and request latency at several loss rates toward
-    /// the server, the dataplane against the kernel (run as root with the bed up).
+    /// the server or the client, the dataplane against the kernel (run as root with the
+    /// bed up).
     Loss(loss::Args),
 }
 

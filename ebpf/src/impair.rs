@@ -1,24 +1,31 @@
-//! Loss on a test bed without netem: a tc egress filter that drops a configured
-//! fraction of the IP frames leaving an interface.
+//! Loss on a test bed without netem: a tc filter that drops a configured fraction of
+//! the IP frames leaving (egress) or arriving at (ingress) an interface.
 //!
 //! The kernel here has no `sch_netem`, so the veth test bed emulates a lossy path with a
 //! small BPF program (`src/bpf/impair.bpf.c`) attached as a direct-action `cls_bpf`
-//! filter on the interface's clsact egress hook. Attached to the generator's end of the
-//! veth (gen0 in c10m-gen), it drops frames toward the server before the peer sees them,
-//! so the dataplane (behind XDP on dut0) and the kernel (dut0's own stack) lose the same
-//! fraction. Only IPv4 and IPv6 frames are drawn from; ARP always passes.
+//! filter on the interface's clsact egress or ingress hook ([`Hook`]), each with its own
+//! rate and counters. On the generator's end of the veth (gen0 in c10m-gen), egress drops
+//! frames toward the server before the peer sees them, and ingress drops the server's
+//! frames before the generator's kernel does, so the dataplane (behind XDP on dut0) and
+//! the kernel (dut0's own stack) lose the same fraction either way. Only IPv4 and IPv6
+//! frames are drawn from; ARP always passes.
 //!
-//! What it sees: everything the kernel transmits through the qdisc layer on that
+//! What egress sees: everything the kernel transmits through the qdisc layer on that
 //! interface — kernel sockets in the generator's namespace. Frames an AF_XDP socket
 //! sends bypass tc, so the AF_XDP generators (`c10m-bench rps`, `cps`, `conns`) are not
-//! impaired. It drops and never delays, so it does not reorder (no `sch_fq` on this
-//! kernel for an earliest-departure-time delay either).
+//! impaired. Ingress sees what the interface receives on its way to the kernel's stack
+//! (an XDP program on the interface, such as an AF_XDP generator's, sees it first). It
+//! drops and never delays, so it does not reorder (no `sch_fq` on this kernel for an
+//! earliest-departure-time delay either).
 //!
-//! Linux TCP hands the device buffers of up to 64 KiB (GSO: segmented after tc, even with
-//! the interface's GSO off), and dropping one would lose a burst of frames. So
-//! [`Impairment::set`] also sets the interface's `gso_max_segs` to 1 (one frame per
-//! buffer: each drop is one frame, drawn independently), and [`Impairment::off`] sets it
-//! back to the kernel's default, 65,535 (with `ip link`, from iproute2).
+//! Frames, not buffers. Linux TCP hands the device buffers of up to 64 KiB (GSO:
+//! segmented after tc, even with the interface's GSO off), and a veth with GRO on merges
+//! the frames it receives before tc ingress; dropping either would lose a burst. So
+//! [`Impairment::set`] also sets, for egress, the interface's `gso_max_segs` to 1 (with
+//! `ip link`) and, for ingress, its GRO off (with `ethtool`): one frame per buffer, each
+//! drop one frame drawn independently. [`Impairment::off`] sets them back: `gso_max_segs`
+//! to the kernel's default, 65,535, and GRO on, the test bed's setting for gen0 (which
+//! needs it for frames the server's XDP program sends back, see `scripts/testbed`).
 //!
 //! The filter stays on the interface after the process that attached it exits (tc
 //! filters are not tied to a descriptor): [`Impairment::set`] attaches it or changes the
@@ -35,8 +42,8 @@ use libbpf_rs::{MapCore, MapFlags, MapHandle};
 
 use crate::{Error, sys};
 
-/// The filter's tc handle and priority on the egress hook: fixed, so a later call
-/// finds it without any state of its own.
+/// The filter's tc handle and priority on either hook: fixed, so a later call finds it
+/// without any state of its own.
 pub(crate) const TC_HANDLE: u32 = 0xc10;
 pub(crate) const TC_PRIORITY: u32 = 1;
 
@@ -111,7 +118,43 @@ impl FromStr for LossRate {
     }
 }
 
-/// An interface's impairment as the kernel holds it.
+/// Where on an interface the filter drops frames.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Hook {
+    /// Frames the interface sends (on gen0 of the bed: toward the server).
+    Egress,
+    /// Frames the interface receives (on gen0 of the bed: toward the client).
+    Ingress,
+}
+
+impl Hook {
+    /// Both, egress first.
+    pub const BOTH: [Hook; 2] = [Hook::Egress, Hook::Ingress];
+
+    /// `egress` or `ingress`, as tc names them.
+    pub fn name(self) -> &'static str {
+        match self {
+            Hook::Egress => "egress",
+            Hook::Ingress => "ingress",
+        }
+    }
+
+    /// Makes each buffer this hook sees one frame (see the module docs), or undoes that.
+    fn one_frame_per_buffer(self, ifname: &str, on: bool) -> Result<(), Error> {
+        match self {
+            Hook::Egress => {
+                let segs = if on { 1 } else { GSO_MAX_SEGS }.to_string();
+                command(ifname, "ip", &["link", "set", "dev", ifname, "gso_max_segs", &segs])
+            }
+            Hook::Ingress => {
+                let gro = if on { "off" } else { "on" };
+                command(ifname, "ethtool", &["-K", ifname, "gro", gro])
+            }
+        }
+    }
+}
+
+/// An interface's impairment on one hook as the kernel holds it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ImpairStatus {
     /// The configured loss rate.
@@ -122,25 +165,26 @@ pub struct ImpairStatus {
     pub dropped: u64,
 }
 
-/// The impairment filter on one interface (see the module docs).
+/// The impairment filters of an interface (see the module docs).
 #[derive(Debug, Clone, Copy)]
 pub struct Impairment;
 
 impl Impairment {
-    /// Drops `loss` of the IP frames leaving `ifname`: attaches the filter (counters
-    /// from zero) or, if it is there, changes the rate in place (counters go on).
-    pub fn set(ifname: &str, loss: LossRate) -> Result<ImpairStatus, Error> {
+    /// Drops `loss` of the IP frames `ifname` sends or receives (`hook`): attaches the
+    /// filter (counters from zero) or, if it is there, changes the rate in place
+    /// (counters go on).
+    pub fn set(ifname: &str, hook: Hook, loss: LossRate) -> Result<ImpairStatus, Error> {
         let ifindex = ifindex(ifname)?;
-        gso_max_segs(ifname, 1)?;
-        if find(ifname, ifindex)?.is_none() {
+        hook.one_frame_per_buffer(ifname, true)?;
+        if find(ifname, ifindex, hook)?.is_none() {
             let prog = sys::load_impair().map_err(|cause| match cause.kind() {
                 libbpf_rs::ErrorKind::PermissionDenied => Error::PermissionDenied,
                 _ => Error::Load { cause },
             })?;
-            sys::tc_egress_attach(std::os::fd::AsFd::as_fd(&prog), ifindex)
+            sys::tc_attach(std::os::fd::AsFd::as_fd(&prog), ifindex, hook)
                 .map_err(|cause| tc_error(ifname, "attaching the impairment filter", cause))?;
         }
-        let maps = find(ifname, ifindex)?.ok_or_else(|| {
+        let maps = find(ifname, ifindex, hook)?.ok_or_else(|| {
             tc_error(
                 ifname,
                 "finding the filter just attached",
@@ -160,22 +204,22 @@ impl Impairment {
         maps.status(ifname)
     }
 
-    /// The impairment on `ifname`, `None` if it has none.
-    pub fn status(ifname: &str) -> Result<Option<ImpairStatus>, Error> {
+    /// The impairment on `ifname`'s `hook`, `None` if it has none.
+    pub fn status(ifname: &str, hook: Hook) -> Result<Option<ImpairStatus>, Error> {
         let ifindex = ifindex(ifname)?;
-        find(ifname, ifindex)?
+        find(ifname, ifindex, hook)?
             .map(|maps| maps.status(ifname))
             .transpose()
     }
 
-    /// Removes the filter from `ifname` and returns what it had counted; `None` if it
-    /// had none.
-    pub fn off(ifname: &str) -> Result<Option<ImpairStatus>, Error> {
+    /// Removes the filter from `ifname`'s `hook` and returns what it had counted; `None`
+    /// if it had none.
+    pub fn off(ifname: &str, hook: Hook) -> Result<Option<ImpairStatus>, Error> {
         let ifindex = ifindex(ifname)?;
-        let last = Impairment::status(ifname)?;
-        sys::tc_egress_detach(ifindex)
+        let last = Impairment::status(ifname, hook)?;
+        sys::tc_detach(ifindex, hook)
             .map_err(|cause| tc_error(ifname, "removing the impairment filter", cause))?;
-        gso_max_segs(ifname, GSO_MAX_SEGS)?;
+        hook.one_frame_per_buffer(ifname, false)?;
         Ok(last)
     }
 }
@@ -192,19 +236,12 @@ fn ifindex(ifname: &str) -> Result<u32, Error> {
 /// The kernel's default `gso_max_segs` (`GSO_MAX_SEGS`).
 const GSO_MAX_SEGS: u32 = 65_535;
 
-/// `ip link set dev IFNAME gso_max_segs N`, in the calling thread's network namespace
-/// (a child process starts in its creator thread's).
-fn gso_max_segs(ifname: &str, segs: u32) -> Result<(), Error> {
-    let what = format!("setting gso_max_segs {segs} with ip link");
-    let out = std::process::Command::new("ip")
-        .args([
-            "link",
-            "set",
-            "dev",
-            ifname,
-            "gso_max_segs",
-            &segs.to_string(),
-        ])
+/// Runs `program args` about `ifname` in the calling thread's network namespace (a
+/// child process starts in its creator thread's).
+fn command(ifname: &str, program: &str, args: &[&str]) -> Result<(), Error> {
+    let what = format!("{program} {}", args.join(" "));
+    let out = std::process::Command::new(program)
+        .args(args)
         .output()
         .map_err(|cause| tc_error(ifname, &what, cause))?;
     if out.status.success() {
@@ -260,10 +297,10 @@ impl Maps {
     }
 }
 
-/// The filter on `ifindex`'s egress hook and its maps; `None` if there is none. A
-/// program of another name at the filter's handle and priority is an error.
-fn find(ifname: &str, ifindex: u32) -> Result<Option<Maps>, Error> {
-    let Some(id) = sys::tc_egress_query(ifindex)
+/// The filter on `ifindex`'s `hook` and its maps; `None` if there is none. A program
+/// of another name at the filter's handle and priority is an error.
+fn find(ifname: &str, ifindex: u32, hook: Hook) -> Result<Option<Maps>, Error> {
+    let Some(id) = sys::tc_query(ifindex, hook)
         .map_err(|cause| tc_error(ifname, "looking for the impairment filter", cause))?
     else {
         return Ok(None);
@@ -280,7 +317,8 @@ fn find(ifname: &str, ifindex: u32) -> Result<Option<Maps>, Error> {
         })?;
     if info.name != "impair" {
         let theirs = format!(
-            "tc egress handle {TC_HANDLE:#x} holds program {:?}, not the impairment filter",
+            "tc {} handle {TC_HANDLE:#x} holds program {:?}, not the impairment filter",
+            hook.name(),
             info.name
         );
         return Err(tc_error(

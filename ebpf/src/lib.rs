@@ -104,10 +104,11 @@
 //!
 //! # Loss on the test bed ([`Impairment`])
 //!
-//! A second, unrelated program (`src/bpf/impair.bpf.c`): a tc egress filter that drops
-//! a configured fraction ([`LossRate`]) of the IP frames leaving an interface, silently
-//! and counted, for emulating a lossy path where the kernel has no netem. It is a test
-//! tool: `scripts/testbed impair --loss 1%` puts it on the bed's generator side.
+//! A second, unrelated program (`src/bpf/impair.bpf.c`): a tc filter that drops a
+//! configured fraction ([`LossRate`]) of the IP frames leaving or arriving at an
+//! interface ([`Hook`]), silently and counted, for emulating a lossy path where the
+//! kernel has no netem. It is a test tool: `scripts/testbed impair --loss 1% [--toward
+//! server|client|both]` puts it on the bed's generator side.
 //!
 //! # Example
 //!
@@ -141,7 +142,7 @@ mod sys;
 mod tests;
 
 pub use error::Error;
-pub use impair::{ImpairStatus, Impairment, LossRate, LossRateError};
+pub use impair::{Hook, ImpairStatus, Impairment, LossRate, LossRateError};
 pub use maps::{
     Counters, MAX_ADDRESSES, MAX_PREFIXES, MAX_QUEUES, MAX_SERVICES, Proto, ProtoError,
     QueueCookies, XdpCookies,

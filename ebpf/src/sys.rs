@@ -5,9 +5,9 @@
 //! - [`link_xdp`] attaches with `bpf_link_create(BPF_XDP)` and explicit mode flags:
 //!   libbpf-rs 0.27's `Program::attach_xdp` takes no flags and lets the kernel pick.
 //! - [`ifindex`] resolves an interface name in the calling thread's network namespace.
-//! - [`load_impair`], [`tc_egress_query`] and [`tc_egress_detach`]: the impairment
-//!   program and its tc egress filter (libbpf-rs 0.27's `TcHook` wants a program
-//!   descriptor even to query or detach, which these calls do not need).
+//! - [`load_impair`], [`tc_attach`], [`tc_query`] and [`tc_detach`]: the impairment
+//!   program and its tc filters (libbpf-rs 0.27's `TcHook` wants a program descriptor
+//!   even to query or detach, which these calls do not need).
 #![allow(unsafe_code)]
 
 use std::ffi::CString;
@@ -104,12 +104,18 @@ pub(crate) fn load_impair() -> libbpf_rs::Result<OwnedFd> {
     Ok(skel.progs.impair.as_fd().try_clone_to_owned()?)
 }
 
-/// The tc egress hook of `ifindex` at the impairment filter's handle and priority.
-fn egress_hook(ifindex: u32) -> (libbpf_sys::bpf_tc_hook, libbpf_sys::bpf_tc_opts) {
+/// `hook` of `ifindex` at the impairment filter's handle and priority.
+fn tc_hook(
+    ifindex: u32,
+    hook: crate::impair::Hook,
+) -> (libbpf_sys::bpf_tc_hook, libbpf_sys::bpf_tc_opts) {
     let hook = libbpf_sys::bpf_tc_hook {
         sz: size_of::<libbpf_sys::bpf_tc_hook>() as libbpf_sys::size_t,
         ifindex: ifindex as i32,
-        attach_point: libbpf_sys::BPF_TC_EGRESS,
+        attach_point: match hook {
+            crate::impair::Hook::Egress => libbpf_sys::BPF_TC_EGRESS,
+            crate::impair::Hook::Ingress => libbpf_sys::BPF_TC_INGRESS,
+        },
         ..Default::default()
     };
     let opts = libbpf_sys::bpf_tc_opts {
@@ -121,10 +127,14 @@ fn egress_hook(ifindex: u32) -> (libbpf_sys::bpf_tc_hook, libbpf_sys::bpf_tc_opt
     (hook, opts)
 }
 
-/// Creates `ifindex`'s clsact qdisc if it has none and attaches `prog` as the egress
-/// filter at the impairment's handle and priority, replacing what is there.
-pub(crate) fn tc_egress_attach(prog: BorrowedFd<'_>, ifindex: u32) -> io::Result<()> {
-    let (mut hook, mut opts) = egress_hook(ifindex);
+/// Creates `ifindex`'s clsact qdisc if it has none and attaches `prog` as the filter on
+/// `hook` at the impairment's handle and priority, replacing what is there.
+pub(crate) fn tc_attach(
+    prog: BorrowedFd<'_>,
+    ifindex: u32,
+    hook: crate::impair::Hook,
+) -> io::Result<()> {
+    let (mut hook, mut opts) = tc_hook(ifindex, hook);
     // SAFETY: `hook` is a fully initialised `bpf_tc_hook` whose `sz` is its own size and
     // which outlives the call.
     let rc = unsafe { libbpf_sys::bpf_tc_hook_create(&mut hook) };
@@ -142,9 +152,10 @@ pub(crate) fn tc_egress_attach(prog: BorrowedFd<'_>, ifindex: u32) -> io::Result
     Ok(())
 }
 
-/// The id of the program in `ifindex`'s impairment filter, `None` if there is none.
-pub(crate) fn tc_egress_query(ifindex: u32) -> io::Result<Option<u32>> {
-    let (hook, mut opts) = egress_hook(ifindex);
+/// The id of the program in `ifindex`'s impairment filter on `hook`, `None` if there is
+/// none.
+pub(crate) fn tc_query(ifindex: u32, hook: crate::impair::Hook) -> io::Result<Option<u32>> {
+    let (hook, mut opts) = tc_hook(ifindex, hook);
     // SAFETY: `hook` and `opts` are initialised with their own sizes, outlive the call,
     // and have no program set, as a query requires; libbpf writes `opts.prog_id`.
     let rc = unsafe { libbpf_sys::bpf_tc_query(&hook, &mut opts) };
@@ -155,10 +166,11 @@ pub(crate) fn tc_egress_query(ifindex: u32) -> io::Result<Option<u32>> {
     }
 }
 
-/// Removes `ifindex`'s impairment filter; false if there was none.
-pub(crate) fn tc_egress_detach(ifindex: u32) -> io::Result<bool> {
-    let (hook, opts) = egress_hook(ifindex);
-    // SAFETY: as in `tc_egress_query`; libbpf only reads both.
+/// Removes `ifindex`'s impairment filter on `hook` (the clsact qdisc and the other
+/// hook's filter stay); false if there was none.
+pub(crate) fn tc_detach(ifindex: u32, hook: crate::impair::Hook) -> io::Result<bool> {
+    let (hook, opts) = tc_hook(ifindex, hook);
+    // SAFETY: as in `tc_query`; libbpf only reads both.
     let rc = unsafe { libbpf_sys::bpf_tc_detach(&hook, &opts) };
     match -rc {
         0 => Ok(true),

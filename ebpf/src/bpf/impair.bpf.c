@@ -1,9 +1,10 @@
 // SPDX-License-Identifier: (MIT OR GPL-2.0)
 //
 // c10m impairment program: drops a configured fraction of the IP frames that
-// leave an interface (tc clsact egress, direct action), so a test bed can
-// emulate a lossy path without netem. ARP and other non-IP frames always pass:
-// only the path's data is impaired, not neighbour resolution.
+// leave or arrive at an interface (tc clsact egress or ingress, direct action;
+// each attachment is a load of its own, with its own rate and counters), so a
+// test bed can emulate a lossy path without netem. ARP and other non-IP frames
+// always pass: only the path's data is impaired, not neighbour resolution.
 //
 //   IPv4 or IPv6 frame   -> counted in `seen`; with probability
 //                           config.loss_ppm / 1,000,000 counted in `dropped`
@@ -15,13 +16,14 @@
 // congestion (it keeps the segment unsent, retries it at once and enters CWR),
 // and ping sends again: nothing like a frame lost on the path. A stolen frame
 // is freed with NET_XMIT_SUCCESS, so the sender believes it left, as it would
-// on a real lossy link.
+// on a real lossy link. (On ingress the two are alike: the frame is gone.)
 //
 // Frames, not buffers: Linux TCP hands the device GSO buffers of many segments
 // whatever the interface's GSO setting (it is segmented after this hook), and
-// dropping one would lose a burst. The loader sets the interface's
-// gso_max_segs to 1 while the filter is on, so each buffer here is one frame;
-// a buffer that still carries several is counted as its gso_segs frames.
+// GRO merges received frames before the ingress hook; dropping one would lose a
+// burst. The loader sets the interface's gso_max_segs to 1 (egress) or its GRO
+// off (ingress) while the filter is on, so each buffer here is one frame; a
+// buffer that still carries several is counted as its gso_segs frames.
 //
 // The draw is bpf_get_prandom_u32() scaled to [0, 1,000,000) by a multiply
 // and shift (no division, bias below 1e-3 ppm). The configuration is one
