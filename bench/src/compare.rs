@@ -35,7 +35,7 @@
 
 mod cpu;
 mod describe;
-mod flood;
+pub(crate) mod flood;
 mod held;
 mod host;
 mod plot;

@@ -28,7 +28,9 @@
 //!   one at a time, each answer checked, for at most `--latency-secs`; p50, p99, max.
 //!
 //! For the kernel server the run also records its namespace's TCP counters across the
-//! bulk run (`nstat`: segments retransmitted, timeouts, loss probes, fast retransmits).
+//! bulk run (`nstat`: segments retransmitted, timeouts, loss probes, fast retransmits),
+//! and for the dataplane its stack's (management socket: frames sent, and the stack's
+//! repairs of smoltcp's loss recovery, `dup_acks_pinned` and `fast_retransmits_forced`).
 //! Medians over the runs go in the table (stdout) or, with `--json`, one object with
 //! every run. The impairment is removed on every way out (Ctrl-C stops after the current
 //! measurement).
@@ -45,6 +47,7 @@ use anyhow::{Context, bail};
 use c10m_ebpf::{Hook, Impairment, LossRate};
 use serde::Serialize;
 
+use crate::compare::flood::{mgmt_stats, nstat_value};
 use crate::compare::proc::{Ready, Server};
 use crate::compare::{DP_ADDR, DUT_NS, KERNEL_ADDR};
 use crate::impair::Toward;
@@ -52,6 +55,8 @@ use crate::measure::{Latency, Summary};
 use crate::net::{GEN_NS, on_gen};
 
 const ECHO_PORT: u16 = 7;
+/// The dataplane's management socket, for its stack's counters.
+const MGMT: &str = "/run/c10m-bench-loss.sock";
 const HTTP_PORT: u16 = 80;
 const MIB: f64 = 1024.0 * 1024.0;
 
@@ -175,6 +180,40 @@ struct KernelTcp {
     fast_retrans: u64,
 }
 
+/// The dataplane's stack counters (management socket) across a bulk run: its repairs of
+/// smoltcp's loss recovery (the stack's `recovery` module), and the frames it sent.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+struct DataplaneTcp {
+    tx_frames: u64,
+    dup_acks_pinned: u64,
+    fast_retransmits_forced: u64,
+    acks_realigned: u64,
+}
+
+impl DataplaneTcp {
+    fn read() -> Option<DataplaneTcp> {
+        let stats = mgmt_stats(std::path::Path::new(MGMT)).ok()?;
+        let get = |k: &str| stats["totals"][k].as_u64().unwrap_or(0);
+        Some(DataplaneTcp {
+            tx_frames: get("tx_frames"),
+            dup_acks_pinned: get("dup_acks_pinned"),
+            fast_retransmits_forced: get("fast_retransmits_forced"),
+            acks_realigned: get("acks_realigned"),
+        })
+    }
+
+    fn since(self, before: DataplaneTcp) -> DataplaneTcp {
+        DataplaneTcp {
+            tx_frames: self.tx_frames.saturating_sub(before.tx_frames),
+            dup_acks_pinned: self.dup_acks_pinned.saturating_sub(before.dup_acks_pinned),
+            fast_retransmits_forced: self
+                .fast_retransmits_forced
+                .saturating_sub(before.fast_retransmits_forced),
+            acks_realigned: self.acks_realigned.saturating_sub(before.acks_realigned),
+        }
+    }
+}
+
 /// One server at one rate in one run, and what the filters dropped meanwhile.
 #[derive(Debug, Clone, Serialize)]
 struct Sample {
@@ -188,6 +227,8 @@ struct Sample {
     request_frames: Vec<Frames>,
     /// The kernel server's retransmissions during the bulk run.
     kernel_tcp: Option<KernelTcp>,
+    /// The dataplane's stack counters during the bulk run.
+    dataplane_tcp: Option<DataplaneTcp>,
     error: Option<String>,
 }
 
@@ -321,6 +362,9 @@ fn measure(args: &Args, which: Which, loss: LossRate, run: usize) -> anyhow::Res
     })?;
     let start = counts(args)?;
     let tcp_before = (which == Which::Kernel).then(kernel_tcp).transpose()?;
+    let dp_before = (which == Which::Dataplane)
+        .then(DataplaneTcp::read)
+        .flatten();
     let limit = Duration::from_secs(args.bulk_secs);
     let bulk = on_gen(args.gen_core, || {
         let total = args.bulk_mib << 20;
@@ -334,6 +378,7 @@ fn measure(args: &Args, which: Which, loss: LossRate, run: usize) -> anyhow::Res
         Some(before) => Some(kernel_tcp()?.since(before)),
         None => None,
     };
+    let dataplane_tcp = dp_before.and_then(|b| Some(DataplaneTcp::read()?.since(b)));
     let middle = counts(args)?;
     let requests = on_gen(args.gen_core, || {
         requests(
@@ -362,6 +407,7 @@ fn measure(args: &Args, which: Which, loss: LossRate, run: usize) -> anyhow::Res
         bulk_frames: delta(&start, &middle),
         request_frames: delta(&middle, &end),
         kernel_tcp,
+        dataplane_tcp,
         error: (!error.is_empty()).then(|| error.join("; ")),
     })
 }
@@ -410,22 +456,13 @@ fn kernel_tcp() -> anyhow::Result<KernelTcp> {
 impl KernelTcp {
     /// From `nstat`'s lines: `NAME  VALUE  RATE`.
     fn parse(text: &str) -> KernelTcp {
-        let mut k = KernelTcp::default();
-        for line in text.lines() {
-            let mut words = line.split_whitespace();
-            let (Some(name), Some(Ok(value))) = (words.next(), words.next().map(str::parse))
-            else {
-                continue;
-            };
-            match name {
-                "TcpRetransSegs" => k.retrans_segs = value,
-                "TcpExtTCPTimeouts" => k.timeouts = value,
-                "TcpExtTCPLossProbes" => k.loss_probes = value,
-                "TcpExtTCPFastRetrans" => k.fast_retrans = value,
-                _ => {}
-            }
+        let get = |name| nstat_value(text, name).unwrap_or(0);
+        KernelTcp {
+            retrans_segs: get("TcpRetransSegs"),
+            timeouts: get("TcpExtTCPTimeouts"),
+            loss_probes: get("TcpExtTCPLossProbes"),
+            fast_retrans: get("TcpExtTCPFastRetrans"),
         }
-        k
     }
 
     fn since(self, before: KernelTcp) -> KernelTcp {
@@ -478,7 +515,7 @@ fn server_command(args: &Args, c10m: &std::path::Path, which: Which) -> (&'stati
                     "64",
                 ])
                 .args(["--rx-buf", &buf, "--tx-buf", &buf, "--grace", "1"])
-                .args(["--mgmt", "/run/c10m-bench-loss.sock"]);
+                .args(["--mgmt", MGMT]);
             if downloads(args) {
                 cmd.args(["--service", "http:80"]);
             }
@@ -501,7 +538,8 @@ fn server_command(args: &Args, c10m: &std::path::Path, which: Which) -> (&'stati
         }
     };
     if downloads(args) {
-        cmd.arg("--http-body").arg((args.bulk_mib << 20).to_string());
+        cmd.arg("--http-body")
+            .arg((args.bulk_mib << 20).to_string());
     }
     (name, cmd)
 }
@@ -600,7 +638,8 @@ fn download(target: SocketAddr, total: u64, limit: Duration) -> anyhow::Result<B
             text.lines().next().unwrap_or("")
         );
     }
-    let (done, bytes, gaps) = receive(&mut s, &head[end..], total, deadline, http_body, "the body")?;
+    let (done, bytes, gaps) =
+        receive(&mut s, &head[end..], total, deadline, http_body, "the body")?;
     Ok(Bulk::of(bytes, done, gaps, start))
 }
 
@@ -728,8 +767,9 @@ fn rows(levels: &[LossRate], servers: &[Which], samples: &[Sample]) -> Vec<Row> 
                 .iter()
                 .flat_map(|s| s.bulk_frames.iter().chain(&s.request_frames))
                 .fold((0, 0), |(f, d), w| (f + w.seen, d + w.dropped));
-            let stalls =
-                |f: fn(&Gaps) -> u32| median(bulk.iter().map(|b| f(&b.gaps) as f64).collect()) as u32;
+            let stalls = |f: fn(&Gaps) -> u32| {
+                median(bulk.iter().map(|b| f(&b.gaps) as f64).collect()) as u32
+            };
             rows.push(Row {
                 server,
                 loss: loss.to_string(),
@@ -761,7 +801,11 @@ fn table(report: &Report) -> String {
          and {} requests of {} B to echo (p50 / p99 / max, µs)\n",
         report.toward.name(),
         report.bulk_mib,
-        if report.bulk == "echo" { "echoed" } else { "downloaded" },
+        if report.bulk == "echo" {
+            "echoed"
+        } else {
+            "downloaded"
+        },
         report.requests,
         report.request_bytes
     );
@@ -834,6 +878,7 @@ mod tests {
                 dropped: 4,
             }],
             kernel_tcp: None,
+            dataplane_tcp: None,
             error: mib_s.is_none().then(|| "refused".to_owned()),
         }
     }

@@ -321,6 +321,16 @@ fn visit_stack(c: &Counters, f: &mut dyn FnMut(Metric, u64)) {
     m("acks_realigned", help, C, None, c.acks_realigned);
     let help = "Keep-alives sent for connections whose queued data stalled with no timer";
     m("window_probes", help, C, None, c.window_probes);
+    let help = "Duplicate ACKs whose grown window was pinned so smoltcp fast-retransmits";
+    m("dup_acks_pinned", help, C, None, c.dup_acks_pinned);
+    let help = "SACK-bearing ACKs given to smoltcp with copies so that it fast-retransmits";
+    m(
+        "fast_retransmits_forced",
+        help,
+        C,
+        None,
+        c.fast_retransmits_forced,
+    );
     m("resets_sent", "RST segments sent", C, None, c.resets_sent);
     m(
         "resets_received",

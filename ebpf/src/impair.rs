@@ -144,7 +144,11 @@ impl Hook {
         match self {
             Hook::Egress => {
                 let segs = if on { 1 } else { GSO_MAX_SEGS }.to_string();
-                command(ifname, "ip", &["link", "set", "dev", ifname, "gso_max_segs", &segs])
+                command(
+                    ifname,
+                    "ip",
+                    &["link", "set", "dev", ifname, "gso_max_segs", &segs],
+                )
             }
             Hook::Ingress => {
                 let gro = if on { "off" } else { "on" };

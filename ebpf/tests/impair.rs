@@ -64,7 +64,11 @@ fn send_tcp(bed: &Bed, bytes: usize, to_gen: bool) {
             got
         });
         let got = if to_gen { got } else { dut.join().unwrap() };
-        assert!(got == *data, "{} of {bytes} bytes, or other bytes", got.len());
+        assert!(
+            got == *data,
+            "{} of {bytes} bytes, or other bytes",
+            got.len()
+        );
     });
 }
 
@@ -256,7 +260,10 @@ fn drops_toward_the_generator_frame_by_frame_and_apart_from_egress() {
     assert!(out.seen > 0 && out.dropped > 0, "{out:?}");
     // The segments lost are near 5% of those seen: within about ±4 standard deviations for ~750 frames.
     let lost = (inn.dropped - after.dropped) as f64 / (inn.seen - after.seen) as f64;
-    assert!((0.015..=0.09).contains(&lost), "{lost} of the frames in lost");
+    assert!(
+        (0.015..=0.09).contains(&lost),
+        "{lost} of the frames in lost"
+    );
 
     // Off one way leaves the other.
     assert_eq!(off(&bed, Hook::Ingress), Some(inn));

@@ -146,6 +146,15 @@ pub struct Counters {
     /// queued data made no progress while smoltcp had no timer running (see the `recovery`
     /// module of the stack's source).
     pub window_probes: u64,
+    /// Duplicate ACKs (bare, with SACK blocks) whose grown window was set back to the
+    /// first one's, so that smoltcp counts them toward its fast retransmit (see the
+    /// `recovery` module of the stack's source).
+    pub dup_acks_pinned: u64,
+    /// Bare ACKs with SACK blocks handed to smoltcp with copies after them, so that its
+    /// count of duplicates reaches three and it resends the hole: the third duplicate for
+    /// a hole, or an ACK of new data whose SACK blocks show the next hole lost (see the
+    /// `recovery` module of the stack's source).
+    pub fast_retransmits_forced: u64,
     /// RST segments sent (smoltcp's and ours).
     pub resets_sent: u64,
     /// RST segments received.

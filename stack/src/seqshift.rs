@@ -65,6 +65,69 @@ pub(crate) fn shift_rx_seq(frame: &mut [u8], by: u32) {
     frame[at + 4..at + 8].copy_from_slice(&new.to_be_bytes());
 }
 
+/// What a TCP frame that carries a SACK option (RFC 2018, kind 5) says: its
+/// acknowledgement number, raw window, and the bytes its SACK blocks cover beyond the
+/// acknowledgement number. `None` for any other frame, or one whose options do not parse.
+pub(crate) fn sack_ack(frame: &[u8]) -> Option<Sacked> {
+    let at = tcp_at(frame)?;
+    let end = at + usize::from(frame[at + 12] >> 4) * 4;
+    let mut opt = at + 20;
+    while opt < end {
+        match *frame.get(opt)? {
+            0 => return None,
+            1 => opt += 1,
+            kind => {
+                let len = usize::from(*frame.get(opt + 1)?);
+                if len < 2 {
+                    return None;
+                }
+                if kind == 5 {
+                    let ack = read_u32(frame, at + 8);
+                    let blocks = frame.get(opt + 2..(opt + len).min(end))?;
+                    let bytes = blocks
+                        .chunks_exact(8)
+                        .map(|b| {
+                            let (left, right) = (read_u32(b, 0), read_u32(b, 4));
+                            // Only what lies beyond the acknowledgement number (a D-SACK
+                            // block below it, RFC 2883, counts nothing).
+                            let beyond = |x: u32| x.wrapping_sub(ack) < 1 << 31;
+                            if beyond(left) && beyond(right) {
+                                right.wrapping_sub(left).min(1 << 30)
+                            } else {
+                                0
+                            }
+                        })
+                        .fold(0u32, u32::saturating_add);
+                    let window = u16::from_be_bytes([frame[at + 14], frame[at + 15]]);
+                    return Some(Sacked { ack, window, bytes });
+                }
+                opt += len;
+            }
+        }
+    }
+    None
+}
+
+/// What [`sack_ack`] finds in a segment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Sacked {
+    /// The acknowledgement number.
+    pub(crate) ack: u32,
+    /// The window field, unscaled.
+    pub(crate) window: u16,
+    /// Bytes the SACK blocks cover beyond `ack`.
+    pub(crate) bytes: u32,
+}
+
+/// Sets the raw window of a received TCP frame. As for [`shift_ack`], the checksum is
+/// not fixed.
+pub(crate) fn set_window(frame: &mut [u8], window: u16) {
+    let Some(at) = tcp_at(frame) else {
+        return;
+    };
+    frame[at + 14..at + 16].copy_from_slice(&window.to_be_bytes());
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -149,5 +212,31 @@ mod tests {
         let before = short.clone();
         shift_seq(&mut short, 5);
         assert_eq!(short, before, "a truncated frame is left alone");
+    }
+
+    #[test]
+    fn sack_blocks_are_found_among_other_options_and_the_window_set() {
+        let mut f = segment(1, &[], (80, 9000));
+        assert_eq!(sack_ack(&f), None, "no options");
+        // Rebuild with options: NOP, NOP, timestamps (10), NOP, NOP, SACK of one block.
+        let at = tcp_at(&f).unwrap();
+        let mut opts = vec![1, 1, 8, 10, 0, 0, 0, 1, 0, 0, 0, 2, 1, 1, 5, 10];
+        opts.extend_from_slice(&[0, 0, 0, 100, 0, 0, 0, 200]);
+        f.splice(at + 20..at + 20, opts.iter().copied());
+        f[at + 12] = ((20 + opts.len()) as u8 / 4) << 4;
+        let sacked = |window| Sacked {
+            ack: 77,
+            window,
+            bytes: 100,
+        };
+        assert_eq!(sack_ack(&f), Some(sacked(512)));
+        set_window(&mut f, 300);
+        assert_eq!(sack_ack(&f), Some(sacked(300)));
+        // Timestamps alone, or a truncated option list, are not SACK.
+        f[at + 12] = 8 << 4;
+        assert_eq!(sack_ack(&f), None);
+        f[at + 12] = 15 << 4;
+        f[at + 20 + 14 + 1] = 0;
+        assert_eq!(sack_ack(&f), None, "an option of length 0");
     }
 }

@@ -31,6 +31,7 @@ use crate::listener::{HalfOpenBudget, Listener, SocketOptions};
 use crate::mem::{self, BufferPool, HugePages, Warmer};
 use crate::parse::{self, Class, Local};
 use crate::ports::{PortChooser, SequentialPorts};
+use crate::recovery::{Pins, Rewrite};
 use crate::table::{self, FourTuple, Table};
 use crate::wheel::Timers;
 
@@ -164,6 +165,8 @@ pub struct Stack {
     cookies: Jar,
     /// Random start of this stack's TCP timestamp clock (see `tsval`).
     ts_offset: u32,
+    /// The windows pinned for connections receiving duplicate ACKs (`recovery`).
+    pins: Pins,
 }
 
 impl std::fmt::Debug for Stack {
@@ -295,6 +298,7 @@ impl Stack {
             }),
             next_probe: now,
             cookies: Jar::new(crate::config::mix(config.seed, 3)),
+            pins: Pins::default(),
             ts_offset: crate::config::mix(config.seed, 4) as u32,
         })
     }
@@ -499,12 +503,17 @@ impl Stack {
                         return;
                     }
                     let bare_ack = payload == 0 && !(flags.syn || flags.fin || flags.rst);
-                    let behind = if bare_ack {
-                        self.ack_behind(slot, frame)
+                    let fix = if bare_ack {
+                        let (window, copies) = self.duplicate(slot, frame);
+                        Rewrite {
+                            behind: self.ack_behind(slot, frame),
+                            window,
+                            copies,
+                        }
                     } else {
-                        0
+                        Rewrite::NONE
                     };
-                    self.ingress_slot(now, slot, frame, behind, tx);
+                    self.ingress_slot(now, slot, frame, fix, tx);
                 } else if flags.syn && !flags.ack && !flags.rst {
                     self.ingress_syn(now, key, frame, tx);
                 } else if flags.ack
@@ -561,7 +570,7 @@ impl Stack {
         } else {
             match self.admit(l, key) {
                 Ok(slot) => {
-                    self.ingress_slot(now, slot, frame, 0, tx);
+                    self.ingress_slot(now, slot, frame, Rewrite::NONE, tx);
                     return;
                 }
                 Err(why) => why,
@@ -638,13 +647,14 @@ impl Stack {
         now: Instant,
         slot: u32,
         frame: &[u8],
-        behind: u16,
+        fix: Rewrite,
         tx: &mut T,
     ) {
-        if self.slab.slots[slot as usize].meta.seq_delta != 0 || behind != 0 {
+        if self.slab.slots[slot as usize].meta.seq_delta != 0 || fix != Rewrite::NONE {
             // Born from a SYN cookie (the peer acknowledges in the cookie's number space),
-            // or a stranded ACK: translated on a copy.
-            return self.ingress_translated(now, slot, frame, behind, tx);
+            // or a stranded ACK or a duplicate ACK's window (`recovery`): translated on
+            // a copy.
+            return self.ingress_translated(now, slot, frame, fix, tx);
         }
         self.ingress_polled(now, slot, frame, tx);
     }
@@ -976,6 +986,9 @@ impl Stack {
         );
         self.counters.states[usize::from(m.state)] -= 1;
         self.counters.closed += 1;
+        if !self.pins.is_empty() {
+            self.pins.remove(&slot);
+        }
         self.slab.release(slot);
     }
 

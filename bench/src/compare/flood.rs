@@ -256,7 +256,7 @@ impl Run<'_> {
 }
 
 /// The management socket's `stats` answer (`totals`, `workers`, `xdp`).
-fn mgmt_stats(path: &Path) -> anyhow::Result<serde_json::Value> {
+pub(crate) fn mgmt_stats(path: &Path) -> anyhow::Result<serde_json::Value> {
     let mut s =
         UnixStream::connect(path).with_context(|| format!("connecting to {}", path.display()))?;
     s.set_read_timeout(Some(Duration::from_secs(2)))?;
@@ -268,7 +268,7 @@ fn mgmt_stats(path: &Path) -> anyhow::Result<serde_json::Value> {
 }
 
 /// A counter of `nstat -a` output (`NAME  VALUE  RATE` lines).
-fn nstat_value(text: &str, name: &str) -> Option<u64> {
+pub(crate) fn nstat_value(text: &str, name: &str) -> Option<u64> {
     text.lines().find_map(|l| {
         let mut w = l.split_whitespace();
         (w.next()? == name).then(|| w.next()?.parse().ok())?

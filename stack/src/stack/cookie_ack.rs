@@ -11,7 +11,8 @@ use crate::cookie::{
 use crate::counters::{Refusal, state_index};
 use crate::device::{Port, TxQueue, TxTally};
 use crate::mem;
-use crate::seqshift::{ETH, read_u32, shift_ack, shift_rx_seq, tcp_at};
+use crate::recovery::Rewrite;
+use crate::seqshift::{ETH, read_u32, set_window, shift_ack, shift_rx_seq, tcp_at};
 use crate::table::{self, FourTuple};
 
 use super::{Stack, ms};
@@ -215,7 +216,7 @@ impl Stack {
         };
         let id = self.slab.id(slot);
         self.slab.slots[slot as usize].meta.seq_delta = isn_ours.wrapping_sub(cookie);
-        self.ingress_slot(now, slot, frame, 0, tx);
+        self.ingress_slot(now, slot, frame, Rewrite::NONE, tx);
         if let Some(slot) = self.slab.check(id) {
             if self.slab.slots[slot as usize].meta.state == state_index(State::SynReceived) as u8 {
                 // smoltcp did not take the ACK (it should always): do not leave a
@@ -308,14 +309,16 @@ impl Stack {
     }
 
     /// A segment whose numbers smoltcp must see changed, on a copy of the frame: for a
-    /// cookie-born connection its acknowledgement number moves into smoltcp's space, and
-    /// a stranded bare ACK's sequence number moves `behind` bytes forward (`recovery`).
+    /// cookie-born connection its acknowledgement number moves into smoltcp's space, a
+    /// stranded bare ACK's sequence number moves `fix.behind` bytes forward, a duplicate
+    /// ACK's window is set back to `fix.window`, and `fix.copies` copies follow it
+    /// (`recovery`).
     pub(crate) fn ingress_translated<T: TxQueue>(
         &mut self,
         now: Instant,
         slot: u32,
         frame: &[u8],
-        behind: u16,
+        fix: Rewrite,
         tx: &mut T,
     ) {
         let delta = self.slab.slots[slot as usize].meta.seq_delta;
@@ -325,11 +328,26 @@ impl Stack {
         if delta != 0 {
             shift_ack(&mut scratch, delta);
         }
-        if behind != 0 {
+        if fix.behind != 0 {
             self.counters.acks_realigned += 1;
-            shift_rx_seq(&mut scratch, u32::from(behind));
+            shift_rx_seq(&mut scratch, u32::from(fix.behind));
         }
+        if let Some(window) = fix.window {
+            self.counters.dup_acks_pinned += 1;
+            set_window(&mut scratch, window);
+        }
+        let id = self.slab.id(slot);
         self.ingress_polled(now, slot, &scratch, tx);
+        if fix.copies > 0 {
+            self.counters.fast_retransmits_forced += 1;
+        }
+        for _ in 0..fix.copies {
+            // The segment may have ended the connection.
+            if self.slab.check(id).is_none() {
+                break;
+            }
+            self.ingress_polled(now, slot, &scratch, tx);
+        }
         self.cookies.scratch = scratch;
     }
 }

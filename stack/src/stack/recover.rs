@@ -1,4 +1,5 @@
-//! The [`Stack`]'s side of the recovery from smoltcp's stalls (see [`crate::recovery`]).
+//! The [`Stack`]'s side of the recovery from smoltcp's stalls and slow repairs (see
+//! [`crate::recovery`]).
 
 use smoltcp::iface::SocketHandle;
 use smoltcp::socket::tcp;
@@ -9,6 +10,7 @@ use crate::device::TxQueue;
 use crate::mem;
 use crate::parse;
 use crate::recovery::{FIRST_PROBE_MS, PROBE_WINDUP, reach, since_progress};
+use crate::seqshift::sack_ack;
 
 use super::{Stack, ms};
 
@@ -33,6 +35,19 @@ impl Stack {
         } else {
             0
         }
+    }
+
+    /// What smoltcp must see of the bare ACK `frame` for `slot` so that it counts it as
+    /// the duplicate it is, and resends a hole the peer's SACK blocks show lost (see the
+    /// module docs): a window instead of the frame's, and copies of the frame after it.
+    pub(crate) fn duplicate(&mut self, slot: u32, frame: &[u8]) -> (Option<u16>, u8) {
+        let Some(sacked) = sack_ack(frame) else {
+            return (None, 0);
+        };
+        if !synchronized(self.slab.slots[slot as usize].meta.state) {
+            return (None, 0);
+        }
+        self.pins.pin(slot, sacked)
     }
 
     /// At a wake-up of `slot`: if it has queued data that made no progress for at least
