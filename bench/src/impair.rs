@@ -49,6 +49,15 @@ impl Toward {
         }
     }
 
+    /// How a loss this way reads: `toward the server`, `toward the client`, `both ways`.
+    pub(crate) fn describe(self) -> &'static str {
+        match self {
+            Toward::Server => "toward the server",
+            Toward::Client => "toward the client",
+            Toward::Both => "both ways",
+        }
+    }
+
     /// `server`, `client` or `both`.
     pub(crate) fn name(self) -> &'static str {
         match self {

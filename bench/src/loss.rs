@@ -797,9 +797,9 @@ fn rows(levels: &[LossRate], servers: &[Which], samples: &[Sample]) -> Vec<Row> 
 /// The side-by-side table: a line per rate, the servers' goodput and latency.
 fn table(report: &Report) -> String {
     let mut out = format!(
-        "loss toward the {}; one connection: {} MiB {} (goodput, MiB/s; stalls of 100 ms+ / 900 ms+) \
+        "loss {}; one connection: {} MiB {} (goodput, MiB/s; stalls of 100 ms+ / 900 ms+) \
          and {} requests of {} B to echo (p50 / p99 / max, µs)\n",
-        report.toward.name(),
+        report.toward.describe(),
         report.bulk_mib,
         if report.bulk == "echo" {
             "echoed"
