@@ -255,16 +255,18 @@ impl Options {
     }
 
     /// UMEM frames per worker: `frames` if given, else one per 16 connection slots, a
-    /// power of two from 16,384 (32 MiB) to 65,536 (128 MiB, above 524,288 slots).
+    /// power of two from 16,384 (32 MiB) to 262,144 (512 MiB, above 2,097,152 slots).
     /// The frames buffer what arrives while the loop is busy or off its core: at 10M
     /// connections, 100K new ones a second and heartbeats, 4,096 frames left the fill ring
-    /// empty 1.8 million times in a run; a fan-out to 1M subscribers during 50K
+    /// empty 1.8 million times in a run, 65,536 dropped 770,482 frames in bursts, 131,072
+    /// dropped 253,337 and 262,144 none; a fan-out to 1M subscribers during 50K
     /// heartbeats a second left it empty 1,056 times with 16,384 frames, never with
-    /// 65,536 (bench/RESULTS.md, "Live subscribers").
+    /// 65,536 (bench/RESULTS.md, "Live subscribers"). The kernel pins the whole UMEM at
+    /// start-up: 512 MiB took 1.2–2.6 s of it on the test machine.
     pub fn umem_frames(&self) -> u32 {
         self.frames.unwrap_or_else(|| {
             let per = u32::try_from(self.max_conns / 16).unwrap_or(u32::MAX);
-            per.clamp(16384, 65536).next_power_of_two()
+            per.clamp(16384, 262_144).next_power_of_two()
         })
     }
 
@@ -354,7 +356,8 @@ mod tests {
         assert_eq!(at(16_384).umem_frames(), 16384);
         assert_eq!(at(300_000).umem_frames(), 32768);
         assert_eq!(at(1_000_000).umem_frames(), 65536);
-        assert_eq!(at(100_000_000).umem_frames(), 65536);
+        assert_eq!(at(3_000_000).umem_frames(), 262_144);
+        assert_eq!(at(100_000_000).umem_frames(), 262_144);
         let told = Options {
             frames: Some(1024),
             ..at(10_000_000)

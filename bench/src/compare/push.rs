@@ -164,17 +164,24 @@ impl Run<'_> {
         if self.interrupted() {
             return;
         }
+        let slots = n as usize + 131_072;
+        // At least 65,536 frames even for a small run (the daemon's default gives fewer
+        // below 1M slots); its default above (up to 262,144: at 10M live fewer dropped
+        // frames in bursts, bench/RESULTS.md).
+        let frames = (slots / 16).clamp(65_536, 262_144).next_power_of_two();
         let args: Vec<String> = DP_RUN
             .iter()
-            .chain(&["--umem-frames", "65536", "--grace", "1"])
+            .chain(&["--grace", "1"])
             .map(|s| s.to_string())
             .chain([
+                "--umem-frames".into(),
+                frames.to_string(),
                 "--service".into(),
                 format!("push:{PUSH_PORT}"),
                 "--cores".into(),
                 a.server_core.to_string(),
                 "--max-conns".into(),
-                (n as usize + 131_072).to_string(),
+                slots.to_string(),
                 "--rx-buf".into(),
                 a.rx_buf.to_string(),
                 "--tx-buf".into(),

@@ -144,7 +144,7 @@ struct RunArgs {
     #[arg(long)]
     prefault: Option<bool>,
     /// UMEM frames per worker, a power of two (default: one per 16 --max-conns, 16384
-    /// to 65536).
+    /// to 262144).
     #[arg(long)]
     umem_frames: Option<u32>,
     /// UMEM frame size: 2048 or 4096.
