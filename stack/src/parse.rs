@@ -289,19 +289,6 @@ fn is_extension(next: IpProtocol) -> bool {
     )
 }
 
-/// The sequence number of a frame that [`classify`] found to be TCP (`None` for anything
-/// shorter than its headers: never the case for such a frame).
-pub(crate) fn tcp_seq(frame: &[u8]) -> Option<u32> {
-    let ip = if frame.get(12..14)? == [0x86, 0xdd] {
-        40
-    } else {
-        usize::from(frame.get(14)? & 0x0f) * 4
-    };
-    let at = 14 + ip + 4;
-    let b = frame.get(at..at + 4)?;
-    Some(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

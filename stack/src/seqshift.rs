@@ -65,6 +65,12 @@ pub(crate) fn shift_rx_seq(frame: &mut [u8], by: u32) {
     frame[at + 4..at + 8].copy_from_slice(&new.to_be_bytes());
 }
 
+/// The sequence number of a TCP frame (`None` for anything shorter than its headers:
+/// never the case for a frame `parse::classify` found to be TCP).
+pub(crate) fn seq(frame: &[u8]) -> Option<u32> {
+    tcp_at(frame).map(|at| read_u32(frame, at + 4))
+}
+
 /// What a TCP frame that carries a SACK option (RFC 2018, kind 5) says: its
 /// acknowledgement number, raw window, and the bytes its SACK blocks cover beyond the
 /// acknowledgement number. `None` for any other frame, or one whose options do not parse.

@@ -11,7 +11,8 @@ use crate::counters::Refusal;
 use crate::defense::{CHALLENGE_WINDUP, fin_received, send_deadline, synchronized};
 use crate::device::TxQueue;
 use crate::mem;
-use crate::parse::{self, Flags};
+use crate::parse::Flags;
+use crate::seqshift;
 use crate::table::FourTuple;
 
 use super::{Stack, ms, seen};
@@ -32,7 +33,7 @@ impl Stack {
             return false;
         }
         if flags.rst {
-            let Some(seq) = parse::tcp_seq(frame) else {
+            let Some(seq) = seqshift::seq(frame) else {
                 return true;
             };
             let off = (seq as u16).wrapping_sub(m.rcv_nxt);
@@ -112,7 +113,7 @@ impl Stack {
         let m = &mut self.slab.slots[slot as usize].meta;
         if before != after && matches!(before, State::Listen | State::SynSent) {
             // The peer's SYN (or SYN-ACK): RCV.NXT = its sequence number + 1.
-            if let Some(seq) = parse::tcp_seq(frame) {
+            if let Some(seq) = seqshift::seq(frame) {
                 m.rcv_nxt = (seq as u16).wrapping_add(1);
             }
             return;

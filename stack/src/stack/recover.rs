@@ -8,9 +8,8 @@ use smoltcp::time::Instant;
 use crate::defense::synchronized;
 use crate::device::TxQueue;
 use crate::mem;
-use crate::parse;
 use crate::recovery::{FIRST_PROBE_MS, PROBE_WINDUP, reach, since_progress};
-use crate::seqshift::sack_ack;
+use crate::seqshift;
 
 use super::{Stack, ms};
 
@@ -24,7 +23,7 @@ impl Stack {
         if !synchronized(m.state) {
             return 0;
         }
-        let Some(seq) = parse::tcp_seq(frame) else {
+        let Some(seq) = seqshift::seq(frame) else {
             return 0;
         };
         let behind = m.rcv_nxt.wrapping_sub(seq as u16);
@@ -41,7 +40,7 @@ impl Stack {
     /// the duplicate it is, and resends a hole the peer's SACK blocks show lost (see the
     /// module docs): a window instead of the frame's, and copies of the frame after it.
     pub(crate) fn duplicate(&mut self, slot: u32, frame: &[u8]) -> (Option<u16>, u8) {
-        let Some(sacked) = sack_ack(frame) else {
+        let Some(sacked) = seqshift::sack_ack(frame) else {
             return (None, 0);
         };
         if !synchronized(self.slab.slots[slot as usize].meta.state) {
