@@ -13,7 +13,7 @@ use std::net::SocketAddr;
 
 use common::{
     Bed, DUT_ADDR6, DUT_NS, Daemon, GEN_NS, SERVICE, SERVICE6, assert_clean, echo_clients,
-    kernel_echo, ns_run,
+    kernel_echo, ns_run, per_worker,
 };
 
 fn ping6(to: &str) -> (bool, String) {
@@ -61,19 +61,13 @@ fn two_queues_share_1000_ipv6_connections() {
     assert_clean(&report);
     let workers = report["workers"].as_array().unwrap();
     assert_eq!(workers.len(), 2);
-    let accepted: Vec<u64> = workers
-        .iter()
-        .map(|w| w["stack"]["accepted"].as_u64().unwrap())
-        .collect();
+    let accepted = per_worker(&report, "stack", "accepted");
     assert!(
         accepted.iter().all(|&a| a > 0),
         "both workers got IPv6 connections: {accepted:?}"
     );
     assert_eq!(accepted.iter().sum::<u64>(), 1000, "{accepted:?}");
-    let bytes: u64 = workers
-        .iter()
-        .map(|w| w["echo"]["bytes"].as_u64().unwrap())
-        .sum();
+    let bytes: u64 = per_worker(&report, "echo", "bytes").iter().sum();
     assert_eq!(bytes, 1000 * 300);
 }
 

@@ -8,7 +8,8 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use common::{
-    Bed, DUT_ADDR, DUT_NS, Daemon, GEN_NS, SERVICE, assert_clean, echo_clients, kernel_echo, ns_run,
+    Bed, DUT_ADDR, DUT_NS, Daemon, GEN_NS, SERVICE, assert_clean, echo_clients, kernel_echo,
+    ns_run, per_worker,
 };
 
 fn ping(ns: &str, to: &str) -> bool {
@@ -78,10 +79,7 @@ fn two_queues_share_the_connections() {
     assert_clean(&report);
     let workers = report["workers"].as_array().unwrap();
     assert_eq!(workers.len(), 2);
-    let accepted: Vec<u64> = workers
-        .iter()
-        .map(|w| w["stack"]["accepted"].as_u64().unwrap())
-        .collect();
+    let accepted = per_worker(&report, "stack", "accepted");
     eprintln!("accepted per worker: {accepted:?}");
     assert!(
         accepted.iter().all(|&a| a > 0),

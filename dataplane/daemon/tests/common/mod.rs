@@ -133,6 +133,17 @@ pub fn ctl(sock: &str, args: &[&str]) -> (bool, String) {
     (out.status.success(), text)
 }
 
+/// One counter of every worker in a daemon's stop report, `group.name` (e.g. `stack`,
+/// `accepted`), in worker order.
+pub fn per_worker(report: &serde_json::Value, group: &str, name: &str) -> Vec<u64> {
+    report["workers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w[group][name].as_u64().unwrap())
+        .collect()
+}
+
 pub fn assert_clean(report: &serde_json::Value) {
     let t = &report["totals"];
     assert_eq!(t["bad_checksums"], 0, "bad checksums: {t}");
