@@ -10,6 +10,7 @@
 
 mod common;
 
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
 use common::{Bed, c10m_binary, privileged};
@@ -21,37 +22,29 @@ fn compare_writes_a_report_with_both_servers_and_plots() {
     }
     c10m_binary();
     let Some(_bed) = Bed::up(1) else { return };
-    let out_dir = std::env::temp_dir().join(format!("c10m-compare-test-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&out_dir);
-
-    let out = Command::new(env!("CARGO_BIN_EXE_c10m-bench"))
-        .args([
-            "compare",
+    let (out_dir, printed) = compare(
+        "c10m-compare-test",
+        &[
             "--held",
             "2000",
             "--held-rate",
             "10000",
             "--hold",
             "1",
-        ])
-        .args(["--rps-conns", "10", "--rps-secs", "1", "--warmup", "0.5"])
-        .args([
+            "--rps-conns",
+            "10",
+            "--rps-secs",
+            "1",
+            "--warmup",
+            "0.5",
             "--cps-concurrency",
             "10",
             "--cps-secs",
             "1",
             "--max-conns",
             "8192",
-        ])
-        .arg("--out")
-        .arg(&out_dir)
-        .arg("--json")
-        .stderr(Stdio::inherit())
-        .output()
-        .expect("running c10m-bench compare");
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "compare failed: {text}");
-    let printed: serde_json::Value = serde_json::from_str(text.trim()).expect("one JSON object");
+        ],
+    );
 
     let file = std::fs::read_to_string(out_dir.join("report.json")).expect("report.json");
     let r: serde_json::Value = serde_json::from_str(&file).expect("report.json is JSON");
@@ -196,30 +189,30 @@ fn compare_push_runs_subscribers_heartbeats_and_one_publish_on_both_servers() {
     }
     c10m_binary();
     let Some(_bed) = Bed::up(1) else { return };
-    let out_dir = std::env::temp_dir().join(format!("c10m-compare-push-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&out_dir);
     let n = N.to_string();
-    let out = Command::new(env!("CARGO_BIN_EXE_c10m-bench"))
-        .args([
-            "compare",
+    let (out_dir, r) = compare(
+        "c10m-compare-push",
+        &[
             "--scenarios",
             "push",
             "--servers",
             "dataplane,kernel",
-        ])
-        .args(["--push-conns", &n, "--push-kernel-conns", &n])
-        .args(["--push-rate", "20000", "--push-kernel-rate", "5000"])
-        .args(["--push-heartbeat-interval", "1", "--push-hold", "3"])
-        .args(["--push-publish-after", "0.5"])
-        .arg("--out")
-        .arg(&out_dir)
-        .arg("--json")
-        .stderr(Stdio::inherit())
-        .output()
-        .expect("running c10m-bench compare");
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "compare failed: {text}");
-    let r: serde_json::Value = serde_json::from_str(text.trim()).expect("one JSON object");
+            "--push-conns",
+            &n,
+            "--push-kernel-conns",
+            &n,
+            "--push-rate",
+            "20000",
+            "--push-kernel-rate",
+            "5000",
+            "--push-heartbeat-interval",
+            "1",
+            "--push-hold",
+            "3",
+            "--push-publish-after",
+            "0.5",
+        ],
+    );
     let runs = r["push"].as_array().expect("push results");
     for (server, processes) in [("dataplane", 1), ("kernel", 2)] {
         let p = runs
@@ -282,4 +275,24 @@ fn compare_push_runs_subscribers_heartbeats_and_one_publish_on_both_servers() {
         );
     }
     let _ = std::fs::remove_dir_all(&out_dir);
+}
+
+/// Runs `c10m-bench compare ARGS` with `--out` a fresh directory named after `name` and
+/// `--json`: the directory and the JSON object it printed.
+fn compare(name: &str, args: &[&str]) -> (PathBuf, serde_json::Value) {
+    let out_dir = std::env::temp_dir().join(format!("{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&out_dir);
+    let out = Command::new(env!("CARGO_BIN_EXE_c10m-bench"))
+        .arg("compare")
+        .args(args)
+        .arg("--out")
+        .arg(&out_dir)
+        .arg("--json")
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("running c10m-bench compare");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "compare failed: {text}");
+    let printed = serde_json::from_str(text.trim()).expect("one JSON object");
+    (out_dir, printed)
 }
