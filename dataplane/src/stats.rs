@@ -346,6 +346,8 @@ fn visit_stack(c: &Counters, f: &mut dyn FnMut(Metric, u64)) {
         None,
         c.gateway_probes,
     );
+    let help = "Segments held back until a neighbour answered ARP or a solicitation";
+    m("neighbour_waits", help, C, None, c.neighbour_waits);
     for (i, state) in STATE_NAMES.into_iter().enumerate() {
         let help = "Connection slots, by TCP state";
         m("connections", help, G, Some(("state", state)), c.states[i]);

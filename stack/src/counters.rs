@@ -162,6 +162,11 @@ pub struct Counters {
     /// ARP requests sent to keep the gateway's neighbour entry fresh (one per
     /// 20 s while the stack is polled).
     pub gateway_probes: u64,
+    /// Times a connection's segment was held back while the stack asked for the peer's
+    /// (or gateway's) link-layer address with ARP or a neighbour solicitation; it leaves
+    /// with the answer. Steady growth means neighbour entries lapse: clients on the link
+    /// that never speak first, or a gateway not set with `gateway`.
+    pub neighbour_waits: u64,
     /// SYN-ACKs sent with a SYN cookie instead of a half-open connection (see
     /// [`SynCookies`](crate::SynCookies)).
     pub cookies_sent: u64,

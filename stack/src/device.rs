@@ -31,6 +31,9 @@ pub(crate) struct TxTally {
     pub(crate) frames: u64,
     pub(crate) bytes: u64,
     pub(crate) resets: u64,
+    /// The address the last ARP request or neighbour solicitation asked for (see
+    /// `neighbour`); whoever wants to know takes it.
+    pub(crate) asked: Option<std::net::IpAddr>,
 }
 
 impl TxTally {
@@ -39,6 +42,8 @@ impl TxTally {
         self.bytes += frame.len() as u64;
         if is_tcp_rst(frame) {
             self.resets += 1;
+        } else if let Some(addr) = crate::neighbour::solicited(frame) {
+            self.asked = Some(addr);
         }
     }
 }

@@ -88,6 +88,7 @@ mod device;
 mod listener;
 #[allow(unsafe_code)]
 mod mem;
+mod neighbour;
 mod parse;
 mod ports;
 mod recovery;

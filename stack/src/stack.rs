@@ -29,6 +29,7 @@ use crate::defense::{self, TokenBucket};
 use crate::device::{self, Port, TxQueue, TxTally};
 use crate::listener::{HalfOpenBudget, Listener, SocketOptions};
 use crate::mem::{self, BufferPool, HugePages, Warmer};
+use crate::neighbour::{self, Awaiting};
 use crate::parse::{self, Class, Local};
 use crate::ports::{PortChooser, SequentialPorts};
 use crate::recovery::{Pins, Rewrite};
@@ -60,8 +61,8 @@ const NO_SLOT: u32 = u32::MAX;
 /// neighbour 60 s after it last heard from it *by IP source address*, and traffic from
 /// clients behind the gateway carries theirs, never the gateway's: without the probe the
 /// entry would lapse every minute, and the first segments to leave after that would wait
-/// for a new ARP answer, silenced for a whole second. The first probe goes out at the
-/// first poll, so the entry is there before the first client arrives.
+/// for a new ARP answer (see `neighbour`). The first probe goes out at the first poll, so
+/// the entry is there before the first client arrives.
 pub(crate) const GATEWAY_PROBE: Duration = Duration::from_secs(20);
 
 /// One chunk of [`Stack::ingress_batch`]'s pipeline: each frame's class and demux hash,
@@ -167,6 +168,8 @@ pub struct Stack {
     ts_offset: u32,
     /// The windows pinned for connections receiving duplicate ACKs (`recovery`).
     pins: Pins,
+    /// Connections whose segment waits for a neighbour's answer (`neighbour`).
+    awaiting: Awaiting,
 }
 
 impl std::fmt::Debug for Stack {
@@ -299,6 +302,7 @@ impl Stack {
             next_probe: now,
             cookies: Jar::new(crate::config::mix(config.seed, 3)),
             pins: Pins::default(),
+            awaiting: Awaiting::default(),
             ts_offset: crate::config::mix(config.seed, 4) as u32,
         })
     }
@@ -542,6 +546,7 @@ impl Stack {
 
     /// A frame no connection owns: smoltcp with an empty socket set answers ARP and ICMP
     /// echo, and resets TCP segments.
+    /// A neighbour's answer puts the connections waiting for it back on the dirty list.
     fn ingress_unowned<T: TxQueue>(&mut self, now: Instant, frame: &[u8], tx: &mut T) {
         let mut set = SocketSet::new(&mut [][..]);
         let mut port = Port {
@@ -552,6 +557,17 @@ impl Stack {
             seq_delta: 0,
         };
         self.iface.poll_ingress_single(now, &mut port, &mut set);
+        if !self.awaiting.is_empty()
+            && let Some(addr) = neighbour::heard_from(frame)
+        {
+            let mut awaiting = std::mem::take(&mut self.awaiting);
+            awaiting.answered(addr, |slot| {
+                if self.slab.slots[slot as usize].meta.has(flag::LIVE) {
+                    self.mark_dirty(slot);
+                }
+            });
+            self.awaiting = awaiting;
+        }
     }
 
     fn ingress_syn<T: TxQueue>(&mut self, now: Instant, key: FourTuple, frame: &[u8], tx: &mut T) {
@@ -785,6 +801,7 @@ impl Stack {
         // of a segment's dispatch. An answer is one segment, so that check is made after
         // every segment sent (a bulk sender pays a `poll_at` a segment for it).
         let mut next = None;
+        port.tally.asked = None;
         for _ in 0..SEGMENTS_PER_ROUND {
             let sent = self.iface.poll_egress(now, &mut port, &mut set);
             next = self.iface.poll_at(now, &set);
@@ -795,6 +812,11 @@ impl Stack {
         let after = seen(set.get::<tcp::Socket>(SocketHandle::default()));
         let blocked = !port.tx.has_room();
         drop(set);
+        if let Some(addr) = self.tally.asked.take() {
+            // smoltcp asked who `addr` is instead of sending: see `neighbour`.
+            self.counters.neighbour_waits += 1;
+            self.awaiting.note(slot, addr, ms(now));
+        }
         if !self.observe(slot, before, after) {
             return;
         }

@@ -64,9 +64,9 @@ fn arp_and_ping_are_answered() {
     assert_eq!(c.drops.iter().sum::<u64>(), 0);
 }
 
-/// The ARP requests in `tx`: each must ask for the gateway (the client's address) from
-/// the server's, broadcast.
-fn gateway_probes(tx: &mut Queue) -> usize {
+/// The ARP requests in `tx`: each must ask for the client's address (the gateway's, where
+/// the server has one) from the server's, broadcast.
+fn arp_requests_for_the_client(tx: &mut Queue) -> usize {
     let mut n = 0;
     while let Some(f) = tx.pop() {
         let eth = EthernetFrame::new_checked(&f[..]).unwrap();
@@ -98,7 +98,7 @@ fn the_gateway_is_probed_at_start_and_every_20_s() {
     let mut tx = Queue::default();
     let probes_at = |p: &mut Pair, tx: &mut Queue, ms: i64| {
         p.b.poll(Instant::from_millis(ms), tx);
-        gateway_probes(tx)
+        arp_requests_for_the_client(tx)
     };
     assert_eq!(probes_at(&mut p, &mut tx, 0), 1);
     assert_eq!(probes_at(&mut p, &mut tx, 19_999), 0);
@@ -113,7 +113,7 @@ fn the_gateway_is_probed_at_start_and_every_20_s() {
 
 /// A client behind the gateway (its source address is one the gateway routes) that
 /// stays silent for 90 s gets its answer at once: the gateway's neighbour entry was kept
-/// fresh, so the reply does not wait out smoltcp's one-second silence after an ARP miss.
+/// fresh, so the reply does not wait for an ARP answer.
 #[test]
 fn a_client_behind_the_gateway_is_answered_at_once_after_90_silent_seconds() {
     use c10m_stack::{ConnectOptions, Event};
@@ -167,4 +167,42 @@ fn a_client_behind_the_gateway_is_answered_at_once_after_90_silent_seconds() {
     }));
     let waited = p.now().total_millis() - t0;
     assert!(waited < 100, "the echo took {waited} ms of simulated time");
+    assert_eq!(p.b.counters().neighbour_waits, 0, "the entry never lapsed");
+}
+
+/// A client on the link whose SYN comes before any ARP from it (its neighbour entry for
+/// the server outlived a restart of the server, say) gets its SYN-ACK as soon as it
+/// answers the server's ARP request: not a second later, when smoltcp's silence after
+/// the miss ends (Linux would have sent its SYN again by then).
+#[test]
+fn a_syn_ack_waiting_for_arp_leaves_with_the_answer() {
+    use c10m_stack::{Config, Stack};
+    use smoltcp::wire::TcpControl;
+
+    let config = Config {
+        gateway: None,
+        ..Pair::server_config(16)
+    };
+    let mut s = Stack::new(&config, Instant::ZERO).unwrap();
+    s.listen(80, common::server_opts(1024)).unwrap();
+    let mut tx = Queue::default();
+    let t = Instant::from_millis(5);
+    let syn = frames::tcp(
+        (Pair::CLIENT, 40_000),
+        (Pair::SERVER, 80),
+        TcpControl::Syn,
+        1000,
+        None,
+        b"",
+    );
+    s.ingress(t, &syn, &mut tx);
+    s.poll(t, &mut tx);
+    assert_eq!(arp_requests_for_the_client(&mut tx), 1, "no SYN-ACK yet");
+    assert_eq!(s.counters().neighbour_waits, 1);
+    s.ingress(t, &frames::arp_reply(), &mut tx);
+    s.poll(t, &mut tx);
+    let synack = tx.pop().expect("the SYN-ACK, in the poll after the answer");
+    assert_eq!(frames::tcp_flags(&synack), Some(0x12), "SYN|ACK");
+    assert_eq!(synack[..6], frames::CLIENT_MAC);
+    assert!(tx.is_empty());
 }

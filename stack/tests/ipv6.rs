@@ -196,6 +196,37 @@ fn echo_request_is_answered_byte_exact() {
     });
 }
 
+/// A peer that needs no solicitation from us before its SYN (it knows our MAC already)
+/// gets its SYN-ACK as soon as it answers our solicitation: in the same poll, not a second
+/// later when smoltcp's silence after the miss ends.
+#[test]
+fn a_syn_ack_waiting_for_neighbour_discovery_leaves_with_the_advertisement() {
+    let mut stack = server();
+    stack.listen(80, server_opts(1024)).unwrap();
+    let (dropped, out) = feed(&mut stack, &tcp_frame(server_mac(), SERVICE));
+    assert_eq!(dropped, None);
+    answer(&out, |_, ip, icmp| {
+        assert_eq!(ip.src_addr, SERVICE);
+        assert!(
+            matches!(icmp, Icmpv6Repr::Ndisc(NdiscRepr::NeighborSolicit { target_addr, .. }) if *target_addr == PEER),
+            "{icmp:?}"
+        );
+    });
+    let advert = Icmpv6Repr::Ndisc(NdiscRepr::NeighborAdvert {
+        flags: NdiscNeighborFlags::SOLICITED | NdiscNeighborFlags::OVERRIDE,
+        target_addr: PEER,
+        lladdr: Some(RawHardwareAddress::from(PEER_MAC)),
+    });
+    let (dropped, out) = feed(&mut stack, &icmp_frame(server_mac(), SERVICE, &advert));
+    assert_eq!(dropped, None);
+    assert_eq!(out.len(), 1, "the SYN-ACK alone");
+    let e = EthernetFrame::new_checked(&out[0][..]).unwrap();
+    assert_eq!(e.dst_addr(), PEER_MAC);
+    let p = Ipv6Packet::new_checked(e.payload()).unwrap();
+    let tcp = TcpPacket::new_checked(p.payload()).unwrap();
+    assert!(tcp.syn() && tcp.ack() && tcp.ack_number() == TcpSeqNumber(1001));
+}
+
 #[test]
 fn bad_ipv6_frames_are_dropped_and_counted() {
     let mut stack = server();

@@ -243,7 +243,13 @@ fn handshake_options(cap: &Capture, d: Daemon, to: SocketAddr, extra: &[&str]) {
     // buffer size's bit length less 16: 3 for 256 KiB, one more than it needs.
     let big = ["--rx-buf", "262144", "--prefault", "false"];
     let d = daemon(&[&big[..], &["--timestamps", "false"], extra].concat());
+    // The client still knows the server's MAC, so its SYN comes before any ARP or
+    // neighbour solicitation from it: the new daemon must ask for the client's and answer
+    // at once, not after smoltcp's one-second silence (by then Linux sends its SYN again).
+    let asked = Instant::now();
     let c = client_to(to, |_| {});
+    let took = asked.elapsed();
+    assert!(took < Duration::from_millis(900), "connected in {took:?}");
     echo(&c, &pattern(512 * 1024));
     let port = c.local_addr().unwrap().port();
     let (syn, synack) = handshake(cap, port);
@@ -277,7 +283,11 @@ fn handshake_options(cap: &Capture, d: Daemon, to: SocketAddr, extra: &[&str]) {
     let with_ts = segs.iter().skip(1).filter(|s| s.timestamps.is_some());
     assert_eq!(with_ts.count(), 0, "only the SYN has them: {segs:?}");
     drop(c);
-    d.stop();
+    let waits = common::per_worker(&d.stop(), "stack", "neighbour_waits");
+    assert!(
+        waits[0] >= 1,
+        "the SYN-ACK waited for the client's address: {waits:?}"
+    );
 }
 
 /// Zero-window probes in a connection's segments: the dataplane's, Linux's, and Linux's

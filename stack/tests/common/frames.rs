@@ -76,17 +76,34 @@ pub fn tcp_flags(frame: &[u8]) -> Option<u8> {
 /// An ARP request from the client (198.18.0.1) for `target`: answering it teaches the
 /// server the client's MAC.
 pub fn arp_request(target: Ipv4Addr) -> Vec<u8> {
+    arp(smoltcp::wire::ArpOperation::Request, target)
+}
+
+/// The client's (198.18.0.1) answer to the server's ARP request for it.
+pub fn arp_reply() -> Vec<u8> {
+    arp(
+        smoltcp::wire::ArpOperation::Reply,
+        Ipv4Addr::new(198, 18, 0, 10),
+    )
+}
+
+fn arp(operation: smoltcp::wire::ArpOperation, target: Ipv4Addr) -> Vec<u8> {
     use smoltcp::wire::{ArpOperation, ArpPacket, ArpRepr};
+    let reply = operation == ArpOperation::Reply;
     let arp = ArpRepr::EthernetIpv4 {
-        operation: ArpOperation::Request,
+        operation,
         source_hardware_addr: EthernetAddress(CLIENT_MAC),
         source_protocol_addr: Ipv4Addr::new(198, 18, 0, 1),
-        target_hardware_addr: EthernetAddress([0; 6]),
+        target_hardware_addr: EthernetAddress(if reply { SERVER_MAC } else { [0; 6] }),
         target_protocol_addr: target,
     };
     let eth = EthernetRepr {
         src_addr: EthernetAddress(CLIENT_MAC),
-        dst_addr: EthernetAddress::BROADCAST,
+        dst_addr: if reply {
+            EthernetAddress(SERVER_MAC)
+        } else {
+            EthernetAddress::BROADCAST
+        },
         ethertype: EthernetProtocol::Arp,
     };
     let mut buf = vec![0u8; 14 + arp.buffer_len()];
