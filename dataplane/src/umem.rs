@@ -68,7 +68,9 @@ impl Memory {
     pub(crate) fn new(count: u32, frame_size: u32, hugepages: HugePages) -> Option<(Memory, Book)> {
         assert!(frame_size.is_power_of_two() && frame_size >= 2048);
         let len = usize::try_from(count).ok()? * frame_size as usize;
-        let mut region = Region::<u8>::new(len, hugepages, |_| 0)?;
+        // Not written here: registering the area pins (and so faults in) every page, and
+        // a byte-by-byte fill of 512 MiB (10M slots) took start-up from 1.3 s to 7.3 s.
+        let mut region = Region::<u8>::new_zeroed(len, hugepages)?;
         let hugepages = matches!(region.backing(), c10m_stack::Backing::HugePages);
         let base = NonNull::new(region.as_mut_ptr())?;
         let memory = Memory {

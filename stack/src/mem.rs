@@ -629,9 +629,10 @@ impl Region<u8> {
         }
     }
 
-    /// A zero-filled byte region; fresh anonymous mappings are zero already, so no page is
-    /// touched.
-    fn new_zeroed(len: usize, hugepages: HugePages) -> Option<Self> {
+    /// A zero-filled byte region of `len` bytes; fresh anonymous mappings are zero
+    /// already, so no page is touched (each is faulted in, zeroed by the kernel, at its
+    /// first use, or when the kernel pins it). `None` when the memory cannot be mapped.
+    pub fn new_zeroed(len: usize, hugepages: HugePages) -> Option<Self> {
         let map = Mapping::new(len.max(1), hugepages)?;
         Some(Region {
             ptr: map.base,
