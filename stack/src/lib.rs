@@ -112,7 +112,7 @@ pub use listener::{
     Congestion, CongestionError, ListenError, ListenOptions, ListenerId, MAX_SEND_TIMEOUT,
     MAX_SYNACK_RETRIES, SocketOptions,
 };
-pub use mem::{Backing, HugePages, Region, Warmer};
+pub use mem::{Backing, HugePages, Region, Warmer, Zeroed};
 pub use parse::Drop;
 pub use ports::{PortChooser, SequentialPorts};
 pub use smoltcp::socket::tcp::State;

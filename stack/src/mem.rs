@@ -628,14 +628,32 @@ impl Region<u8> {
             unsafe { base.add(at).write_volatile(0) };
         }
     }
+}
 
-    /// A zero-filled byte region of `len` bytes; fresh anonymous mappings are zero
-    /// already, so no page is touched (each is faulted in, zeroed by the kernel, at its
-    /// first use, or when the kernel pins it). `None` when the memory cannot be mapped.
+/// Element types whose all-zero bytes are a valid value, so that a [`Region`] of them can
+/// start as a fresh anonymous mapping, unwritten: `u8` and `u64` (sealed).
+pub trait Zeroed: sealed::Sealed {}
+impl Zeroed for u8 {}
+impl Zeroed for u64 {}
+
+mod sealed {
+    pub trait Sealed {}
+    impl Sealed for u8 {}
+    impl Sealed for u64 {}
+}
+
+impl<T: Zeroed> Region<T> {
+    /// `len` zeros. Fresh anonymous mappings are zero already, so no page is touched here:
+    /// each is faulted in, zeroed by the kernel, at its first use (or when the kernel pins
+    /// it), and a large region costs nothing at start-up. `None` when the memory cannot be
+    /// mapped.
     pub fn new_zeroed(len: usize, hugepages: HugePages) -> Option<Self> {
-        let map = Mapping::new(len.max(1), hugepages)?;
+        let bytes = len.checked_mul(size_of::<T>())?.max(1);
+        let map = Mapping::new(bytes, hugepages)?;
         Some(Region {
-            ptr: map.base,
+            // Page-aligned, so aligned for `T`; its `len` elements are zero bytes, a valid
+            // `T` (`Zeroed`).
+            ptr: map.base.cast::<T>(),
             len,
             cap: len,
             map,

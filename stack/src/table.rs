@@ -159,22 +159,23 @@ impl FourTuple {
     }
 }
 
-/// A bucket: the key's hash (low 32 bits) above the slot index. Empty when the slot
-/// index is [`EMPTY`].
+/// A bucket: the key's hash (low 32 bits) above the slot index, stored inverted (`!slot`),
+/// so that an empty bucket is all zeros and a fresh table needs no page written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Bucket(u64);
 
+/// The slot index no connection has: a bucket holding it is empty.
 const EMPTY: u32 = u32::MAX;
 
 impl Bucket {
-    const EMPTY: Bucket = Bucket(EMPTY as u64);
+    const EMPTY: Bucket = Bucket(0);
 
     fn new(hash: u32, slot: u32) -> Bucket {
-        Bucket((u64::from(hash) << 32) | u64::from(slot))
+        Bucket((u64::from(hash) << 32) | u64::from(!slot))
     }
 
     fn slot(self) -> Option<u32> {
-        let slot = self.0 as u32;
+        let slot = !(self.0 as u32);
         (slot != EMPTY).then_some(slot)
     }
 
@@ -186,7 +187,8 @@ impl Bucket {
 /// The 4-tuple → slot index map.
 #[derive(Debug)]
 pub struct Table {
-    buckets: Region<Bucket>,
+    /// [`Bucket`]s, as their `u64`s: zeros when mapped.
+    buckets: Region<u64>,
     mask: usize,
     len: usize,
     keys: (u64, u64),
@@ -208,7 +210,7 @@ impl Table {
             return None;
         }
         Some(Table {
-            buckets: Region::new(buckets, hugepages, |_| Bucket::EMPTY)?,
+            buckets: Region::new_zeroed(buckets, hugepages)?,
             mask: buckets - 1,
             len: 0,
             keys,
@@ -240,7 +242,7 @@ impl Table {
         key_of: impl Fn(u32) -> FourTuple,
     ) -> Option<u32> {
         self.position(hash, key, key_of)
-            .and_then(|i| self.buckets[i].slot())
+            .and_then(|i| Bucket(self.buckets[i]).slot())
     }
 
     /// The bucket index holding `key`.
@@ -252,7 +254,7 @@ impl Table {
     ) -> Option<usize> {
         let mut i = self.home(hash);
         loop {
-            let b = self.buckets[i];
+            let b = Bucket(self.buckets[i]);
             let slot = b.slot()?;
             if b.hash() == hash && key_of(slot) == *key {
                 return Some(i);
@@ -270,10 +272,10 @@ impl Table {
         }
         let hash = self.hash(key);
         let mut i = self.home(hash);
-        while self.buckets[i].slot().is_some() {
+        while Bucket(self.buckets[i]).slot().is_some() {
             i = (i + 1) & self.mask;
         }
-        self.buckets[i] = Bucket::new(hash, slot);
+        self.buckets[i] = Bucket::new(hash, slot).0;
         self.len += 1;
         true
     }
@@ -282,11 +284,11 @@ impl Table {
     /// no tombstone is left.
     pub fn remove(&mut self, key: &FourTuple, key_of: impl Fn(u32) -> FourTuple) -> Option<u32> {
         let mut hole = self.position(self.hash(key), key, key_of)?;
-        let removed = self.buckets[hole].slot();
+        let removed = Bucket(self.buckets[hole]).slot();
         let mut j = hole;
         loop {
             j = (j + 1) & self.mask;
-            let b = self.buckets[j];
+            let b = Bucket(self.buckets[j]);
             if b.slot().is_none() {
                 break;
             }
@@ -298,11 +300,11 @@ impl Table {
                 hole < home || home <= j
             };
             if !stays {
-                self.buckets[hole] = b;
+                self.buckets[hole] = b.0;
                 hole = j;
             }
         }
-        self.buckets[hole] = Bucket::EMPTY;
+        self.buckets[hole] = Bucket::EMPTY.0;
         self.len -= 1;
         removed
     }
@@ -318,7 +320,7 @@ impl Table {
     pub(crate) fn guess(&self, hash: u32) -> Option<u32> {
         let mut i = self.home(hash);
         for _ in 0..GUESS_PROBES {
-            let b = self.buckets[i];
+            let b = Bucket(self.buckets[i]);
             let slot = b.slot()?;
             if b.hash() == hash {
                 return Some(slot);
@@ -390,7 +392,7 @@ mod tests {
                         prop_assert_eq!(table.hash(&key_of(g)), h);
                     }
                     if let Some(&slot) = model.get(&k)
-                        && table.buckets[table.home(h)].slot() == Some(slot)
+                        && Bucket(table.buckets[table.home(h)]).slot() == Some(slot)
                     {
                         prop_assert_eq!(table.guess(h), Some(slot));
                     }

@@ -409,7 +409,10 @@ pub struct Wheel {
 
 impl Wheel {
     /// A wheel for keys `0..capacity` whose current tick is `now_ms`. All of the wheel's
-    /// memory is allocated here (anonymous pages advised for transparent hugepages).
+    /// memory is mapped here (anonymous pages advised for transparent hugepages), and
+    /// written as keys are first scheduled: the nodes up to the highest key scheduled so
+    /// far, so that a wheel sized for millions of keys costs nothing at start-up when its
+    /// keys are handed out from the bottom (as slots are).
     ///
     /// # Panics
     ///
@@ -419,7 +422,7 @@ impl Wheel {
             capacity <= NIL as usize,
             "wheel capacity {capacity} exceeds u32 keys"
         );
-        let nodes = Region::new(capacity, HugePages::Off, |_| Node::IDLE)
+        let nodes = Region::with_capacity(capacity, HugePages::Off)
             .unwrap_or_else(|| panic!("cannot map a wheel for {capacity} keys"));
         Wheel {
             timers: Timers::new(now_ms),
@@ -429,7 +432,7 @@ impl Wheel {
 
     /// The number of keys, valid ones being `0..capacity`.
     pub fn capacity(&self) -> usize {
-        self.nodes.len()
+        self.nodes.capacity()
     }
 
     /// The number of keys currently scheduled.
@@ -458,6 +461,9 @@ impl Wheel {
     /// If the key's node is still on a list that comes due no later than `deadline_ms`
     /// (a postponement, or a key cancelled and scheduled again), only the node changes.
     pub fn schedule(&mut self, key: u32, deadline_ms: u64) {
+        // Nodes past the written ones are idle (never scheduled): the other calls treat
+        // them as out of range, which is the same answer.
+        while self.nodes.len() <= key as usize && self.nodes.push(Node::IDLE).is_ok() {}
         self.timers.schedule(&mut *self.nodes, key, deadline_ms);
     }
 

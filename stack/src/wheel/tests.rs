@@ -32,7 +32,9 @@ fn check(wheel: &Wheel) {
     }
     let idle = wheel.nodes.iter().filter(|n| n.list() == UNLINKED);
     assert!(idle.clone().all(|n| n.state == IDLE), "unlinked, scheduled");
-    assert_eq!(linked + idle.count(), wheel.capacity());
+    // Nodes past the written ones are idle by definition.
+    assert!(wheel.nodes.len() <= wheel.capacity());
+    assert_eq!(linked + idle.count(), wheel.nodes.len());
     let scheduled = wheel.nodes.iter().filter(|n| n.scheduled()).count();
     assert_eq!(scheduled, wheel.timers.len);
 }
@@ -433,4 +435,27 @@ proptest! {
             }
         }
     }
+}
+
+/// A wheel writes its nodes as keys are first scheduled, never ahead: one sized for
+/// millions of keys touches no page at start-up, and keys never scheduled read as idle.
+#[test]
+fn writes_nodes_only_up_to_the_highest_key_scheduled() {
+    let mut wheel = Wheel::new(4_000_000, 0);
+    assert_eq!((wheel.capacity(), wheel.nodes.len()), (4_000_000, 0));
+    assert!(!wheel.cancel(3_999_999));
+    assert_eq!(wheel.deadline(7), None);
+    wheel.schedule(5, 10);
+    assert_eq!(wheel.nodes.len(), 6);
+    wheel.schedule(2, 3);
+    assert_eq!(wheel.nodes.len(), 6);
+    assert!(!wheel.cancel(9), "never scheduled");
+    wheel.schedule(3_999_999, 20);
+    assert_eq!(wheel.nodes.len(), 4_000_000);
+    wheel.schedule(4_000_000, 1);
+    assert_eq!(wheel.len(), 3, "a key out of range is ignored");
+    check(&wheel);
+    let mut out = Vec::new();
+    wheel.expire(20, &mut out);
+    assert_eq!(out, [2, 5, 3_999_999]);
 }
