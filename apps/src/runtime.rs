@@ -18,7 +18,7 @@
 //! stack.poll(now, &mut tx);
 //! ```
 
-use c10m_stack::{ConnId, Event, Instant, ListenError, ListenOptions, ListenerId, Stack};
+use c10m_stack::{ConnId, Event, Instant, ListenError, ListenOptions, ListenerId, Stack, Warmer};
 
 use crate::conn::{Io, Net};
 use crate::core::{Core, Ev};
@@ -64,6 +64,18 @@ impl<S: Service> Runtime<S> {
             listeners: Vec::new(),
             closing: None,
         }
+    }
+
+    /// Has `warmer` (the stack's, [`Stack::warmer`]) fault the runtime's timer memory in
+    /// ahead of use, as it does the stack's own: sized for every slot and written as
+    /// connections come, it would otherwise be zeroed page by page on the worker.
+    pub fn warm_with(&self, warmer: &Warmer) {
+        self.core.timers.wheel().warm_with(warmer);
+    }
+
+    /// Faults the runtime's timer memory in now (for a stack whose memory is prefaulted).
+    pub fn fault_in(&self) {
+        self.core.timers.wheel().fault_in();
     }
 
     /// Opens a listener on `stack` whose connections go to the service.

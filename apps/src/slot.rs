@@ -94,6 +94,10 @@ impl Timers {
         }
     }
 
+    pub(crate) fn wheel(&self) -> &Wheel {
+        &self.wheel
+    }
+
     /// Moves the clock to `now_ms` (never back).
     pub(crate) fn set_now(&mut self, now_ms: u64) {
         self.now_ms = self.now_ms.max(now_ms);

@@ -335,12 +335,6 @@ where
         }
         return Err(err);
     }
-    let warm = if opts.prefaults() {
-        None
-    } else {
-        let warm = crate::warm::spawn(warmers, cores, stop.clone());
-        Some(warm.map_err(StartError::system("starting the memory warmer"))?)
-    };
     #[cfg(feature = "management")]
     management.serve(crate::control::Workers::new(
         links,
@@ -352,6 +346,18 @@ where
         steering.clone(),
     ))?;
     on_ready(&ready);
+    // After `ready`: the warmer faults the demux tables in whole (a second or two of a
+    // core at ten million slots, and of mmap_lock), which nothing before `ready` needs.
+    // Without it, pages fault in on the workers as connections first touch them.
+    let warm = if opts.prefaults() {
+        None
+    } else {
+        crate::warm::spawn(warmers, cores, stop.clone())
+            .inspect_err(|e| {
+                tracing::warn!("no memory warmer ({e}): workers fault their memory in themselves")
+            })
+            .ok()
+    };
 
     // The interface is watched while serving and while the workers drain: once it is
     // gone nothing can reach the connections any more, so the grace period ends at once.
@@ -488,6 +494,7 @@ where
     };
     let svc = (service.make)(q as usize, &service.addrs, &service.fanout);
     let mut apps = Apps::new(svc, service.extras, inbox, stack.capacity(), clock.now());
+    apps.settle_memory((!config.prefault).then(|| stack.warmer()).as_ref());
     let mut listeners = Vec::new();
     for (name, port_no) in &service.listen {
         match apps.listen(&mut stack, *port_no, listen) {

@@ -16,7 +16,7 @@ use std::fmt;
 
 use c10m_apps::services::{Builtin, Kind, Settings, push};
 use c10m_apps::{Inbox, Runtime};
-use c10m_stack::{Instant, Stack};
+use c10m_stack::{Instant, Stack, Warmer};
 
 use crate::msg::ConnInfo;
 use crate::stats::EchoStats;
@@ -161,6 +161,15 @@ impl<S: c10m_apps::Service> Apps<S> {
             rt: Runtime::new(service, capacity, now),
             extras,
             inbox,
+        }
+    }
+
+    /// Has `warmer` fault the runtime's timer memory in ahead of use, or, without one (a
+    /// prefaulted stack), faults it in now.
+    pub(crate) fn settle_memory(&self, warmer: Option<&Warmer>) {
+        match warmer {
+            Some(w) => self.rt.warm_with(w),
+            None => self.rt.fault_in(),
         }
     }
 

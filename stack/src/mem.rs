@@ -137,6 +137,12 @@ impl<T> Region<T> {
         })
     }
 
+    /// Faults the whole mapping in now (`MADV_POPULATE_WRITE`, which changes no byte);
+    /// where the kernel will not (before Linux 5.14), pages fault in at first use.
+    pub(crate) fn fault_in(&self) {
+        populate(&self.map, 0, self.map.bytes);
+    }
+
     /// Appends `value`; gives it back when the region is full.
     pub fn push(&mut self, value: T) -> Result<(), T> {
         if self.len == self.cap {
@@ -309,32 +315,43 @@ pub struct Warmer {
     regions: Arc<Mutex<Vec<Warming>>>,
 }
 
-/// One region of a [`Warmer`]: its mapping, and how far the warmer has faulted it in.
+/// One region of a [`Warmer`]: its mapping, how far the warmer has faulted it in, and
+/// whether it is used at random (faulted in whole, after every growing region).
 #[derive(Clone)]
 struct Warming {
     map: Weak<Mapping>,
     warmed: Arc<AtomicUsize>,
+    whole: bool,
 }
 
 static POPULATE_WARNING: Once = Once::new();
 
 impl Warmer {
-    fn add(&self, map: &Arc<Mapping>) {
+    fn add(&self, map: &Arc<Mapping>, whole: bool) {
         let mut regions = self.regions.lock().unwrap_or_else(PoisonError::into_inner);
         regions.push(Warming {
             map: Arc::downgrade(map),
             warmed: Arc::new(AtomicUsize::new(0)),
+            whole,
         });
+        // Growing regions first: their next pages are needed soonest.
+        regions.sort_by_key(|w| w.whole);
     }
 
     /// Adds `region`, which grows from its start.
     pub(crate) fn add_region<T>(&self, region: &Region<T>) {
-        self.add(&region.map);
+        self.add(&region.map, false);
+    }
+
+    /// Adds `region`, whose elements are used at random from the start (a hash table's
+    /// buckets): it is faulted in whole, after the growing regions are far enough ahead.
+    pub(crate) fn add_whole<T>(&self, region: &Region<T>) {
+        self.add(&region.map, true);
     }
 
     /// Adds `pool`, whose never-used chunks are handed out from its start.
     pub(crate) fn add_pool(&self, pool: &BufferPool) {
-        self.add(&pool.region.map);
+        self.add(&pool.region.map, false);
     }
 
     /// Faults in each region up to `lead` bytes beyond what its owner has used, at most
@@ -354,7 +371,11 @@ impl Warmer {
                 continue;
             };
             let from = w.warmed.load(Ordering::Relaxed);
-            let want = map.used.load(Ordering::Relaxed).saturating_add(lead);
+            let want = if w.whole {
+                map.bytes
+            } else {
+                map.used.load(Ordering::Relaxed).saturating_add(lead)
+            };
             let to = want
                 .min(from.saturating_add(max - done))
                 .next_multiple_of(HUGE)
@@ -789,6 +810,27 @@ mod tests {
             "a dropped region is gone"
         );
         assert_eq!(format!("{warmer:?}"), "Warmer { regions: 0 }");
+    }
+
+    /// A region used at random (a hash table's buckets, zeroed) is faulted in whole,
+    /// but only after the growing regions are far enough ahead of their owners.
+    #[test]
+    fn a_warmer_faults_a_random_region_in_whole_after_the_growing_ones() {
+        let mb = 1 << 20;
+        let table = Region::<u64>::new_zeroed(8 * mb / 8, HugePages::Off).unwrap();
+        let grows = Region::<[u8; 4096]>::with_capacity(2048, HugePages::Off).unwrap();
+        let (t, g) = (table.as_ptr().cast::<u8>(), grows.as_ptr().cast::<u8>());
+        let warmer = Warmer::default();
+        warmer.add_whole(&table);
+        warmer.add_region(&grows);
+        assert_eq!(resident(t, 8 * mb), 0);
+        // The growing region first, 4 MiB ahead of nothing used; then the table.
+        assert_eq!(warmer.warm(4 * mb, 4 * mb), 4 * mb);
+        assert_eq!((resident(g, 4 * mb), resident(t, 8 * mb)), (1024, 0));
+        assert_eq!(warmer.warm(4 * mb, usize::MAX), 8 * mb);
+        assert_eq!(resident(t, 8 * mb), 2048, "all of it");
+        assert_eq!(warmer.warm(4 * mb, usize::MAX), 0);
+        assert!(table.iter().all(|&b| b == 0), "still zeros");
     }
 
     #[test]

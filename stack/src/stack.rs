@@ -261,6 +261,11 @@ impl Stack {
             crate::config::mix(config.seed, 2),
         );
         let table = Table::new(n, keys, config.hugepages).ok_or(oom("demux table", n * 32))?;
+        if config.prefault {
+            table.fault_in();
+        } else {
+            table.warm_with(&warmer);
+        }
         let wheel = Timers::new(ms(now));
         Ok(Stack {
             iface,

@@ -309,6 +309,18 @@ impl Table {
         removed
     }
 
+    /// Faults every bucket's page in now (a stack that prefaults its memory).
+    pub(crate) fn fault_in(&self) {
+        self.buckets.fault_in();
+    }
+
+    /// Has `warmer` fault the buckets in, off the packet path: they are used at random
+    /// from the first connection, and each first touch of a page would otherwise zero
+    /// it on the worker.
+    pub(crate) fn warm_with(&self, warmer: &crate::Warmer) {
+        warmer.add_whole(&self.buckets);
+    }
+
     /// Starts loading the home bucket of `hash` into the cache.
     pub(crate) fn prefetch(&self, hash: u32) {
         crate::mem::prefetch(&self.buckets[self.home(hash)]);

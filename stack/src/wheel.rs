@@ -435,6 +435,20 @@ impl Wheel {
         self.nodes.capacity()
     }
 
+    /// Has `warmer` fault the node array in ahead of the keys scheduled (see
+    /// [`Warmer`](crate::Warmer)), so that a growing wheel's first touch of a page does
+    /// not zero it on the thread that schedules.
+    pub fn warm_with(&self, warmer: &crate::Warmer) {
+        warmer.add_region(&self.nodes);
+    }
+
+    /// Faults the whole node array in now, for a process that wants its memory settled
+    /// before it serves (the pages, not the nodes: those are still written as keys are
+    /// first scheduled).
+    pub fn fault_in(&self) {
+        self.nodes.fault_in();
+    }
+
     /// The number of keys currently scheduled.
     pub fn len(&self) -> usize {
         self.timers.len()
