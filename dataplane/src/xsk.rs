@@ -102,7 +102,8 @@ const SOL_XDP: libc::c_int = 283;
 
 impl Socket {
     /// Opens a socket on `ifname` rx/tx queue `queue` over `mem`, in the mode `zc` asks
-    /// for (`Auto`: zero-copy, else copy).
+    /// for (`Auto`: copy mode when the driver says it does no zero-copy, else zero-copy if
+    /// the bind takes it, else copy).
     pub(crate) fn open(
         ifname: &str,
         queue: u32,
@@ -122,6 +123,10 @@ impl Socket {
                         ),
                     )
                 }),
+            ZeroCopy::Auto if c10m_ebpf::xsk_zero_copy(ifname) == Some(false) => {
+                tracing::info!("{ifname}: its driver does no AF_XDP zero-copy; using copy mode");
+                Self::open_mode(ifname, queue, mem, frame_size, rings, false)
+            }
             ZeroCopy::Auto => Self::open_mode(ifname, queue, mem, frame_size, rings, true)
                 .or_else(|e| {
                     tracing::info!("{ifname} queue {queue}: zero-copy refused ({e}); using copy mode");

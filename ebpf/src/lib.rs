@@ -147,4 +147,4 @@ pub use maps::{
     Counters, MAX_ADDRESSES, MAX_PREFIXES, MAX_QUEUES, MAX_SERVICES, Proto, ProtoError,
     QueueCookies, XdpCookies,
 };
-pub use steering::{Steering, XdpMode, XdpModeError};
+pub use steering::{Steering, XdpMode, XdpModeError, xsk_zero_copy};

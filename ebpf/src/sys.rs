@@ -204,6 +204,20 @@ pub(crate) fn link_xdp(prog: BorrowedFd<'_>, ifindex: u32, flags: u32) -> io::Re
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
+/// The XDP features the driver of `ifindex` reports (`NETDEV_XDP_ACT_*` bits, from
+/// Linux 6.3 and libbpf 1.2); `None` where they are not reported.
+pub(crate) fn xdp_features(ifindex: u32) -> Option<u64> {
+    let target = i32::try_from(ifindex).ok()?;
+    let mut opts = libbpf_sys::bpf_xdp_query_opts {
+        sz: size_of::<libbpf_sys::bpf_xdp_query_opts>() as libbpf_sys::size_t,
+        ..Default::default()
+    };
+    // SAFETY: `opts` is a fully initialised `bpf_xdp_query_opts` whose `sz` is its own
+    // size; it outlives the call, and libbpf writes only inside it.
+    let r = unsafe { libbpf_sys::bpf_xdp_query(target, 0, &mut opts) };
+    (r == 0 && opts.feature_flags != 0).then_some(opts.feature_flags)
+}
+
 /// The index of the interface `name` in the calling thread's network namespace.
 pub(crate) fn ifindex(name: &str) -> Option<u32> {
     let name = CString::new(name).ok()?;

@@ -46,6 +46,17 @@ fn attaches_native_and_generic_on_veth() {
     }
 }
 
+/// veth reports its XDP features and no AF_XDP zero-copy among them; an interface that
+/// does not exist has none to report.
+#[test]
+fn veth_says_it_does_no_zero_copy() {
+    let Some(bed) = Bed::new() else { return };
+    in_netns(&bed.dut_ns, || {
+        assert_eq!(c10m_ebpf::xsk_zero_copy(&bed.dut_if), Some(false));
+        assert_eq!(c10m_ebpf::xsk_zero_copy("c10m-none0"), None);
+    });
+}
+
 #[test]
 fn refuses_a_second_program() {
     let Some(bed) = Bed::new() else { return };
