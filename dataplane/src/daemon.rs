@@ -347,7 +347,7 @@ where
     ))?;
     on_ready(&ready);
     // After `ready`: the warmer faults the demux tables in whole (a second or two of a
-    // core at ten million slots, and of mmap_lock), which nothing before `ready` needs.
+    // core at ten million slots), which nothing before `ready` needs.
     // Without it, pages fault in on the workers as connections first touch them.
     let warm = if opts.prefaults() {
         None

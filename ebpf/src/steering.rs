@@ -435,14 +435,11 @@ fn parse_cap_eff(status: &str) -> Option<u64> {
     u64::from_str_radix(line.trim(), 16).ok()
 }
 
-/// Sends libbpf's messages to the `log` crate (target `libbpf`) instead of stderr:
-/// warnings at warn level, the rest (the verifier log among them) at debug level.
-/// Process-wide, set on the first attach.
 /// Whether the driver of `ifname` (in the calling thread's network namespace) says it
 /// does AF_XDP zero-copy: `NETDEV_XDP_ACT_XSK_ZEROCOPY` among the XDP features it reports
 /// (Linux 6.3+). `None` when nothing is said: an older kernel, or no such interface.
-/// Asking first spares a socket the zero-copy attempt that fails, which pins the whole
-/// UMEM once more (a second of start-up for 512 MiB on the test bed's VM).
+/// Asking first spares a socket the zero-copy attempt that fails, after which the kernel
+/// pins the whole UMEM a second time for copy mode.
 pub fn xsk_zero_copy(ifname: &str) -> Option<bool> {
     /// `NETDEV_XDP_ACT_XSK_ZEROCOPY` of `include/uapi/linux/netdev.h`.
     const XSK_ZEROCOPY: u64 = 1 << 3;
@@ -450,6 +447,9 @@ pub fn xsk_zero_copy(ifname: &str) -> Option<bool> {
     Some(features & XSK_ZEROCOPY != 0)
 }
 
+/// Sends libbpf's messages to the `log` crate (target `libbpf`) instead of stderr:
+/// warnings at warn level, the rest (the verifier log among them) at debug level.
+/// Process-wide, set on the first attach.
 pub(crate) fn route_libbpf_log() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {

@@ -138,9 +138,10 @@ impl<T> Region<T> {
     }
 
     /// Faults the whole mapping in now (`MADV_POPULATE_WRITE`, which changes no byte);
-    /// where the kernel will not (before Linux 5.14), pages fault in at first use.
-    pub(crate) fn fault_in(&self) {
-        populate(&self.map, 0, self.map.bytes);
+    /// `false` where the kernel will not (before Linux 5.14): pages then fault in at
+    /// first use.
+    pub(crate) fn fault_in(&self) -> bool {
+        populate(&self.map, 0, self.map.bytes)
     }
 
     /// Appends `value`; gives it back when the region is full.
@@ -640,7 +641,7 @@ impl Region<u8> {
     /// fallback writes the zero that a fresh mapping holds.
     unsafe fn populate(&mut self) {
         let base = self.ptr.as_ptr();
-        if populate(&self.map, 0, self.map.bytes) {
+        if self.fault_in() {
             return;
         }
         for at in (0..self.map.bytes).step_by(4096) {

@@ -242,7 +242,7 @@ impl Table {
         key_of: impl Fn(u32) -> FourTuple,
     ) -> Option<u32> {
         self.position(hash, key, key_of)
-            .and_then(|i| Bucket(self.buckets[i]).slot())
+            .and_then(|i| self.bucket(i).slot())
     }
 
     /// The bucket index holding `key`.
@@ -254,7 +254,7 @@ impl Table {
     ) -> Option<usize> {
         let mut i = self.home(hash);
         loop {
-            let b = Bucket(self.buckets[i]);
+            let b = self.bucket(i);
             let slot = b.slot()?;
             if b.hash() == hash && key_of(slot) == *key {
                 return Some(i);
@@ -272,7 +272,7 @@ impl Table {
         }
         let hash = self.hash(key);
         let mut i = self.home(hash);
-        while Bucket(self.buckets[i]).slot().is_some() {
+        while self.bucket(i).slot().is_some() {
             i = (i + 1) & self.mask;
         }
         self.buckets[i] = Bucket::new(hash, slot).0;
@@ -284,11 +284,11 @@ impl Table {
     /// no tombstone is left.
     pub fn remove(&mut self, key: &FourTuple, key_of: impl Fn(u32) -> FourTuple) -> Option<u32> {
         let mut hole = self.position(self.hash(key), key, key_of)?;
-        let removed = Bucket(self.buckets[hole]).slot();
+        let removed = self.bucket(hole).slot();
         let mut j = hole;
         loop {
             j = (j + 1) & self.mask;
-            let b = Bucket(self.buckets[j]);
+            let b = self.bucket(j);
             if b.slot().is_none() {
                 break;
             }
@@ -307,6 +307,10 @@ impl Table {
         self.buckets[hole] = Bucket::EMPTY.0;
         self.len -= 1;
         removed
+    }
+
+    fn bucket(&self, i: usize) -> Bucket {
+        Bucket(self.buckets[i])
     }
 
     /// Faults every bucket's page in now (a stack that prefaults its memory).
@@ -332,7 +336,7 @@ impl Table {
     pub(crate) fn guess(&self, hash: u32) -> Option<u32> {
         let mut i = self.home(hash);
         for _ in 0..GUESS_PROBES {
-            let b = Bucket(self.buckets[i]);
+            let b = self.bucket(i);
             let slot = b.slot()?;
             if b.hash() == hash {
                 return Some(slot);
@@ -404,7 +408,7 @@ mod tests {
                         prop_assert_eq!(table.hash(&key_of(g)), h);
                     }
                     if let Some(&slot) = model.get(&k)
-                        && Bucket(table.buckets[table.home(h)]).slot() == Some(slot)
+                        && table.bucket(table.home(h)).slot() == Some(slot)
                     {
                         prop_assert_eq!(table.guess(h), Some(slot));
                     }
