@@ -9,6 +9,7 @@ mod flood;
 mod impair;
 mod loss;
 mod measure;
+mod memory;
 mod net;
 mod proto;
 mod reflect;
@@ -35,6 +36,9 @@ struct Cli {
 enum Command {
     /// In-memory scale scenario: two stacks back to back on simulated time.
     Stack(stack::Args),
+    /// This host's memory: the latency of one random cache miss and how many one core
+    /// overlaps, with and without transparent hugepages (what a cold connection costs).
+    Memory(memory::Args),
     /// Connection scale over AF_XDP: a stateless client opening, holding and resetting
     /// N connections (run in c10m-gen).
     Conns(conns::Args),
@@ -72,6 +76,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let (name, result) = match cli.command {
         Command::Stack(args) => ("stack", stack::run(&args)),
+        Command::Memory(args) => ("memory", memory::run(&args)),
         Command::Xsk(args) => ("xsk", xsk::run(&args)),
         Command::Conns(args) => ("conns", conns::run(&args)),
         Command::Rps(args) => ("rps", rps::run(&args)),
