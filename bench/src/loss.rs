@@ -51,7 +51,7 @@ use crate::compare::flood::{mgmt_stats, nstat_value};
 use crate::compare::proc::{Ready, Server};
 use crate::compare::{DP_ADDR, DUT_NS, KERNEL_ADDR};
 use crate::impair::Toward;
-use crate::measure::{Latency, Summary};
+use crate::measure::{Latency, Summary, median};
 use crate::net::{GEN_NS, on_gen};
 
 const ECHO_PORT: u16 = 7;
@@ -738,19 +738,6 @@ fn requests(target: SocketAddr, args: &Args, limit: Duration) -> anyhow::Result<
     })
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    if v.is_empty() {
-        return 0.0;
-    }
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    }
-}
-
 fn rows(levels: &[LossRate], servers: &[Which], samples: &[Sample]) -> Vec<Row> {
     let mut rows = Vec::new();
     for &loss in levels {
@@ -911,8 +898,6 @@ mod tests {
             (k.runs, k.bulk_mib_s, k.bulk_incomplete, k.p99_us),
             (2, 5.0, 1, 50)
         );
-        assert_eq!(median(vec![4.0, 1.0, 3.0, 2.0]), 2.5);
-        assert_eq!(median(Vec::new()), 0.0);
     }
 
     #[test]

@@ -1,7 +1,8 @@
-//! What `rps` and `cps` measure with: a latency histogram (`hdrhistogram`, 3 significant
+//! What the benchmarks measure with: a latency histogram (`hdrhistogram`, 3 significant
 //! digits, 1 µs to 60 s) summarised as the report's percentile fields, a progress bar on
-//! stderr (`indicatif`; hidden when stderr is not a terminal), and the stop flag that
-//! SIGINT and SIGTERM set.
+//! stderr (`indicatif`; hidden when stderr is not a terminal), the stop flag that
+//! SIGINT and SIGTERM set, the median of repeated rounds, and a cheap deterministic
+//! random generator.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -147,6 +148,33 @@ pub(crate) fn stopped(stop: &AtomicBool) -> bool {
     stop.load(Ordering::Relaxed)
 }
 
+/// The median of `v` (the mean of the middle two for an even count); 0 when empty.
+pub(crate) fn median(mut v: Vec<f64>) -> f64 {
+    if v.is_empty() {
+        return 0.0;
+    }
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+/// xorshift64: deterministic, and cheap enough to leave what is measured in charge of the
+/// timing. The seed must not be 0.
+pub(crate) struct XorShift(pub(crate) u64);
+
+impl XorShift {
+    pub(crate) fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -173,5 +201,12 @@ mod tests {
         assert!(s.p50_us >= 490 && s.p50_us <= 510, "{s:?}");
         assert!(s.p50_us <= s.p99_us && s.p99_us <= s.p999_us && s.p999_us <= s.max_us);
         assert!(s.max_us >= 59_000_000, "{s:?}");
+    }
+
+    #[test]
+    fn median_of_odd_even_and_empty() {
+        assert_eq!(median(vec![4.0, 1.0, 3.0, 2.0]), 2.5);
+        assert_eq!(median(vec![5.0, 1.0, 3.0]), 3.0);
+        assert_eq!(median(Vec::new()), 0.0);
     }
 }

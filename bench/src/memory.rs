@@ -32,6 +32,8 @@ use anyhow::{Context, bail};
 use c10m_stack::{HugePages, Region};
 use serde::Serialize;
 
+use crate::measure::{XorShift, median};
+
 /// Arguments of `c10m-bench memory`.
 #[derive(clap::Args, Debug)]
 pub(crate) struct Args {
@@ -169,7 +171,7 @@ fn link_cycle(words: &mut [u64], stride: usize) {
     for (i, w) in words.iter_mut().step_by(stride).take(slots).enumerate() {
         *w = i as u64;
     }
-    let mut rng = Rng(0x2545_f491_4f6c_dd1d);
+    let mut rng = XorShift(0x2545_f491_4f6c_dd1d);
     for i in (1..slots).rev() {
         let j = (rng.next() % i as u64) as usize;
         words.swap(i * stride, j * stride);
@@ -186,7 +188,7 @@ fn measure(words: &[u64], stride: usize, lines: usize, reads: usize) -> [f64; 3]
 
     // The region holds a power of two of strides, so a mask picks one.
     let mask = words.len() / stride - 1;
-    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    let mut rng = XorShift(0x9e37_79b9_7f4a_7c15);
     let mut sum = 0u64;
     let t = Instant::now();
     for _ in 0..reads {
@@ -213,23 +215,6 @@ fn chase(words: &[u64], stride: usize, from: u64, steps: usize) -> u64 {
         at = words[at as usize * stride];
     }
     at
-}
-
-/// xorshift64: cheap enough to leave the reads in charge of the timing.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-}
-
-fn median(mut xs: Vec<f64>) -> f64 {
-    xs.sort_by(f64::total_cmp);
-    xs[xs.len() / 2]
 }
 
 /// `AnonHugePages` of this process, in bytes.

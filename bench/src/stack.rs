@@ -24,6 +24,8 @@ use c10m_stack::{
 };
 use serde::Serialize;
 
+use crate::measure::{XorShift, median};
+
 /// Arguments of `c10m-bench stack`.
 #[derive(clap::Args, Debug)]
 pub(crate) struct Args {
@@ -142,8 +144,7 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<()> {
         at_1k.push(small.time_segments(per_round, false)?);
         at_seq.push(big.time_segments(per_round, true)?);
     }
-    let of =
-        |xs: &[Timing], f: fn(&Timing) -> f64| median(&mut xs.iter().map(f).collect::<Vec<_>>());
+    let of = |xs: &[Timing], f: fn(&Timing) -> f64| median(xs.iter().map(f).collect::<Vec<_>>());
     let (ns_big, ns_small) = (of(&at_n, |t| t.both), of(&at_1k, |t| t.both));
     let ns_seq = of(&at_seq, |t| t.both);
     let (server_big, server_small) = (of(&at_n, |t| t.server), of(&at_1k, |t| t.server));
@@ -353,7 +354,7 @@ impl Scenario {
     /// `sequential`: pick connections in slot order instead of at random, which keeps the
     /// memory hierarchy out of the measurement (see `ns_per_segment_sequential`).
     fn time_segments(&mut self, count: usize, sequential: bool) -> anyhow::Result<Timing> {
-        let mut rng = 0x9e37_79b9_7f4a_7c15u64;
+        let mut rng = XorShift(0x9e37_79b9_7f4a_7c15);
         let batch = 256.min(self.conns.len());
         let frames = |p: &Pair| (p.a.counters().rx_frames, p.b.counters().rx_frames);
         let f0 = frames(&self.pair);
@@ -364,14 +365,12 @@ impl Scenario {
         while done < count {
             ids.clear();
             while ids.len() < batch {
-                rng ^= rng << 13;
-                rng ^= rng >> 7;
-                rng ^= rng << 17;
+                let r = rng.next();
                 let i = if sequential {
                     self.cursor = (self.cursor + 1) % self.conns.len();
                     self.cursor
                 } else {
-                    (rng % self.conns.len() as u64) as usize
+                    (r % self.conns.len() as u64) as usize
                 };
                 // Duplicates are harmless: two requests, two 32-byte responses.
                 ids.push(self.conns[i]);
@@ -499,11 +498,6 @@ fn print_table(r: &Report) {
     for (k, v) in rows {
         println!("  {k:<36}{v}");
     }
-}
-
-fn median(xs: &mut [f64]) -> f64 {
-    xs.sort_by(f64::total_cmp);
-    xs[xs.len() / 2]
 }
 
 /// Resident memory of this process, counting 2 MiB hugetlb pages in use (which RSS
