@@ -144,8 +144,13 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<()> {
             report.mib, report.stride, report.rounds
         );
         println!(
-            "  pages                     miss latency   streamed miss   in flight   {}-line run   THP-backed",
-            report.slot_lines
+            "  {:<26}{:>12}{:>16}{:>12}{:>14}{:>13}",
+            "pages",
+            "miss latency",
+            "streamed miss",
+            "in flight",
+            format!("{}-line run", report.slot_lines),
+            "THP-backed"
         );
         for (name, b) in [
             ("MADV_HUGEPAGE (the stack)", &report.transparent_hugepages),
