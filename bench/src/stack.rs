@@ -20,7 +20,8 @@ use std::time::{Duration, Instant as Clock};
 use anyhow::{Context, bail};
 use c10m_stack::wire::{Impairments, Pair, Side};
 use c10m_stack::{
-    Congestion, ConnError, ConnId, ConnectOptions, Event, ListenOptions, SocketOptions, Stack,
+    Config, Congestion, ConnError, ConnId, ConnectOptions, Event, ListenOptions, SocketOptions,
+    Stack,
 };
 use serde::Serialize;
 
@@ -226,9 +227,17 @@ impl Scenario {
             timestamps: args.timestamps,
             ..SocketOptions::default()
         };
+        // Every connection has the same buffers, kept in its slot as the daemon does.
+        let buffers_in_slot = args.rx_buf + args.tx_buf;
         let mut pair = Pair::new(
-            &Pair::client_config(n),
-            &Pair::server_config(n),
+            &Config {
+                buffers_in_slot,
+                ..Pair::client_config(n)
+            },
+            &Config {
+                buffers_in_slot,
+                ..Pair::server_config(n)
+            },
             Impairments::none(),
         );
         pair.b

@@ -282,6 +282,8 @@ where
             rst_burst: opts.rst_rate,
             seed: seed ^ u64::from(q).wrapping_mul(0x9e37_79b9_7f4a_7c15),
             prefault: opts.prefaults(),
+            // Every connection the daemon opens has these buffers: keep them in the slots.
+            buffers_in_slot: opts.rx_buf + opts.tx_buf,
             ..Config::default()
         };
         let (link, ends) = link::pair(q as usize, grace_ms.clone());

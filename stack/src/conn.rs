@@ -11,7 +11,7 @@ use std::fmt;
 
 use smoltcp::iface::SocketStorage;
 
-use crate::mem::{HugePages, Region};
+use crate::mem::{HugePages, Strided};
 use crate::table::FourTuple;
 use crate::wheel::{Node, Nodes};
 
@@ -132,9 +132,11 @@ impl Meta {
 
 /// One connection slot: smoltcp's socket storage and the stack's record (with the
 /// connection's timer node) side by side, so that reaching a connection touches one run of
-/// memory (480 bytes, 8 or 9 cache lines; 544 with CUBIC built in) rather than three
-/// arrays: with millions of connections each distinct line is a cache miss and each
-/// distinct page a likely TLB miss.
+/// memory (480 bytes, 8 cache lines; 544 with CUBIC built in) rather than three arrays:
+/// with millions of connections each distinct line is a cache miss and each distinct page
+/// a likely TLB miss. The slab may keep each slot's socket buffers right after it
+/// (`Config::buffers_in_slot`), which extends that run to the lines a segment's payload
+/// and its answer touch.
 pub(crate) struct Slot {
     pub(crate) storage: SocketStorage<'static>,
     pub(crate) meta: Meta,
@@ -149,9 +151,9 @@ impl Slot {
 }
 
 /// The slab. It drops before the buffer pools that the stack declares after its `Slab`
-/// (its sockets borrow the pools' memory; see `mem`).
+/// (its sockets borrow the pools' memory, or the bytes beside their slots; see `mem`).
 pub(crate) struct Slab {
-    pub(crate) slots: Region<Slot>,
+    pub(crate) slots: Strided<Slot>,
     free_head: u32,
     /// Slots handed out at least once: the first `bumped`. The slots made (`fill`) but
     /// never handed out come after them.
@@ -164,10 +166,13 @@ impl Slab {
     /// written when [`alloc`](Self::alloc) hands it out, so start-up touches none of it
     /// (ten million slots are 4.8 GB) and the process grows as connections come, unless
     /// [`fill`](Self::fill) makes them all at once.
-    pub(crate) fn new(capacity: usize, hugepages: HugePages) -> Option<Self> {
+    ///
+    /// Each slot is followed by `buffers` bytes of its own, for its socket's buffers
+    /// (`Config::buffers_in_slot`; 0 for none).
+    pub(crate) fn new(capacity: usize, buffers: usize, hugepages: HugePages) -> Option<Self> {
         let capacity = u32::try_from(capacity).ok().filter(|&c| c < NIL)?;
         Some(Slab {
-            slots: Region::with_capacity(capacity as usize, hugepages)?,
+            slots: Strided::with_capacity(capacity as usize, buffers, hugepages)?,
             free_head: NIL,
             bumped: 0,
             live: 0,
@@ -248,6 +253,11 @@ impl Slab {
     pub(crate) fn bytes(&self) -> usize {
         self.slots.bytes()
     }
+
+    /// Bytes of socket buffer beside each slot (0: none).
+    pub(crate) fn buffers(&self) -> usize {
+        self.slots.tail_len()
+    }
 }
 
 /// The stack's timer nodes live in the slots (see [`Meta::timer`]).
@@ -288,7 +298,7 @@ mod tests {
 
     #[test]
     fn stale_ids_are_refused_after_reuse() {
-        let mut slab = Slab::new(2, HugePages::Off).unwrap();
+        let mut slab = Slab::new(2, 0, HugePages::Off).unwrap();
         let a = slab.alloc(FourTuple::default()).unwrap();
         let b = slab.alloc(FourTuple::default()).unwrap();
         assert!(slab.alloc(FourTuple::default()).is_none());
@@ -305,7 +315,7 @@ mod tests {
 
     #[test]
     fn slots_are_made_as_they_are_first_handed_out() {
-        let mut slab = Slab::new(1_000_000, HugePages::Off).unwrap();
+        let mut slab = Slab::new(1_000_000, 0, HugePages::Off).unwrap();
         assert_eq!((slab.slots.len(), slab.capacity()), (0, 1_000_000));
         let never = ConnId {
             slot: 999_999,

@@ -62,8 +62,11 @@
 //! demux table. With 256-byte buffers: 1,009 bytes measured at 1M connections (1,073 with
 //! the `cubic` feature, 1,089 with the `ipv6` feature: smoltcp's `proto-ipv6` widens every
 //! address inside every socket, a 480-byte `SocketStorage`, and the record's 4-tuple holds
-//! 16-byte addresses, 80 bytes). Big allocations come from 2 MiB hugepages when reserved
-//! (see [`HugePages`]).
+//! 16-byte addresses, 80 bytes). The buffers of the connections whose sizes match
+//! [`Config::buffers_in_slot`] sit right after their slot, the others' in a pool per size;
+//! at a million connections a segment then finds its buffer lines in the same run of
+//! memory as its socket. Big allocations come from 2 MiB hugepages when reserved (see
+//! [`HugePages`]).
 //!
 //! # Not supported
 //!

@@ -1,7 +1,8 @@
 //! Preallocated memory: the only module of this crate with `unsafe` code.
 //!
 //! Everything big in a [`Stack`](crate::Stack) — the connection slab, the demux table and
-//! the socket buffers — is allocated once, at start-up, from a [`Region`]: 2 MiB hugepages
+//! the socket buffers — is allocated once, at start-up, from a [`Region`] (the slab from
+//! a `Strided` region, whose slots may carry their buffers beside them): 2 MiB hugepages
 //! when the host has them reserved (through `hugepage-rs`), otherwise ordinary anonymous
 //! pages advised with `MADV_HUGEPAGE` so that transparent hugepages can back them. The
 //! fallback is logged once per process. Untouched pages of a region cost no RSS, so a pool
@@ -12,11 +13,13 @@
 //! `'static` is a promise kept by this crate, not by the type system: a chunk must be
 //! dropped before it is [released](BufferPool::release) and before its pool is dropped.
 //! The stack keeps both rules by owning the sockets and the pools together and by
-//! dropping the sockets first (see `conn::Slab`).
+//! dropping the sockets first (see `conn::Slab`). A slot's own buffer bytes (a
+//! `Strided` element's tail) follow the same rules with the slot as their pool.
 
 use std::alloc::Layout;
 use std::fmt;
-use std::ops::{Deref, DerefMut};
+use std::marker::PhantomData;
+use std::ops::{Deref, DerefMut, Index, IndexMut};
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Once, PoisonError, Weak};
@@ -213,6 +216,161 @@ impl<T> fmt::Debug for Region<T> {
     }
 }
 
+/// Elements of `T` a fixed stride apart in one mapping, each followed by `tail` bytes of
+/// its own: the connection slab, whose slots may carry their sockets' buffers beside them
+/// so that reaching a connection touches one run of memory (see `Config::buffers_in_slot`).
+///
+/// Like [`Region`], mapped once for `cap` elements and filled from the start by
+/// [`push`](Self::push); untouched elements cost no memory. A reference to an element
+/// never covers its tail, so the tail can be lent out ([`tail`](Self::tail)) while the
+/// element is in use.
+pub(crate) struct Strided<T> {
+    ptr: NonNull<u8>,
+    stride: usize,
+    tail: usize,
+    len: usize,
+    cap: usize,
+    map: Arc<Mapping>,
+    _owns: PhantomData<T>,
+}
+
+// SAFETY: as for `Region<T>`: a `Strided<T>` owns its elements; the tails are plain bytes.
+unsafe impl<T: Send> Send for Strided<T> {}
+// SAFETY: shared access only hands out `&T` (and raw tail addresses).
+unsafe impl<T: Sync> Sync for Strided<T> {}
+
+impl<T> Strided<T> {
+    /// Maps room for `cap` elements, each followed by `tail` bytes, and makes none.
+    /// `None` when the memory cannot be mapped or the size overflows.
+    pub(crate) fn with_capacity(cap: usize, tail: usize, hugepages: HugePages) -> Option<Self> {
+        let stride = size_of::<T>()
+            .checked_add(tail)?
+            .checked_next_multiple_of(align_of::<T>())?;
+        debug_assert!(align_of::<T>() <= 4096);
+        let map = Mapping::new(cap.checked_mul(stride)?.max(1), hugepages)?;
+        Some(Strided {
+            ptr: map.base,
+            stride,
+            tail,
+            len: 0,
+            cap,
+            map,
+            _owns: PhantomData,
+        })
+    }
+
+    fn at(&self, i: usize) -> *mut T {
+        self.ptr.as_ptr().wrapping_add(i * self.stride).cast()
+    }
+
+    /// Appends `value`; gives it back when full.
+    pub(crate) fn push(&mut self, value: T) -> Result<(), T> {
+        if self.len == self.cap {
+            return Err(value);
+        }
+        // SAFETY: `len < cap`, so element `len` lies inside the mapping (`cap * stride`
+        // bytes, page-aligned; `stride` is a multiple of `T`'s alignment) and is not
+        // initialised yet: the write overwrites nothing.
+        unsafe { self.at(self.len).write(value) };
+        self.len += 1;
+        self.map.used_up_to(self.len * self.stride);
+        Ok(())
+    }
+
+    pub(crate) fn get(&self, i: usize) -> Option<&T> {
+        // SAFETY: elements below `len` are initialised; `&self` keeps them alive and
+        // shared. The reference covers `size_of::<T>()` bytes, never the tail.
+        (i < self.len).then(|| unsafe { &*self.at(i) })
+    }
+
+    pub(crate) fn get_mut(&mut self, i: usize) -> Option<&mut T> {
+        // SAFETY: as in `get`, and `&mut self` makes the access exclusive.
+        (i < self.len).then(|| unsafe { &mut *self.at(i) })
+    }
+
+    /// Elements made.
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    pub(crate) fn capacity(&self) -> usize {
+        self.cap
+    }
+
+    /// Bytes after each element that are its own.
+    pub(crate) fn tail_len(&self) -> usize {
+        self.tail
+    }
+
+    /// The address of element `i`'s tail, for prefetching (never dereferenced here).
+    pub(crate) fn tail_addr(&self, i: usize) -> *const u8 {
+        self.ptr
+            .as_ptr()
+            .wrapping_add(i * self.stride + size_of::<T>())
+            .cast_const()
+    }
+
+    /// Element `i`'s tail bytes, not tied to `self`'s lifetime.
+    ///
+    /// # Safety
+    /// `i < len`, and no other slice of this tail may be alive: the caller lends it to
+    /// one user at a time and must drop that slice before lending it again and before
+    /// `self` drops.
+    unsafe fn tail(&mut self, i: usize) -> &'static mut [u8] {
+        debug_assert!(i < self.len);
+        // SAFETY: the tail lies inside the mapping, outside every element reference;
+        // the caller promised it is not lent out already and outlives its use.
+        unsafe {
+            std::slice::from_raw_parts_mut(self.at(i).cast::<u8>().add(size_of::<T>()), self.tail)
+        }
+    }
+
+    /// Bytes of address space held (rounded up to the page size).
+    pub(crate) fn bytes(&self) -> usize {
+        self.map.bytes
+    }
+}
+
+impl<T> Index<usize> for Strided<T> {
+    type Output = T;
+    fn index(&self, i: usize) -> &T {
+        match self.get(i) {
+            Some(t) => t,
+            None => panic!("index {i} out of range for {} elements", self.len),
+        }
+    }
+}
+
+impl<T> IndexMut<usize> for Strided<T> {
+    fn index_mut(&mut self, i: usize) -> &mut T {
+        let len = self.len;
+        match self.get_mut(i) {
+            Some(t) => t,
+            None => panic!("index {i} out of range for {len} elements"),
+        }
+    }
+}
+
+impl<T> Drop for Strided<T> {
+    fn drop(&mut self) {
+        for i in 0..self.len {
+            // SAFETY: each of the first `len` elements was initialised by `push` and is
+            // dropped exactly once, here. The mapping goes after, with `map`.
+            unsafe { std::ptr::drop_in_place(self.at(i)) };
+        }
+    }
+}
+
+impl<T> fmt::Debug for Strided<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Strided")
+            .field("len", &self.len)
+            .field("stride", &self.stride)
+            .field("bytes", &self.map.bytes)
+            .finish()
+    }
+}
+
 const HUGE: usize = 2 << 20;
 
 fn rounded(bytes: usize, backing: Backing) -> usize {
@@ -342,6 +500,11 @@ impl Warmer {
     /// Adds `region`, which grows from its start.
     pub(crate) fn add_region<T>(&self, region: &Region<T>) {
         self.add(&region.map, false);
+    }
+
+    /// Adds `slots`, which grow from their start.
+    pub(crate) fn add_strided<T>(&self, slots: &Strided<T>) {
+        self.add(&slots.map, false);
     }
 
     /// Adds `region`, whose elements are used at random from the start (a hash table's
@@ -515,14 +678,13 @@ impl BufferPool {
     /// Starts loading bytes `offset..offset + len` of chunk `idx` (clipped to the chunk)
     /// into the cache.
     pub(crate) fn prefetch(&self, idx: u32, offset: usize, len: usize) {
-        let chunk = idx as usize * self.chunk;
-        let base = self.region.ptr.as_ptr().cast_const();
-        let end = (offset + len).min(self.chunk);
-        let mut at = offset & !63;
-        while at < end {
-            prefetch(base.wrapping_add(chunk + at));
-            at += 64;
-        }
+        let chunk = self.region.ptr.as_ptr().cast_const();
+        prefetch_bytes(
+            chunk.wrapping_add(idx as usize * self.chunk),
+            offset,
+            len,
+            self.chunk,
+        );
     }
 
     /// The address of chunk `idx` (tests compare smoltcp's ring positions with it).
@@ -578,6 +740,17 @@ pub(crate) fn prefetch<T>(p: *const T) {
     let _ = p;
 }
 
+/// Starts loading the lines of bytes `offset..offset + len` (clipped to `limit`) from
+/// `base`: a connection's buffer chunk, in a pool or beside its slot.
+pub(crate) fn prefetch_bytes(base: *const u8, offset: usize, len: usize, limit: usize) {
+    let end = (offset + len).min(limit);
+    let mut at = (base as usize + offset) & !63;
+    while at < base as usize + end {
+        prefetch(base.wrapping_add(at - base as usize));
+        at += 64;
+    }
+}
+
 /// A `SocketSet` over the one slot `slot`, for a single poll.
 ///
 /// smoltcp's `SocketSet<'b>` wants `&'b mut [SocketStorage<'b>]`: the borrow and the
@@ -585,7 +758,7 @@ pub(crate) fn prefetch<T>(p: *const T) {
 /// a long-lived slab of `SocketStorage<'static>` does not type-check. Shortening the inner
 /// lifetime is sound here because nothing ever stores a socket with non-`'static` buffers
 /// through such a set: smoltcp's polls never add sockets, and the crate adds sockets only in
-/// [`install`], with `'static` pool buffers. (Rule for the rest of the crate: never call
+/// [`install_new`], with `'static` buffers. (Rule for the rest of the crate: never call
 /// `SocketSet::add` outside this module.)
 pub(crate) fn one_slot<'b>(slot: &'b mut SocketStorage<'static>) -> SocketSet<'b> {
     let ptr: *mut SocketStorage<'static> = slot;
@@ -597,39 +770,60 @@ pub(crate) fn one_slot<'b>(slot: &'b mut SocketStorage<'static>) -> SocketSet<'b
     SocketSet::new(std::slice::from_mut(slot))
 }
 
-/// Takes a chunk of `pool`, builds a socket on it (`rx_len` bytes to receive, the rest to
-/// send), lets `setup` configure it and puts it into the empty `slot`. Returns the
-/// chunk's index, which [`uninstall`] gives back; `None` (nothing installed) when the
-/// pool is dry.
+/// Builds a socket for element `i` of `slots` on a chunk of `pool`, or, with no pool, on
+/// the bytes beside the element (its tail), with `rx_len` bytes to receive and the rest
+/// to send; lets `setup` configure it and puts it into the element's storage (reached
+/// through `storage`), which must be empty. Returns the pool's chunk index (`i` for a
+/// tail), which [`uninstall`] gives back; `None` (nothing installed) when the pool is
+/// dry, `i` is not an element yet, or its storage holds a socket already.
 ///
-/// The socket holds the pool's bytes as `'static`: `slot` must be emptied by
-/// [`uninstall`] or dropped before `pool` is. `Stack` declares its slab, which holds
-/// every slot, before its pools, so its fields drop in that order.
-pub(crate) fn install_new(
-    slot: &mut SocketStorage<'static>,
-    pool: &mut BufferPool,
+/// The socket holds its bytes as `'static`: the storage must be emptied by [`uninstall`]
+/// (never moved out: the socket holds the element's own tail) or dropped before `pool`
+/// and `slots` are. `Stack` declares its slab, which holds every slot, before its pools,
+/// so its fields drop in that order; `Strided` drops its elements before its memory.
+pub(crate) fn install_new<T>(
+    slots: &mut Strided<T>,
+    i: usize,
+    storage: impl Fn(&mut T) -> &mut SocketStorage<'static>,
+    pool: Option<&mut BufferPool>,
     rx_len: usize,
     setup: impl FnOnce(&mut tcp::Socket<'static>),
 ) -> Option<u32> {
-    // SAFETY: the chunk's only slices become the socket's buffers, which live in `slot`;
-    // `uninstall` drops them before it releases the chunk, and the owner of `slot` and
-    // `pool` drops the slot first (above).
-    let (idx, bytes) = unsafe { pool.take() }?;
+    if one_slot(storage(slots.get_mut(i)?)).iter().next().is_some() {
+        return None;
+    }
+    let (idx, bytes) = match pool {
+        // SAFETY: the chunk's only slices become the socket's buffers, which live in the
+        // element's storage; `uninstall` drops them before it releases the chunk, and the
+        // owner of `slots` and `pool` drops the slots first (above).
+        Some(pool) => unsafe { pool.take() }?,
+        // SAFETY: `i` is an element (checked above) whose storage is empty, so no socket
+        // holds its tail: the storage is only ever emptied by `uninstall`, which drops the
+        // socket and with it the tail's slices. The new slices live in that same storage,
+        // which `Strided` drops before its memory.
+        None => (i as u32, unsafe { slots.tail(i) }),
+    };
     let (rx, tx) = bytes.split_at_mut(rx_len.min(bytes.len()));
     let mut socket = tcp::Socket::new(tcp::SocketBuffer::new(rx), tcp::SocketBuffer::new(tx));
     setup(&mut socket);
-    one_slot(slot).add(socket);
+    one_slot(storage(&mut slots[i])).add(socket);
     Some(idx)
 }
 
 /// Empties `slot`, dropping its socket, then gives the socket's buffer chunk `idx` back to
-/// `pool`.
-pub(crate) fn uninstall(slot: &mut SocketStorage<'static>, pool: &mut BufferPool, idx: u32) {
+/// `pool` (none: the buffers were the slot's own).
+pub(crate) fn uninstall(
+    slot: &mut SocketStorage<'static>,
+    pool: Option<&mut BufferPool>,
+    idx: u32,
+) {
     *slot = SocketStorage::EMPTY;
-    // SAFETY: the only slices of chunk `idx` were the socket's rx and tx buffers, dropped
-    // with the socket on the line above; each slot's chunk is released once, when its
-    // socket is removed.
-    unsafe { pool.release(idx) };
+    if let Some(pool) = pool {
+        // SAFETY: the only slices of chunk `idx` were the socket's rx and tx buffers,
+        // dropped with the socket on the line above; each slot's chunk is released once,
+        // when its socket is removed.
+        unsafe { pool.release(idx) };
+    }
 }
 
 impl Region<u8> {
@@ -741,6 +935,69 @@ mod tests {
         assert!(r.bytes() >= 1000 * size_of::<Rc<()>>());
         drop(r);
         assert_eq!(Rc::strong_count(&marker), 1);
+    }
+
+    #[test]
+    fn strided_elements_and_their_tails_are_apart_and_dropped_once() {
+        use std::rc::Rc;
+        let marker = Rc::new(());
+        let tail = 100;
+        let mut s = Strided::<Rc<()>>::with_capacity(3, tail, HugePages::Off).unwrap();
+        for _ in 0..3 {
+            assert!(s.push(Rc::clone(&marker)).is_ok());
+        }
+        assert!(s.push(Rc::clone(&marker)).is_err(), "full at its capacity");
+        assert_eq!((s.len(), s.capacity(), s.tail_len()), (3, 3, tail));
+        assert!(s.get(3).is_none());
+        // Each tail starts where its element ends and ends before the next element.
+        let stride = (size_of::<Rc<()>>() + tail).next_multiple_of(align_of::<Rc<()>>());
+        for i in 0..3 {
+            let elem = &s[i] as *const Rc<()> as usize;
+            let t = s.tail_addr(i) as usize;
+            assert_eq!(t, elem + size_of::<Rc<()>>());
+            if i + 1 < 3 {
+                assert!(t + tail <= &s[i + 1] as *const Rc<()> as usize);
+                assert_eq!(&s[i + 1] as *const Rc<()> as usize - elem, stride);
+            }
+        }
+        // SAFETY: element 1's tail is lent once and dropped before `s`.
+        let bytes = unsafe { s.tail(1) };
+        bytes.fill(0xff);
+        assert_eq!(bytes.len(), tail);
+        assert_eq!(
+            Rc::strong_count(&s[2]),
+            4,
+            "writing a tail leaves the next element be"
+        );
+        assert_eq!(Rc::strong_count(&marker), 4);
+        drop(s);
+        assert_eq!(Rc::strong_count(&marker), 1, "every element dropped once");
+    }
+
+    #[test]
+    fn a_socket_goes_on_a_slot_tail_only_into_an_empty_storage() {
+        let mut slots =
+            Strided::<SocketStorage<'static>>::with_capacity(2, 64, HugePages::Off).unwrap();
+        assert!(slots.push(SocketStorage::EMPTY).is_ok());
+        let install = |slots: &mut Strided<SocketStorage<'static>>, i| {
+            install_new(slots, i, |s| s, None, 16, |_| {})
+        };
+        assert_eq!(install(&mut slots, 1), None, "not an element yet");
+        assert_eq!(install(&mut slots, 0), Some(0));
+        assert_eq!(
+            install(&mut slots, 0),
+            None,
+            "a socket holds that tail already"
+        );
+        uninstall(&mut slots[0], None, 0);
+        assert_eq!(
+            install(&mut slots, 0),
+            Some(0),
+            "free again after uninstall"
+        );
+        let mut set = one_slot(&mut slots[0]);
+        let socket = set.get_mut::<tcp::Socket>(smoltcp::iface::SocketHandle::default());
+        assert_eq!((socket.recv_capacity(), socket.send_capacity()), (16, 48));
     }
 
     #[test]

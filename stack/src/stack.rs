@@ -100,8 +100,18 @@ pub enum Event {
 /// A connection's option profile: a listener's, or one used by `connect`.
 pub(crate) struct Profile {
     pub(crate) opts: SocketOptions,
+    /// Index of its buffer pool, or [`IN_SLOT`].
     pub(crate) pool: u8,
     pub(crate) listener: Option<u16>,
+}
+
+/// [`Profile::pool`] of connections whose buffers are the bytes beside their slots
+/// (`Config::buffers_in_slot`). Never a pool index: there are fewer than 255 pools.
+pub(crate) const IN_SLOT: u8 = u8::MAX;
+
+/// The pool a profile's `pool` names: `None` for [`IN_SLOT`].
+fn pool_mut(pools: &mut [BufferPool], pool: u8) -> Option<&mut BufferPool> {
+    (pool != IN_SLOT).then(|| &mut pools[usize::from(pool)])
 }
 
 /// What the stack sees of a socket before and after a poll.
@@ -138,6 +148,8 @@ pub struct Stack {
     // `slab` must stay declared before `pools`: its sockets borrow the pools' memory.
     slab: Slab,
     pools: Vec<BufferPool>,
+    /// Live connections whose buffers are in their slots ([`IN_SLOT`]).
+    in_slot_live: usize,
     table: Table,
     wheel: Timers,
     profiles: Vec<Profile>,
@@ -248,13 +260,14 @@ impl Stack {
 
         let n = config.max_connections;
         let oom = |what: &'static str, bytes: usize| ConfigError::OutOfMemory { what, bytes };
-        let mut slab =
-            Slab::new(n, config.hugepages).ok_or(oom("connection slab", n * size_of::<Slot>()))?;
+        let slot_bytes = size_of::<Slot>() + config.buffers_in_slot;
+        let mut slab = Slab::new(n, config.buffers_in_slot, config.hugepages)
+            .ok_or(oom("connection slab", n.saturating_mul(slot_bytes)))?;
         let warmer = Warmer::default();
         if config.prefault {
             slab.fill();
         } else {
-            warmer.add_region(&slab.slots);
+            warmer.add_strided(&slab.slots);
         }
         let keys = (
             crate::config::mix(config.seed, 1),
@@ -276,6 +289,7 @@ impl Stack {
             ipv6_addrs: config.ipv6_addrs.iter().map(|a| a.0).collect(),
             slab,
             pools: Vec::new(),
+            in_slot_live: 0,
             table,
             wheel,
             profiles: Vec::new(),
@@ -453,15 +467,23 @@ impl Stack {
         if !m.has(flag::LIVE) {
             return;
         }
-        if let Some(p) = self.profiles.get(usize::from(m.profile))
-            && let Some(pool) = self.pools.get(usize::from(p.pool))
-        {
-            if rx > 0 {
-                pool.prefetch(m.link, usize::from(m.rx_at), rx.min(p.opts.rx_buf));
+        let Some(p) = self.profiles.get(usize::from(m.profile)) else {
+            return;
+        };
+        let (rx_buf, chunk) = (p.opts.rx_buf, p.opts.rx_buf + p.opts.tx_buf);
+        let fetch = |offset: usize, len: usize| {
+            if p.pool == IN_SLOT {
+                let base = self.slab.slots.tail_addr(slot as usize);
+                mem::prefetch_bytes(base, offset, len, chunk);
+            } else if let Some(pool) = self.pools.get(usize::from(p.pool)) {
+                pool.prefetch(m.link, offset, len);
             }
-            if tx {
-                pool.prefetch(m.link, p.opts.rx_buf + usize::from(m.tx_at), HINT_BYTES);
-            }
+        };
+        if rx > 0 {
+            fetch(usize::from(m.rx_at), rx.min(rx_buf));
+        }
+        if tx {
+            fetch(rx_buf + usize::from(m.tx_at), HINT_BYTES);
         }
     }
 
@@ -632,8 +654,10 @@ impl Stack {
         let mut state = State::Closed;
         let iface = &mut self.iface;
         let installed = mem::install_new(
-            &mut self.slab.slots[slot as usize].storage,
-            &mut self.pools[usize::from(pool)],
+            &mut self.slab.slots,
+            slot as usize,
+            |s| &mut s.storage,
+            pool_mut(&mut self.pools, pool),
             opts.rx_buf,
             |socket| {
                 opts.apply(socket);
@@ -645,6 +669,9 @@ impl Stack {
             self.slab.release(slot);
             return Err(Refusal::Buffers);
         };
+        if pool == IN_SLOT {
+            self.in_slot_live += 1;
+        }
         let m = &mut self.slab.slots[slot as usize].meta;
         m.link = chunk;
         m.rx_at = 0;
@@ -1006,9 +1033,13 @@ impl Stack {
         let slab = &self.slab;
         self.table.remove(&m.key, |s| slab.key(s));
         self.wheel.cancel(&mut self.slab, slot);
+        let pool = self.profiles[usize::from(m.profile)].pool;
+        if pool == IN_SLOT {
+            self.in_slot_live -= 1;
+        }
         mem::uninstall(
             &mut self.slab.slots[i].storage,
-            &mut self.pools[usize::from(self.profiles[usize::from(m.profile)].pool)],
+            pool_mut(&mut self.pools, pool),
             m.link,
         );
         self.counters.states[usize::from(m.state)] -= 1;
@@ -1069,7 +1100,9 @@ impl Stack {
             return Some(i as u16);
         }
         let chunk = opts.rx_buf + opts.tx_buf;
+        let in_slot = chunk > 0 && chunk == self.slab.buffers();
         let pool = match self.pools.iter().position(|p| p.chunk_size() == chunk) {
+            _ if in_slot => usize::from(IN_SLOT),
             Some(p) => p,
             None => {
                 if self.pools.len() >= usize::from(u8::MAX) {

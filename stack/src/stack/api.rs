@@ -80,14 +80,16 @@ pub struct ConnectOptions {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Memory {
     /// Connection slots: smoltcp socket storage plus the stack's 56-byte record each
-    /// (with the connection's timer node).
+    /// (with the connection's timer node), and the socket buffers kept beside them
+    /// ([`Config::buffers_in_slot`](crate::Config::buffers_in_slot)).
     pub slab: usize,
     /// The demux table.
     pub table: usize,
     /// The timing wheel's list heads and bitmaps (its per-connection nodes are in the
     /// slots, counted in `slab`).
     pub wheel: usize,
-    /// Socket buffer pools (reserved, whether used or not).
+    /// Socket buffer pools (reserved, whether used or not), for the buffers not kept in
+    /// the slots.
     pub buffers: usize,
     /// Buffer bytes held by live connections.
     pub buffers_in_use: usize,
@@ -400,7 +402,12 @@ impl Stack {
         let table = self.table.bytes();
         let wheel = size_of_val(&self.wheel);
         let buffers = self.pools.iter().map(|p| p.bytes()).sum();
-        let buffers_in_use = self.pools.iter().map(|p| p.in_use() * p.chunk_size()).sum();
+        let buffers_in_use = self
+            .pools
+            .iter()
+            .map(|p| p.in_use() * p.chunk_size())
+            .sum::<usize>()
+            + self.in_slot_live * self.slab.buffers();
         let queues: usize = self.listeners.iter().map(Listener::bytes).sum();
         let other = queues
             + self.ports.len() * 2

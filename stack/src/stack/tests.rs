@@ -22,7 +22,10 @@ fn positions(stack: &mut Stack, id: ConnId) -> ((usize, usize), (usize, usize)) 
     let m = stack.slab.slots[slot as usize].meta;
     let profile = &stack.profiles[usize::from(m.profile)];
     let rx_cap = profile.opts.rx_buf;
-    let base = stack.pools[usize::from(profile.pool)].chunk_addr(m.link);
+    let base = match stack.pools.get(usize::from(profile.pool)) {
+        Some(pool) => pool.chunk_addr(m.link),
+        None => stack.slab.slots.tail_addr(slot as usize) as usize,
+    };
     let mut set = mem::one_slot(&mut stack.slab.slots[slot as usize].storage);
     let s = set.get_mut::<tcp::Socket>(SocketHandle::default());
     let read = s.peek(0).expect("receiving").as_ptr() as usize - base;
@@ -42,11 +45,13 @@ fn opts(rx_buf: usize, tx_buf: usize) -> SocketOptions {
 
 #[test]
 fn ring_hints_follow_the_rings_through_wraps_and_short_writes() {
-    let mut pair = Pair::new(
-        &Pair::client_config(4),
-        &Pair::server_config(4),
-        Impairments::none(),
-    );
+    // The server keeps its connection's buffers beside the slot, the client in a pool:
+    // the hints must hold for both.
+    let server = crate::Config {
+        buffers_in_slot: 197 + 151,
+        ..Pair::server_config(4)
+    };
+    let mut pair = Pair::new(&Pair::client_config(4), &server, Impairments::none());
     // Odd sizes, so that positions wrap at every place in a line.
     let backlog = 4;
     pair.b
@@ -78,6 +83,12 @@ fn ring_hints_follow_the_rings_through_wraps_and_short_writes() {
         s.is_some()
     }));
     let s = s.unwrap();
+    assert!(
+        pair.a.memory().buffers > 0,
+        "the client's buffers are in a pool"
+    );
+    assert_eq!(pair.b.memory().buffers, 0, "the server's are in the slot");
+    assert_eq!(pair.b.memory().buffers_in_use, 197 + 151);
 
     let mut seen = [BTreeSet::new(), BTreeSet::new()];
     let payload: Vec<u8> = (0..255u8).collect();
