@@ -53,7 +53,7 @@ pub struct Config {
     /// whose options ask for exactly this many (`rx_buf + tx_buf`); others take theirs
     /// from a pool per size, as all do with 0 (the default). Beside the slot, a segment's
     /// buffer lines come from the same run of memory as its socket: at a million
-    /// connections of 256 + 256 bytes, 7% less time per segment than from a pool
+    /// connections of 256 + 256 bytes, 10% less time per segment than from a pool
     /// (`bench/RESULTS.md`). Every slot carries these bytes whether its connection uses
     /// them or not, so set it to the buffer size most connections use.
     pub buffers_in_slot: usize,

@@ -772,10 +772,12 @@ pub(crate) fn one_slot<'b>(slot: &'b mut SocketStorage<'static>) -> SocketSet<'b
 
 /// Builds a socket for element `i` of `slots` on a chunk of `pool`, or, with no pool, on
 /// the bytes beside the element (its tail), with `rx_len` bytes to receive and the rest
-/// to send; lets `setup` configure it and puts it into the element's storage (reached
-/// through `storage`), which must be empty. Returns the pool's chunk index (`i` for a
-/// tail), which [`uninstall`] gives back; `None` (nothing installed) when the pool is
-/// dry, `i` is not an element yet, or its storage holds a socket already.
+/// to send; lets `setup` configure it and puts it into the element's storage, which
+/// must be empty. `storage` gives an element's one socket storage (crate rule: an
+/// element type has exactly one; the slab's is `Slot::storage`), and what it gives must
+/// lie inside the element. Returns the pool's chunk index (`i` for a tail), which
+/// [`uninstall`] gives back; `None` (nothing installed) when the pool is dry, `i` is not
+/// an element yet, or its storage holds a socket already or lies elsewhere.
 ///
 /// The socket holds its bytes as `'static`: the storage must be emptied by [`uninstall`]
 /// (never moved out: the socket holds the element's own tail) or dropped before `pool`
@@ -789,7 +791,10 @@ pub(crate) fn install_new<T>(
     rx_len: usize,
     setup: impl FnOnce(&mut tcp::Socket<'static>),
 ) -> Option<u32> {
-    if one_slot(storage(slots.get_mut(i)?)).iter().next().is_some() {
+    let elem = slots.at(i) as usize..slots.at(i) as usize + size_of::<T>();
+    let store = storage(slots.get_mut(i)?);
+    let inside = elem.contains(&(std::ptr::from_mut(store) as usize));
+    if !inside || one_slot(store).iter().next().is_some() {
         return None;
     }
     let (idx, bytes) = match pool {
