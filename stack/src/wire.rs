@@ -119,9 +119,8 @@ impl Queue {
 
     /// Gives a frame's buffer back for reuse (up to a bound: buffers migrate between
     /// the two ends of a pair when one side sends more frames than the other).
-    pub fn recycle(&mut self, mut frame: Vec<u8>) {
+    pub fn recycle(&mut self, frame: Vec<u8>) {
         if self.free.len() < 4096 {
-            frame.clear();
             self.free.push(frame);
         }
     }
@@ -147,7 +146,12 @@ impl TxQueue for Queue {
             .free
             .pop()
             .unwrap_or_else(|| Vec::with_capacity(MAX_FRAME));
-        buf.resize(len, 0);
+        // Not zeroed first: the stack writes every byte of a frame, as it must on a NIC's
+        // transmit ring, whose frames hold whatever they carried before.
+        if buf.len() < len {
+            buf.resize(len, 0);
+        }
+        buf.truncate(len);
         let r = fill(&mut buf);
         if self.frames.len() < self.limit {
             self.frames.push_back(buf);
