@@ -320,9 +320,7 @@ impl<T> Strided<T> {
         debug_assert!(i < self.len);
         // SAFETY: the tail lies inside the mapping, outside every element reference;
         // the caller promised it is not lent out already and outlives its use.
-        unsafe {
-            std::slice::from_raw_parts_mut(self.at(i).cast::<u8>().add(size_of::<T>()), self.tail)
-        }
+        unsafe { std::slice::from_raw_parts_mut(self.tail_addr(i).cast_mut(), self.tail) }
     }
 
     /// Bytes of address space held (rounded up to the page size).
@@ -743,11 +741,26 @@ pub(crate) fn prefetch<T>(p: *const T) {
 /// Starts loading the lines of bytes `offset..offset + len` (clipped to `limit`) from
 /// `base`: a connection's buffer chunk, in a pool or beside its slot.
 pub(crate) fn prefetch_bytes(base: *const u8, offset: usize, len: usize, limit: usize) {
-    let end = (offset + len).min(limit);
-    let mut at = (base as usize + offset) & !63;
-    while at < base as usize + end {
-        prefetch(base.wrapping_add(at - base as usize));
-        at += 64;
+    let (start, end) = line_span(base, offset, len, limit);
+    let mut line = start;
+    while line < end {
+        // `line` may lie before `base` (the first line's start when `base` is not
+        // line-aligned, as a slot's buffers are not): wrapping arithmetic keeps it an
+        // address without a subtraction that could overflow.
+        prefetch(base.wrapping_add(line.wrapping_sub(base as usize)));
+        line += 64;
+    }
+}
+
+/// The addresses from the start of the cache line holding byte `offset` of `base` to the
+/// end of `base[..min(offset + len, limit)]`; empty when that range is.
+fn line_span(base: *const u8, offset: usize, len: usize, limit: usize) -> (usize, usize) {
+    let start = base as usize;
+    let end = offset.saturating_add(len).min(limit);
+    if offset < end {
+        (start.wrapping_add(offset) & !63, start.wrapping_add(end))
+    } else {
+        (0, 0)
     }
 }
 
@@ -1003,6 +1016,31 @@ mod tests {
         let mut set = one_slot(&mut slots[0]);
         let socket = set.get_mut::<tcp::Socket>(smoltcp::iface::SocketHandle::default());
         assert_eq!((socket.recv_capacity(), socket.send_capacity()), (16, 48));
+    }
+
+    #[test]
+    fn prefetched_lines_are_those_the_bytes_lie_on_even_off_a_line_start() {
+        let buf = [0u8; 1024];
+        // A base 32 bytes past a line start, as a slot's buffers are.
+        let skip = 64 - buf.as_ptr() as usize % 64 + 32;
+        let base = buf.as_ptr().wrapping_add(skip);
+        let b = base as usize;
+        let line = b & !63;
+        let got = |offset, len, limit| {
+            let (start, end) = line_span(base, offset, len, limit);
+            (start..end).step_by(64).collect::<Vec<_>>()
+        };
+        assert_eq!(got(0, 32, 512), [line], "the line the base is on");
+        assert_eq!(got(0, 33, 512), [line, line + 64]);
+        // Bytes 72..172 of the base's line: its second and third lines.
+        assert_eq!(got(40, 100, 512), [line + 64, line + 128]);
+        assert_eq!(
+            got(500, 100, 512),
+            [(b + 500) & !63],
+            "clipped to the limit"
+        );
+        assert!(got(512, 64, 512).is_empty());
+        assert!(got(10, 0, 512).is_empty());
     }
 
     #[test]
