@@ -449,12 +449,7 @@ impl Stack {
 
     fn prefetch_slot(&self, slot: u32) {
         let at: *const Slot = &self.slab.slots[slot as usize];
-        let (start, end) = (at as usize, at as usize + size_of::<Slot>());
-        let mut line = start & !63;
-        while line < end {
-            mem::prefetch(at.cast::<u8>().wrapping_add(line - start));
-            line += 64;
-        }
+        mem::prefetch_bytes(at.cast(), 0, size_of::<Slot>(), size_of::<Slot>());
     }
 
     /// Reads the slot record (prefetched before) to find the buffer chunk, then prefetches
@@ -1100,23 +1095,22 @@ impl Stack {
             return Some(i as u16);
         }
         let chunk = opts.rx_buf + opts.tx_buf;
-        let in_slot = chunk > 0 && chunk == self.slab.buffers();
-        let pool = match self.pools.iter().position(|p| p.chunk_size() == chunk) {
-            _ if in_slot => usize::from(IN_SLOT),
-            Some(p) => p,
-            None => {
-                if self.pools.len() >= usize::from(u8::MAX) {
-                    return None;
-                }
-                let mut pool = BufferPool::new(chunk, self.slab.capacity(), self.hugepages)?;
-                if self.prefault {
-                    pool.prefault();
-                } else {
-                    self.warmer.add_pool(&pool);
-                }
-                self.pools.push(pool);
-                self.pools.len() - 1
+        let pool = if chunk > 0 && chunk == self.slab.buffers() {
+            usize::from(IN_SLOT)
+        } else if let Some(p) = self.pools.iter().position(|p| p.chunk_size() == chunk) {
+            p
+        } else {
+            if self.pools.len() >= usize::from(u8::MAX) {
+                return None;
             }
+            let mut pool = BufferPool::new(chunk, self.slab.capacity(), self.hugepages)?;
+            if self.prefault {
+                pool.prefault();
+            } else {
+                self.warmer.add_pool(&pool);
+            }
+            self.pools.push(pool);
+            self.pools.len() - 1
         };
         if self.profiles.len() >= usize::from(u16::MAX) {
             return None;

@@ -148,10 +148,7 @@ impl TxQueue for Queue {
             .unwrap_or_else(|| Vec::with_capacity(MAX_FRAME));
         // Not zeroed first: the stack writes every byte of a frame, as it must on a NIC's
         // transmit ring, whose frames hold whatever they carried before.
-        if buf.len() < len {
-            buf.resize(len, 0);
-        }
-        buf.truncate(len);
+        buf.resize(len, 0);
         let r = fill(&mut buf);
         if self.frames.len() < self.limit {
             self.frames.push_back(buf);
