@@ -182,6 +182,9 @@ impl Slab {
     /// Makes every slot now, so that allocating one never faults memory in (the stack's
     /// `Config::prefault`).
     pub(crate) fn fill(&mut self) {
+        // The buffers beside the slots as well (where the kernel will not, the slots'
+        // writes below fault in all but the pages a tail fills alone).
+        self.slots.fault_in();
         while self.slots.push(Slot::FREE).is_ok() {}
     }
 
@@ -294,6 +297,21 @@ mod tests {
             0
         };
         assert_eq!(size_of::<Slot>(), 480 + cubic + ipv6);
+    }
+
+    #[test]
+    fn filling_a_slab_faults_in_the_buffers_beside_its_slots() {
+        // Tails of two pages each: most of their pages hold no slot byte at all.
+        let (n, buffers) = (64, 8192);
+        let mut slab = Slab::new(n, buffers, HugePages::Off).unwrap();
+        slab.fill();
+        let at = std::ptr::from_ref(&slab.slots[0]).cast::<u8>();
+        let bytes = slab.bytes();
+        assert_eq!(
+            crate::mem::tests::resident(at, bytes),
+            bytes / 4096,
+            "every page, the tails' too"
+        );
     }
 
     #[test]

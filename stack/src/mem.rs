@@ -327,6 +327,12 @@ impl<T> Strided<T> {
     pub(crate) fn bytes(&self) -> usize {
         self.map.bytes
     }
+
+    /// See [`Region::fault_in`]: the tails too, which making the elements alone would
+    /// leave untouched wherever a tail fills a page of its own.
+    pub(crate) fn fault_in(&self) -> bool {
+        populate(&self.map, 0, self.map.bytes)
+    }
 }
 
 impl<T> Index<usize> for Strided<T> {
@@ -907,11 +913,11 @@ impl fmt::Debug for BufferPool {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     /// Pages of `len` bytes at `at` that are resident (`mincore`).
-    fn resident(at: *const u8, len: usize) -> usize {
+    pub(crate) fn resident(at: *const u8, len: usize) -> usize {
         let pages = len.div_ceil(4096);
         let mut vec = vec![0u8; pages];
         // SAFETY: `at..at+len` is one mapping of ours, page-aligned; `vec` has a byte per
